@@ -1,0 +1,76 @@
+//! The flow table: one entry per direction of every tracked connection.
+//!
+//! A forward entry is keyed by the client's 5-tuple towards the VIP; the reply
+//! entry by the backend's 5-tuple towards the SNAT address (or the client in
+//! DNAT mode). Each entry says what to rewrite the packet's addresses and ports
+//! to, so both directions take the same path; either key is derived from the
+//! other entry's rewrite (see [`FlowValue::peer_key`]).
+
+use crate::RawAddr;
+
+/// Key of `FLOWS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Network byte order.
+    pub src: RawAddr,
+    /// Network byte order.
+    pub dst: RawAddr,
+    pub sport_be: u16,
+    pub dport_be: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+
+pub const DIR_FORWARD: u8 = 0;
+pub const DIR_REPLY: u8 = 1;
+
+/// TCP flow states. UDP flows stay `NEW` until the backend answers.
+pub const STATE_NEW: u8 = 0;
+pub const STATE_ESTABLISHED: u8 = 1;
+/// A FIN or RST was seen; the backend's active count was released.
+pub const STATE_CLOSING: u8 = 2;
+
+/// Value of `FLOWS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowValue {
+    /// New source address, network byte order.
+    pub new_src: RawAddr,
+    /// New destination address, network byte order.
+    pub new_dst: RawAddr,
+    pub new_sport_be: u16,
+    pub new_dport_be: u16,
+    /// Index into `BACKENDS`.
+    pub backend: u32,
+    pub created_ns: u64,
+    pub last_seen_ns: u64,
+    pub state: u8,
+    pub direction: u8,
+    pub _pad: [u8; 2],
+    /// Forward entries: 1 once the backend's active count was given back. A u32 so
+    /// that the program can swap it atomically.
+    pub released: u32,
+}
+const _: () = assert!(core::mem::size_of::<FlowValue>() == 64);
+
+impl FlowValue {
+    /// Key of the other direction's entry: packets of the other direction are sent
+    /// from where this entry rewrites to, towards where it rewrites from.
+    #[inline(always)]
+    pub fn peer_key(&self, proto: u8, family: u8) -> FlowKey {
+        FlowKey {
+            src: self.new_dst,
+            dst: self.new_src,
+            sport_be: self.new_dport_be,
+            dport_be: self.new_sport_be,
+            proto,
+            family,
+            _pad: [0; 2],
+        }
+    }
+}
+
+crate::user_pod!(FlowKey, FlowValue);

@@ -1,0 +1,98 @@
+//! Services (VIP, port, protocol) and their backends.
+
+use crate::RawAddr;
+
+/// Services the program knows; a service id indexes [`Backend`] slots.
+pub const MAX_SERVICES: u32 = 256;
+/// Backend slots per service: `BACKENDS[service_id * MAX_BACKENDS_PER_SERVICE + slot]`.
+pub const MAX_BACKENDS_PER_SERVICE: u32 = 64;
+pub const MAX_BACKENDS: u32 = MAX_SERVICES * MAX_BACKENDS_PER_SERVICE;
+/// Interfaces the program may redirect to (device map entries).
+pub const MAX_INTERFACES: u32 = 64;
+
+/// Key of `SERVICES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    /// Virtual IP, network byte order.
+    pub vip: RawAddr,
+    pub port_be: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
+
+pub const SCHED_LEAST_CONN: u32 = 0;
+pub const SCHED_ROUND_ROBIN: u32 = 1;
+pub const SCHED_P2C: u32 = 2;
+pub const SCHED_MAGLEV: u32 = 3;
+
+/// Destination-only NAT: the client's source address is kept.
+pub const SERVICE_F_DNAT: u32 = 1 << 0;
+
+/// Value of `SERVICES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceValue {
+    pub id: u32,
+    /// Slots `0..backend_count` of this service are looked at by the scheduler.
+    pub backend_count: u32,
+    pub scheduler: u32,
+    pub flags: u32,
+    /// Inclusive SNAT source-port range, host byte order.
+    pub snat_port_min: u16,
+    pub snat_port_max: u16,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<ServiceValue>() == 24);
+
+/// The slot holds a backend.
+pub const BACKEND_F_PRESENT: u32 = 1 << 0;
+/// Health checks pass (or the service does not check).
+pub const BACKEND_F_HEALTHY: u32 = 1 << 1;
+/// Keeps its flows but takes no new ones.
+pub const BACKEND_F_DRAINING: u32 = 1 << 2;
+
+/// Value of `BACKENDS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend {
+    /// Backend address, network byte order.
+    pub addr: RawAddr,
+    /// Source address towards this backend in full-NAT mode, network byte order.
+    pub snat_addr: RawAddr,
+    pub port_be: u16,
+    pub family: u8,
+    pub _pad0: u8,
+    pub flags: u32,
+    /// Relative capacity; 0 takes no new flows.
+    pub weight: u32,
+    pub _pad1: u32,
+}
+const _: () = assert!(core::mem::size_of::<Backend>() == 48);
+
+impl Backend {
+    /// May take new flows.
+    #[inline(always)]
+    pub fn selectable(&self) -> bool {
+        self.flags & (BACKEND_F_PRESENT | BACKEND_F_HEALTHY | BACKEND_F_DRAINING)
+            == BACKEND_F_PRESENT | BACKEND_F_HEALTHY
+            && self.weight > 0
+    }
+}
+
+/// Key of `LOCAL_ADDRS`: addresses whose packets the program must look at.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AddrKey {
+    pub addr: RawAddr,
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<AddrKey>() == 20);
+
+/// `LOCAL_ADDRS` value bits.
+pub const ADDR_F_VIP: u32 = 1 << 0;
+pub const ADDR_F_SNAT: u32 = 1 << 1;
+
+crate::user_pod!(ServiceKey, ServiceValue, Backend, AddrKey);

@@ -1,0 +1,99 @@
+//! Counters. `STATS` is a per-CPU array indexed by [`Counter`]; user space sums
+//! the CPUs when it reads.
+
+/// Global data-plane counters, by what happened to a packet.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Not IPv4/IPv6, or not for a VIP or SNAT address: the host's stack gets it.
+    PassNotForUs = 0,
+    /// For a VIP address but no configured port/protocol: the host's stack gets it.
+    PassNoService,
+    /// A fragment: cannot be matched by port, the host's stack gets it.
+    PassFragment,
+    /// Rewritten but the next hop's neighbour is unknown: the stack resolves it.
+    PassNoNeighbour,
+    /// TTL would expire: the stack answers with ICMP time exceeded.
+    PassTtlExpired,
+    /// No route or another FIB result the program does not forward.
+    PassFibOther,
+    ForwardTx,
+    ForwardRedirect,
+    NewFlow,
+    /// Headers cut short or lengths that do not add up, towards a VIP or SNAT address.
+    DropMalformed,
+    DropNoBackend,
+    DropSnatExhausted,
+    /// A TCP segment other than a SYN for a VIP with no flow.
+    DropNoFlow,
+    DropFlowTableFull,
+}
+
+pub const COUNTER_COUNT: u32 = Counter::DropFlowTableFull as u32 + 1;
+
+impl Counter {
+    pub const ALL: [Counter; COUNTER_COUNT as usize] = [
+        Counter::PassNotForUs,
+        Counter::PassNoService,
+        Counter::PassFragment,
+        Counter::PassNoNeighbour,
+        Counter::PassTtlExpired,
+        Counter::PassFibOther,
+        Counter::ForwardTx,
+        Counter::ForwardRedirect,
+        Counter::NewFlow,
+        Counter::DropMalformed,
+        Counter::DropNoBackend,
+        Counter::DropSnatExhausted,
+        Counter::DropNoFlow,
+        Counter::DropFlowTableFull,
+    ];
+
+    /// Stable name for output and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::PassNotForUs => "pass_not_for_us",
+            Counter::PassNoService => "pass_no_service",
+            Counter::PassFragment => "pass_fragment",
+            Counter::PassNoNeighbour => "pass_no_neighbour",
+            Counter::PassTtlExpired => "pass_ttl_expired",
+            Counter::PassFibOther => "pass_fib_other",
+            Counter::ForwardTx => "forward_tx",
+            Counter::ForwardRedirect => "forward_redirect",
+            Counter::NewFlow => "new_flow",
+            Counter::DropMalformed => "drop_malformed",
+            Counter::DropNoBackend => "drop_no_backend",
+            Counter::DropSnatExhausted => "drop_snat_exhausted",
+            Counter::DropNoFlow => "drop_no_flow",
+            Counter::DropFlowTableFull => "drop_flow_table_full",
+        }
+    }
+}
+
+/// Per-backend traffic, a per-CPU array indexed like `BACKENDS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendStats {
+    /// Client-to-backend direction.
+    pub packets_to: u64,
+    pub bytes_to: u64,
+    /// Backend-to-client direction.
+    pub packets_from: u64,
+    pub bytes_from: u64,
+    pub new_flows: u64,
+}
+const _: () = assert!(core::mem::size_of::<BackendStats>() == 40);
+
+crate::user_pod!(BackendStats);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_every_counter_at_its_index() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+        }
+    }
+}

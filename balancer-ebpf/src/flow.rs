@@ -1,0 +1,163 @@
+//! Flow creation (backend choice, SNAT port, both entries) and per-packet state.
+
+use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd, atomic_xchg};
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+};
+use balancer_common::{
+    flow::{
+        DIR_FORWARD, DIR_REPLY, FlowKey, FlowValue, STATE_CLOSING, STATE_ESTABLISHED, STATE_NEW,
+    },
+    service::{SERVICE_F_DNAT, ServiceValue},
+    stats::Counter,
+};
+
+use crate::{
+    maps::{ACTIVE_CONNS, BACKENDS, FLOWS},
+    parse::Packet,
+    select,
+};
+
+/// Ports tried for a new flow's SNAT source before it is refused: a random start,
+/// then the following ports of the range (all of it, for ranges this small).
+const SNAT_PORT_TRIES: u32 = 64;
+
+pub enum Created {
+    Flow(FlowValue),
+    Refused(Counter),
+}
+
+/// Per-packet state of an existing flow: timestamps, TCP state, and the release
+/// of the backend's active count when the connection ends.
+#[inline(always)]
+pub fn on_packet(flow: &mut FlowValue, pkt: &Packet) {
+    flow.last_seen_ns = unsafe { bpf_ktime_get_ns() };
+    if flow.direction == DIR_REPLY && flow.state == STATE_NEW {
+        flow.state = STATE_ESTABLISHED;
+    }
+    if !pkt.is_tcp_end() {
+        return;
+    }
+    if flow.direction == DIR_FORWARD {
+        release(flow);
+    } else {
+        flow.state = STATE_CLOSING;
+        let forward_key = flow.peer_key(pkt.proto, pkt.family);
+        if let Some(forward) = FLOWS.get_ptr_mut(&forward_key) {
+            // SAFETY: a map value pointer is valid for the duration of the program.
+            release(unsafe { &mut *forward });
+        }
+    }
+}
+
+/// Marks a forward entry closing and gives its backend's active count back, once:
+/// both ends may send their FIN at the same time on two CPUs.
+#[inline(always)]
+fn release(forward: &mut FlowValue) {
+    forward.state = STATE_CLOSING;
+    // SAFETY: the field is 4-byte aligned inside a map value that outlives this call.
+    let was = unsafe { atomic_xchg::<u32, { Relaxed }>(&mut forward.released, 1) };
+    if was == 0
+        && let Some(active) = ACTIVE_CONNS.get_ptr_mut(forward.backend)
+    {
+        // SAFETY: 8-byte aligned map value; the count was raised at creation.
+        unsafe { atomic_xadd::<u64, u64, { Relaxed }>(active, u64::MAX) };
+    }
+}
+
+/// Chooses a backend and an SNAT port and records both directions of the flow.
+#[inline(always)]
+pub fn create(pkt: &Packet, key: &FlowKey, service: &ServiceValue) -> Created {
+    let Some(backend_idx) = select::choose(service) else {
+        return Created::Refused(Counter::DropNoBackend);
+    };
+    let Some(backend) = BACKENDS.get(backend_idx) else {
+        return Created::Refused(Counter::DropNoBackend);
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    let dnat = service.flags & SERVICE_F_DNAT != 0;
+    let new_src = if dnat { key.src } else { backend.snat_addr };
+
+    let reply = FlowValue {
+        new_src: key.dst,
+        new_dst: key.src,
+        new_sport_be: key.dport_be,
+        new_dport_be: key.sport_be,
+        backend: backend_idx,
+        created_ns: now,
+        last_seen_ns: now,
+        state: STATE_NEW,
+        direction: DIR_REPLY,
+        ..FlowValue::default()
+    };
+    let mut reply_key = FlowKey {
+        src: backend.addr,
+        dst: new_src,
+        sport_be: backend.port_be,
+        dport_be: key.sport_be,
+        proto: pkt.proto,
+        family: pkt.family,
+        _pad: [0; 2],
+    };
+
+    let snat_port_be = if dnat {
+        if FLOWS.insert(&reply_key, &reply, BPF_NOEXIST as u64).is_err() {
+            return Created::Refused(Counter::DropSnatExhausted);
+        }
+        key.sport_be
+    } else {
+        let min = service.snat_port_min as u32;
+        let max = service.snat_port_max as u32;
+        if max < min {
+            return Created::Refused(Counter::DropSnatExhausted);
+        }
+        let span = max - min + 1;
+        let Some(mut offset) = unsafe { bpf_get_prandom_u32() }.checked_rem(span) else {
+            return Created::Refused(Counter::DropSnatExhausted);
+        };
+        let mut found = None;
+        for i in 0..SNAT_PORT_TRIES {
+            if i >= span {
+                break;
+            }
+            let port_be = ((min + offset) as u16).to_be();
+            reply_key.dport_be = port_be;
+            if FLOWS.insert(&reply_key, &reply, BPF_NOEXIST as u64).is_ok() {
+                found = Some(port_be);
+                break;
+            }
+            offset += 1;
+            if offset >= span {
+                offset = 0;
+            }
+        }
+        match found {
+            Some(port_be) => port_be,
+            None => return Created::Refused(Counter::DropSnatExhausted),
+        }
+    };
+    let forward = FlowValue {
+        new_src,
+        new_dst: backend.addr,
+        new_sport_be: snat_port_be,
+        new_dport_be: backend.port_be,
+        backend: backend_idx,
+        created_ns: now,
+        last_seen_ns: now,
+        state: STATE_NEW,
+        direction: DIR_FORWARD,
+        ..FlowValue::default()
+    };
+    if FLOWS.insert(key, &forward, 0).is_err() {
+        // Best effort: an orphaned reply entry only ages out of the LRU.
+        let _ = FLOWS.remove(&reply_key);
+        return Created::Refused(Counter::DropFlowTableFull);
+    }
+    if let Some(active) = ACTIVE_CONNS.get_ptr_mut(backend_idx) {
+        // SAFETY: 8-byte aligned map value.
+        unsafe { atomic_xadd::<u64, u64, { Relaxed }>(active, 1) };
+    }
+    Created::Flow(forward)
+}

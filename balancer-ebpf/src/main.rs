@@ -1,0 +1,103 @@
+//! The XDP program: parse, look up the flow or the service, choose a backend,
+//! translate, forward. Everything that is not for a VIP or an SNAT address goes
+//! to the host's stack untouched.
+#![no_std]
+#![no_main]
+// Atomic add and exchange on map values: core's atomic types lack them on BPF.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+mod flow;
+mod forward;
+mod maps;
+mod nat;
+mod parse;
+mod select;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use balancer_common::{
+    flow::DIR_FORWARD,
+    service::{ADDR_F_VIP, ServiceKey},
+    stats::Counter,
+};
+
+use crate::{
+    flow::Created,
+    maps::{SERVICES, count},
+    parse::{Packet, Parsed},
+};
+
+#[xdp]
+pub fn balancer(ctx: XdpContext) -> u32 {
+    let pkt = match parse::parse(&ctx) {
+        Parsed::Packet(pkt) => pkt,
+        Parsed::Pass(counter) => return pass(counter),
+        Parsed::Malformed => return drop(Counter::DropMalformed),
+    };
+    process(&ctx, &pkt)
+}
+
+#[inline(always)]
+fn process(ctx: &XdpContext, pkt: &Packet) -> u32 {
+    let key = pkt.flow_key();
+    if let Some(flow) = maps::FLOWS.get_ptr_mut(&key) {
+        // SAFETY: a map value pointer is valid for the duration of the program.
+        let flow = unsafe { &mut *flow };
+        flow::on_packet(flow, pkt);
+        nat::translate(ctx, pkt, flow);
+        maps::count_backend(flow.backend, flow.direction == DIR_FORWARD, pkt.ip_len);
+        return forward::forward(ctx, pkt, flow);
+    }
+
+    // No flow: only a VIP:port can start one; anything else addressed to an SNAT
+    // address is the host's own traffic (health checks, for one).
+    if pkt.dst_flags & ADDR_F_VIP == 0 {
+        return pass(Counter::PassNotForUs);
+    }
+    let service_key = ServiceKey {
+        vip: key.dst,
+        port_be: key.dport_be,
+        proto: key.proto,
+        family: key.family,
+    };
+    let Some(service) = SERVICES.get_ptr(&service_key) else {
+        return pass(Counter::PassNoService);
+    };
+    // SAFETY: as above.
+    let service = unsafe { &*service };
+    if !pkt.may_open_flow() {
+        return drop(Counter::DropNoFlow);
+    }
+    match flow::create(pkt, &key, service) {
+        Created::Flow(flow) => {
+            count(Counter::NewFlow);
+            nat::translate(ctx, pkt, &flow);
+            maps::count_backend(flow.backend, true, pkt.ip_len);
+            maps::count_new_flow(flow.backend);
+            forward::forward(ctx, pkt, &flow)
+        }
+        Created::Refused(counter) => drop(counter),
+    }
+}
+
+#[inline(always)]
+fn pass(counter: Counter) -> u32 {
+    count(counter);
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn drop(counter: Counter) -> u32 {
+    count(counter);
+    xdp_action::XDP_DROP
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,86 @@
+//! The program's maps; their key and value types live in `balancer-common`.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+};
+use balancer_common::{
+    flow::{FlowKey, FlowValue},
+    service::{
+        AddrKey, Backend, MAX_BACKENDS, MAX_INTERFACES, MAX_SERVICES, ServiceKey, ServiceValue,
+    },
+    stats::{BackendStats, COUNTER_COUNT, Counter},
+};
+
+/// VIP and SNAT addresses: the one lookup a packet that is not ours costs.
+#[map]
+pub static LOCAL_ADDRS: HashMap<AddrKey, u32> = HashMap::with_max_entries(1024, 0);
+
+#[map]
+pub static SERVICES: HashMap<ServiceKey, ServiceValue> =
+    HashMap::with_max_entries(MAX_SERVICES, 0);
+
+/// Indexed by `service id * MAX_BACKENDS_PER_SERVICE + slot`.
+#[map]
+pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// Active connections per backend slot; the only value shared across CPUs on the
+/// hot path, updated with atomic adds.
+#[map]
+pub static ACTIVE_CONNS: Array<u64> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// Load percentage per backend slot, written by the daemon (0 = idle).
+#[map]
+pub static BACKEND_LOAD: Array<u32> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// Per-CPU rotating start of each service's backend scan, so that equally busy
+/// backends share new flows evenly.
+#[map]
+pub static SCAN_CURSOR: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
+
+/// Both directions of every tracked connection. The daemon sets its size from
+/// `flows.capacity` before loading.
+#[map]
+pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(65536, 0);
+
+/// Interfaces the program redirects to, keyed by ifindex.
+#[map]
+pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_INTERFACES, 0);
+
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+
+#[map]
+pub static BACKEND_STATS: PerCpuArray<BackendStats> =
+    PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+#[inline(always)]
+pub fn count(counter: Counter) {
+    if let Some(c) = STATS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU value, no other writer on this CPU while we run.
+        unsafe { *c += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn count_backend(backend: u32, to_backend: bool, bytes: u16) {
+    if let Some(s) = BACKEND_STATS.get_ptr_mut(backend) {
+        // SAFETY: per-CPU value, no other writer on this CPU while we run.
+        let s = unsafe { &mut *s };
+        if to_backend {
+            s.packets_to += 1;
+            s.bytes_to += bytes as u64;
+        } else {
+            s.packets_from += 1;
+            s.bytes_from += bytes as u64;
+        }
+    }
+}
+
+#[inline(always)]
+pub fn count_new_flow(backend: u32) {
+    if let Some(s) = BACKEND_STATS.get_ptr_mut(backend) {
+        // SAFETY: as above.
+        unsafe { (*s).new_flows += 1 };
+    }
+}

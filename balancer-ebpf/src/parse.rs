@@ -1,0 +1,187 @@
+//! Header parsing with every bound checked against the frame and the IP length.
+
+use core::mem::size_of;
+
+use aya_ebpf::programs::XdpContext;
+use balancer_common::{
+    FAMILY_V4, PROTO_TCP, PROTO_UDP, RawAddr,
+    flow::FlowKey,
+    service::AddrKey,
+    stats::Counter,
+};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
+
+use crate::maps::LOCAL_ADDRS;
+
+const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+/// Byte 13 of the TCP header holds the flags.
+const TCP_FLAGS_OFFSET: usize = 13;
+const IP_MF_OR_OFFSET_BE: u16 = 0x3fffu16.to_be();
+
+pub enum Parsed {
+    Packet(Packet),
+    Pass(Counter),
+    /// Addressed to a VIP or SNAT address but its headers do not add up.
+    Malformed,
+}
+
+/// What the rest of the program needs of a TCP or UDP packet to one of our addresses.
+pub struct Packet {
+    pub src: RawAddr,
+    pub dst: RawAddr,
+    pub sport_be: u16,
+    pub dport_be: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub tcp_flags: u8,
+    /// Offset of the L4 header in the frame.
+    pub l4_off: usize,
+    /// IP total length, host order.
+    pub ip_len: u16,
+    /// `LOCAL_ADDRS` flags of the destination.
+    pub dst_flags: u32,
+}
+
+impl Packet {
+    #[inline(always)]
+    pub fn flow_key(&self) -> FlowKey {
+        FlowKey {
+            src: self.src,
+            dst: self.dst,
+            sport_be: self.sport_be,
+            dport_be: self.dport_be,
+            proto: self.proto,
+            family: self.family,
+            _pad: [0; 2],
+        }
+    }
+
+    /// UDP always; TCP only with a SYN that is not a SYN-ACK.
+    #[inline(always)]
+    pub fn may_open_flow(&self) -> bool {
+        self.proto == PROTO_UDP
+            || self.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN
+    }
+
+    #[inline(always)]
+    pub fn is_tcp_end(&self) -> bool {
+        self.proto == PROTO_TCP && self.tcp_flags & (TCP_FIN | TCP_RST) != 0
+    }
+}
+
+/// A pointer to a `T` at `offset`, if the frame holds all of it.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + size_of::<T>() > end {
+        return None;
+    }
+    Some((start + offset) as *mut T)
+}
+
+#[inline(always)]
+pub fn parse(ctx: &XdpContext) -> Parsed {
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return Parsed::Pass(Counter::PassNotForUs);
+    };
+    // SAFETY: bounds checked by ptr_at.
+    if unsafe { (*eth).ether_type } != ETH_P_IP_BE {
+        return Parsed::Pass(Counter::PassNotForUs);
+    }
+    parse_ipv4(ctx, EthHdr::LEN)
+}
+
+#[inline(always)]
+fn parse_ipv4(ctx: &XdpContext, l3_off: usize) -> Parsed {
+    let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, l3_off) else {
+        return Parsed::Pass(Counter::PassNotForUs);
+    };
+    // SAFETY: bounds checked by ptr_at.
+    let ip = unsafe { &*ip };
+    let dst = [u32::from_ne_bytes(ip.dst_addr), 0, 0, 0];
+    let ours = AddrKey {
+        addr: dst,
+        family: FAMILY_V4,
+        _pad: [0; 3],
+    };
+    let Some(dst_flags) = LOCAL_ADDRS.get_ptr(&ours) else {
+        return Parsed::Pass(Counter::PassNotForUs);
+    };
+    // SAFETY: a map value pointer is valid for the duration of the program.
+    let dst_flags = unsafe { *dst_flags };
+
+    // From here on the packet is for us: anything inconsistent is dropped, never
+    // forwarded.
+    let ihl = (ip.vihl & 0x0f) as usize;
+    if ip.vihl >> 4 != 4 || ihl < 5 {
+        return Parsed::Malformed;
+    }
+    let ip_len = u16::from_be_bytes(ip.tot_len);
+    let frame_ip_room = ctx.data_end() - ctx.data() - l3_off;
+    let hdr_len = ihl * 4;
+    if (ip_len as usize) > frame_ip_room || (ip_len as usize) < hdr_len {
+        return Parsed::Malformed;
+    }
+    if u16::from_ne_bytes(ip.frags) & IP_MF_OR_OFFSET_BE != 0 {
+        return Parsed::Pass(Counter::PassFragment);
+    }
+    let proto = ip.proto as u8;
+    let l4_off = l3_off + hdr_len;
+    let l4_room = ip_len as usize - hdr_len;
+    let (sport_be, dport_be, tcp_flags) = match proto {
+        PROTO_TCP => {
+            let Some(tcp) = ptr_at::<TcpHdr>(ctx, l4_off) else {
+                return Parsed::Malformed;
+            };
+            if l4_room < TcpHdr::LEN {
+                return Parsed::Malformed;
+            }
+            // Read through the checked pointer: a second ptr_at would be folded
+            // into the first by the compiler in a form the verifier cannot follow.
+            // SAFETY: bounds checked by ptr_at; the flags byte is inside the header.
+            let flags = unsafe { *(tcp as *const u8).add(TCP_FLAGS_OFFSET) };
+            // SAFETY: bounds checked by ptr_at.
+            let tcp = unsafe { &*tcp };
+            let doff = (tcp.doff() as usize) * 4;
+            if doff < TcpHdr::LEN || doff > l4_room {
+                return Parsed::Malformed;
+            }
+            (
+                u16::from_ne_bytes(tcp.source),
+                u16::from_ne_bytes(tcp.dest),
+                flags,
+            )
+        }
+        PROTO_UDP => {
+            let Some(udp) = ptr_at::<UdpHdr>(ctx, l4_off) else {
+                return Parsed::Malformed;
+            };
+            // SAFETY: bounds checked by ptr_at.
+            let udp = unsafe { &*udp };
+            let udp_len = u16::from_be_bytes(udp.len) as usize;
+            if l4_room < UdpHdr::LEN || udp_len < UdpHdr::LEN || udp_len > l4_room {
+                return Parsed::Malformed;
+            }
+            (u16::from_ne_bytes(udp.src), u16::from_ne_bytes(udp.dst), 0)
+        }
+        // ICMP and the rest: the host answers for its addresses.
+        _ => return Parsed::Pass(Counter::PassNotForUs),
+    };
+    Parsed::Packet(Packet {
+        src: [u32::from_ne_bytes(ip.src_addr), 0, 0, 0],
+        dst,
+        sport_be,
+        dport_be,
+        proto,
+        family: FAMILY_V4,
+        tcp_flags,
+        l4_off,
+        ip_len,
+        dst_flags,
+    })
+}

@@ -1,0 +1,3 @@
+//! One module per `balancer` subcommand.
+pub mod check;
+pub mod run;

@@ -1,0 +1,84 @@
+//! Settings that this version reads and validates but does not act on yet.
+//!
+//! Kept in one place so that a user is never silently ignored, and so that a
+//! line here is deleted when its feature lands.
+
+use super::{
+    problem::Warning,
+    types::{Config, FirewallAction, HealthKind, OnBackendDown, Scheduler},
+};
+
+pub fn not_yet_enforced(config: &Config) -> Vec<Warning> {
+    let mut warnings = Vec::new();
+    let mut warn = |path: String, message: &str| warnings.push(Warning::new(path, message));
+
+    const FIREWALL: &str =
+        "not enforced yet (the firewall comes later): no packet is dropped by it";
+    let firewall = &config.firewall;
+    if firewall.default == FirewallAction::Deny {
+        warn("firewall.default".into(), FIREWALL);
+    }
+    if !firewall.allow.is_empty() {
+        warn("firewall.allow".into(), FIREWALL);
+    }
+    if !firewall.deny.is_empty() {
+        warn("firewall.deny".into(), FIREWALL);
+    }
+    if !firewall.new_connections_per_source.is_unlimited() {
+        warn("firewall.new_connections_per_source".into(), FIREWALL);
+    }
+
+    if config.ha.enabled {
+        warn(
+            "ha.enabled".into(),
+            "high availability comes later: this node runs standalone, owns no floating address and sends no heartbeats",
+        );
+    }
+
+    if config.control.metrics.is_some() {
+        warn(
+            "control.metrics".into(),
+            "the metrics endpoint comes later: nothing listens there yet",
+        );
+    }
+
+    warn(
+        "flows".into(),
+        "tcp_established_timeout_s, tcp_transitory_timeout_s and udp_timeout_s are not enforced yet (expiry comes later): flows stay until the table is full, then the least recently used are evicted",
+    );
+
+    for (i, service) in config.services.iter().enumerate() {
+        let path = |key: &str| format!("service[{i}].{key}");
+        if !service.allow.is_empty() {
+            warn(path("allow"), FIREWALL);
+        }
+        if !service.deny.is_empty() {
+            warn(path("deny"), FIREWALL);
+        }
+        if service.health.kind != HealthKind::None {
+            warn(
+                path("health"),
+                &format!(
+                    "kind = \"{}\": health checks come later; all backends are treated as healthy",
+                    service.health.kind
+                ),
+            );
+        }
+        if service.scheduler != Scheduler::LeastConn {
+            warn(
+                path("scheduler"),
+                &format!(
+                    "\"{}\": p2c/maglev/round-robin come later; least-conn is used",
+                    service.scheduler
+                ),
+            );
+        }
+        if service.on_backend_down == OnBackendDown::Reset {
+            warn(
+                path("on_backend_down"),
+                "\"reset\" comes later (with health checks): a failed backend's flows are kept",
+            );
+        }
+    }
+    warnings
+}

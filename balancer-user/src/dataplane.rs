@@ -1,0 +1,217 @@
+//! The loaded XDP program and its maps: load, attach, write a [`Plan`], read
+//! counters. The packet tests drive the program through this same type.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use anyhow::{Context, Result, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, xdp::DevMapHash},
+    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+};
+use balancer_common::{
+    service::{Backend, ServiceKey, ServiceValue},
+    stats::{BackendStats, COUNTER_COUNT, Counter},
+};
+use tracing::{info, warn};
+
+use crate::{
+    config::XdpMode as ConfigXdpMode,
+    plan::{Plan, addr_key},
+};
+
+/// The program object, built by build.rs from balancer-ebpf.
+static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/balancer.bpf.o"));
+const PROGRAM_NAME: &str = "balancer";
+
+pub struct Dataplane {
+    ebpf: Ebpf,
+    attached: Vec<(String, XdpLinkId)>,
+}
+
+impl Dataplane {
+    /// Loads the program with a flow table of `flow_capacity` entries (both
+    /// directions of a connection take one each).
+    pub fn load(flow_capacity: u32) -> Result<Self> {
+        raise_memlock();
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("FLOWS", flow_capacity)
+            .load(PROGRAM)
+            .context("loading the XDP program's maps")?;
+        let prog: &mut Xdp = program_mut(&mut ebpf)?;
+        prog.load().context("the kernel refused the XDP program")?;
+        Ok(Self {
+            ebpf,
+            attached: Vec::new(),
+        })
+    }
+
+    pub fn program(&self) -> Result<&Xdp> {
+        self.ebpf
+            .program(PROGRAM_NAME)
+            .ok_or_else(|| anyhow!("program {PROGRAM_NAME} missing from the object"))?
+            .try_into()
+            .map_err(Into::into)
+    }
+
+    /// Attaches to `interface` and lets the program redirect to it. `auto`
+    /// tries the driver's native mode and falls back to generic.
+    pub fn attach(&mut self, interface: &str, mode: ConfigXdpMode) -> Result<()> {
+        let prog = program_mut(&mut self.ebpf)?;
+        let link = match mode {
+            ConfigXdpMode::Native => prog.attach(interface, XdpMode::Driver)?,
+            ConfigXdpMode::Generic => prog.attach(interface, XdpMode::Skb)?,
+            ConfigXdpMode::Auto => match prog.attach(interface, XdpMode::Driver) {
+                Ok(link) => link,
+                Err(e) => {
+                    warn!(%interface, "native XDP not available ({e}); using generic mode");
+                    prog.attach(interface, XdpMode::Skb)?
+                }
+            },
+        };
+        let ifindex = crate::netconf::ifindex(interface)?;
+        self.add_tx_port(ifindex)?;
+        info!(%interface, ifindex, ?mode, "attached XDP program");
+        self.attached.push((interface.to_string(), link));
+        Ok(())
+    }
+
+    /// Lets the program redirect frames out of `ifindex`.
+    pub fn add_tx_port(&mut self, ifindex: u32) -> Result<()> {
+        let mut ports: DevMapHash<&mut MapData> = self.map_mut("TX_PORTS")?;
+        ports
+            .insert(ifindex, ifindex, None, 0)
+            .with_context(|| format!("adding ifindex {ifindex} to TX_PORTS"))
+    }
+
+    /// Detaches from every interface.
+    pub fn detach_all(&mut self) -> Result<()> {
+        let prog = program_mut(&mut self.ebpf)?;
+        for (interface, link) in self.attached.drain(..) {
+            prog.detach(link)
+                .with_context(|| format!("detaching from {interface}"))?;
+            info!(%interface, "detached XDP program");
+        }
+        Ok(())
+    }
+
+    /// Writes services, backends and local addresses of `plan`.
+    pub fn apply(&mut self, plan: &Plan) -> Result<()> {
+        {
+            let mut addrs: HashMap<&mut MapData, balancer_common::service::AddrKey, u32> =
+                self.map_mut("LOCAL_ADDRS")?;
+            for (ip, flags) in &plan.local_addrs {
+                addrs.insert(addr_key(*ip), *flags, 0)?;
+            }
+        }
+        {
+            let mut backends: Array<&mut MapData, Backend> = self.map_mut("BACKENDS")?;
+            for svc in &plan.services {
+                for b in &svc.backends {
+                    backends.set(b.index, b.entry, 0)?;
+                }
+            }
+        }
+        let mut services: HashMap<&mut MapData, ServiceKey, ServiceValue> =
+            self.map_mut("SERVICES")?;
+        for svc in &plan.services {
+            services
+                .insert(svc.key, svc.value, 0)
+                .with_context(|| format!("writing service {}", svc.name))?;
+        }
+        Ok(())
+    }
+
+    /// Global counters summed over CPUs.
+    pub fn counters(&self) -> Result<BTreeMap<&'static str, u64>> {
+        let stats: PerCpuArray<&MapData, u64> = self.map("STATS")?;
+        let mut out = BTreeMap::new();
+        for c in Counter::ALL {
+            let per_cpu = stats.get(&(c as u32), 0)?;
+            out.insert(c.name(), per_cpu.iter().sum());
+        }
+        debug_assert_eq!(out.len(), COUNTER_COUNT as usize);
+        Ok(out)
+    }
+
+    pub fn counter(&self, c: Counter) -> Result<u64> {
+        let stats: PerCpuArray<&MapData, u64> = self.map("STATS")?;
+        Ok(stats.get(&(c as u32), 0)?.iter().sum())
+    }
+
+    pub fn active_conns(&self, index: u32) -> Result<u64> {
+        let active: Array<&MapData, u64> = self.map("ACTIVE_CONNS")?;
+        Ok(active.get(&index, 0)?)
+    }
+
+    pub fn backend_stats(&self, index: u32) -> Result<BackendStats> {
+        let stats: PerCpuArray<&MapData, BackendStats> = self.map("BACKEND_STATS")?;
+        let per_cpu = stats.get(&index, 0)?;
+        let mut sum = BackendStats::default();
+        for s in per_cpu.iter() {
+            sum.packets_to += s.packets_to;
+            sum.bytes_to += s.bytes_to;
+            sum.packets_from += s.packets_from;
+            sum.bytes_from += s.bytes_from;
+            sum.new_flows += s.new_flows;
+        }
+        Ok(sum)
+    }
+
+    /// Number of entries in the flow table (both directions).
+    pub fn flow_entries(&self) -> Result<usize> {
+        let flows: HashMap<
+            &MapData,
+            balancer_common::flow::FlowKey,
+            balancer_common::flow::FlowValue,
+        > = self.map("FLOWS")?;
+        Ok(flows.keys().filter(Result::is_ok).count())
+    }
+
+    pub fn is_local(&self, ip: IpAddr) -> Result<bool> {
+        let addrs: HashMap<&MapData, balancer_common::service::AddrKey, u32> =
+            self.map("LOCAL_ADDRS")?;
+        Ok(addrs.get(&addr_key(ip), 0).is_ok())
+    }
+
+    fn map<'a, T>(&'a self, name: &str) -> Result<T>
+    where
+        T: TryFrom<&'a aya::maps::Map, Error = aya::maps::MapError>,
+    {
+        let map = self
+            .ebpf
+            .map(name)
+            .ok_or_else(|| anyhow!("map {name} missing from the object"))?;
+        T::try_from(map).with_context(|| format!("map {name}"))
+    }
+
+    fn map_mut<'a, T>(&'a mut self, name: &str) -> Result<T>
+    where
+        T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+    {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or_else(|| anyhow!("map {name} missing from the object"))?;
+        T::try_from(map).with_context(|| format!("map {name}"))
+    }
+}
+
+fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    let prog = ebpf
+        .program_mut(PROGRAM_NAME)
+        .ok_or_else(|| anyhow!("program {PROGRAM_NAME} missing from the object"))?;
+    prog.try_into().map_err(Into::into)
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
+fn raise_memlock() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: rlim is a valid rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        warn!("cannot raise RLIMIT_MEMLOCK; map creation may fail on older kernels");
+    }
+}

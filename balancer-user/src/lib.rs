@@ -1,0 +1,7 @@
+//! The balancer daemon: configuration, loading the XDP program, writing its maps.
+pub mod addr;
+pub mod cli;
+pub mod config;
+pub mod dataplane;
+pub mod netconf;
+pub mod plan;

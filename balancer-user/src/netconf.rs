@@ -1,0 +1,178 @@
+//! The host network settings the data plane relies on: floating addresses on
+//! their interfaces, forwarding on the XDP interfaces, and SNAT ports kept out
+//! of the host's ephemeral range. Every change is recorded so that it can be
+//! undone on exit ([`NetChanges::undo`]).
+
+use std::{
+    ffi::CString,
+    fs,
+    net::IpAddr,
+    process::Command,
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use ipnet::IpNet;
+use serde::Deserialize;
+use tracing::{info, warn};
+
+pub fn ifindex(name: &str) -> Result<u32> {
+    let c = CString::new(name).with_context(|| format!("interface name {name:?}"))?;
+    // SAFETY: c is a valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        bail!("interface {name} does not exist");
+    }
+    Ok(idx)
+}
+
+#[derive(Deserialize)]
+struct IpAddrInfo {
+    ifname: String,
+    #[serde(default)]
+    addr_info: Vec<AddrInfo>,
+}
+
+#[derive(Deserialize)]
+struct AddrInfo {
+    local: IpAddr,
+    prefixlen: u8,
+}
+
+/// Addresses configured on the host (this network namespace), by interface.
+pub fn host_addresses() -> Result<Vec<(String, IpNet)>> {
+    let out = run_ip(&["-j", "addr", "show"])?;
+    let links: Vec<IpAddrInfo> =
+        serde_json::from_str(&out).context("parsing `ip -j addr show`")?;
+    let mut all = Vec::new();
+    for link in links {
+        for a in link.addr_info {
+            if let Ok(net) = IpNet::new(a.local, a.prefixlen) {
+                all.push((link.ifname.clone(), net));
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// The source address the host would use towards `dst`.
+pub fn route_source(dst: IpAddr) -> Result<IpAddr> {
+    #[derive(Deserialize)]
+    struct Route {
+        prefsrc: Option<IpAddr>,
+    }
+    let out = run_ip(&["-j", "route", "get", &dst.to_string()])?;
+    let routes: Vec<Route> = serde_json::from_str(&out).context("parsing `ip -j route get`")?;
+    routes
+        .into_iter()
+        .find_map(|r| r.prefsrc)
+        .ok_or_else(|| anyhow!("no route with a source address towards {dst}"))
+}
+
+fn run_ip(args: &[&str]) -> Result<String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running `ip` (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Changes made to the host, undone in reverse order.
+#[derive(Default)]
+pub struct NetChanges {
+    added: Vec<(IpNet, String)>,
+    sysctls: Vec<(String, String)>,
+}
+
+impl NetChanges {
+    /// Makes `ip` a local address unless it already is: on the interface among
+    /// `interfaces` whose subnet holds it (so that the host answers ARP for it
+    /// there), else as a /32 or /128 on the first of them.
+    pub fn ensure_local(&mut self, ip: IpAddr, interfaces: &[String]) -> Result<()> {
+        let existing = host_addresses()?;
+        if existing.iter().any(|(_, net)| net.addr() == ip) {
+            return Ok(());
+        }
+        let (dev, net) = match existing
+            .iter()
+            .find(|(dev, net)| interfaces.contains(dev) && net.contains(&ip))
+        {
+            Some((dev, net)) => (dev.clone(), IpNet::new(ip, net.prefix_len())?),
+            None => {
+                let dev = interfaces
+                    .first()
+                    .ok_or_else(|| anyhow!("no interface to put {ip} on"))?
+                    .clone();
+                (dev, IpNet::new(ip, if ip.is_ipv4() { 32 } else { 128 })?)
+            }
+        };
+        let mut args = vec!["addr", "add"];
+        let net_s = net.to_string();
+        args.extend([net_s.as_str(), "dev", dev.as_str()]);
+        if ip.is_ipv6() {
+            args.push("nodad");
+        }
+        run_ip(&args)?;
+        info!(address = %net, interface = %dev, "added address");
+        self.added.push((net, dev));
+        Ok(())
+    }
+
+    /// Writes a sysctl under /proc/sys, remembering the old value.
+    pub fn sysctl(&mut self, key: &str, value: &str) -> Result<()> {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        let old = fs::read_to_string(&path)
+            .with_context(|| format!("reading sysctl {key}"))?
+            .trim()
+            .to_string();
+        if old == value {
+            return Ok(());
+        }
+        fs::write(&path, value).with_context(|| format!("setting sysctl {key}={value}"))?;
+        info!(%key, %value, %old, "set sysctl");
+        self.sysctls.push((path, old));
+        Ok(())
+    }
+
+    /// Keeps `min..=max` out of the host's ephemeral ports, so that its own
+    /// connections from an SNAT address never collide with translated flows.
+    pub fn reserve_ports(&mut self, min: u16, max: u16) -> Result<()> {
+        let key = "net.ipv4.ip_local_reserved_ports";
+        let current = fs::read_to_string("/proc/sys/net/ipv4/ip_local_reserved_ports")
+            .context("reading net.ipv4.ip_local_reserved_ports")?;
+        let current = current.trim();
+        let range = format!("{min}-{max}");
+        let value = if current.is_empty() {
+            range
+        } else {
+            format!("{current},{range}")
+        };
+        self.sysctl(key, &value)
+    }
+
+    pub fn undo(&mut self) {
+        for (net, dev) in self.added.drain(..).rev() {
+            match run_ip(&["addr", "del", &net.to_string(), "dev", &dev]) {
+                Ok(_) => info!(address = %net, interface = %dev, "removed address"),
+                Err(e) => warn!(address = %net, interface = %dev, "cannot remove address: {e:#}"),
+            }
+        }
+        for (path, old) in self.sysctls.drain(..).rev() {
+            if let Err(e) = fs::write(&path, &old) {
+                warn!(%path, "cannot restore sysctl to {old}: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for NetChanges {
+    fn drop(&mut self) {
+        self.undo();
+    }
+}

@@ -1,0 +1,222 @@
+//! What the kernel maps must hold for a configuration: pure, so that the daemon
+//! and the packet tests write the same thing and it can be tested without root.
+
+use std::net::{IpAddr, SocketAddr};
+
+use anyhow::{Context, Result, bail};
+use balancer_common::{
+    PROTO_TCP, PROTO_UDP,
+    service::{
+        ADDR_F_SNAT, ADDR_F_VIP, AddrKey, BACKEND_F_HEALTHY, BACKEND_F_PRESENT,
+        MAX_BACKENDS_PER_SERVICE, MAX_SERVICES, SCHED_LEAST_CONN, SERVICE_F_DNAT, Backend,
+        ServiceKey, ServiceValue,
+    },
+};
+
+use crate::{
+    addr::raw,
+    config::{Config, Forwarding, Protocol},
+};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub services: Vec<PlannedService>,
+    /// Addresses the program must look at, with `ADDR_F_*` flags.
+    pub local_addrs: Vec<(IpAddr, u32)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedService {
+    pub name: String,
+    pub key: ServiceKey,
+    pub value: ServiceValue,
+    pub backends: Vec<PlannedBackend>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedBackend {
+    pub address: SocketAddr,
+    /// Index into `BACKENDS` and the per-backend maps.
+    pub index: u32,
+    pub entry: Backend,
+    pub snat: Option<IpAddr>,
+}
+
+/// Builds the map contents. `snat_source` gives the full-NAT source address
+/// towards a backend when `node.snat_addresses` has none of its family (the
+/// address of the egress interface).
+pub fn plan(
+    config: &Config,
+    mut snat_source: impl FnMut(IpAddr) -> Result<IpAddr>,
+) -> Result<Plan> {
+    if config.services.len() > MAX_SERVICES as usize {
+        bail!("{} services configured; this version supports {MAX_SERVICES}", config.services.len());
+    }
+    let dnat = config.node.forwarding == Forwarding::Dnat;
+    let (port_min, port_max) = config.node.snat_port_range;
+    let mut local_addrs: Vec<(IpAddr, u32)> = Vec::new();
+    let mut mark = |ip: IpAddr, flag: u32| match local_addrs.iter_mut().find(|(a, _)| *a == ip) {
+        Some((_, flags)) => *flags |= flag,
+        None => local_addrs.push((ip, flag)),
+    };
+
+    let mut services = Vec::with_capacity(config.services.len());
+    for (id, svc) in config.services.iter().enumerate() {
+        if svc.backends.len() > MAX_BACKENDS_PER_SERVICE as usize {
+            bail!(
+                "service {}: {} backends; this version supports {MAX_BACKENDS_PER_SERVICE}",
+                svc.name,
+                svc.backends.len()
+            );
+        }
+        let (vip, family) = raw(svc.vip);
+        let proto = match svc.protocol {
+            Protocol::Tcp => PROTO_TCP,
+            Protocol::Udp => PROTO_UDP,
+        };
+        mark(svc.vip, ADDR_F_VIP);
+        let id = id as u32;
+        let mut backends = Vec::with_capacity(svc.backends.len());
+        for (slot, b) in svc.backends.iter().enumerate() {
+            let snat = if dnat {
+                None
+            } else {
+                let ip = match config
+                    .node
+                    .snat_addresses
+                    .iter()
+                    .find(|a| a.is_ipv4() == b.address.is_ipv4())
+                {
+                    Some(ip) => *ip,
+                    None => snat_source(b.address.ip()).with_context(|| {
+                        format!("service {}: source address towards {}", svc.name, b.address)
+                    })?,
+                };
+                mark(ip, ADDR_F_SNAT);
+                Some(ip)
+            };
+            let (addr, bfamily) = raw(b.address.ip());
+            let entry = Backend {
+                addr,
+                snat_addr: snat.map(|ip| raw(ip).0).unwrap_or_default(),
+                port_be: b.address.port().to_be(),
+                family: bfamily,
+                // Health checks arrive with a later version; until then every
+                // configured backend is eligible.
+                flags: BACKEND_F_PRESENT | BACKEND_F_HEALTHY,
+                weight: b.weight,
+                ..Backend::default()
+            };
+            backends.push(PlannedBackend {
+                address: b.address,
+                index: id * MAX_BACKENDS_PER_SERVICE + slot as u32,
+                entry,
+                snat,
+            });
+        }
+        services.push(PlannedService {
+            name: svc.name.clone(),
+            key: ServiceKey {
+                vip,
+                port_be: svc.port.to_be(),
+                proto,
+                family,
+            },
+            value: ServiceValue {
+                id,
+                backend_count: backends.len() as u32,
+                scheduler: SCHED_LEAST_CONN,
+                flags: if dnat { SERVICE_F_DNAT } else { 0 },
+                snat_port_min: port_min,
+                snat_port_max: port_max,
+                _pad: 0,
+            },
+            backends,
+        });
+    }
+    Ok(Plan {
+        services,
+        local_addrs,
+    })
+}
+
+/// `LOCAL_ADDRS` key of an address.
+pub fn addr_key(ip: IpAddr) -> AddrKey {
+    let (addr, family) = raw(ip);
+    AddrKey {
+        addr,
+        family,
+        _pad: [0; 3],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    const TWO_SERVICES: &str = r#"
+[node]
+name = "t"
+interfaces = ["front", "back"]
+snat_addresses = ["203.0.113.9"]
+
+[[service]]
+name = "web"
+vip = "198.51.100.10"
+port = 80
+protocol = "tcp"
+health = { kind = "none" }
+backends = [{ address = "203.0.113.11:8080", weight = 2 }, { address = "203.0.113.12:8080" }]
+
+[[service]]
+name = "dns"
+vip = "198.51.100.10"
+port = 53
+protocol = "udp"
+health = { kind = "none" }
+backends = [{ address = "203.0.113.31:53" }]
+"#;
+
+    #[test]
+    fn services_get_consecutive_ids_and_slot_indexes() {
+        let cfg = config::parse(TWO_SERVICES).unwrap().config;
+        let p = plan(&cfg, |_| unreachable!("snat addresses are configured")).unwrap();
+        assert_eq!(p.services.len(), 2);
+        let web = &p.services[0];
+        assert_eq!(web.value.id, 0);
+        assert_eq!(web.value.backend_count, 2);
+        assert_eq!(web.key.port_be, 80u16.to_be());
+        assert_eq!(web.key.proto, PROTO_TCP);
+        assert_eq!(web.backends[1].index, 1);
+        assert_eq!(web.backends[0].entry.weight, 2);
+        assert_eq!(web.backends[0].entry.port_be, 8080u16.to_be());
+        let dns = &p.services[1];
+        assert_eq!(dns.backends[0].index, MAX_BACKENDS_PER_SERVICE);
+        assert_eq!(dns.key.proto, PROTO_UDP);
+        assert!(dns.backends[0].entry.selectable());
+    }
+
+    #[test]
+    fn vip_and_snat_addresses_are_marked_once() {
+        let cfg = config::parse(TWO_SERVICES).unwrap().config;
+        let p = plan(&cfg, |_| unreachable!()).unwrap();
+        assert_eq!(
+            p.local_addrs,
+            vec![
+                ("198.51.100.10".parse().unwrap(), ADDR_F_VIP),
+                ("203.0.113.9".parse().unwrap(), ADDR_F_SNAT),
+            ]
+        );
+    }
+
+    #[test]
+    fn without_snat_addresses_the_egress_address_is_used() {
+        let text = TWO_SERVICES.replace("snat_addresses = [\"203.0.113.9\"]", "");
+        let cfg = config::parse(&text).unwrap().config;
+        let p = plan(&cfg, |_| Ok("203.0.113.1".parse().unwrap())).unwrap();
+        let snat = p.services[0].backends[0].snat.unwrap();
+        assert_eq!(snat, "203.0.113.1".parse::<IpAddr>().unwrap());
+        assert_eq!(p.services[0].backends[0].entry.snat_addr, raw(snat).0);
+    }
+}

@@ -1,0 +1,417 @@
+//! The standard balancer topology: client -- [brf] -- lb -- [brb] -- backends.
+//!
+//! ```text
+//!  ns client             ns sw                         ns lb
+//!  eth0 198.51.100.2 --- c  ]-brf-[ lbf --------------- front 198.51.100.1
+//!                                                      back  203.0.113.1
+//!  ns be1                                                |
+//!  eth0 203.0.113.11 --- be1 ]-brb-[ lbb ----------------+
+//!  ns beN
+//!  eth0 203.0.113.1N --- beN ]
+//! ```
+//!
+//! Every interface lives in a namespace of the topology; nothing is created in the root
+//! namespace, so interface names inside the namespaces are fixed.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail, ensure};
+
+use crate::netns::{Netns, addr_add_line, bridge_line, veth_line};
+use crate::util::unique_prefix;
+
+/// Fixed addresses and names of the standard topology.
+pub mod addrs {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    /// The client's address (on `eth0`).
+    pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+    /// The balancer's front address (`front`, client side).
+    pub const LB_FRONT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+    /// The balancer's back address (`back`, backend side).
+    pub const LB_BACK: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+    pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
+    pub const LB_FRONT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+    pub const LB_BACK6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1);
+    /// Prefix lengths of the client and backend networks.
+    pub const PREFIX_LEN4: u8 = 24;
+    pub const PREFIX_LEN6: u8 = 64;
+    /// The largest supported number of backends.
+    pub const MAX_BACKENDS: usize = 200;
+
+    /// Backend `i` (1-based): 203.0.113.(10 + i).
+    pub fn backend(i: usize) -> Ipv4Addr {
+        assert!(
+            (1..=MAX_BACKENDS).contains(&i),
+            "backend index {i} out of 1..={MAX_BACKENDS}"
+        );
+        Ipv4Addr::new(203, 0, 113, 10 + i as u8)
+    }
+
+    /// Backend `i` (1-based): 2001:db8:2::1N, i.e. the decimal digits of 10 + i read as
+    /// the last hex group (be1 = 2001:db8:2::11, be12 = 2001:db8:2::22).
+    pub fn backend6(i: usize) -> Ipv6Addr {
+        assert!(
+            (1..=MAX_BACKENDS).contains(&i),
+            "backend index {i} out of 1..={MAX_BACKENDS}"
+        );
+        let group = u16::from_str_radix(&(10 + i).to_string(), 16).expect("decimal digits");
+        Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, group)
+    }
+}
+
+/// Interface names inside the namespaces.
+pub mod ifnames {
+    /// The balancer's client-side interface (in `lb`).
+    pub const LB_FRONT: &str = "front";
+    /// The balancer's backend-side interface (in `lb`).
+    pub const LB_BACK: &str = "back";
+    /// The interface of the client and of every backend.
+    pub const HOST: &str = "eth0";
+    /// Bridges in `sw`.
+    pub const BRIDGE_FRONT: &str = "brf";
+    pub const BRIDGE_BACK: &str = "brb";
+    /// Switch-side peers (in `sw`) of the lb's `front` and `back`.
+    pub const SW_LB_FRONT: &str = "lbf";
+    pub const SW_LB_BACK: &str = "lbb";
+    /// Switch-side peer (in `sw`) of the client's `eth0`.
+    pub const SW_CLIENT: &str = "c";
+
+    /// Switch-side peer (in `sw`) of backend `i`'s `eth0`.
+    pub fn sw_backend(i: usize) -> String {
+        format!("be{i}")
+    }
+}
+
+/// Builder for [`Topology`].
+#[derive(Debug, Clone)]
+pub struct TopologyBuilder {
+    hint: String,
+    backends: usize,
+    ipv6: bool,
+}
+
+impl Default for TopologyBuilder {
+    fn default() -> Self {
+        TopologyBuilder {
+            hint: String::new(),
+            backends: 2,
+            ipv6: true,
+        }
+    }
+}
+
+impl TopologyBuilder {
+    /// A few letters that go into the namespace names (e.g. the test's name).
+    pub fn hint(mut self, hint: &str) -> Self {
+        self.hint = hint.to_string();
+        self
+    }
+
+    /// Number of backends (1..=[`addrs::MAX_BACKENDS`]); default 2.
+    pub fn backends(mut self, n: usize) -> Self {
+        self.backends = n;
+        self
+    }
+
+    /// Whether to add the IPv6 addresses (default: yes).
+    pub fn ipv6(mut self, on: bool) -> Self {
+        self.ipv6 = on;
+        self
+    }
+
+    pub fn build(self) -> Result<Topology> {
+        Topology::build(self)
+    }
+}
+
+/// The standard topology (see the module documentation). Dropping it removes every
+/// namespace, interface and process in it.
+#[derive(Debug)]
+pub struct Topology {
+    prefix: String,
+    ipv6: bool,
+    // Field order is drop order: hosts first, the switch last.
+    client: Netns,
+    lb: Netns,
+    backends: Vec<Netns>,
+    sw: Netns,
+}
+
+impl Topology {
+    /// The standard topology with `n_backends` backends and IPv6 addresses.
+    /// `prefix_hint` (a few letters) goes into the namespace names.
+    pub fn balanced(prefix_hint: &str, n_backends: usize) -> Result<Topology> {
+        Topology::builder()
+            .hint(prefix_hint)
+            .backends(n_backends)
+            .build()
+    }
+
+    pub fn builder() -> TopologyBuilder {
+        TopologyBuilder::default()
+    }
+
+    fn build(b: TopologyBuilder) -> Result<Topology> {
+        ensure!(
+            (1..=addrs::MAX_BACKENDS).contains(&b.backends),
+            "number of backends must be in 1..={}, not {}",
+            addrs::MAX_BACKENDS,
+            b.backends
+        );
+        let started = Instant::now();
+        let prefix = unique_prefix(if b.hint.is_empty() { "lbt" } else { &b.hint });
+        let ns = |role: &str| Netns::with_label(&format!("{prefix}-{role}"), role);
+        // Namespaces are created one by one; if one fails, those already created are
+        // dropped (and removed) when this function returns the error.
+        let sw = ns("sw")?;
+        let client = ns("client")?;
+        let lb = ns("lb")?;
+        let mut backends = Vec::with_capacity(b.backends);
+        for i in 1..=b.backends {
+            backends.push(ns(&format!("be{i}"))?);
+        }
+        let topo = Topology {
+            prefix,
+            ipv6: b.ipv6,
+            client,
+            lb,
+            backends,
+            sw,
+        };
+        topo.wire()
+            .with_context(|| format!("building topology {}", topo.prefix))?;
+        if std::env::var_os("BALANCER_TESTS_VERBOSE").is_some() {
+            eprintln!(
+                "topology {} ({} backends) built in {:?}",
+                topo.prefix,
+                topo.backends.len(),
+                started.elapsed()
+            );
+        }
+        Ok(topo)
+    }
+
+    fn wire(&self) -> Result<()> {
+        use ifnames::*;
+        let v6 = self.ipv6;
+        // The switch carries frames only: no IPv6 link-local chatter from its ports.
+        self.sw.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
+        self.sw.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+        self.sw.ip_batch(&[
+            bridge_line(BRIDGE_FRONT),
+            bridge_line(BRIDGE_BACK),
+            format!("link set {BRIDGE_FRONT} up"),
+            format!("link set {BRIDGE_BACK} up"),
+        ])?;
+        // Hosts: no DAD anywhere, so IPv6 addresses (link-local ones too) work at once.
+        let hosts = std::iter::once(&self.client)
+            .chain(std::iter::once(&self.lb))
+            .chain(self.backends.iter());
+        for h in hosts {
+            h.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
+            h.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
+        }
+
+        // client
+        let mut lines = vec![
+            veth_line(HOST, &self.sw, SW_CLIENT),
+            addr_add_line(HOST, &format!("{}/{}", addrs::CLIENT, addrs::PREFIX_LEN4)),
+        ];
+        if v6 {
+            lines.push(addr_add_line(
+                HOST,
+                &format!("{}/{}", addrs::CLIENT6, addrs::PREFIX_LEN6),
+            ));
+        }
+        lines.push(format!("link set {HOST} up"));
+        self.client.ip_batch(&lines)?;
+
+        // lb
+        let mut lines = vec![
+            veth_line(LB_FRONT, &self.sw, SW_LB_FRONT),
+            veth_line(LB_BACK, &self.sw, SW_LB_BACK),
+            addr_add_line(
+                LB_FRONT,
+                &format!("{}/{}", addrs::LB_FRONT, addrs::PREFIX_LEN4),
+            ),
+            addr_add_line(
+                LB_BACK,
+                &format!("{}/{}", addrs::LB_BACK, addrs::PREFIX_LEN4),
+            ),
+        ];
+        if v6 {
+            lines.push(addr_add_line(
+                LB_FRONT,
+                &format!("{}/{}", addrs::LB_FRONT6, addrs::PREFIX_LEN6),
+            ));
+            lines.push(addr_add_line(
+                LB_BACK,
+                &format!("{}/{}", addrs::LB_BACK6, addrs::PREFIX_LEN6),
+            ));
+        }
+        lines.push(format!("link set {LB_FRONT} up"));
+        lines.push(format!("link set {LB_BACK} up"));
+        self.lb.ip_batch(&lines)?;
+        self.lb.sysctl("net.ipv4.ip_forward", "1")?;
+        if v6 {
+            self.lb.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        }
+
+        // backends: on-link only, no default route (the balancer does full NAT).
+        for (idx, be) in self.backends.iter().enumerate() {
+            let i = idx + 1;
+            let mut lines = vec![
+                veth_line(HOST, &self.sw, &sw_backend(i)),
+                addr_add_line(
+                    HOST,
+                    &format!("{}/{}", addrs::backend(i), addrs::PREFIX_LEN4),
+                ),
+            ];
+            if v6 {
+                lines.push(addr_add_line(
+                    HOST,
+                    &format!("{}/{}", addrs::backend6(i), addrs::PREFIX_LEN6),
+                ));
+            }
+            lines.push(format!("link set {HOST} up"));
+            be.ip_batch(&lines)?;
+        }
+
+        // switch ports
+        let mut lines = vec![
+            format!("link set {SW_CLIENT} master {BRIDGE_FRONT} up"),
+            format!("link set {SW_LB_FRONT} master {BRIDGE_FRONT} up"),
+            format!("link set {SW_LB_BACK} master {BRIDGE_BACK} up"),
+        ];
+        for i in 1..=self.backends.len() {
+            lines.push(format!(
+                "link set {} master {BRIDGE_BACK} up",
+                sw_backend(i)
+            ));
+        }
+        self.sw.ip_batch(&lines)?;
+
+        // Checksums are filled in before frames reach the lb's XDP program, XDP_TX'd or
+        // redirected frames are accepted, and the lb's veths can receive redirected frames
+        // (their peers have NAPI through GRO). See TOOLCHAIN.md, "XDP on veth pairs".
+        for dev in [SW_LB_FRONT, SW_LB_BACK] {
+            self.sw.ethtool_k(dev, &[("tx", false), ("gro", true)])?;
+        }
+        for dev in [LB_FRONT, LB_BACK] {
+            self.lb.ethtool_k(dev, &[("tx", false)])?;
+        }
+        Ok(())
+    }
+
+    /// The unique prefix of all namespace names of this topology.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn has_ipv6(&self) -> bool {
+        self.ipv6
+    }
+
+    /// The client namespace (`eth0`: 198.51.100.2/24, 2001:db8:1::2/64).
+    pub fn client(&self) -> &Netns {
+        &self.client
+    }
+
+    /// The balancer host (`front`: 198.51.100.1/24, `back`: 203.0.113.1/24; forwarding on).
+    pub fn lb(&self) -> &Netns {
+        &self.lb
+    }
+
+    /// The switch namespace holding the bridges `brf` and `brb`.
+    pub fn switch(&self) -> &Netns {
+        &self.sw
+    }
+
+    /// Backend `i`, 1-based (`be1` .. `beN`). Panics if out of range.
+    pub fn backend(&self, i: usize) -> &Netns {
+        assert!(
+            (1..=self.backends.len()).contains(&i),
+            "backend {i} out of 1..={}",
+            self.backends.len()
+        );
+        &self.backends[i - 1]
+    }
+
+    /// All backends in order (index 0 is `be1`).
+    pub fn backends(&self) -> &[Netns] {
+        &self.backends
+    }
+
+    pub fn n_backends(&self) -> usize {
+        self.backends.len()
+    }
+
+    /// 203.0.113.(10 + i).
+    pub fn backend_addr(&self, i: usize) -> Ipv4Addr {
+        addrs::backend(i)
+    }
+
+    /// 2001:db8:2::1N.
+    pub fn backend_addr6(&self, i: usize) -> Ipv6Addr {
+        addrs::backend6(i)
+    }
+
+    /// Which backend (1-based) has address `ip`, if any.
+    pub fn backend_index(&self, ip: IpAddr) -> Option<usize> {
+        (1..=self.backends.len())
+            .find(|&i| ip == IpAddr::V4(addrs::backend(i)) || ip == IpAddr::V6(addrs::backend6(i)))
+    }
+
+    /// Which backend (1-based) has label `label` (`"be2"` -> 2), e.g. from a server reply.
+    pub fn backend_by_label(&self, label: &str) -> Option<usize> {
+        self.backends
+            .iter()
+            .position(|b| b.label() == label)
+            .map(|p| p + 1)
+    }
+
+    pub fn client_addr(&self) -> Ipv4Addr {
+        addrs::CLIENT
+    }
+
+    pub fn lb_front_addr(&self) -> Ipv4Addr {
+        addrs::LB_FRONT
+    }
+
+    pub fn lb_back_addr(&self) -> Ipv4Addr {
+        addrs::LB_BACK
+    }
+
+    /// The lb's client-side interface name (`front`, inside `lb`).
+    pub fn lb_front_if(&self) -> &'static str {
+        ifnames::LB_FRONT
+    }
+
+    /// The lb's backend-side interface name (`back`, inside `lb`).
+    pub fn lb_back_if(&self) -> &'static str {
+        ifnames::LB_BACK
+    }
+
+    /// Adds another source address to the client's `eth0` (e.g. `"198.51.100.5/24"`).
+    pub fn add_client_addr(&self, cidr: &str) -> Result<()> {
+        if cidr.contains(':') && !self.ipv6 {
+            bail!("topology {} was built without IPv6", self.prefix);
+        }
+        self.client.add_addr(ifnames::HOST, cidr)
+    }
+
+    /// Adds an address to the lb's `front` (e.g. a VIP `"198.51.100.10/24"`).
+    pub fn add_lb_front_addr(&self, cidr: &str) -> Result<()> {
+        self.lb.add_addr(ifnames::LB_FRONT, cidr)
+    }
+
+    /// All namespaces of the topology.
+    pub fn namespaces(&self) -> Vec<&Netns> {
+        let mut v = vec![&self.client, &self.lb];
+        v.extend(self.backends.iter());
+        v.push(&self.sw);
+        v
+    }
+}

@@ -1,0 +1,196 @@
+//! Small helpers shared by the harness: unique names, temporary directories, bounded waits.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Directory where `ip netns add` keeps its namespace handles.
+pub(crate) const NETNS_RUN_DIR: &str = "/run/netns";
+
+/// A per-process, per-call unique name prefix: `{hint}{pid % 10000:04}{counter}`.
+///
+/// `hint` is reduced to at most 4 lower-case ASCII letters/digits (`"lbt"` when empty), the
+/// pid part has a fixed width and the counter is written in base 36, so two prefixes never
+/// share a name with one another when a role suffix is separated by `-`. Prefixes that are
+/// already in use by a namespace (`/run/netns/{prefix}-*`, e.g. from another process whose
+/// pid has the same last four digits) are skipped.
+pub fn unique_prefix(hint: &str) -> String {
+    let mut h: String = hint
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .take(4)
+        .collect();
+    if h.is_empty() {
+        h.push_str("lbt");
+    }
+    let pid = std::process::id() % 10_000;
+    let mut candidate = String::new();
+    for _ in 0..1000 {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        candidate = format!("{h}{pid:04}{}", base36(n));
+        if !prefix_in_use(&candidate) {
+            return candidate;
+        }
+    }
+    candidate
+}
+
+fn base36(mut n: u32) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).expect("ascii")
+}
+
+fn prefix_in_use(prefix: &str) -> bool {
+    let with_dash = format!("{prefix}-");
+    netns_names()
+        .iter()
+        .any(|n| n == prefix || n.starts_with(&with_dash))
+}
+
+/// Names of all namespaces known to `ip netns` (entries of `/run/netns`).
+pub fn netns_names() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(NETNS_RUN_DIR) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect()
+}
+
+/// Names of the namespaces (as listed by `ip netns list`) that start with `prefix`.
+pub fn netns_with_prefix(prefix: &str) -> Vec<String> {
+    netns_names()
+        .into_iter()
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+/// Polls `cond` until it returns true or `timeout` has passed; returns whether it succeeded.
+///
+/// The poll interval starts at 1 ms and doubles up to 50 ms, so quick conditions are seen
+/// quickly and slow ones do not spin.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut interval = Duration::from_millis(1);
+    loop {
+        if cond() {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep(interval.min(deadline - now));
+        interval = (interval * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// A temporary directory that is removed (recursively) on drop.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates `$TMPDIR/balancer-tests-{hint}-{pid}-{counter}` (mode 0755).
+    pub fn new(hint: &str) -> Result<TempDir> {
+        let pid = std::process::id();
+        for _ in 0..100 {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let path = std::env::temp_dir().join(format!("balancer-tests-{hint}-{pid}-{n}"));
+            match std::fs::create_dir(&path) {
+                Ok(()) => return Ok(TempDir { path }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(e).with_context(|| format!("creating {}", path.display()));
+                }
+            }
+        }
+        bail!("could not create a temporary directory for {hint}")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `self.path().join(name)`.
+    pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Creates a temporary file path `$TMPDIR/balancer-tests-{hint}-{pid}-{counter}.log` (not the
+/// file itself).
+pub(crate) fn temp_file_path(hint: &str) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let safe: String = hint
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(32)
+        .collect();
+    std::env::temp_dir().join(format!(
+        "balancer-tests-{safe}-{}-{n}.log",
+        std::process::id()
+    ))
+}
+
+/// Keeps the last `max` bytes of `s` (on a char boundary), prefixed with `...` when cut.
+pub(crate) fn tail(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("...{}", &s[start..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base36_digits() {
+        assert_eq!(base36(0), "0");
+        assert_eq!(base36(35), "z");
+        assert_eq!(base36(36), "10");
+    }
+
+    #[test]
+    fn prefixes_are_short_and_distinct() {
+        let a = unique_prefix("Hello-World");
+        let b = unique_prefix("Hello-World");
+        assert_ne!(a, b);
+        assert!(a.starts_with("hell"));
+        assert!(a.len() <= 10, "{a}");
+        assert!(unique_prefix("").starts_with("lbt"));
+    }
+
+    #[test]
+    fn tail_cuts_on_char_boundary() {
+        assert_eq!(tail("abc", 10), "abc");
+        assert_eq!(tail("abcdef", 3), "...def");
+        assert_eq!(tail("aé", 1), "...");
+    }
+}

@@ -1,0 +1,280 @@
+//! The balancer end to end: the real binary on the standard namespace topology
+//! (client, balancer host with `front` and `back`, backends), real sockets, curl
+//! and nginx.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use balancer_tests::{
+    Balancer, Topology, addrs, nginx, require_program, require_root, tcp_connect, tcp_request,
+    tcp_server, udp_request, udp_server,
+};
+
+const VIP: &str = "198.51.100.10";
+const T: Duration = Duration::from_secs(5);
+
+fn config(weights: &[u32]) -> String {
+    let backends: Vec<String> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| format!("{{ address = \"{}:8080\", weight = {w} }}", addrs::backend(i + 1)))
+        .collect();
+    let udp: Vec<String> = (0..weights.len())
+        .map(|i| format!("{{ address = \"{}:5353\" }}", addrs::backend(i + 1)))
+        .collect();
+    format!(
+        r#"
+[node]
+name = "it"
+interfaces = ["front", "back"]
+snat_addresses = ["203.0.113.9"]
+
+[control]
+metrics = "off"
+
+[[service]]
+name = "tcp"
+vip = "{VIP}"
+port = 80
+protocol = "tcp"
+health = {{ kind = "none" }}
+backends = [{}]
+
+[[service]]
+name = "udp"
+vip = "{VIP}"
+port = 53
+protocol = "udp"
+health = {{ kind = "none" }}
+backends = [{}]
+"#,
+        backends.join(", "),
+        udp.join(", ")
+    )
+}
+
+fn vip(port: u16) -> SocketAddr {
+    SocketAddr::new(VIP.parse().unwrap(), port)
+}
+
+fn backend_servers(topo: &Topology, port: u16) -> Vec<balancer_tests::ServerHandle> {
+    (1..=topo.n_backends())
+        .map(|i| {
+            tcp_server(
+                topo.backend(i),
+                SocketAddr::new(IpAddr::V4(topo.backend_addr(i)), port),
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+/// Which backend answered: the servers prefix their replies with their name.
+fn answered_by(reply: &str, line: &str) -> String {
+    let (name, echoed) = reply.split_once(' ').unwrap_or_else(|| panic!("reply {reply:?}"));
+    assert_eq!(echoed, line, "payload came back intact");
+    name.to_string()
+}
+
+#[test]
+fn held_connections_spread_by_least_connections_and_freed_slots_fill_first() {
+    if !require_root() {
+        return;
+    }
+    let topo = Topology::balanced("lc", 3).unwrap();
+    let servers = backend_servers(&topo, 8080);
+    let names: Vec<String> = servers.iter().map(|s| s.name().to_string()).collect();
+    // Weights 2:2:1 of 200 held connections: 80, 80, 40.
+    let lb = Balancer::start(topo.lb(), &config(&[200, 200, 100])).unwrap();
+
+    let mut held: Vec<(String, balancer_tests::TcpClient)> = Vec::new();
+    for i in 0..200 {
+        let mut c = tcp_connect(topo.client(), vip(80), T).unwrap();
+        let line = format!("hello {i} {}", "x".repeat(i % 50));
+        let reply = c.request(&line).unwrap();
+        held.push((answered_by(&reply, &line), c));
+    }
+    let count = |held: &[(String, _)]| {
+        let mut m: BTreeMap<String, usize> = names.iter().map(|n| (n.clone(), 0)).collect();
+        for (n, _) in held {
+            *m.get_mut(n).unwrap() += 1;
+        }
+        m
+    };
+    let by_backend = count(&held);
+    assert_eq!(
+        by_backend.values().copied().collect::<Vec<_>>(),
+        vec![80, 80, 40],
+        "{by_backend:?}"
+    );
+
+    // Close 20 of the first backend's connections: the next 20 go there, since
+    // it is now the least busy per unit of weight.
+    let first = names[0].clone();
+    let mut closed = 0;
+    held.retain_mut(|(n, _)| {
+        if *n == first && closed < 20 {
+            closed += 1;
+            false
+        } else {
+            true
+        }
+    });
+    // Dropping the streams sends the FINs; wait for the balancer to see them.
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..20 {
+        let mut c = tcp_connect(topo.client(), vip(80), T).unwrap();
+        let line = format!("again {i}");
+        let reply = c.request(&line).unwrap();
+        assert_eq!(answered_by(&reply, &line), first, "connection {i}");
+        held.push((first.clone(), c));
+    }
+    // Held connections still carry data.
+    for (name, c) in held.iter_mut().step_by(17) {
+        let reply = c.request("still there").unwrap();
+        assert_eq!(answered_by(&reply, "still there"), *name);
+    }
+    drop(held);
+    lb.stop().unwrap();
+}
+
+#[test]
+fn sequential_short_connections_reach_every_backend() {
+    if !require_root() {
+        return;
+    }
+    let topo = Topology::balanced("seq", 3).unwrap();
+    let _servers = backend_servers(&topo, 8080);
+    let lb = Balancer::start(topo.lb(), &config(&[100, 100, 100])).unwrap();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..60 {
+        let line = format!("short {i}");
+        let reply = tcp_request(topo.client(), vip(80), &line, T).unwrap();
+        *seen.entry(answered_by(&reply, &line)).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen.values().all(|&n| n >= 10), "uneven: {seen:?}");
+    lb.stop().unwrap();
+}
+
+#[test]
+fn udp_requests_get_answers_from_the_vip() {
+    if !require_root() {
+        return;
+    }
+    let topo = Topology::balanced("udp", 2).unwrap();
+    let _servers: Vec<_> = (1..=2)
+        .map(|i| {
+            udp_server(
+                topo.backend(i),
+                SocketAddr::new(IpAddr::V4(topo.backend_addr(i)), 5353),
+            )
+            .unwrap()
+        })
+        .collect();
+    let lb = Balancer::start(topo.lb(), &config(&[100, 100])).unwrap();
+    let mut seen = BTreeMap::<String, usize>::new();
+    for i in 0..40 {
+        // Each request from a new socket (source port): a new flow.
+        let payload = format!("query {i}");
+        let reply = udp_request(topo.client(), vip(53), &payload, T).unwrap();
+        *seen.entry(answered_by(&reply, &payload)).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    lb.stop().unwrap();
+}
+
+#[test]
+fn the_host_still_answers_on_its_own_addresses() {
+    if !require_root() {
+        return;
+    }
+    let topo = Topology::balanced("host", 1).unwrap();
+    let _backend = backend_servers(&topo, 8080);
+    let lb = Balancer::start(topo.lb(), &config(&[100])).unwrap();
+    let own = tcp_server(topo.lb(), SocketAddr::new(IpAddr::V4(addrs::LB_FRONT), 2222)).unwrap();
+    let reply = tcp_request(topo.client(), SocketAddr::new(IpAddr::V4(addrs::LB_FRONT), 2222), "me", T)
+        .unwrap();
+    assert_eq!(reply, format!("{} me", own.name()));
+    // ICMP to the host and to the VIP is the host's to answer.
+    topo.client().ping(IpAddr::V4(addrs::LB_FRONT), T).unwrap();
+    topo.client().ping(VIP.parse().unwrap(), T).unwrap();
+    // The host's own connections to a backend work beside translated flows.
+    let reply = tcp_request(topo.lb(), SocketAddr::new(IpAddr::V4(topo.backend_addr(1)), 8080), "direct", T)
+        .unwrap();
+    assert!(reply.ends_with(" direct"));
+    lb.stop().unwrap();
+}
+
+#[test]
+fn curl_through_the_vip_reaches_nginx_backends_with_full_nat() {
+    if !require_root() || !require_program("nginx") || !require_program("curl") {
+        return;
+    }
+    let topo = Topology::balanced("ngx", 3).unwrap();
+    let servers: Vec<_> = (1..=3)
+        .map(|i| {
+            nginx(
+                topo.backend(i),
+                SocketAddr::new(IpAddr::V4(topo.backend_addr(i)), 8080),
+                &format!("nginx-{i}"),
+            )
+            .unwrap()
+        })
+        .collect();
+    let lb = Balancer::start(topo.lb(), &config(&[100, 100, 100])).unwrap();
+    let mut seen = BTreeMap::<String, usize>::new();
+    for _ in 0..30 {
+        let out = topo
+            .client()
+            .exec("curl", &["-sS", "--max-time", "5", &format!("http://{VIP}/")])
+            .unwrap();
+        let body = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        *seen.entry(body).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    for s in &servers {
+        let log = s.access_log();
+        assert!(log.contains("203.0.113.9"), "backends see the SNAT address: {log}");
+        assert!(!log.contains("198.51.100.2"), "not the client's: {log}");
+    }
+    lb.stop().unwrap();
+}
+
+#[test]
+fn sigterm_detaches_and_restores_the_host() {
+    if !require_root() {
+        return;
+    }
+    let topo = Topology::balanced("term", 1).unwrap();
+    let reserved_before = topo.lb().sysctl_get("net.ipv4.ip_local_reserved_ports").unwrap();
+    let lb = Balancer::start(topo.lb(), &config(&[100])).unwrap();
+    let link = topo.lb().ip(&["-d", "link", "show", "front"]).unwrap();
+    assert!(link.contains("xdp"), "attached while running: {link}");
+    let addrs_running = topo.lb().ip(&["addr", "show"]).unwrap();
+    assert!(addrs_running.contains("198.51.100.10/24") && addrs_running.contains("203.0.113.9/24"));
+    assert!(topo
+        .lb()
+        .sysctl_get("net.ipv4.ip_local_reserved_ports")
+        .unwrap()
+        .contains("40000-59999"));
+
+    let out = lb.stop().unwrap();
+    assert!(out.contains("detached"), "{out}");
+    for dev in ["front", "back"] {
+        let link = topo.lb().ip(&["-d", "link", "show", dev]).unwrap();
+        assert!(!link.contains("xdp"), "{dev} still has XDP after SIGTERM: {link}");
+    }
+    let addrs_after = topo.lb().ip(&["addr", "show"]).unwrap();
+    assert!(!addrs_after.contains("198.51.100.10"), "VIP removed: {addrs_after}");
+    assert!(!addrs_after.contains("203.0.113.9"), "SNAT address removed: {addrs_after}");
+    assert_eq!(
+        topo.lb().sysctl_get("net.ipv4.ip_local_reserved_ports").unwrap(),
+        reserved_before
+    );
+    // Nothing answers for the VIP any more.
+    assert!(tcp_request(topo.client(), vip(80), "x", Duration::from_millis(500)).is_err());
+}

@@ -1,0 +1,469 @@
+//! Packet-level behaviour of the XDP program through BPF_PROG_TEST_RUN: a packet
+//! in, the action and the packet out asserted, maps written by the daemon's own
+//! code (config → plan → Dataplane::apply). Each test runs in a network
+//! namespace of its own thread, with static neighbours so that the program's
+//! FIB lookups resolve deterministically.
+
+use std::{net::Ipv4Addr, process::Command};
+
+use aya::programs::{TestRun, TestRunOptions};
+use balancer_common::{service::MAX_BACKENDS_PER_SERVICE, stats::Counter};
+use balancer_tests::require_root;
+use balancer_user::{config, dataplane::Dataplane, plan};
+use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const XDP_REDIRECT: u32 = 4;
+
+const CLIENT: [u8; 4] = [198, 51, 100, 2];
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x02];
+const VIP: [u8; 4] = [198, 51, 100, 10];
+const HOST_FRONT: [u8; 4] = [198, 51, 100, 1];
+const SNAT: [u8; 4] = [203, 0, 113, 9];
+const BACKENDS: [[u8; 4]; 3] = [[203, 0, 113, 11], [203, 0, 113, 12], [203, 0, 113, 13]];
+const UNRESOLVED_BACKEND: [u8; 4] = [203, 0, 113, 14];
+const FRONT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xf0, 0x01];
+const BACK_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xb0, 0x01];
+
+fn backend_mac(ip: [u8; 4]) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0x02, ip[3]]
+}
+
+const CONFIG: &str = r#"
+[node]
+name = "packet-test"
+interfaces = ["front", "back"]
+snat_addresses = ["203.0.113.9"]
+snat_port_range = "40000-40031"
+
+[[service]]
+name = "web"
+vip = "198.51.100.10"
+port = 80
+protocol = "tcp"
+health = { kind = "none" }
+backends = [
+  { address = "203.0.113.11:8080" },
+  { address = "203.0.113.12:8080" },
+  { address = "203.0.113.13:8080" },
+]
+
+[[service]]
+name = "dns"
+vip = "198.51.100.10"
+port = 53
+protocol = "udp"
+health = { kind = "none" }
+backends = [{ address = "203.0.113.11:5353" }]
+
+[[service]]
+name = "unresolved"
+vip = "198.51.100.10"
+port = 81
+protocol = "tcp"
+health = { kind = "none" }
+backends = [{ address = "203.0.113.14:8080" }]
+"#;
+
+/// A loaded program in a private network namespace with `front` and `back`.
+struct Fixture {
+    dp: Dataplane,
+    front: u32,
+    back: u32,
+}
+
+fn sh(args: &str) {
+    let out = Command::new("sh").arg("-c").arg(args).output().expect("sh");
+    assert!(
+        out.status.success(),
+        "`{args}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn mac(m: [u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+impl Fixture {
+    /// Moves the calling thread into a new network namespace (children it
+    /// spawns, `ip` included, inherit it) and loads the program there.
+    fn new() -> Option<Self> {
+        if !require_root() {
+            return None;
+        }
+        // SAFETY: unshare affects only the calling thread's namespaces.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+        sh(&format!(
+            "ip link set lo up && \
+             ip link add front address {} type veth peer name front-p && \
+             ip link add back address {} type veth peer name back-p && \
+             for l in front front-p back back-p; do ip link set $l up; done && \
+             ip addr add 198.51.100.1/24 dev front && ip addr add 203.0.113.1/24 dev back && \
+             sysctl -qw net.ipv4.conf.all.forwarding=1 && \
+             ip neigh add 198.51.100.2 lladdr {} dev front nud permanent",
+            mac(FRONT_MAC),
+            mac(BACK_MAC),
+            mac(CLIENT_MAC)
+        ));
+        for b in BACKENDS {
+            sh(&format!(
+                "ip neigh add {} lladdr {} dev back nud permanent",
+                Ipv4Addr::from(b),
+                mac(backend_mac(b))
+            ));
+        }
+        let cfg = config::parse(CONFIG).expect("test config is valid").config;
+        let plan = plan::plan(&cfg, |_| unreachable!("snat addresses are configured"))
+            .expect("plan");
+        let mut dp = Dataplane::load(4096).expect("load program");
+        dp.apply(&plan).expect("apply plan");
+        let front = balancer_user::netconf::ifindex("front").unwrap();
+        let back = balancer_user::netconf::ifindex("back").unwrap();
+        dp.add_tx_port(front).unwrap();
+        dp.add_tx_port(back).unwrap();
+        Some(Self { dp, front, back })
+    }
+
+    /// Runs the program once on `frame` as if received on `ifindex`.
+    fn run(&self, frame: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
+        let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
+        let ctx: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let mut out = vec![0u8; frame.len() + 256];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.data_out = Some(&mut out);
+        opts.ctx_in = Some(&ctx);
+        opts.repeat = 1;
+        let result = self.dp.program().unwrap().test_run(opts).expect("BPF_PROG_TEST_RUN");
+        out.truncate(result.data_size_out as usize);
+        (result.return_value, out)
+    }
+}
+
+fn tcp_frame(
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    flags: &str,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(CLIENT_MAC, FRONT_MAC)
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, 1000, 64240);
+    for f in flags.chars() {
+        b = match f {
+            'S' => b.syn(),
+            'A' => b.ack(1),
+            'F' => b.fin(),
+            'R' => b.rst(),
+            'P' => b.psh(),
+            _ => panic!("flag {f}"),
+        };
+    }
+    let mut v = Vec::new();
+    b.write(&mut v, payload).unwrap();
+    v
+}
+
+fn udp_frame(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, FRONT_MAC)
+        .ipv4(src, dst, 64)
+        .udp(sport, dport)
+        .write(&mut v, payload)
+        .unwrap();
+    v
+}
+
+/// What a forwarded frame says, after checking that every checksum validates.
+#[derive(Debug)]
+struct Seen {
+    eth_src: [u8; 6],
+    eth_dst: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    ttl: u8,
+    payload: Vec<u8>,
+}
+
+fn inspect(frame: &[u8]) -> Seen {
+    let p = SlicedPacket::from_ethernet(frame).expect("forwarded frame parses");
+    let eth = etherparse::Ethernet2Header::from_slice(frame).unwrap().0;
+    let Some(NetSlice::Ipv4(ip)) = &p.net else {
+        panic!("not IPv4")
+    };
+    let iph = ip.header().to_header();
+    assert_eq!(
+        iph.calc_header_checksum(),
+        iph.header_checksum,
+        "IPv4 header checksum"
+    );
+    let (sport, dport, data) = match p.transport.as_ref().expect("L4") {
+        TransportSlice::Tcp(t) => {
+            let h = t.to_header();
+            let want = h.calc_checksum_ipv4(&iph, t.payload()).unwrap();
+            assert_eq!(h.checksum, want, "TCP checksum");
+            (h.source_port, h.destination_port, t.payload().to_vec())
+        }
+        TransportSlice::Udp(u) => {
+            let h = u.to_header();
+            if h.checksum != 0 {
+                let want = h.calc_checksum_ipv4(&iph, u.payload()).unwrap();
+                assert_eq!(h.checksum, want, "UDP checksum");
+            }
+            (h.source_port, h.destination_port, u.payload().to_vec())
+        }
+        other => panic!("unexpected L4 {other:?}"),
+    };
+    Seen {
+        eth_src: eth.source,
+        eth_dst: eth.destination,
+        src: iph.source,
+        dst: iph.destination,
+        sport,
+        dport,
+        ttl: iph.time_to_live,
+        payload: data,
+    }
+}
+
+#[test]
+fn syn_to_vip_is_rewritten_to_a_backend_and_the_reply_to_the_client() {
+    let Some(fx) = Fixture::new() else { return };
+    let syn = tcp_frame(CLIENT, VIP, 51000, 80, "S", b"");
+    let (action, out) = fx.run(&syn, fx.front);
+    assert_eq!(action, XDP_REDIRECT, "from front to back is a redirect");
+    let fwd = inspect(&out);
+    assert_eq!(fwd.src, SNAT);
+    assert!(BACKENDS.contains(&fwd.dst), "went to {:?}", fwd.dst);
+    assert_eq!(fwd.dport, 8080);
+    assert!((40000..=40031).contains(&fwd.sport), "snat port {}", fwd.sport);
+    assert_eq!(fwd.eth_dst, backend_mac(fwd.dst));
+    assert_eq!(fwd.eth_src, BACK_MAC);
+    assert_eq!(fwd.ttl, 64);
+    assert_eq!(out.len(), syn.len());
+
+    // The backend answers the SNAT address; the reply goes back out of front.
+    let syn_ack = tcp_frame(fwd.dst, SNAT, 8080, fwd.sport, "SA", b"");
+    let (action, out) = fx.run(&syn_ack, fx.back);
+    assert_eq!(action, XDP_REDIRECT);
+    let rep = inspect(&out);
+    assert_eq!((rep.src, rep.sport), (VIP, 80));
+    assert_eq!((rep.dst, rep.dport), (CLIENT, 51000));
+    assert_eq!(rep.eth_dst, CLIENT_MAC);
+    assert_eq!(rep.eth_src, FRONT_MAC);
+
+    // Data in both directions keeps the same translation and its payload.
+    let data = tcp_frame(CLIENT, VIP, 51000, 80, "AP", b"GET / HTTP/1.0\r\n\r\n");
+    let (action, out) = fx.run(&data, fx.front);
+    assert_eq!(action, XDP_REDIRECT);
+    let d = inspect(&out);
+    assert_eq!((d.src, d.sport, d.dst, d.dport), (SNAT, fwd.sport, fwd.dst, 8080));
+    assert_eq!(d.payload, b"GET / HTTP/1.0\r\n\r\n");
+
+    assert_eq!(fx.dp.counter(Counter::NewFlow).unwrap(), 1);
+    assert_eq!(fx.dp.flow_entries().unwrap(), 2, "one entry per direction");
+    let idx = BACKENDS.iter().position(|b| *b == fwd.dst).unwrap() as u32;
+    assert_eq!(fx.dp.active_conns(idx).unwrap(), 1);
+    let stats = fx.dp.backend_stats(idx).unwrap();
+    assert_eq!((stats.packets_to, stats.packets_from, stats.new_flows), (2, 1, 1));
+}
+
+#[test]
+fn reply_out_of_the_same_interface_is_xdp_tx() {
+    let Some(fx) = Fixture::new() else { return };
+    // A client on the backend side: the reply leaves where the request came in.
+    sh("ip neigh add 203.0.113.50 lladdr 02:00:00:00:00:50 dev back nud permanent");
+    let syn = tcp_frame([203, 0, 113, 50], VIP, 42000, 80, "S", b"");
+    let (action, out) = fx.run(&syn, fx.back);
+    assert_eq!(action, XDP_TX);
+    let fwd = inspect(&out);
+    assert_eq!(fwd.src, SNAT);
+    assert_eq!(fx.dp.counter(Counter::ForwardTx).unwrap(), 1);
+}
+
+#[test]
+fn packets_not_for_a_service_pass_unchanged() {
+    let Some(fx) = Fixture::new() else { return };
+    let cases = [
+        ("host's own address", tcp_frame(CLIENT, HOST_FRONT, 51000, 22, "S", b"")),
+        ("VIP, unconfigured port", tcp_frame(CLIENT, VIP, 51000, 443, "S", b"")),
+        ("VIP, UDP on a TCP port", udp_frame(CLIENT, VIP, 51000, 80, b"x")),
+        ("SNAT address, no flow", tcp_frame(BACKENDS[0], SNAT, 8080, 40001, "SA", b"")),
+        ("other host", udp_frame(CLIENT, [192, 0, 2, 1], 5000, 53, b"q")),
+    ];
+    for (name, frame) in cases {
+        let (action, out) = fx.run(&frame, fx.front);
+        assert_eq!(action, XDP_PASS, "{name}");
+        assert_eq!(out, frame, "{name}: passed unchanged");
+    }
+    let mut arp = tcp_frame(CLIENT, VIP, 1, 80, "S", b"");
+    arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    let (action, out) = fx.run(&arp, fx.front);
+    assert_eq!((action, out), (XDP_PASS, arp), "non-IP ethertype");
+    assert_eq!(fx.dp.counter(Counter::NewFlow).unwrap(), 0);
+}
+
+#[test]
+fn segment_without_flow_is_dropped_and_counted() {
+    let Some(fx) = Fixture::new() else { return };
+    for flags in ["A", "SA", "R", "FA"] {
+        let frame = tcp_frame(CLIENT, VIP, 52000, 80, flags, b"");
+        let (action, _) = fx.run(&frame, fx.front);
+        assert_eq!(action, XDP_DROP, "{flags} without a flow");
+    }
+    assert_eq!(fx.dp.counter(Counter::DropNoFlow).unwrap(), 4);
+    assert_eq!(fx.dp.flow_entries().unwrap(), 0);
+}
+
+#[test]
+fn truncated_frames_pass_or_drop_never_forward() {
+    let Some(fx) = Fixture::new() else { return };
+    let full = [
+        tcp_frame(CLIENT, VIP, 53000, 80, "S", b"hello"),
+        udp_frame(CLIENT, VIP, 53000, 53, b"query"),
+    ];
+    for frame in full {
+        // Every cut from a bare Ethernet header on, at and between the IP and L4
+        // header boundaries (BPF_PROG_TEST_RUN refuses frames shorter than an
+        // Ethernet header, as no driver hands those to XDP).
+        for len in 14..frame.len() {
+            let cut = &frame[..len];
+            let (action, out) = fx.run(cut, fx.front);
+            assert!(
+                action == XDP_PASS || action == XDP_DROP,
+                "cut at {len}: action {action}"
+            );
+            if action == XDP_PASS {
+                assert_eq!(out, cut, "cut at {len}: passed unchanged");
+            }
+        }
+    }
+    assert_eq!(fx.dp.counter(Counter::NewFlow).unwrap(), 0);
+    assert!(fx.dp.counter(Counter::DropMalformed).unwrap() > 0);
+
+    // Lengths that do not add up are dropped too.
+    let mut frame = tcp_frame(CLIENT, VIP, 53001, 80, "S", b"");
+    frame[16..18].copy_from_slice(&2000u16.to_be_bytes()); // IP total length > frame
+    assert_eq!(fx.run(&frame, fx.front).0, XDP_DROP);
+    let mut frame = tcp_frame(CLIENT, VIP, 53002, 80, "S", b"");
+    frame[14] = 0x44; // IHL 4
+    assert_eq!(fx.run(&frame, fx.front).0, XDP_DROP);
+    let mut frame = tcp_frame(CLIENT, VIP, 53003, 80, "S", b"");
+    frame[14 + 20 + 12] = 0x40; // TCP data offset 4 words
+    assert_eq!(fx.run(&frame, fx.front).0, XDP_DROP);
+    let mut frame = udp_frame(CLIENT, VIP, 53004, 53, b"q");
+    frame[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&200u16.to_be_bytes()); // UDP length > IP
+    assert_eq!(fx.run(&frame, fx.front).0, XDP_DROP);
+    assert_eq!(fx.dp.counter(Counter::NewFlow).unwrap(), 0);
+}
+
+#[test]
+fn fragments_to_a_vip_pass_to_the_stack() {
+    let Some(fx) = Fixture::new() else { return };
+    let mut frame = udp_frame(CLIENT, VIP, 54000, 53, b"fragmented");
+    frame[20] = 0x20; // more fragments
+    let c = etherparse::Ipv4HeaderSlice::from_slice(&frame[14..]).unwrap().to_header();
+    let check = c.calc_header_checksum();
+    frame[24..26].copy_from_slice(&check.to_be_bytes());
+    let (action, out) = fx.run(&frame, fx.front);
+    assert_eq!((action, &out), (XDP_PASS, &frame));
+    assert_eq!(fx.dp.counter(Counter::PassFragment).unwrap(), 1);
+}
+
+#[test]
+fn udp_request_and_reply_are_translated() {
+    let Some(fx) = Fixture::new() else { return };
+    let req = udp_frame(CLIENT, VIP, 55000, 53, b"what is example.org");
+    let (action, out) = fx.run(&req, fx.front);
+    assert_eq!(action, XDP_REDIRECT);
+    let fwd = inspect(&out);
+    assert_eq!((fwd.src, fwd.dst, fwd.dport), (SNAT, BACKENDS[0], 5353));
+    assert_eq!(fwd.payload, b"what is example.org");
+
+    let reply = udp_frame(BACKENDS[0], SNAT, 5353, fwd.sport, b"192.0.2.1");
+    let (action, out) = fx.run(&reply, fx.back);
+    assert_eq!(action, XDP_REDIRECT);
+    let rep = inspect(&out);
+    assert_eq!((rep.src, rep.sport, rep.dst, rep.dport), (VIP, 53, CLIENT, 55000));
+
+    // A zero UDP checksum means "none" and stays so.
+    let mut nocsum = udp_frame(CLIENT, VIP, 55001, 53, b"no checksum");
+    nocsum[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
+    let (action, out) = fx.run(&nocsum, fx.front);
+    assert_eq!(action, XDP_REDIRECT);
+    assert_eq!(&out[14 + 20 + 6..14 + 20 + 8], &[0, 0]);
+    inspect(&out);
+}
+
+#[test]
+fn unknown_neighbour_passes_the_translated_packet_to_the_stack() {
+    let Some(fx) = Fixture::new() else { return };
+    let syn = tcp_frame(CLIENT, VIP, 56000, 81, "S", b"");
+    let (action, out) = fx.run(&syn, fx.front);
+    assert_eq!(action, XDP_PASS);
+    let fwd = inspect(&out);
+    assert_eq!((fwd.src, fwd.dst, fwd.dport), (SNAT, UNRESOLVED_BACKEND, 8080));
+    assert_eq!(fx.dp.counter(Counter::PassNoNeighbour).unwrap(), 1);
+}
+
+#[test]
+fn least_connections_spreads_and_closing_releases() {
+    let Some(fx) = Fixture::new() else { return };
+    let mut sports_by_backend = vec![Vec::new(); 3];
+    for i in 0..30u16 {
+        let (action, out) = fx.run(&tcp_frame(CLIENT, VIP, 57000 + i, 80, "S", b""), fx.front);
+        assert_eq!(action, XDP_REDIRECT);
+        let seen = inspect(&out);
+        let b = BACKENDS.iter().position(|a| *a == seen.dst).unwrap();
+        sports_by_backend[b].push(57000 + i);
+    }
+    let counts: Vec<u64> = (0..3).map(|i| fx.dp.active_conns(i).unwrap()).collect();
+    assert_eq!(counts, vec![10, 10, 10]);
+
+    // Backend 0's clients close (FIN from the client); its count drops, a second
+    // FIN or a RST of the same flow does not drop it again.
+    for &sport in &sports_by_backend[0] {
+        let fin = tcp_frame(CLIENT, VIP, sport, 80, "FA", b"");
+        assert_eq!(fx.run(&fin, fx.front).0, XDP_REDIRECT);
+        let rst = tcp_frame(CLIENT, VIP, sport, 80, "R", b"");
+        assert_eq!(fx.run(&rst, fx.front).0, XDP_REDIRECT);
+    }
+    assert_eq!(fx.dp.active_conns(0).unwrap(), 0);
+    // The next ten new flows all go to the idle backend.
+    for i in 0..10u16 {
+        let (_, out) = fx.run(&tcp_frame(CLIENT, VIP, 58000 + i, 80, "S", b""), fx.front);
+        assert_eq!(inspect(&out).dst, BACKENDS[0], "flow {i}");
+    }
+    let counts: Vec<u64> = (0..3).map(|i| fx.dp.active_conns(i).unwrap()).collect();
+    assert_eq!(counts, vec![10, 10, 10]);
+    // Slots of the second service start after the first service's.
+    assert_eq!(fx.dp.active_conns(MAX_BACKENDS_PER_SERVICE).unwrap(), 0);
+}
+
+#[test]
+fn snat_ports_are_unique_per_backend_and_exhaustion_is_counted() {
+    let Some(fx) = Fixture::new() else { return };
+    // One backend for UDP; its 32-port range fills up.
+    let mut ports = std::collections::HashSet::new();
+    for i in 0..32u16 {
+        let (action, out) = fx.run(&udp_frame(CLIENT, VIP, 60000 + i, 53, b"q"), fx.front);
+        assert_eq!(action, XDP_REDIRECT, "flow {i}");
+        assert!(ports.insert(inspect(&out).sport), "port reused");
+    }
+    assert_eq!(ports.len(), 32);
+    let (action, _) = fx.run(&udp_frame(CLIENT, VIP, 61000, 53, b"q"), fx.front);
+    assert_eq!(action, XDP_DROP);
+    assert_eq!(fx.dp.counter(Counter::DropSnatExhausted).unwrap(), 1);
+    // Existing flows are untouched.
+    let (action, _) = fx.run(&udp_frame(CLIENT, VIP, 60005, 53, b"again"), fx.front);
+    assert_eq!(action, XDP_REDIRECT);
+}

@@ -1,0 +1,99 @@
+//! `cargo xtask ...`: set-up of a fresh machine, the test suite, and the demo.
+
+mod demo;
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (apt packages, nightly rust-src,
+    /// bpf-linker) and build everything. Idempotent; quick when all is there.
+    Setup,
+    /// Run every check and test: formatting, clippy, unit, packet and namespace tests.
+    Test {
+        /// Extra arguments for `cargo test` (a test name filter, for example).
+        args: Vec<String>,
+    },
+    /// Set up, then run the balancer on a demo topology in network namespaces.
+    Demo {
+        /// Requests to send through the VIP.
+        #[arg(long, default_value_t = 30)]
+        requests: u32,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Task::Setup => setup::run(),
+        Task::Test { args } => test(&args),
+        Task::Demo { requests } => {
+            setup::run()?;
+            demo::run(requests)
+        }
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is in the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command in the workspace root, failing with its name if it fails.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    eprintln!("+ {shown}");
+    let status = cmd
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("running {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(Command::new("rustup")
+        .args(["run", "nightly", "cargo", "clippy", "--release", "--", "-D", "warnings"])
+        .current_dir(workspace_root().join("balancer-ebpf"))
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO"))?;
+    // The namespace tests run the real binary.
+    run(cargo().args(["build", "-p", "balancer-user", "--bin", "balancer"]))?;
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace", "--all-targets"])
+        .env("BALANCER_BIN", workspace_root().join("target/debug/balancer"));
+    if !extra.is_empty() {
+        cmd.arg("--").args(extra);
+    }
+    run(&mut cmd)
+}

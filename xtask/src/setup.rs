@@ -1,0 +1,88 @@
+//! Takes a fresh machine of this project's kind (Debian 12, the stable and
+//! nightly Rust toolchains) to a working build. See TOOLCHAIN.md in shared/.
+
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::{cargo, run};
+
+/// Debian packages: LLVM for bpf-linker, and the programs the tests and the
+/// demo drive (iproute2, ethtool, nginx, curl), bpftool for inspection.
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "bpftool",
+    "iproute2",
+    "ethtool",
+    "nginx",
+    "curl",
+];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn run() -> Result<()> {
+    rust_src()?;
+    apt()?;
+    bpf_linker()?;
+    // Builds the eBPF object too (balancer-user's build script).
+    crate::run(cargo().args(["build", "-p", "balancer-user", "--bin", "balancer"]))?;
+    eprintln!("setup: done");
+    Ok(())
+}
+
+fn rust_src() -> Result<()> {
+    let out = Command::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .output()
+        .context("running rustup; is the nightly toolchain installed?")?;
+    if String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.starts_with("rust-src"))
+    {
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+fn apt() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|pkg| {
+            Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", pkg])
+                .output()
+                .map(|o| !String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+                .unwrap_or(true)
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn bpf_linker() -> Result<()> {
+    let installed = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
+        .unwrap_or(false);
+    if installed {
+        return Ok(());
+    }
+    run(cargo()
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+        ])
+        .env("LLVM_PREFIX", "/usr/lib/llvm-22"))
+}
