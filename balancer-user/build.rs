@@ -10,12 +10,17 @@ use std::{
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let workspace = manifest_dir.parent().expect("balancer-user is in the workspace");
+    let workspace = manifest_dir
+        .parent()
+        .expect("balancer-user is in the workspace");
     let ebpf_dir = workspace.join("balancer-ebpf");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
 
     for watched in ["src", "Cargo.toml", "Cargo.lock", ".cargo/config.toml"] {
-        println!("cargo:rerun-if-changed={}", ebpf_dir.join(watched).display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            ebpf_dir.join(watched).display()
+        );
     }
     println!(
         "cargo:rerun-if-changed={}",
@@ -26,14 +31,25 @@ fn main() {
     // its lock (rust-lang/cargo#6412).
     let target_dir = workspace.join("target").join("ebpf");
     let mut cmd = Command::new("rustup");
-    cmd.args(["run", "nightly", "cargo", "build", "--release", "--target-dir"])
-        .arg(&target_dir)
-        .current_dir(&ebpf_dir);
+    cmd.args([
+        "run",
+        "nightly",
+        "cargo",
+        "build",
+        "--release",
+        "--target-dir",
+    ])
+    .arg(&target_dir)
+    .current_dir(&ebpf_dir);
     // The outer cargo's settings are for the host build; the eBPF build takes its
     // own from balancer-ebpf/.cargo/config.toml.
     for (key, _) in env::vars_os() {
         let key = key.to_string_lossy();
-        if key.starts_with("CARGO_") && key != "CARGO_HOME" || key.starts_with("RUSTC") || key == "RUSTFLAGS" || key == "RUSTUP_TOOLCHAIN" {
+        if key.starts_with("CARGO_") && key != "CARGO_HOME"
+            || key.starts_with("RUSTC")
+            || key == "RUSTFLAGS"
+            || key == "RUSTUP_TOOLCHAIN"
+        {
             cmd.env_remove(key.as_ref());
         }
     }

@@ -24,8 +24,16 @@ pub fn capacity(weight: u32, load_pct: u32) -> u64 {
 pub fn less_busy(a_active: u64, a_cap: u64, b_active: u64, b_cap: u64) -> bool {
     // capacity <= MAX_WEIGHT * 100 < 2^23 and counts are clamped to 2^32, so the
     // products fit; BPF has no 128-bit multiply.
-    let a = if a_active > u32::MAX as u64 { u32::MAX as u64 } else { a_active };
-    let b = if b_active > u32::MAX as u64 { u32::MAX as u64 } else { b_active };
+    let a = if a_active > u32::MAX as u64 {
+        u32::MAX as u64
+    } else {
+        a_active
+    };
+    let b = if b_active > u32::MAX as u64 {
+        u32::MAX as u64
+    } else {
+        b_active
+    };
     a * b_cap < b * a_cap
 }
 

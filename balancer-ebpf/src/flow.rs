@@ -103,7 +103,10 @@ pub fn create(pkt: &Packet, key: &FlowKey, service: &ServiceValue) -> Created {
     };
 
     let snat_port_be = if dnat {
-        if FLOWS.insert(&reply_key, &reply, BPF_NOEXIST as u64).is_err() {
+        if FLOWS
+            .insert(&reply_key, &reply, BPF_NOEXIST as u64)
+            .is_err()
+        {
             return Created::Refused(Counter::DropSnatExhausted);
         }
         key.sport_be

@@ -6,6 +6,9 @@
 // Atomic add and exchange on map values: core's atomic types lack them on BPF.
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
+// Map keys and values go by reference: by value they would be copied onto the
+// 512-byte BPF stack.
+#![allow(clippy::needless_borrows_for_generic_args)]
 
 mod flow;
 mod forward;

@@ -17,8 +17,7 @@ use balancer_common::{
 pub static LOCAL_ADDRS: HashMap<AddrKey, u32> = HashMap::with_max_entries(1024, 0);
 
 #[map]
-pub static SERVICES: HashMap<ServiceKey, ServiceValue> =
-    HashMap::with_max_entries(MAX_SERVICES, 0);
+pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::with_max_entries(MAX_SERVICES, 0);
 
 /// Indexed by `service id * MAX_BACKENDS_PER_SERVICE + slot`.
 #[map]

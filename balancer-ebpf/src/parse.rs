@@ -4,10 +4,7 @@ use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
 use balancer_common::{
-    FAMILY_V4, PROTO_TCP, PROTO_UDP, RawAddr,
-    flow::FlowKey,
-    service::AddrKey,
-    stats::Counter,
+    FAMILY_V4, PROTO_TCP, PROTO_UDP, RawAddr, flow::FlowKey, service::AddrKey, stats::Counter,
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
 
@@ -130,7 +127,7 @@ fn parse_ipv4(ctx: &XdpContext, l3_off: usize) -> Parsed {
     if u16::from_ne_bytes(ip.frags) & IP_MF_OR_OFFSET_BE != 0 {
         return Parsed::Pass(Counter::PassFragment);
     }
-    let proto = ip.proto as u8;
+    let proto = ip.proto;
     let l4_off = l3_off + hdr_len;
     let l4_room = ip_len as usize - hdr_len;
     let (sport_be, dport_be, tcp_flags) = match proto {

@@ -1,5 +1,6 @@
 //! Backend choice for a new flow.
 
+use aya_ebpf::helpers::bpf_get_smp_processor_id;
 use balancer_common::{
     sched::{capacity, less_busy},
     service::{MAX_BACKENDS_PER_SERVICE, ServiceValue},
@@ -18,8 +19,10 @@ pub fn choose(service: &ServiceValue) -> Option<u32> {
     }
     let base = service.id * MAX_BACKENDS_PER_SERVICE;
     let cursor = SCAN_CURSOR.get_ptr_mut(service.id)?;
+    // Offset by the CPU so that CPUs taking turns on sequential connections do
+    // not all start with the same backend.
     // SAFETY: per-CPU value, no other writer on this CPU while we run.
-    let start = unsafe { *cursor } % n;
+    let start = (unsafe { *cursor }).wrapping_add(unsafe { bpf_get_smp_processor_id() }) % n;
 
     let mut best: Option<u32> = None;
     let mut best_slot = 0;
@@ -54,8 +57,9 @@ pub fn choose(service: &ServiceValue) -> Option<u32> {
         }
     }
     if best.is_some() {
+        // The next scan on this CPU starts after the chosen backend.
         // SAFETY: as above.
-        unsafe { *cursor = best_slot + 1 };
+        unsafe { *cursor = (best_slot + 1).wrapping_sub(bpf_get_smp_processor_id()) };
     }
     best
 }

@@ -212,6 +212,11 @@ fn raise_memlock() {
     };
     // SAFETY: rlim is a valid rlimit.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
-        warn!("cannot raise RLIMIT_MEMLOCK; map creation may fail on older kernels");
+        // Since 5.11 maps are charged to the memory cgroup instead; only older
+        // kernels need the limit.
+        tracing::debug!(
+            "cannot raise RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }

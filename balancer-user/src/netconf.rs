@@ -3,12 +3,7 @@
 //! of the host's ephemeral range. Every change is recorded so that it can be
 //! undone on exit ([`NetChanges::undo`]).
 
-use std::{
-    ffi::CString,
-    fs,
-    net::IpAddr,
-    process::Command,
-};
+use std::{ffi::CString, fs, net::IpAddr, process::Command};
 
 use anyhow::{Context, Result, anyhow, bail};
 use ipnet::IpNet;
@@ -41,8 +36,7 @@ struct AddrInfo {
 /// Addresses configured on the host (this network namespace), by interface.
 pub fn host_addresses() -> Result<Vec<(String, IpNet)>> {
     let out = run_ip(&["-j", "addr", "show"])?;
-    let links: Vec<IpAddrInfo> =
-        serde_json::from_str(&out).context("parsing `ip -j addr show`")?;
+    let links: Vec<IpAddrInfo> = serde_json::from_str(&out).context("parsing `ip -j addr show`")?;
     let mut all = Vec::new();
     for link in links {
         for a in link.addr_info {
@@ -164,7 +158,8 @@ impl NetChanges {
             }
         }
         for (path, old) in self.sysctls.drain(..).rev() {
-            if let Err(e) = fs::write(&path, &old) {
+            // An empty write is ignored by the kernel; a newline clears a list.
+            if let Err(e) = fs::write(&path, format!("{old}\n")) {
                 warn!(%path, "cannot restore sysctl to {old}: {e}");
             }
         }

@@ -7,9 +7,9 @@ use anyhow::{Context, Result, bail};
 use balancer_common::{
     PROTO_TCP, PROTO_UDP,
     service::{
-        ADDR_F_SNAT, ADDR_F_VIP, AddrKey, BACKEND_F_HEALTHY, BACKEND_F_PRESENT,
-        MAX_BACKENDS_PER_SERVICE, MAX_SERVICES, SCHED_LEAST_CONN, SERVICE_F_DNAT, Backend,
-        ServiceKey, ServiceValue,
+        ADDR_F_SNAT, ADDR_F_VIP, AddrKey, BACKEND_F_HEALTHY, BACKEND_F_PRESENT, Backend,
+        MAX_BACKENDS_PER_SERVICE, MAX_SERVICES, SCHED_LEAST_CONN, SERVICE_F_DNAT, ServiceKey,
+        ServiceValue,
     },
 };
 
@@ -50,7 +50,10 @@ pub fn plan(
     mut snat_source: impl FnMut(IpAddr) -> Result<IpAddr>,
 ) -> Result<Plan> {
     if config.services.len() > MAX_SERVICES as usize {
-        bail!("{} services configured; this version supports {MAX_SERVICES}", config.services.len());
+        bail!(
+            "{} services configured; this version supports {MAX_SERVICES}",
+            config.services.len()
+        );
     }
     let dnat = config.node.forwarding == Forwarding::Dnat;
     let (port_min, port_max) = config.node.snat_port_range;

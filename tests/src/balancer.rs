@@ -18,9 +18,7 @@ pub const BALANCER_START_TIMEOUT: Duration = Duration::from_secs(20);
 pub fn balancer_bin() -> PathBuf {
     std::env::var_os("BALANCER_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/balancer")
-        })
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/balancer"))
 }
 
 /// A running `balancer run`; killed on drop if still running.
@@ -77,7 +75,12 @@ impl Balancer {
         let status = self
             .process
             .wait_timeout(Duration::from_secs(10))?
-            .with_context(|| format!("balancer still running 10 s after SIGTERM:\n{}", self.output_so_far()))?;
+            .with_context(|| {
+                format!(
+                    "balancer still running 10 s after SIGTERM:\n{}",
+                    self.output_so_far()
+                )
+            })?;
         let out = self.output_so_far();
         if !status.success() {
             bail!("balancer exited with {status}:\n{out}");

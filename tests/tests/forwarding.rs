@@ -20,7 +20,12 @@ fn config(weights: &[u32]) -> String {
     let backends: Vec<String> = weights
         .iter()
         .enumerate()
-        .map(|(i, w)| format!("{{ address = \"{}:8080\", weight = {w} }}", addrs::backend(i + 1)))
+        .map(|(i, w)| {
+            format!(
+                "{{ address = \"{}:8080\", weight = {w} }}",
+                addrs::backend(i + 1)
+            )
+        })
         .collect();
     let udp: Vec<String> = (0..weights.len())
         .map(|i| format!("{{ address = \"{}:5353\" }}", addrs::backend(i + 1)))
@@ -74,7 +79,9 @@ fn backend_servers(topo: &Topology, port: u16) -> Vec<balancer_tests::ServerHand
 
 /// Which backend answered: the servers prefix their replies with their name.
 fn answered_by(reply: &str, line: &str) -> String {
-    let (name, echoed) = reply.split_once(' ').unwrap_or_else(|| panic!("reply {reply:?}"));
+    let (name, echoed) = reply
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("reply {reply:?}"));
     assert_eq!(echoed, line, "payload came back intact");
     name.to_string()
 }
@@ -195,16 +202,30 @@ fn the_host_still_answers_on_its_own_addresses() {
     let topo = Topology::balanced("host", 1).unwrap();
     let _backend = backend_servers(&topo, 8080);
     let lb = Balancer::start(topo.lb(), &config(&[100])).unwrap();
-    let own = tcp_server(topo.lb(), SocketAddr::new(IpAddr::V4(addrs::LB_FRONT), 2222)).unwrap();
-    let reply = tcp_request(topo.client(), SocketAddr::new(IpAddr::V4(addrs::LB_FRONT), 2222), "me", T)
-        .unwrap();
+    let own = tcp_server(
+        topo.lb(),
+        SocketAddr::new(IpAddr::V4(addrs::LB_FRONT), 2222),
+    )
+    .unwrap();
+    let reply = tcp_request(
+        topo.client(),
+        SocketAddr::new(IpAddr::V4(addrs::LB_FRONT), 2222),
+        "me",
+        T,
+    )
+    .unwrap();
     assert_eq!(reply, format!("{} me", own.name()));
     // ICMP to the host and to the VIP is the host's to answer.
     topo.client().ping(IpAddr::V4(addrs::LB_FRONT), T).unwrap();
     topo.client().ping(VIP.parse().unwrap(), T).unwrap();
     // The host's own connections to a backend work beside translated flows.
-    let reply = tcp_request(topo.lb(), SocketAddr::new(IpAddr::V4(topo.backend_addr(1)), 8080), "direct", T)
-        .unwrap();
+    let reply = tcp_request(
+        topo.lb(),
+        SocketAddr::new(IpAddr::V4(topo.backend_addr(1)), 8080),
+        "direct",
+        T,
+    )
+    .unwrap();
     assert!(reply.ends_with(" direct"));
     lb.stop().unwrap();
 }
@@ -230,7 +251,10 @@ fn curl_through_the_vip_reaches_nginx_backends_with_full_nat() {
     for _ in 0..30 {
         let out = topo
             .client()
-            .exec("curl", &["-sS", "--max-time", "5", &format!("http://{VIP}/")])
+            .exec(
+                "curl",
+                &["-sS", "--max-time", "5", &format!("http://{VIP}/")],
+            )
             .unwrap();
         let body = String::from_utf8_lossy(&out.stdout).trim().to_string();
         *seen.entry(body).or_default() += 1;
@@ -238,7 +262,10 @@ fn curl_through_the_vip_reaches_nginx_backends_with_full_nat() {
     assert_eq!(seen.len(), 3, "{seen:?}");
     for s in &servers {
         let log = s.access_log();
-        assert!(log.contains("203.0.113.9"), "backends see the SNAT address: {log}");
+        assert!(
+            log.contains("203.0.113.9"),
+            "backends see the SNAT address: {log}"
+        );
         assert!(!log.contains("198.51.100.2"), "not the client's: {log}");
     }
     lb.stop().unwrap();
@@ -250,29 +277,44 @@ fn sigterm_detaches_and_restores_the_host() {
         return;
     }
     let topo = Topology::balanced("term", 1).unwrap();
-    let reserved_before = topo.lb().sysctl_get("net.ipv4.ip_local_reserved_ports").unwrap();
+    let reserved_before = topo
+        .lb()
+        .sysctl_get("net.ipv4.ip_local_reserved_ports")
+        .unwrap();
     let lb = Balancer::start(topo.lb(), &config(&[100])).unwrap();
     let link = topo.lb().ip(&["-d", "link", "show", "front"]).unwrap();
     assert!(link.contains("xdp"), "attached while running: {link}");
     let addrs_running = topo.lb().ip(&["addr", "show"]).unwrap();
     assert!(addrs_running.contains("198.51.100.10/24") && addrs_running.contains("203.0.113.9/24"));
-    assert!(topo
-        .lb()
-        .sysctl_get("net.ipv4.ip_local_reserved_ports")
-        .unwrap()
-        .contains("40000-59999"));
+    assert!(
+        topo.lb()
+            .sysctl_get("net.ipv4.ip_local_reserved_ports")
+            .unwrap()
+            .contains("40000-59999")
+    );
 
     let out = lb.stop().unwrap();
     assert!(out.contains("detached"), "{out}");
     for dev in ["front", "back"] {
         let link = topo.lb().ip(&["-d", "link", "show", dev]).unwrap();
-        assert!(!link.contains("xdp"), "{dev} still has XDP after SIGTERM: {link}");
+        assert!(
+            !link.contains("xdp"),
+            "{dev} still has XDP after SIGTERM: {link}"
+        );
     }
     let addrs_after = topo.lb().ip(&["addr", "show"]).unwrap();
-    assert!(!addrs_after.contains("198.51.100.10"), "VIP removed: {addrs_after}");
-    assert!(!addrs_after.contains("203.0.113.9"), "SNAT address removed: {addrs_after}");
+    assert!(
+        !addrs_after.contains("198.51.100.10"),
+        "VIP removed: {addrs_after}"
+    );
+    assert!(
+        !addrs_after.contains("203.0.113.9"),
+        "SNAT address removed: {addrs_after}"
+    );
     assert_eq!(
-        topo.lb().sysctl_get("net.ipv4.ip_local_reserved_ports").unwrap(),
+        topo.lb()
+            .sysctl_get("net.ipv4.ip_local_reserved_ports")
+            .unwrap(),
         reserved_before
     );
     // Nothing answers for the VIP any more.

@@ -84,7 +84,10 @@ fn sh(args: &str) {
 }
 
 fn mac(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 impl Fixture {
@@ -96,7 +99,12 @@ impl Fixture {
         }
         // SAFETY: unshare affects only the calling thread's namespaces.
         let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+        assert_eq!(
+            rc,
+            0,
+            "unshare(CLONE_NEWNET): {}",
+            std::io::Error::last_os_error()
+        );
         sh(&format!(
             "ip link set lo up && \
              ip link add front address {} type veth peer name front-p && \
@@ -117,8 +125,8 @@ impl Fixture {
             ));
         }
         let cfg = config::parse(CONFIG).expect("test config is valid").config;
-        let plan = plan::plan(&cfg, |_| unreachable!("snat addresses are configured"))
-            .expect("plan");
+        let plan =
+            plan::plan(&cfg, |_| unreachable!("snat addresses are configured")).expect("plan");
         let mut dp = Dataplane::load(4096).expect("load program");
         dp.apply(&plan).expect("apply plan");
         let front = balancer_user::netconf::ifindex("front").unwrap();
@@ -139,7 +147,12 @@ impl Fixture {
         opts.data_out = Some(&mut out);
         opts.ctx_in = Some(&ctx);
         opts.repeat = 1;
-        let result = self.dp.program().unwrap().test_run(opts).expect("BPF_PROG_TEST_RUN");
+        let result = self
+            .dp
+            .program()
+            .unwrap()
+            .test_run(opts)
+            .expect("BPF_PROG_TEST_RUN");
         out.truncate(result.data_size_out as usize);
         (result.return_value, out)
     }
@@ -245,7 +258,11 @@ fn syn_to_vip_is_rewritten_to_a_backend_and_the_reply_to_the_client() {
     assert_eq!(fwd.src, SNAT);
     assert!(BACKENDS.contains(&fwd.dst), "went to {:?}", fwd.dst);
     assert_eq!(fwd.dport, 8080);
-    assert!((40000..=40031).contains(&fwd.sport), "snat port {}", fwd.sport);
+    assert!(
+        (40000..=40031).contains(&fwd.sport),
+        "snat port {}",
+        fwd.sport
+    );
     assert_eq!(fwd.eth_dst, backend_mac(fwd.dst));
     assert_eq!(fwd.eth_src, BACK_MAC);
     assert_eq!(fwd.ttl, 64);
@@ -266,7 +283,10 @@ fn syn_to_vip_is_rewritten_to_a_backend_and_the_reply_to_the_client() {
     let (action, out) = fx.run(&data, fx.front);
     assert_eq!(action, XDP_REDIRECT);
     let d = inspect(&out);
-    assert_eq!((d.src, d.sport, d.dst, d.dport), (SNAT, fwd.sport, fwd.dst, 8080));
+    assert_eq!(
+        (d.src, d.sport, d.dst, d.dport),
+        (SNAT, fwd.sport, fwd.dst, 8080)
+    );
     assert_eq!(d.payload, b"GET / HTTP/1.0\r\n\r\n");
 
     assert_eq!(fx.dp.counter(Counter::NewFlow).unwrap(), 1);
@@ -274,7 +294,10 @@ fn syn_to_vip_is_rewritten_to_a_backend_and_the_reply_to_the_client() {
     let idx = BACKENDS.iter().position(|b| *b == fwd.dst).unwrap() as u32;
     assert_eq!(fx.dp.active_conns(idx).unwrap(), 1);
     let stats = fx.dp.backend_stats(idx).unwrap();
-    assert_eq!((stats.packets_to, stats.packets_from, stats.new_flows), (2, 1, 1));
+    assert_eq!(
+        (stats.packets_to, stats.packets_from, stats.new_flows),
+        (2, 1, 1)
+    );
 }
 
 #[test]
@@ -294,11 +317,26 @@ fn reply_out_of_the_same_interface_is_xdp_tx() {
 fn packets_not_for_a_service_pass_unchanged() {
     let Some(fx) = Fixture::new() else { return };
     let cases = [
-        ("host's own address", tcp_frame(CLIENT, HOST_FRONT, 51000, 22, "S", b"")),
-        ("VIP, unconfigured port", tcp_frame(CLIENT, VIP, 51000, 443, "S", b"")),
-        ("VIP, UDP on a TCP port", udp_frame(CLIENT, VIP, 51000, 80, b"x")),
-        ("SNAT address, no flow", tcp_frame(BACKENDS[0], SNAT, 8080, 40001, "SA", b"")),
-        ("other host", udp_frame(CLIENT, [192, 0, 2, 1], 5000, 53, b"q")),
+        (
+            "host's own address",
+            tcp_frame(CLIENT, HOST_FRONT, 51000, 22, "S", b""),
+        ),
+        (
+            "VIP, unconfigured port",
+            tcp_frame(CLIENT, VIP, 51000, 443, "S", b""),
+        ),
+        (
+            "VIP, UDP on a TCP port",
+            udp_frame(CLIENT, VIP, 51000, 80, b"x"),
+        ),
+        (
+            "SNAT address, no flow",
+            tcp_frame(BACKENDS[0], SNAT, 8080, 40001, "SA", b""),
+        ),
+        (
+            "other host",
+            udp_frame(CLIENT, [192, 0, 2, 1], 5000, 53, b"q"),
+        ),
     ];
     for (name, frame) in cases {
         let (action, out) = fx.run(&frame, fx.front);
@@ -371,7 +409,9 @@ fn fragments_to_a_vip_pass_to_the_stack() {
     let Some(fx) = Fixture::new() else { return };
     let mut frame = udp_frame(CLIENT, VIP, 54000, 53, b"fragmented");
     frame[20] = 0x20; // more fragments
-    let c = etherparse::Ipv4HeaderSlice::from_slice(&frame[14..]).unwrap().to_header();
+    let c = etherparse::Ipv4HeaderSlice::from_slice(&frame[14..])
+        .unwrap()
+        .to_header();
     let check = c.calc_header_checksum();
     frame[24..26].copy_from_slice(&check.to_be_bytes());
     let (action, out) = fx.run(&frame, fx.front);
@@ -393,7 +433,10 @@ fn udp_request_and_reply_are_translated() {
     let (action, out) = fx.run(&reply, fx.back);
     assert_eq!(action, XDP_REDIRECT);
     let rep = inspect(&out);
-    assert_eq!((rep.src, rep.sport, rep.dst, rep.dport), (VIP, 53, CLIENT, 55000));
+    assert_eq!(
+        (rep.src, rep.sport, rep.dst, rep.dport),
+        (VIP, 53, CLIENT, 55000)
+    );
 
     // A zero UDP checksum means "none" and stays so.
     let mut nocsum = udp_frame(CLIENT, VIP, 55001, 53, b"no checksum");
@@ -411,7 +454,10 @@ fn unknown_neighbour_passes_the_translated_packet_to_the_stack() {
     let (action, out) = fx.run(&syn, fx.front);
     assert_eq!(action, XDP_PASS);
     let fwd = inspect(&out);
-    assert_eq!((fwd.src, fwd.dst, fwd.dport), (SNAT, UNRESOLVED_BACKEND, 8080));
+    assert_eq!(
+        (fwd.src, fwd.dst, fwd.dport),
+        (SNAT, UNRESOLVED_BACKEND, 8080)
+    );
     assert_eq!(fx.dp.counter(Counter::PassNoNeighbour).unwrap(), 1);
 }
 

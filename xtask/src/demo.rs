@@ -50,7 +50,10 @@ pub fn run(requests: u32) -> Result<()> {
     }
     println!("  nginx on each backend :80, a UDP echo server on be1 and be2 :7");
 
-    println!("demo: starting `balancer run --config {}`", config_path.display());
+    println!(
+        "demo: starting `balancer run --config {}`",
+        config_path.display()
+    );
     let lb = Balancer::start(topo.lb(), &config)?;
 
     println!("demo: {requests} HTTP requests with curl from the client to http://{VIP}/");
@@ -58,7 +61,10 @@ pub fn run(requests: u32) -> Result<()> {
     for i in 1..=requests {
         let out = topo
             .client()
-            .exec("curl", &["-sS", "--max-time", "5", &format!("http://{VIP}/")])
+            .exec(
+                "curl",
+                &["-sS", "--max-time", "5", &format!("http://{VIP}/")],
+            )
             .with_context(|| format!("request {i}"))?;
         let body = String::from_utf8_lossy(&out.stdout).trim().to_string();
         println!("  request {i:>3}: {body}");
@@ -88,7 +94,10 @@ pub fn run(requests: u32) -> Result<()> {
 
     println!("demo: stopping the balancer (SIGTERM)");
     let log = lb.stop()?;
-    for line in log.lines().filter(|l| l.contains("INFO") || l.contains("WARN")) {
+    for line in log
+        .lines()
+        .filter(|l| l.contains("INFO") || l.contains("WARN"))
+    {
         println!("  | {line}");
     }
     drop(echo);

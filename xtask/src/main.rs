@@ -83,15 +83,26 @@ fn test(extra: &[String]) -> Result<()> {
         "warnings",
     ]))?;
     run(Command::new("rustup")
-        .args(["run", "nightly", "cargo", "clippy", "--release", "--", "-D", "warnings"])
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "clippy",
+            "--release",
+            "--",
+            "-D",
+            "warnings",
+        ])
         .current_dir(workspace_root().join("balancer-ebpf"))
         .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("CARGO"))?;
     // The namespace tests run the real binary.
     run(cargo().args(["build", "-p", "balancer-user", "--bin", "balancer"]))?;
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace", "--all-targets"])
-        .env("BALANCER_BIN", workspace_root().join("target/debug/balancer"));
+    cmd.args(["test", "--workspace", "--all-targets"]).env(
+        "BALANCER_BIN",
+        workspace_root().join("target/debug/balancer"),
+    );
     if !extra.is_empty() {
         cmd.arg("--").args(extra);
     }

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use crate::{cargo, run};
+use crate::{cargo, run as run_cmd};
 
 /// Debian packages: LLVM for bpf-linker, and the programs the tests and the
 /// demo drive (iproute2, ethtool, nginx, curl), bpftool for inspection.
@@ -40,7 +40,7 @@ fn rust_src() -> Result<()> {
     {
         return Ok(());
     }
-    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+    run_cmd(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
 }
 
 fn apt() -> Result<()> {
@@ -58,11 +58,13 @@ fn apt() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    run(Command::new("apt-get").args(["update", "-q"]))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
 
 fn bpf_linker() -> Result<()> {
@@ -74,15 +76,17 @@ fn bpf_linker() -> Result<()> {
     if installed {
         return Ok(());
     }
-    run(cargo()
-        .args([
-            "install",
-            "bpf-linker",
-            "--version",
-            BPF_LINKER_VERSION,
-            "--no-default-features",
-            "--features",
-            "llvm-22",
-        ])
-        .env("LLVM_PREFIX", "/usr/lib/llvm-22"))
+    run_cmd(
+        cargo()
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22"),
+    )
 }

@@ -1,6 +1,6 @@
 //! `balancer run`: load, attach, configure, and serve until told to stop.
 
-use std::{path::Path, process::ExitCode};
+use std::{io::IsTerminal, path::Path, process::ExitCode};
 
 use anyhow::{Context, Result};
 use tokio::signal::unix::{SignalKind, signal};
@@ -21,14 +21,21 @@ pub fn main(config_path: &Path) -> ExitCode {
             for p in &e.problems {
                 error!("{p}");
             }
-            error!("{}: refused ({} problems)", config_path.display(), e.problems.len());
+            error!(
+                "{}: refused ({} problems)",
+                config_path.display(),
+                e.problems.len()
+            );
             return ExitCode::from(2);
         }
     };
     for w in &loaded.warnings {
         warn!("{}: {}", w.path, w.message);
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             error!("cannot start the runtime: {e}");
@@ -49,6 +56,7 @@ fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }

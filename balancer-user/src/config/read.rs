@@ -1,15 +1,15 @@
 //! Walks the parsed TOML document into the raw shapes of `raw.rs`.
 //!
 //! serde stops at the first error, so the document is deserialized piece by
-//! piece (each section, each service, its health, each backend) and every
-//! piece's error is kept. `toml_edit` rather than `toml` because its document
-//! keeps the source positions of every value.
+//! piece (each section, each service, its health, each backend; within each,
+//! key by key) and every piece's error is kept. `toml_edit` rather than `toml`
+//! because its document keeps the source position of every key and value.
 
 use serde::de::{DeserializeOwned, IntoDeserializer};
 use toml_edit::{ImDocument, InlineTable, Item, Value};
 
 use super::problem::{Lines, Problem};
-use super::raw::{At, Part, RawConfig, ServiceEntry};
+use super::raw::{At, Part, RawBackend, RawConfig, ServiceEntry};
 
 const SECTIONS: &str = "`node`, `control`, `flows`, `firewall`, `ha`, `service`";
 
@@ -35,11 +35,11 @@ pub(super) fn read(text: &str, lines: &Lines) -> (Option<RawConfig>, Vec<Problem
     let root = doc.as_table();
     for (key, item) in root.iter() {
         match key {
-            "node" => raw.node = reader.section(key, item),
-            "control" => raw.control = reader.section(key, item),
-            "flows" => raw.flows = reader.section(key, item),
-            "firewall" => raw.firewall = reader.section(key, item),
-            "ha" => raw.ha = reader.section(key, item),
+            "node" => raw.node = reader.table_part(key, item, None),
+            "control" => raw.control = reader.table_part(key, item, None),
+            "flows" => raw.flows = reader.table_part(key, item, None),
+            "firewall" => raw.firewall = reader.table_part(key, item, None),
+            "ha" => raw.ha = reader.table_part(key, item, None),
             "service" => raw.services = reader.services(item),
             _ => {
                 let line = lines.of(root.key(key).and_then(|k| k.span()));
@@ -87,8 +87,14 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn section<T: DeserializeOwned>(&mut self, path: &str, item: &Item) -> Part<T> {
-        let Some((table, line)) = self.table(path, item, None) else {
+    /// A table read as a `T`; `fallback_line` stands for tables without a place of their own.
+    fn table_part<T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        item: &Item,
+        fallback_line: Option<usize>,
+    ) -> Part<T> {
+        let Some((table, line)) = self.table(path, item, fallback_line) else {
             return Part::Refused;
         };
         match self.deserialize(path, table, line) {
@@ -130,7 +136,7 @@ impl Reader<'_> {
     ) -> Option<At<ServiceEntry>> {
         let (mut table, line) = self.table(path, item, fallback_line)?;
         let health = table.remove("health").map_or(Part::Absent, |health| {
-            self.health(&format!("{path}.health"), health, line)
+            self.table_part(&format!("{path}.health"), &Item::Value(health), line)
         });
         let backends = table.remove("backends").map_or(Part::Absent, |backends| {
             self.backends(&format!("{path}.backends"), backends, line)
@@ -150,27 +156,12 @@ impl Reader<'_> {
         ))
     }
 
-    fn health<T: DeserializeOwned>(
+    fn backends(
         &mut self,
         path: &str,
         value: Value,
         fallback_line: Option<usize>,
-    ) -> Part<T> {
-        match self.table(path, &Item::Value(value), fallback_line) {
-            Some((table, line)) => match self.deserialize(path, table, line) {
-                Some((value, refused)) => Part::Present(At::new(value, line, refused)),
-                None => Part::Refused,
-            },
-            None => Part::Refused,
-        }
-    }
-
-    fn backends<T: DeserializeOwned>(
-        &mut self,
-        path: &str,
-        value: Value,
-        fallback_line: Option<usize>,
-    ) -> Part<Vec<Option<At<T>>>> {
+    ) -> Part<Vec<Option<At<RawBackend>>>> {
         let line = self.lines.of(value.span()).or(fallback_line);
         let Value::Array(elements) = value else {
             self.problems.push(Problem::new(

@@ -9,7 +9,7 @@ use super::{Checker, Seen};
 use crate::config::{
     MAX_BACKENDS_PER_SERVICE, MAX_SERVICES, MAX_WEIGHT, addr,
     raw::{At, Part, RawBackend, RawHealth, RawService, ServiceEntry},
-    types::{BackendConfig, Forwarding, Health, HealthKind, Node, Service},
+    types::{BackendConfig, Forwarding, Health, HealthKind, Node, Protocol, Service},
 };
 
 impl Checker<'_> {
@@ -41,49 +41,49 @@ impl Checker<'_> {
         }
         let mut names = Seen::new();
         let mut keys = Seen::new();
-        let mut services: Vec<Service> = Vec::new();
-        // Index in the file of each element of `services`, to name earlier ones.
-        let mut indices = Vec::new();
-        let mut complete = true;
+        // The names as far as valid, by index in the file, to name earlier services.
+        let mut known_names: Vec<Option<String>> = Vec::new();
+        let mut services = Some(Vec::new());
         for (i, entry) in entries.into_iter().enumerate() {
             let path = format!("service[{i}]");
-            let Some((service, lines)) = entry.and_then(|entry| self.service(&path, entry, node))
-            else {
-                complete = false;
-                continue;
+            let (service, identity) = match entry {
+                Some(entry) => self.service(&path, entry, node),
+                None => (None, Identity::default()),
             };
-            let name_of = |j: usize| {
-                indices
-                    .iter()
-                    .position(|&index| index == j)
-                    .map_or(String::new(), |k| format!(" (\"{}\")", services[k].name))
-            };
-            if let Some(j) = names.earlier(service.name.clone(), i) {
-                let message = format!("name \"{}\" is already used by service[{j}]", service.name);
-                self.error(format!("{path}.name"), lines.name, message);
+            // Compared even for services refused for other reasons: every clash is reported.
+            if let Some((name, line)) = &identity.name
+                && let Some(j) = names.earlier(name.clone(), i)
+            {
+                let message = format!("name \"{name}\" is already used by service[{j}]");
+                self.error(format!("{path}.name"), *line, message);
             }
-            if let Some(j) = keys.earlier((service.vip, service.port, service.protocol), i) {
+            if let Some((key @ (vip, port, protocol), line)) = identity.key
+                && let Some(j) = keys.earlier(key, i)
+            {
+                let earlier = known_names[j]
+                    .as_ref()
+                    .map_or(String::new(), |name| format!(" (\"{name}\")"));
                 let message = format!(
-                    "{} port {}/{} is already used by service[{j}]{}",
-                    service.vip,
-                    service.port,
-                    service.protocol,
-                    name_of(j)
+                    "{vip} port {port}/{protocol} is already used by service[{j}]{earlier}"
                 );
-                self.error(format!("{path}.vip"), lines.vip, message);
+                self.error(format!("{path}.vip"), line, message);
             }
-            services.push(service);
-            indices.push(i);
+            known_names.push(identity.name.map(|(name, _)| name));
+            match (service, services.as_mut()) {
+                (Some(service), Some(services)) => services.push(service),
+                _ => services = None,
+            }
         }
-        complete.then_some(services)
+        services
     }
 
+    /// The service if it is valid, and as much of what identifies it as is.
     fn service(
         &mut self,
         path: &str,
         entry: At<ServiceEntry>,
         node: Option<&Node>,
-    ) -> Option<(Service, ServiceLines)> {
+    ) -> (Option<Service>, Identity) {
         let At {
             value: entry,
             line,
@@ -108,11 +108,10 @@ impl Checker<'_> {
             }
         });
         let backends = self.backends(&format!("{path}.backends"), entry.backends, vip, line);
-        let raw = raw?;
-        let lines = ServiceLines {
-            name: raw.name.as_ref().and_then(|n| self.line(n)).or(line),
-            vip: raw.vip.as_ref().and_then(|v| self.line(v)).or(line),
+        let Some(raw) = raw else {
+            return (None, Identity::default());
         };
+        let vip_line = raw.vip.as_ref().and_then(|v| self.line(v)).or(line);
         let RawService {
             name,
             vip: vip_text,
@@ -136,7 +135,7 @@ impl Checker<'_> {
                 None
             }
             Some(name) => match service_name(name.get_ref()) {
-                Ok(()) => Some(name.into_inner()),
+                Ok(()) => Some((name.get_ref().clone(), self.line(&name))),
                 Err(message) => {
                     self.error_at(format!("{path}.name"), &name, message);
                     None
@@ -152,9 +151,8 @@ impl Checker<'_> {
             );
         }
         if let (Some(vip), Some(node), Some(text)) = (vip, node, &vip_text) {
-            let needs_snat = node.forwarding == Forwarding::FullNat;
             let family = addr::family(vip);
-            if needs_snat
+            if node.forwarding == Forwarding::FullNat
                 && !node.snat_addresses.is_empty()
                 && !node
                     .snat_addresses
@@ -182,22 +180,32 @@ impl Checker<'_> {
             }
             Some(port) => self.port(&format!("{path}.port"), port),
         };
+        let protocol = protocol.unwrap_or_default();
         let allow = self.networks(&format!("{path}.allow"), allow);
         let deny = self.networks(&format!("{path}.deny"), deny);
-        let service = Service {
-            name: name?,
-            vip: vip?,
-            port: port?,
-            protocol: protocol.unwrap_or_default(),
-            scheduler: scheduler.unwrap_or_default(),
-            allow,
-            deny,
-            health,
-            on_backend_down: on_backend_down.unwrap_or_default(),
-            drain_timeout_s: drain_timeout_s.unwrap_or(Service::DEFAULT_DRAIN_TIMEOUT_S),
-            backends: backends?,
+        let identity = Identity {
+            name: name.clone(),
+            key: vip
+                .zip(port)
+                .map(|(vip, port)| ((vip, port, protocol), vip_line)),
         };
-        Some((service, lines))
+        let service = match (name, vip, port, backends) {
+            (Some((name, _)), Some(vip), Some(port), Some(backends)) => Some(Service {
+                name,
+                vip,
+                port,
+                protocol,
+                scheduler: scheduler.unwrap_or_default(),
+                allow,
+                deny,
+                health,
+                on_backend_down: on_backend_down.unwrap_or_default(),
+                drain_timeout_s: drain_timeout_s.unwrap_or(Service::DEFAULT_DRAIN_TIMEOUT_S),
+                backends,
+            }),
+            _ => None,
+        };
+        (service, identity)
     }
 
     fn backends(
@@ -467,10 +475,11 @@ impl Checker<'_> {
     }
 }
 
-/// Where a service's keys are, for problems found only when comparing services.
-struct ServiceLines {
-    name: Option<usize>,
-    vip: Option<usize>,
+/// What must be unique among services, with the line to report a clash at.
+#[derive(Default)]
+struct Identity {
+    name: Option<(String, Option<usize>)>,
+    key: Option<((IpAddr, u16, Protocol), Option<usize>)>,
 }
 
 /// Names appear on the command line (`balancer backend add NAME ...`) and as
