@@ -94,5 +94,13 @@ const _: () = assert!(core::mem::size_of::<AddrKey>() == 20);
 /// `LOCAL_ADDRS` value bits.
 pub const ADDR_F_VIP: u32 = 1 << 0;
 pub const ADDR_F_SNAT: u32 = 1 << 1;
+/// A backend of a DNAT service, looked up by source: its replies are addressed
+/// to clients, not to an address of ours.
+pub const ADDR_F_DNAT_BACKEND: u32 = 1 << 2;
+
+/// Index of the one entry of `GLOBAL`: flags for the whole program.
+pub const GLOBAL_FLAGS: u32 = 0;
+/// Some service uses DNAT: packets not addressed to us are also looked up by source.
+pub const GLOBAL_F_DNAT: u32 = 1 << 0;
 
 crate::user_pod!(ServiceKey, ServiceValue, Backend, AddrKey);

@@ -16,6 +16,10 @@ use balancer_common::{
 #[map]
 pub static LOCAL_ADDRS: HashMap<AddrKey, u32> = HashMap::with_max_entries(1024, 0);
 
+/// Program-wide flags (`GLOBAL_F_*`) at index `GLOBAL_FLAGS`.
+#[map]
+pub static GLOBAL: Array<u32> = Array::with_max_entries(1, 0);
+
 #[map]
 pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::with_max_entries(MAX_SERVICES, 0);
 

@@ -4,11 +4,12 @@ use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
 use balancer_common::{
-    FAMILY_V4, PROTO_TCP, PROTO_UDP, RawAddr, flow::FlowKey, service::AddrKey, stats::Counter,
+    FAMILY_V4, PROTO_TCP, PROTO_UDP, RawAddr, flow::FlowKey, service::{ADDR_F_DNAT_BACKEND, AddrKey, GLOBAL_F_DNAT, GLOBAL_FLAGS},
+    stats::Counter,
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
 
-use crate::maps::LOCAL_ADDRS;
+use crate::maps::{GLOBAL, LOCAL_ADDRS};
 
 const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
 const TCP_FIN: u8 = 0x01;
@@ -93,6 +94,27 @@ pub fn parse(ctx: &XdpContext) -> Parsed {
     parse_ipv4(ctx, EthHdr::LEN)
 }
 
+/// Replies of DNAT backends go to the client's address; they are recognised by
+/// their source, looked up only when some service uses DNAT.
+#[inline(always)]
+fn from_dnat_backend(src: RawAddr) -> bool {
+    let dnat = GLOBAL
+        .get(GLOBAL_FLAGS)
+        .is_some_and(|flags| flags & GLOBAL_F_DNAT != 0);
+    if !dnat {
+        return false;
+    }
+    let key = AddrKey {
+        addr: src,
+        family: FAMILY_V4,
+        _pad: [0; 3],
+    };
+    LOCAL_ADDRS
+        .get_ptr(&key)
+        // SAFETY: a map value pointer is valid for the duration of the program.
+        .is_some_and(|flags| unsafe { *flags } & ADDR_F_DNAT_BACKEND != 0)
+}
+
 #[inline(always)]
 fn parse_ipv4(ctx: &XdpContext, l3_off: usize) -> Parsed {
     let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, l3_off) else {
@@ -106,11 +128,13 @@ fn parse_ipv4(ctx: &XdpContext, l3_off: usize) -> Parsed {
         family: FAMILY_V4,
         _pad: [0; 3],
     };
-    let Some(dst_flags) = LOCAL_ADDRS.get_ptr(&ours) else {
-        return Parsed::Pass(Counter::PassNotForUs);
+    let src = [u32::from_ne_bytes(ip.src_addr), 0, 0, 0];
+    let dst_flags = match LOCAL_ADDRS.get_ptr(&ours) {
+        // SAFETY: a map value pointer is valid for the duration of the program.
+        Some(flags) => unsafe { *flags },
+        None if from_dnat_backend(src) => 0,
+        None => return Parsed::Pass(Counter::PassNotForUs),
     };
-    // SAFETY: a map value pointer is valid for the duration of the program.
-    let dst_flags = unsafe { *dst_flags };
 
     // From here on the packet is for us: anything inconsistent is dropped, never
     // forwarded.
@@ -170,7 +194,7 @@ fn parse_ipv4(ctx: &XdpContext, l3_off: usize) -> Parsed {
         _ => return Parsed::Pass(Counter::PassNotForUs),
     };
     Parsed::Packet(Packet {
-        src: [u32::from_ne_bytes(ip.src_addr), 0, 0, 0],
+        src,
         dst,
         sport_be,
         dport_be,

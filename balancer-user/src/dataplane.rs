@@ -10,7 +10,7 @@ use aya::{
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use balancer_common::{
-    service::{Backend, ServiceKey, ServiceValue},
+    service::{Backend, GLOBAL_FLAGS, ServiceKey, ServiceValue},
     stats::{BackendStats, COUNTER_COUNT, Counter},
 };
 use tracing::{info, warn};
@@ -103,6 +103,10 @@ impl Dataplane {
             for (ip, flags) in &plan.local_addrs {
                 addrs.insert(addr_key(*ip), *flags, 0)?;
             }
+        }
+        {
+            let mut global: Array<&mut MapData, u32> = self.map_mut("GLOBAL")?;
+            global.set(GLOBAL_FLAGS, plan.global_flags, 0)?;
         }
         {
             let mut backends: Array<&mut MapData, Backend> = self.map_mut("BACKENDS")?;

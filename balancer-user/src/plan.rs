@@ -7,9 +7,9 @@ use anyhow::{Context, Result, bail};
 use balancer_common::{
     PROTO_TCP, PROTO_UDP,
     service::{
-        ADDR_F_SNAT, ADDR_F_VIP, AddrKey, BACKEND_F_HEALTHY, BACKEND_F_PRESENT, Backend,
-        MAX_BACKENDS_PER_SERVICE, MAX_SERVICES, SCHED_LEAST_CONN, SERVICE_F_DNAT, ServiceKey,
-        ServiceValue,
+        ADDR_F_DNAT_BACKEND, ADDR_F_SNAT, ADDR_F_VIP, AddrKey, BACKEND_F_HEALTHY,
+        BACKEND_F_PRESENT, Backend, GLOBAL_F_DNAT, MAX_BACKENDS_PER_SERVICE, MAX_SERVICES,
+        SCHED_LEAST_CONN, SERVICE_F_DNAT, ServiceKey, ServiceValue,
     },
 };
 
@@ -23,6 +23,8 @@ pub struct Plan {
     pub services: Vec<PlannedService>,
     /// Addresses the program must look at, with `ADDR_F_*` flags.
     pub local_addrs: Vec<(IpAddr, u32)>,
+    /// `GLOBAL_F_*` flags.
+    pub global_flags: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +84,7 @@ pub fn plan(
         let mut backends = Vec::with_capacity(svc.backends.len());
         for (slot, b) in svc.backends.iter().enumerate() {
             let snat = if dnat {
+                mark(b.address.ip(), ADDR_F_DNAT_BACKEND);
                 None
             } else {
                 let ip = match config
@@ -140,6 +143,7 @@ pub fn plan(
     Ok(Plan {
         services,
         local_addrs,
+        global_flags: if dnat { GLOBAL_F_DNAT } else { 0 },
     })
 }
 
@@ -211,6 +215,27 @@ backends = [{ address = "203.0.113.31:53" }]
                 ("203.0.113.9".parse().unwrap(), ADDR_F_SNAT),
             ]
         );
+    }
+
+    #[test]
+    fn dnat_marks_backends_by_source_and_sets_the_global_flag() {
+        let text = TWO_SERVICES.replace(
+            "snat_addresses = [\"203.0.113.9\"]",
+            "forwarding = \"dnat\"",
+        );
+        let cfg = config::parse(&text).unwrap().config;
+        let p = plan(&cfg, |_| unreachable!("dnat needs no source address")).unwrap();
+        assert_eq!(p.global_flags, GLOBAL_F_DNAT);
+        assert!(
+            p.local_addrs
+                .contains(&("203.0.113.11".parse().unwrap(), ADDR_F_DNAT_BACKEND))
+        );
+        assert!(
+            p.services
+                .iter()
+                .all(|s| s.value.flags & SERVICE_F_DNAT != 0)
+        );
+        assert!(p.services[0].backends[0].snat.is_none());
     }
 
     #[test]

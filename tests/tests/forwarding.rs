@@ -320,3 +320,57 @@ fn sigterm_detaches_and_restores_the_host() {
     // Nothing answers for the VIP any more.
     assert!(tcp_request(topo.client(), vip(80), "x", Duration::from_millis(500)).is_err());
 }
+
+#[test]
+fn dnat_mode_keeps_the_client_address() {
+    if !require_root() || !require_program("nginx") || !require_program("curl") {
+        return;
+    }
+    let topo = Topology::balanced("dnat", 2).unwrap();
+    let servers: Vec<_> = (1..=2)
+        .map(|i| {
+            // DNAT needs the balancer as the backends' gateway.
+            topo.backend(i)
+                .add_route(&format!("default via {}", addrs::LB_BACK))
+                .unwrap();
+            nginx(
+                topo.backend(i),
+                SocketAddr::new(IpAddr::V4(topo.backend_addr(i)), 8080),
+                &format!("nginx-{i}"),
+            )
+            .unwrap()
+        })
+        .collect();
+    let config = config(&[100, 100]).replace(
+        "snat_addresses = [\"203.0.113.9\"]",
+        "forwarding = \"dnat\"",
+    );
+    let lb = Balancer::start(topo.lb(), &config).unwrap();
+    let mut seen = BTreeMap::<String, usize>::new();
+    for _ in 0..10 {
+        let out = topo
+            .client()
+            .exec(
+                "curl",
+                &["-sS", "--max-time", "5", &format!("http://{VIP}/")],
+            )
+            .unwrap();
+        *seen
+            .entry(String::from_utf8_lossy(&out.stdout).trim().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for s in &servers {
+        let log = s.access_log();
+        assert!(
+            log.contains("198.51.100.2 "),
+            "backends see the client: {log}"
+        );
+    }
+    let addrs_running = topo.lb().ip(&["addr", "show"]).unwrap();
+    assert!(
+        !addrs_running.contains("203.0.113.9"),
+        "no SNAT address in DNAT mode"
+    );
+    lb.stop().unwrap();
+}
