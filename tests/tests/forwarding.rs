@@ -77,6 +77,23 @@ fn backend_servers(topo: &Topology, port: u16) -> Vec<balancer_tests::ServerHand
         .collect()
 }
 
+/// Bodies of `n` sequential curl requests to the VIP, counted.
+fn curl_vip(topo: &Topology, n: usize) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        let out = topo
+            .client()
+            .exec(
+                "curl",
+                &["-sS", "--max-time", "5", &format!("http://{VIP}/")],
+            )
+            .unwrap();
+        let body = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        *seen.entry(body).or_default() += 1;
+    }
+    seen
+}
+
 /// Which backend answered: the servers prefix their replies with their name.
 fn answered_by(reply: &str, line: &str) -> String {
     let (name, echoed) = reply
@@ -247,18 +264,7 @@ fn curl_through_the_vip_reaches_nginx_backends_with_full_nat() {
         })
         .collect();
     let lb = Balancer::start(topo.lb(), &config(&[100, 100, 100])).unwrap();
-    let mut seen = BTreeMap::<String, usize>::new();
-    for _ in 0..30 {
-        let out = topo
-            .client()
-            .exec(
-                "curl",
-                &["-sS", "--max-time", "5", &format!("http://{VIP}/")],
-            )
-            .unwrap();
-        let body = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        *seen.entry(body).or_default() += 1;
-    }
+    let seen = curl_vip(&topo, 30);
     assert_eq!(seen.len(), 3, "{seen:?}");
     for s in &servers {
         let log = s.access_log();
@@ -346,19 +352,7 @@ fn dnat_mode_keeps_the_client_address() {
         "forwarding = \"dnat\"",
     );
     let lb = Balancer::start(topo.lb(), &config).unwrap();
-    let mut seen = BTreeMap::<String, usize>::new();
-    for _ in 0..10 {
-        let out = topo
-            .client()
-            .exec(
-                "curl",
-                &["-sS", "--max-time", "5", &format!("http://{VIP}/")],
-            )
-            .unwrap();
-        *seen
-            .entry(String::from_utf8_lossy(&out.stdout).trim().to_string())
-            .or_default() += 1;
-    }
+    let seen = curl_vip(&topo, 10);
     assert_eq!(seen.len(), 2, "{seen:?}");
     for s in &servers {
         let log = s.access_log();
