@@ -34,20 +34,32 @@ pub enum Created {
 #[inline(always)]
 pub fn on_packet(flow: &mut FlowValue, pkt: &Packet) {
     flow.last_seen_ns = unsafe { bpf_ktime_get_ns() };
-    if flow.direction == DIR_REPLY && flow.state == STATE_NEW {
-        flow.state = STATE_ESTABLISHED;
-    }
-    if !pkt.is_tcp_end() {
+    let tcp_end = pkt.is_tcp_end();
+    if flow.direction == DIR_FORWARD {
+        if tcp_end {
+            release(flow);
+        }
         return;
     }
-    if flow.direction == DIR_FORWARD {
-        release(flow);
+    // The backend's first answer establishes the flow and an end releases it.
+    // Both are recorded on the forward entry too, whose state the daemon's
+    // expiry reads; other reply packets cost no second lookup.
+    if flow.state != STATE_NEW && !tcp_end {
+        return;
+    }
+    flow.state = if tcp_end {
+        STATE_CLOSING
     } else {
-        flow.state = STATE_CLOSING;
-        let forward_key = flow.peer_key(pkt.proto, pkt.family);
-        if let Some(forward) = FLOWS.get_ptr_mut(&forward_key) {
-            // SAFETY: a map value pointer is valid for the duration of the program.
-            release(unsafe { &mut *forward });
+        STATE_ESTABLISHED
+    };
+    let forward_key = flow.peer_key(pkt.proto, pkt.family);
+    if let Some(forward) = FLOWS.get_ptr_mut(&forward_key) {
+        // SAFETY: a map value pointer is valid for the duration of the program.
+        let forward = unsafe { &mut *forward };
+        if tcp_end {
+            release(forward);
+        } else if forward.state == STATE_NEW {
+            forward.state = STATE_ESTABLISHED;
         }
     }
 }

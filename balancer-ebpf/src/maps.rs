@@ -32,6 +32,12 @@ pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
 #[map]
 pub static ACTIVE_CONNS: Array<u64> = Array::with_max_entries(MAX_BACKENDS, 0);
 
+/// Connections per backend slot that the daemon expired (idle past their
+/// timeout) without the program seeing them end. The daemon is its only writer,
+/// so it needs no atomics: a backend's active count is `ACTIVE_CONNS - EXPIRED_CONNS`.
+#[map]
+pub static EXPIRED_CONNS: Array<u64> = Array::with_max_entries(MAX_BACKENDS, 0);
+
 /// Load percentage per backend slot, written by the daemon (0 = idle).
 #[map]
 pub static BACKEND_LOAD: Array<u32> = Array::with_max_entries(MAX_BACKENDS, 0);

@@ -6,7 +6,7 @@ use balancer_common::{
     service::{MAX_BACKENDS_PER_SERVICE, ServiceValue},
 };
 
-use crate::maps::{ACTIVE_CONNS, BACKEND_LOAD, BACKENDS, SCAN_CURSOR};
+use crate::maps::{ACTIVE_CONNS, BACKEND_LOAD, BACKENDS, EXPIRED_CONNS, SCAN_CURSOR};
 
 /// The selectable backend slot of `service` with the fewest active connections
 /// per unit of capacity (weight scaled by reported load). The scan starts at a
@@ -48,7 +48,11 @@ pub fn choose(service: &ServiceValue) -> Option<u32> {
         if cap == 0 {
             continue;
         }
-        let active = ACTIVE_CONNS.get(idx).copied().unwrap_or(0);
+        let active = ACTIVE_CONNS
+            .get(idx)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(EXPIRED_CONNS.get(idx).copied().unwrap_or(0));
         if best.is_none() || less_busy(active, cap, best_active, best_cap) {
             best = Some(idx);
             best_slot = slot;

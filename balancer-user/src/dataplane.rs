@@ -10,6 +10,7 @@ use aya::{
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use balancer_common::{
+    flow::{DIR_REPLY, FlowKey, FlowValue},
     service::{Backend, GLOBAL_FLAGS, ServiceKey, ServiceValue},
     stats::{BackendStats, COUNTER_COUNT, Counter},
 };
@@ -17,8 +18,21 @@ use tracing::{info, warn};
 
 use crate::{
     config::XdpMode as ConfigXdpMode,
+    expiry::{Timeouts, is_expired},
     plan::{Plan, addr_key},
 };
+
+/// What one sweep of the flow table did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweepStats {
+    pub scanned: u64,
+    /// Flows (forward entries) idle past their limit.
+    pub expired: u64,
+    /// Map entries removed, both directions.
+    pub removed_entries: u64,
+    /// Active counts given back (flows that ended without a FIN or RST).
+    pub released: u64,
+}
 
 /// The program object, built by build.rs from balancer-ebpf.
 static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/balancer.bpf.o"));
@@ -143,9 +157,72 @@ impl Dataplane {
         Ok(stats.get(&(c as u32), 0)?.iter().sum())
     }
 
+    /// Active connections of a backend slot: opened minus ended (seen by the
+    /// program) minus expired (by the daemon).
     pub fn active_conns(&self, index: u32) -> Result<u64> {
         let active: Array<&MapData, u64> = self.map("ACTIVE_CONNS")?;
-        Ok(active.get(&index, 0)?)
+        let expired: Array<&MapData, u64> = self.map("EXPIRED_CONNS")?;
+        Ok(active
+            .get(&index, 0)?
+            .saturating_sub(expired.get(&index, 0)?))
+    }
+
+    /// Removes flows idle past their limit at `now_ns` (CLOCK_MONOTONIC), both
+    /// entries of each, giving back their backend's count (unless the program
+    /// already did, on a FIN or RST) and their SNAT port.
+    pub fn sweep(&mut self, now_ns: u64, timeouts: &Timeouts) -> Result<SweepStats> {
+        let mut stats = SweepStats::default();
+        let mut doomed: Vec<FlowKey> = Vec::new();
+        let mut released: BTreeMap<u32, u64> = BTreeMap::new();
+        {
+            let flows: HashMap<&MapData, FlowKey, FlowValue> = self.map("FLOWS")?;
+            for entry in flows.iter() {
+                // An entry deleted by the LRU while we iterate: nothing to do.
+                let Ok((key, value)) = entry else { continue };
+                stats.scanned += 1;
+                let peer = value.peer_key(key.proto, key.family);
+                let peer_value = flows.get(&peer, 0).ok();
+                if value.direction == DIR_REPLY {
+                    // Reply entries go with their forward entry; an orphan (its
+                    // forward entry evicted) only when idle past every limit.
+                    if peer_value.is_none()
+                        && is_expired(now_ns, value.last_seen_ns, timeouts.longest())
+                    {
+                        doomed.push(key);
+                    }
+                    continue;
+                }
+                let last = value
+                    .last_seen_ns
+                    .max(peer_value.map_or(0, |p| p.last_seen_ns));
+                if is_expired(now_ns, last, timeouts.idle_limit(key.proto, &value)) {
+                    doomed.push(key);
+                    if peer_value.is_some() {
+                        doomed.push(peer);
+                    }
+                    stats.expired += 1;
+                    if value.released == 0 {
+                        *released.entry(value.backend).or_default() += 1;
+                    }
+                }
+            }
+        }
+        {
+            let mut flows: HashMap<&mut MapData, FlowKey, FlowValue> = self.map_mut("FLOWS")?;
+            for key in &doomed {
+                // Gone already (LRU, or a duplicate) is fine.
+                if flows.remove(key).is_ok() {
+                    stats.removed_entries += 1;
+                }
+            }
+        }
+        let mut expired: Array<&mut MapData, u64> = self.map_mut("EXPIRED_CONNS")?;
+        for (backend, n) in released {
+            let current = expired.get(&backend, 0)?;
+            expired.set(backend, current + n, 0)?;
+            stats.released += n;
+        }
+        Ok(stats)
     }
 
     pub fn backend_stats(&self, index: u32) -> Result<BackendStats> {

@@ -3,5 +3,6 @@ pub mod addr;
 pub mod cli;
 pub mod config;
 pub mod dataplane;
+pub mod expiry;
 pub mod netconf;
 pub mod plan;

@@ -368,3 +368,37 @@ fn dnat_mode_keeps_the_client_address() {
     );
     lb.stop().unwrap();
 }
+
+#[test]
+fn idle_udp_flows_expire_and_free_their_snat_ports() {
+    if !require_root() {
+        return;
+    }
+    let topo = Topology::balanced("exp", 1).unwrap();
+    let _server = udp_server(
+        topo.backend(1),
+        SocketAddr::new(IpAddr::V4(topo.backend_addr(1)), 5353),
+    )
+    .unwrap();
+    // Four SNAT ports and a one-second UDP timeout.
+    let config = config(&[100]).replace(
+        "[control]",
+        "snat_port_range = \"40000-40003\"\n\n[flows]\nudp_timeout_s = 1\n\n[control]",
+    );
+    let lb = Balancer::start(topo.lb(), &config).unwrap();
+    let ask = |i: usize| udp_request(topo.client(), vip(53), &format!("q{i}"), T);
+    for i in 0..4 {
+        ask(i).unwrap();
+    }
+    // Every port is held by a live flow: a fifth client is refused.
+    assert!(
+        udp_request(topo.client(), vip(53), "q4", Duration::from_millis(500)).is_err(),
+        "no SNAT port should be free"
+    );
+    // Idle past the timeout (1 s) plus a sweep interval (1 s): ports are free again.
+    std::thread::sleep(Duration::from_millis(2500));
+    for i in 5..9 {
+        ask(i).unwrap();
+    }
+    lb.stop().unwrap();
+}

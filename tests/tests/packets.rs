@@ -4,12 +4,17 @@
 //! namespace of its own thread, with static neighbours so that the program's
 //! FIB lookups resolve deterministically.
 
-use std::{net::Ipv4Addr, process::Command};
+use std::{net::Ipv4Addr, process::Command, time::Duration};
 
 use aya::programs::{TestRun, TestRunOptions};
 use balancer_common::{service::MAX_BACKENDS_PER_SERVICE, stats::Counter};
 use balancer_tests::require_root;
-use balancer_user::{config, dataplane::Dataplane, plan};
+use balancer_user::{
+    config,
+    dataplane::Dataplane,
+    expiry::{Timeouts, monotonic_ns},
+    plan,
+};
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 
 const XDP_DROP: u32 = 1;
@@ -127,7 +132,7 @@ impl Fixture {
         let cfg = config::parse(CONFIG).expect("test config is valid").config;
         let plan =
             plan::plan(&cfg, |_| unreachable!("snat addresses are configured")).expect("plan");
-        let mut dp = Dataplane::load(4096).expect("load program");
+        let mut dp = Dataplane::load(65536).expect("load program");
         dp.apply(&plan).expect("apply plan");
         let front = balancer_user::netconf::ifindex("front").unwrap();
         let back = balancer_user::netconf::ifindex("back").unwrap();
@@ -512,4 +517,105 @@ fn snat_ports_are_unique_per_backend_and_exhaustion_is_counted() {
     // Existing flows are untouched.
     let (action, _) = fx.run(&udp_frame(CLIENT, VIP, 60005, 53, b"again"), fx.front);
     assert_eq!(action, XDP_REDIRECT);
+}
+
+fn no_idle_allowed() -> Timeouts {
+    Timeouts {
+        tcp_established: Duration::from_secs(3600),
+        tcp_transitory: Duration::ZERO,
+        udp: Duration::ZERO,
+    }
+}
+
+#[test]
+fn ten_thousand_closed_connections_leave_no_count_and_no_entry() {
+    let Some(mut fx) = Fixture::new() else { return };
+    sh("for i in $(seq 100 149); do \
+        ip neigh add 198.51.100.$i lladdr 02:00:00:00:01:$(printf %02x $i) dev front nud permanent; \
+        done");
+    // The fixture's SNAT range has 32 ports per backend: 10,000 connections only
+    // fit because expiry gives the ports of closed flows back.
+    let mut expired = 0;
+    for i in 0..10_000u32 {
+        // Clients spread over addresses and ports, as many real ones would be.
+        let client = [198, 51, 100, 100 + (i % 50) as u8];
+        let sport = 20_000 + (i / 50) as u16;
+        let (action, out) = fx.run(&tcp_frame(client, VIP, sport, 80, "S", b""), fx.front);
+        assert_eq!(action, XDP_REDIRECT, "SYN {i}");
+        let fwd = inspect(&out);
+        let answer = |flags| tcp_frame(fwd.dst, SNAT, 8080, fwd.sport, flags, b"");
+        assert_eq!(fx.run(&answer("SA"), fx.back).0, XDP_REDIRECT);
+        let fin = tcp_frame(client, VIP, sport, 80, "FA", b"");
+        assert_eq!(fx.run(&fin, fx.front).0, XDP_REDIRECT);
+        assert_eq!(fx.run(&answer("FA"), fx.back).0, XDP_REDIRECT);
+        if i % 48 == 47 {
+            let stats = fx.dp.sweep(monotonic_ns(), &no_idle_allowed()).unwrap();
+            assert_eq!(stats.released, 0, "already released by the FINs");
+            expired += stats.expired;
+        }
+    }
+    assert_eq!(fx.dp.counter(Counter::NewFlow).unwrap(), 10_000);
+    assert_eq!(fx.dp.counter(Counter::DropSnatExhausted).unwrap(), 0);
+    for b in 0..3 {
+        assert_eq!(
+            fx.dp.active_conns(b).unwrap(),
+            0,
+            "backend {b}: FINs gave the count back"
+        );
+    }
+    let stats = fx.dp.sweep(monotonic_ns(), &no_idle_allowed()).unwrap();
+    assert_eq!(expired + stats.expired, 10_000);
+    assert_eq!(fx.dp.flow_entries().unwrap(), 0);
+    for b in 0..3 {
+        assert_eq!(fx.dp.active_conns(b).unwrap(), 0);
+    }
+}
+
+#[test]
+fn idle_flows_expire_and_give_back_count_and_port() {
+    let Some(mut fx) = Fixture::new() else { return };
+    // UDP to one backend with a 32-port SNAT range: full after 32 flows.
+    for i in 0..32u16 {
+        assert_eq!(
+            fx.run(&udp_frame(CLIENT, VIP, 30000 + i, 53, b"q"), fx.front)
+                .0,
+            XDP_REDIRECT
+        );
+    }
+    assert_eq!(
+        fx.run(&udp_frame(CLIENT, VIP, 31000, 53, b"q"), fx.front).0,
+        XDP_DROP
+    );
+    let dns_backend = MAX_BACKENDS_PER_SERVICE;
+    assert_eq!(fx.dp.active_conns(dns_backend).unwrap(), 32);
+    // An established TCP flow with a long limit is kept.
+    let (_, out) = fx.run(&tcp_frame(CLIENT, VIP, 32000, 80, "S", b""), fx.front);
+    let fwd = inspect(&out);
+    fx.run(
+        &tcp_frame(fwd.dst, SNAT, 8080, fwd.sport, "SA", b""),
+        fx.back,
+    );
+
+    let stats = fx.dp.sweep(monotonic_ns(), &no_idle_allowed()).unwrap();
+    assert_eq!((stats.expired, stats.released), (32, 32));
+    assert_eq!(fx.dp.active_conns(dns_backend).unwrap(), 0);
+    assert_eq!(
+        fx.dp.flow_entries().unwrap(),
+        2,
+        "the established TCP flow stays"
+    );
+    // The ports are free again.
+    for i in 0..32u16 {
+        assert_eq!(
+            fx.run(&udp_frame(CLIENT, VIP, 33000 + i, 53, b"q"), fx.front)
+                .0,
+            XDP_REDIRECT
+        );
+    }
+    // A sweep before the limit removes nothing.
+    let patient = Timeouts {
+        udp: Duration::from_secs(60),
+        ..no_idle_allowed()
+    };
+    assert_eq!(fx.dp.sweep(monotonic_ns(), &patient).unwrap().expired, 0);
 }

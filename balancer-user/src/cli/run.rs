@@ -4,11 +4,12 @@ use std::{io::IsTerminal, path::Path, process::ExitCode};
 
 use anyhow::{Context, Result};
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     config::{self, Config, Forwarding},
     dataplane::Dataplane,
+    expiry::{Timeouts, monotonic_ns},
     netconf::{self, NetChanges},
     plan,
 };
@@ -84,8 +85,21 @@ async fn serve(config: &Config) -> Result<()> {
             backends,
             "balancer running"
         );
+        let timeouts = Timeouts::from(&config.flows);
+        let mut sweep = tokio::time::interval(timeouts.sweep_interval());
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = sweep.tick() => match dataplane.sweep(monotonic_ns(), &timeouts) {
+                    Ok(s) if s.expired > 0 => debug!(
+                        scanned = s.scanned,
+                        expired = s.expired,
+                        released = s.released,
+                        "expired idle flows"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => warn!("flow expiry sweep failed: {e:#}"),
+                },
                 _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
                 _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
                 _ = sighup.recv() => {

@@ -42,11 +42,6 @@ pub fn not_yet_enforced(config: &Config) -> Vec<Warning> {
         );
     }
 
-    warn(
-        "flows".into(),
-        "tcp_established_timeout_s, tcp_transitory_timeout_s and udp_timeout_s are not enforced yet (expiry comes later): flows stay until the table is full, then the least recently used are evicted",
-    );
-
     for (i, service) in config.services.iter().enumerate() {
         let path = |key: &str| format!("service[{i}].{key}");
         if !service.allow.is_empty() {

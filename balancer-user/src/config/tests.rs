@@ -140,7 +140,6 @@ fn example_file_loads_as_it_is() {
         "firewall.new_connections_per_source",
         "ha.enabled",
         "control.metrics",
-        "flows",
         "service[0].allow",
         "service[0].health",
         "service[2].scheduler",
@@ -951,7 +950,6 @@ fn features_not_enforced_yet_are_each_said() {
         ),
         ("ha.enabled", "comes later"),
         ("control.metrics", "comes later"),
-        ("flows", "expiry comes later"),
         ("service[0].allow", "firewall comes later"),
         ("service[5].deny", "firewall comes later"),
         ("service[0].health", "all backends are treated as healthy"),
@@ -970,14 +968,13 @@ fn features_not_enforced_yet_are_each_said() {
 }
 
 #[test]
-fn a_plain_file_warns_only_about_flow_expiry() {
+fn a_plain_file_has_no_warnings() {
     let text = format!(
         "{}\n[control]\nmetrics = \"off\"\n",
         with_health("{ kind = \"none\" }")
     );
     let loaded = accepted(&text);
-    let paths: Vec<_> = loaded.warnings.iter().map(|w| w.path.as_str()).collect();
-    assert_eq!(paths, ["flows"]);
+    assert_eq!(loaded.warnings, []);
 }
 
 // --- files ---------------------------------------------------------------------------
