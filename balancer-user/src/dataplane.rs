@@ -1,7 +1,7 @@
 //! The loaded XDP program and its maps: load, attach, write a [`Plan`], read
 //! counters. The packet tests drive the program through this same type.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, anyhow};
 use aya::{
@@ -247,12 +247,6 @@ impl Dataplane {
             balancer_common::flow::FlowValue,
         > = self.map("FLOWS")?;
         Ok(flows.keys().filter(Result::is_ok).count())
-    }
-
-    pub fn is_local(&self, ip: IpAddr) -> Result<bool> {
-        let addrs: HashMap<&MapData, balancer_common::service::AddrKey, u32> =
-            self.map("LOCAL_ADDRS")?;
-        Ok(addrs.get(&addr_key(ip), 0).is_ok())
     }
 
     fn map<'a, T>(&'a self, name: &str) -> Result<T>

@@ -9,8 +9,8 @@ use std::{
 };
 
 use balancer_tests::{
-    Balancer, Topology, addrs, nginx, require_program, require_root, tcp_connect, tcp_request,
-    tcp_server, udp_request, udp_server,
+    Balancer, Netns, Topology, addrs, nginx, require_program, require_root, tcp_connect,
+    tcp_request, tcp_server, udp_request, udp_server,
 };
 
 const VIP: &str = "198.51.100.10";
@@ -65,16 +65,28 @@ fn vip(port: u16) -> SocketAddr {
     SocketAddr::new(VIP.parse().unwrap(), port)
 }
 
-fn backend_servers(topo: &Topology, port: u16) -> Vec<balancer_tests::ServerHandle> {
+/// One server per backend, started by `start` on the backend's address and `port`.
+fn per_backend<S>(
+    topo: &Topology,
+    port: u16,
+    start: impl Fn(&Netns, SocketAddr, usize) -> anyhow::Result<S>,
+) -> Vec<S> {
     (1..=topo.n_backends())
         .map(|i| {
-            tcp_server(
-                topo.backend(i),
-                SocketAddr::new(IpAddr::V4(topo.backend_addr(i)), port),
-            )
-            .unwrap()
+            let addr = SocketAddr::new(IpAddr::V4(topo.backend_addr(i)), port);
+            start(topo.backend(i), addr, i).unwrap()
         })
         .collect()
+}
+
+fn backend_servers(topo: &Topology, port: u16) -> Vec<balancer_tests::ServerHandle> {
+    per_backend(topo, port, |ns, addr, _| tcp_server(ns, addr))
+}
+
+fn nginx_backends(topo: &Topology) -> Vec<balancer_tests::Nginx> {
+    per_backend(topo, 8080, |ns, addr, i| {
+        nginx(ns, addr, &format!("nginx-{i}"))
+    })
 }
 
 /// Bodies of `n` sequential curl requests to the VIP, counted.
@@ -190,15 +202,7 @@ fn udp_requests_get_answers_from_the_vip() {
         return;
     }
     let topo = Topology::balanced("udp", 2).unwrap();
-    let _servers: Vec<_> = (1..=2)
-        .map(|i| {
-            udp_server(
-                topo.backend(i),
-                SocketAddr::new(IpAddr::V4(topo.backend_addr(i)), 5353),
-            )
-            .unwrap()
-        })
-        .collect();
+    let _servers = per_backend(&topo, 5353, |ns, addr, _| udp_server(ns, addr));
     let lb = Balancer::start(topo.lb(), &config(&[100, 100])).unwrap();
     let mut seen = BTreeMap::<String, usize>::new();
     for i in 0..40 {
@@ -253,16 +257,7 @@ fn curl_through_the_vip_reaches_nginx_backends_with_full_nat() {
         return;
     }
     let topo = Topology::balanced("ngx", 3).unwrap();
-    let servers: Vec<_> = (1..=3)
-        .map(|i| {
-            nginx(
-                topo.backend(i),
-                SocketAddr::new(IpAddr::V4(topo.backend_addr(i)), 8080),
-                &format!("nginx-{i}"),
-            )
-            .unwrap()
-        })
-        .collect();
+    let servers = nginx_backends(&topo);
     let lb = Balancer::start(topo.lb(), &config(&[100, 100, 100])).unwrap();
     let seen = curl_vip(&topo, 30);
     assert_eq!(seen.len(), 3, "{seen:?}");
@@ -333,20 +328,13 @@ fn dnat_mode_keeps_the_client_address() {
         return;
     }
     let topo = Topology::balanced("dnat", 2).unwrap();
-    let servers: Vec<_> = (1..=2)
-        .map(|i| {
-            // DNAT needs the balancer as the backends' gateway.
-            topo.backend(i)
-                .add_route(&format!("default via {}", addrs::LB_BACK))
-                .unwrap();
-            nginx(
-                topo.backend(i),
-                SocketAddr::new(IpAddr::V4(topo.backend_addr(i)), 8080),
-                &format!("nginx-{i}"),
-            )
-            .unwrap()
-        })
-        .collect();
+    // DNAT needs the balancer as the backends' gateway.
+    for backend in topo.backends() {
+        backend
+            .add_route(&format!("default via {}", addrs::LB_BACK))
+            .unwrap();
+    }
+    let servers = nginx_backends(&topo);
     let config = config(&[100, 100]).replace(
         "snat_addresses = [\"203.0.113.9\"]",
         "forwarding = \"dnat\"",
@@ -375,11 +363,7 @@ fn idle_udp_flows_expire_and_free_their_snat_ports() {
         return;
     }
     let topo = Topology::balanced("exp", 1).unwrap();
-    let _server = udp_server(
-        topo.backend(1),
-        SocketAddr::new(IpAddr::V4(topo.backend_addr(1)), 5353),
-    )
-    .unwrap();
+    let _server = per_backend(&topo, 5353, |ns, addr, _| udp_server(ns, addr));
     // Four SNAT ports and a one-second UDP timeout.
     let config = config(&[100]).replace(
         "[control]",
