@@ -1,0 +1,265 @@
+//! The packet fixture shared by the packet tests, the randomized packet test
+//! and the per-packet benchmark: the program loaded in a private network
+//! namespace with `front` and `back`, static neighbours so that its FIB lookups
+//! resolve deterministically, maps written by the daemon's own code (config ->
+//! plan -> Dataplane::apply), and frame builders and checkers.
+// Each including target uses a part of it.
+#![allow(dead_code)]
+
+use std::{net::Ipv4Addr, process::Command, time::Duration};
+
+use aya::programs::{TestRun, TestRunOptions};
+use balancer_tests::require_root;
+use balancer_user::{config, dataplane::Dataplane, plan};
+use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
+
+pub const CLIENT: [u8; 4] = [198, 51, 100, 2];
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x02];
+pub const VIP: [u8; 4] = [198, 51, 100, 10];
+pub const HOST_FRONT: [u8; 4] = [198, 51, 100, 1];
+pub const SNAT: [u8; 4] = [203, 0, 113, 9];
+pub const BACKENDS: [[u8; 4]; 3] = [[203, 0, 113, 11], [203, 0, 113, 12], [203, 0, 113, 13]];
+pub const UNRESOLVED_BACKEND: [u8; 4] = [203, 0, 113, 14];
+pub const FRONT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xf0, 0x01];
+pub const BACK_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xb0, 0x01];
+
+pub fn backend_mac(ip: [u8; 4]) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0x02, ip[3]]
+}
+
+pub const CONFIG: &str = r#"
+[node]
+name = "packet-test"
+interfaces = ["front", "back"]
+snat_addresses = ["203.0.113.9"]
+snat_port_range = "40000-40031"
+
+[[service]]
+name = "web"
+vip = "198.51.100.10"
+port = 80
+protocol = "tcp"
+health = { kind = "none" }
+backends = [
+  { address = "203.0.113.11:8080" },
+  { address = "203.0.113.12:8080" },
+  { address = "203.0.113.13:8080" },
+]
+
+[[service]]
+name = "dns"
+vip = "198.51.100.10"
+port = 53
+protocol = "udp"
+health = { kind = "none" }
+backends = [{ address = "203.0.113.11:5353" }]
+
+[[service]]
+name = "unresolved"
+vip = "198.51.100.10"
+port = 81
+protocol = "tcp"
+health = { kind = "none" }
+backends = [{ address = "203.0.113.14:8080" }]
+"#;
+
+/// A loaded program in a private network namespace with `front` and `back`.
+pub struct Fixture {
+    pub dp: Dataplane,
+    pub front: u32,
+    pub back: u32,
+}
+
+pub fn sh(args: &str) {
+    let out = Command::new("sh").arg("-c").arg(args).output().expect("sh");
+    assert!(
+        out.status.success(),
+        "`{args}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn mac(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+impl Fixture {
+    /// [`Fixture::with_config`] with the tests' [`CONFIG`].
+    pub fn new() -> Option<Self> {
+        Self::with_config(CONFIG, 65536)
+    }
+
+    /// Moves the calling thread into a new network namespace (children it
+    /// spawns, `ip` included, inherit it) and loads the program there with
+    /// `config` and a flow table of `flows` entries. `None` (after saying why)
+    /// where the test cannot run; see `require_root`.
+    pub fn with_config(config: &str, flows: u32) -> Option<Self> {
+        if !require_root() {
+            return None;
+        }
+        // SAFETY: unshare affects only the calling thread's namespaces.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(
+            rc,
+            0,
+            "unshare(CLONE_NEWNET): {}",
+            std::io::Error::last_os_error()
+        );
+        sh(&format!(
+            "ip link set lo up && \
+             ip link add front address {} type veth peer name front-p && \
+             ip link add back address {} type veth peer name back-p && \
+             for l in front front-p back back-p; do ip link set $l up; done && \
+             ip addr add 198.51.100.1/24 dev front && ip addr add 203.0.113.1/24 dev back && \
+             sysctl -qw net.ipv4.conf.all.forwarding=1 && \
+             ip neigh add 198.51.100.2 lladdr {} dev front nud permanent",
+            mac(FRONT_MAC),
+            mac(BACK_MAC),
+            mac(CLIENT_MAC)
+        ));
+        for b in BACKENDS {
+            sh(&format!(
+                "ip neigh add {} lladdr {} dev back nud permanent",
+                Ipv4Addr::from(b),
+                mac(backend_mac(b))
+            ));
+        }
+        let cfg = config::parse(config)
+            .expect("fixture config is valid")
+            .config;
+        let plan =
+            plan::plan(&cfg, |_| unreachable!("snat addresses are configured")).expect("plan");
+        let mut dp = Dataplane::load(flows).expect("load program");
+        dp.apply(&plan).expect("apply plan");
+        let front = balancer_user::netconf::ifindex("front").unwrap();
+        let back = balancer_user::netconf::ifindex("back").unwrap();
+        dp.add_tx_port(front).unwrap();
+        dp.add_tx_port(back).unwrap();
+        Some(Self { dp, front, back })
+    }
+
+    /// Runs the program once on `frame` as if received on `ifindex`.
+    pub fn run(&self, frame: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
+        let (action, out, _) = self.run_timed(frame, ifindex);
+        (action, out)
+    }
+
+    /// [`Fixture::run`], with the kernel's measure of the run's duration.
+    pub fn run_timed(&self, frame: &[u8], ifindex: u32) -> (u32, Vec<u8>, Duration) {
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
+        let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
+        let ctx: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let mut out = vec![0u8; frame.len() + 256];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.data_out = Some(&mut out);
+        opts.ctx_in = Some(&ctx);
+        opts.repeat = 1;
+        let result = self
+            .dp
+            .program()
+            .unwrap()
+            .test_run(opts)
+            .expect("BPF_PROG_TEST_RUN");
+        out.truncate(result.data_size_out as usize);
+        (result.return_value, out, result.duration)
+    }
+}
+
+pub fn tcp_frame(
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    flags: &str,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(CLIENT_MAC, FRONT_MAC)
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, 1000, 64240);
+    for f in flags.chars() {
+        b = match f {
+            'S' => b.syn(),
+            'A' => b.ack(1),
+            'F' => b.fin(),
+            'R' => b.rst(),
+            'P' => b.psh(),
+            _ => panic!("flag {f}"),
+        };
+    }
+    let mut v = Vec::new();
+    b.write(&mut v, payload).unwrap();
+    v
+}
+
+pub fn udp_frame(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, FRONT_MAC)
+        .ipv4(src, dst, 64)
+        .udp(sport, dport)
+        .write(&mut v, payload)
+        .unwrap();
+    v
+}
+
+/// What a forwarded frame says, after checking that every checksum validates.
+#[derive(Debug)]
+pub struct Seen {
+    pub eth_src: [u8; 6],
+    pub eth_dst: [u8; 6],
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub sport: u16,
+    pub dport: u16,
+    pub ttl: u8,
+    pub payload: Vec<u8>,
+}
+
+pub fn inspect(frame: &[u8]) -> Seen {
+    let p = SlicedPacket::from_ethernet(frame).expect("forwarded frame parses");
+    let eth = etherparse::Ethernet2Header::from_slice(frame).unwrap().0;
+    let Some(NetSlice::Ipv4(ip)) = &p.net else {
+        panic!("not IPv4")
+    };
+    let iph = ip.header().to_header();
+    assert_eq!(
+        iph.calc_header_checksum(),
+        iph.header_checksum,
+        "IPv4 header checksum"
+    );
+    let (sport, dport, data) = match p.transport.as_ref().expect("L4") {
+        TransportSlice::Tcp(t) => {
+            let h = t.to_header();
+            let want = h.calc_checksum_ipv4(&iph, t.payload()).unwrap();
+            assert_eq!(h.checksum, want, "TCP checksum");
+            (h.source_port, h.destination_port, t.payload().to_vec())
+        }
+        TransportSlice::Udp(u) => {
+            let h = u.to_header();
+            if h.checksum != 0 {
+                let want = h.calc_checksum_ipv4(&iph, u.payload()).unwrap();
+                assert_eq!(h.checksum, want, "UDP checksum");
+            }
+            (h.source_port, h.destination_port, u.payload().to_vec())
+        }
+        other => panic!("unexpected L4 {other:?}"),
+    };
+    Seen {
+        eth_src: eth.source,
+        eth_dst: eth.destination,
+        src: iph.source,
+        dst: iph.destination,
+        sport,
+        dport,
+        ttl: iph.time_to_live,
+        payload: data,
+    }
+}
