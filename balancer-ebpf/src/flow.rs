@@ -20,8 +20,8 @@ use crate::{
     select,
 };
 
-/// Ports tried for a new flow's SNAT source before it is refused: a random start,
-/// then the following ports of the range (all of it, for ranges this small).
+/// Ports tried for a new flow's SNAT source before it is refused: random ones,
+/// or every port of a range no larger than this.
 const SNAT_PORT_TRIES: u32 = 64;
 
 pub enum Created {
@@ -143,10 +143,16 @@ pub fn create(pkt: &Packet, key: &FlowKey, service: &ServiceValue) -> Created {
                 found = Some(port_be);
                 break;
             }
-            offset += 1;
-            if offset >= span {
-                offset = 0;
-            }
+            offset = if span <= SNAT_PORT_TRIES {
+                // A small range is walked whole, so a free port is always found.
+                if offset + 1 >= span { 0 } else { offset + 1 }
+            } else {
+                // A large one is probed at random: consecutive probes would run
+                // into the clusters that taken ports form (at two thirds full,
+                // 64 neighbours are all taken often enough to refuse flows).
+                let random = unsafe { bpf_get_prandom_u32() };
+                random.checked_rem(span).unwrap_or(0)
+            };
         }
         match found {
             Some(port_be) => port_be,

@@ -1,5 +1,6 @@
 //! `cargo xtask ...`: set-up of a fresh machine, the test suite, and the demo.
 
+mod bench;
 mod demo;
 mod setup;
 
@@ -28,6 +29,14 @@ enum Task {
         /// Extra arguments for `cargo test` (a test name filter, for example).
         args: Vec<String>,
     },
+    /// Benchmarks; figures go to BENCHMARKS.md by hand, with their baselines.
+    Bench {
+        /// Which: `packet` (per-packet cost, BPF_PROG_TEST_RUN), `e2e` (requests
+        /// and throughput through namespaces against HAProxy and nftables), or
+        /// `all`.
+        #[arg(default_value = "all")]
+        which: String,
+    },
     /// Set up, then run the balancer on a demo topology in network namespaces.
     Demo {
         /// Requests to send through the VIP.
@@ -40,6 +49,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Task::Setup => setup::run(),
         Task::Test { args } => test(&args),
+        Task::Bench { which } => bench::run(&which),
         Task::Demo { requests } => {
             setup::run()?;
             demo::run(requests)

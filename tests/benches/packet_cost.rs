@@ -1,0 +1,224 @@
+//! Per-packet cost of the XDP program through BPF_PROG_TEST_RUN, beside an
+//! XDP_PASS program and a MAC-swap XDP_TX program measured the same way in the
+//! same run. `cargo xtask bench packet` runs it (as root).
+//!
+//! Method: `repeat` would run the program again on its own rewritten output, so
+//! every case instead averages many runs with repeat = 1, each on a fresh copy of
+//! its frame (new-flow cases on a fresh 5-tuple each time). The cases take turns
+//! in rounds so that drift hits them alike; the figure is the median of the
+//! rounds' means, and "net" subtracts the XDP_PASS program's figure.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::{path::Path, time::Duration};
+
+use aya::{
+    Ebpf,
+    programs::{TestRun, TestRunOptions, Xdp},
+};
+use common::*;
+
+const ROUNDS: usize = 7;
+const RUNS_PER_ROUND: usize = 20_000;
+
+/// Wide enough that no new flow of the run meets an exhausted range.
+const BENCH_CONFIG: &str = r#"
+[node]
+name = "bench"
+interfaces = ["front", "back"]
+snat_addresses = ["203.0.113.9"]
+snat_port_range = "1024-65535"
+
+[[service]]
+name = "web"
+vip = "198.51.100.10"
+port = 80
+protocol = "tcp"
+health = { kind = "none" }
+backends = [
+  { address = "203.0.113.11:8080" },
+  { address = "203.0.113.12:8080" },
+  { address = "203.0.113.13:8080" },
+]
+
+[[service]]
+name = "dns"
+vip = "198.51.100.10"
+port = 53
+protocol = "udp"
+health = { kind = "none" }
+backends = [{ address = "203.0.113.11:5353" }]
+"#;
+
+fn xdp_md(frame: &[u8], ifindex: u32) -> Vec<u8> {
+    [0, frame.len() as u32, 0, ifindex, 0, 0]
+        .iter()
+        .flat_map(|w: &u32| w.to_ne_bytes())
+        .collect()
+}
+
+fn run_once(prog: &Xdp, frame: &[u8], ifindex: u32) -> (u32, Duration) {
+    let ctx = xdp_md(frame, ifindex);
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    opts.ctx_in = Some(&ctx);
+    opts.repeat = 1;
+    let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
+    (r.return_value, r.duration)
+}
+
+/// A case: frames to run (one per run, cycled) on an interface, the action it
+/// must give, and the program.
+struct Case<'a> {
+    name: &'static str,
+    prog: &'a Xdp,
+    ifindex: u32,
+    action: u32,
+    frames: Box<dyn FnMut(usize) -> Vec<u8> + 'a>,
+    means: Vec<f64>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let Some(fx) = Fixture::with_config(BENCH_CONFIG, 1 << 21) else {
+        return;
+    };
+    let baseline_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/ebpf/bpfel-unknown-none/release/baseline");
+    let mut baseline = Ebpf::load_file(&baseline_path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (built with the balancer by balancer-user's build script)",
+            baseline_path.display()
+        )
+    });
+    for name in ["baseline_pass", "baseline_mac_swap"] {
+        let p: &mut Xdp = baseline.program_mut(name).unwrap().try_into().unwrap();
+        p.load().unwrap();
+    }
+    let pass: &Xdp = baseline.program("baseline_pass").unwrap().try_into().unwrap();
+    let mac_swap: &Xdp = baseline
+        .program("baseline_mac_swap")
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let lb = fx.dp.program().unwrap();
+
+    // Established flows for the steady-state cases.
+    let est = tcp_frame(CLIENT, VIP, 50000, 80, "A", b"0123456789abcdef");
+    let (action, out) = fx.run(&tcp_frame(CLIENT, VIP, 50000, 80, "S", b""), fx.front);
+    assert_eq!(action, XDP_REDIRECT);
+    let fwd = inspect(&out);
+    let reply = tcp_frame(fwd.dst, SNAT, 8080, fwd.sport, "A", b"0123456789abcdef");
+    let udp = udp_frame(CLIENT, VIP, 50001, 53, b"0123456789abcdef");
+    assert_eq!(fx.run(&udp, fx.front).0, XDP_REDIRECT);
+    let not_ours = tcp_frame(CLIENT, [192, 0, 2, 1], 50002, 80, "A", b"0123456789abcdef");
+
+    let fixed = |f: Vec<u8>| -> Box<dyn FnMut(usize) -> Vec<u8>> { Box::new(move |_| f.clone()) };
+    let mut cases = vec![
+        Case {
+            name: "XDP_PASS program (baseline)",
+            prog: pass,
+            ifindex: fx.front,
+            action: XDP_PASS,
+            frames: fixed(est.clone()),
+            means: vec![],
+        },
+        Case {
+            name: "MAC-swap XDP_TX program (baseline)",
+            prog: mac_swap,
+            ifindex: fx.front,
+            action: XDP_TX,
+            frames: fixed(est.clone()),
+            means: vec![],
+        },
+        Case {
+            name: "TCP SYN, new flow (flow-table insert)",
+            prog: lb,
+            ifindex: fx.front,
+            action: XDP_REDIRECT,
+            // A fresh 5-tuple every run: client port and address vary.
+            frames: Box::new(|i| {
+                let client = [198, 51, 100, 2 + (i / 60_000) as u8];
+                tcp_frame(client, VIP, 1024 + (i % 60_000) as u16, 80, "S", b"")
+            }),
+            means: vec![],
+        },
+        Case {
+            name: "TCP established, client to backend",
+            prog: lb,
+            ifindex: fx.front,
+            action: XDP_REDIRECT,
+            frames: fixed(est.clone()),
+            means: vec![],
+        },
+        Case {
+            name: "TCP reply, backend to client",
+            prog: lb,
+            ifindex: fx.back,
+            action: XDP_REDIRECT,
+            frames: fixed(reply),
+            means: vec![],
+        },
+        Case {
+            name: "UDP, established flow",
+            prog: lb,
+            ifindex: fx.front,
+            action: XDP_REDIRECT,
+            frames: fixed(udp),
+            means: vec![],
+        },
+        Case {
+            name: "not for a VIP: pass",
+            prog: lb,
+            ifindex: fx.front,
+            action: XDP_PASS,
+            frames: fixed(not_ours),
+            means: vec![],
+        },
+    ];
+    // The SYN case's frames go to clients 198.51.100.2.. on front: their replies
+    // are not measured, so no neighbours are needed.
+    let mut syn_counter = 0usize;
+    for round in 0..ROUNDS {
+        for case in cases.iter_mut() {
+            let mut total = Duration::ZERO;
+            for _ in 0..RUNS_PER_ROUND {
+                let frame = (case.frames)(syn_counter);
+                if case.name.starts_with("TCP SYN") {
+                    syn_counter += 1;
+                }
+                let (action, d) = run_once(case.prog, &frame, case.ifindex);
+                assert_eq!(
+                    action,
+                    case.action,
+                    "{} (round {round}): counters {:?}",
+                    case.name,
+                    fx.dp.counters().unwrap()
+                );
+                total += d;
+            }
+            case.means
+                .push(total.as_nanos() as f64 / RUNS_PER_ROUND as f64);
+        }
+    }
+    let pass_ns = median(&cases[0].means);
+    println!(
+        "per-packet cost, BPF_PROG_TEST_RUN, median of {ROUNDS} rounds x {RUNS_PER_ROUND} runs (repeat = 1)"
+    );
+    println!("| case | ns/packet | net of XDP_PASS |");
+    println!("|---|---:|---:|");
+    for case in &cases {
+        let ns = median(&case.means);
+        println!("| {} | {:.0} | {:.0} |", case.name, ns, ns - pass_ns);
+    }
+    println!("| firewall drop | n/a: no firewall yet | |");
+    println!("| IPv6 established | n/a: no IPv6 yet | |");
+}
