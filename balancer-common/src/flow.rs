@@ -53,8 +53,14 @@ pub struct FlowValue {
     /// Forward entries: 1 once the backend's active count was given back. A u32 so
     /// that the program can swap it atomically.
     pub released: u32,
+    /// Next hop of this direction, learned once so that established packets
+    /// skip the FIB lookup: egress ifindex (0 = not known yet), and the
+    /// Ethernet destination and source to write.
+    pub nh_ifindex: u32,
+    pub nh_dmac: [u8; 6],
+    pub nh_smac: [u8; 6],
 }
-const _: () = assert!(core::mem::size_of::<FlowValue>() == 64);
+const _: () = assert!(core::mem::size_of::<FlowValue>() == 80);
 
 impl FlowValue {
     /// Key of the other direction's entry: packets of the other direction are sent

@@ -5,6 +5,7 @@ use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd, atomic_xchg};
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    programs::XdpContext,
 };
 use balancer_common::{
     flow::{
@@ -14,9 +15,12 @@ use balancer_common::{
     stats::Counter,
 };
 
+use network_types::eth::EthHdr;
+
 use crate::{
-    maps::{ACTIVE_CONNS, BACKENDS, FLOWS},
-    parse::Packet,
+    forward,
+    maps::{ACTIVE_CONNS, BACKENDS, FLOWS, SCRATCH},
+    parse::{Packet, ptr_at},
     select,
 };
 
@@ -25,9 +29,14 @@ use crate::{
 const SNAT_PORT_TRIES: u32 = 64;
 
 pub enum Created {
-    Flow(FlowValue),
+    /// The forward entry as inserted, in this CPU's scratch slot.
+    Flow(&'static mut FlowValue),
     Refused(Counter),
 }
+
+/// Per-CPU slots of `SCRATCH` for the two entries being built.
+const SCRATCH_REPLY: u32 = 0;
+const SCRATCH_FORWARD: u32 = 1;
 
 /// Per-packet state of an existing flow: timestamps, TCP state, and the release
 /// of the backend's active count when the connection ends.
@@ -81,7 +90,7 @@ fn release(forward: &mut FlowValue) {
 
 /// Chooses a backend and an SNAT port and records both directions of the flow.
 #[inline(always)]
-pub fn create(pkt: &Packet, key: &FlowKey, service: &ServiceValue) -> Created {
+pub fn create(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceValue) -> Created {
     let Some(backend_idx) = select::choose(service) else {
         return Created::Refused(Counter::DropNoBackend);
     };
@@ -92,7 +101,22 @@ pub fn create(pkt: &Packet, key: &FlowKey, service: &ServiceValue) -> Created {
     let dnat = service.flags & SERVICE_F_DNAT != 0;
     let new_src = if dnat { key.src } else { backend.snat_addr };
 
-    let reply = FlowValue {
+    // Replies go back the way the client's packet came: out of the interface it
+    // arrived on, to the Ethernet address it came from.
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return Created::Refused(Counter::DropMalformed);
+    };
+    // SAFETY: bounds checked by ptr_at.
+    let (came_from, arrived_at) = unsafe { ((*eth).src_addr, (*eth).dst_addr) };
+    let (Some(reply), Some(forward)) = (
+        SCRATCH.get_ptr_mut(SCRATCH_REPLY),
+        SCRATCH.get_ptr_mut(SCRATCH_FORWARD),
+    ) else {
+        return Created::Refused(Counter::DropFlowTableFull);
+    };
+    // SAFETY: per-CPU map values, used by this program run only.
+    let (reply, forward) = unsafe { (&mut *reply, &mut *forward) };
+    *reply = FlowValue {
         new_src: key.dst,
         new_dst: key.src,
         new_sport_be: key.dport_be,
@@ -102,6 +126,10 @@ pub fn create(pkt: &Packet, key: &FlowKey, service: &ServiceValue) -> Created {
         last_seen_ns: now,
         state: STATE_NEW,
         direction: DIR_REPLY,
+        // SAFETY: reading the xdp_md of the running program.
+        nh_ifindex: unsafe { (*ctx.ctx).ingress_ifindex },
+        nh_dmac: came_from,
+        nh_smac: arrived_at,
         ..FlowValue::default()
     };
     let mut reply_key = FlowKey {
@@ -116,7 +144,7 @@ pub fn create(pkt: &Packet, key: &FlowKey, service: &ServiceValue) -> Created {
 
     let snat_port_be = if dnat {
         if FLOWS
-            .insert(&reply_key, &reply, BPF_NOEXIST as u64)
+            .insert(&reply_key, &*reply, BPF_NOEXIST as u64)
             .is_err()
         {
             return Created::Refused(Counter::DropSnatExhausted);
@@ -139,7 +167,7 @@ pub fn create(pkt: &Packet, key: &FlowKey, service: &ServiceValue) -> Created {
             }
             let port_be = ((min + offset) as u16).to_be();
             reply_key.dport_be = port_be;
-            if FLOWS.insert(&reply_key, &reply, BPF_NOEXIST as u64).is_ok() {
+            if FLOWS.insert(&reply_key, &*reply, BPF_NOEXIST as u64).is_ok() {
                 found = Some(port_be);
                 break;
             }
@@ -159,7 +187,7 @@ pub fn create(pkt: &Packet, key: &FlowKey, service: &ServiceValue) -> Created {
             None => return Created::Refused(Counter::DropSnatExhausted),
         }
     };
-    let forward = FlowValue {
+    *forward = FlowValue {
         new_src,
         new_dst: backend.addr,
         new_sport_be: snat_port_be,
@@ -171,7 +199,14 @@ pub fn create(pkt: &Packet, key: &FlowKey, service: &ServiceValue) -> Created {
         direction: DIR_FORWARD,
         ..FlowValue::default()
     };
-    if FLOWS.insert(key, &forward, 0).is_err() {
+    // Learned before the insert, so that the entry holds it from the start; an
+    // unresolved neighbour leaves it to be looked up again by the next packet.
+    if let Ok(hop) = forward::lookup(ctx, pkt, forward) {
+        forward.nh_ifindex = hop.ifindex;
+        forward.nh_dmac = hop.dmac;
+        forward.nh_smac = hop.smac;
+    }
+    if FLOWS.insert(key, &*forward, 0).is_err() {
         // Best effort: an orphaned reply entry only ages out of the LRU.
         let _ = FLOWS.remove(&reply_key);
         return Created::Refused(Counter::DropFlowTableFull);

@@ -15,16 +15,57 @@ use balancer_common::{flow::FlowValue, stats::Counter};
 use network_types::eth::EthHdr;
 
 use crate::{
-    maps::{TX_PORTS, count},
+    maps::{FIB_PARAMS, TX_PORTS, count},
     parse::{Packet, ptr_at},
 };
 
 const AF_INET: u8 = 2;
 
+/// Where a translated packet goes next.
+pub struct NextHop {
+    pub ifindex: u32,
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+}
+
+/// Sends the translated packet on: to the flow's cached next hop, or to the one
+/// the FIB gives, which is then cached in `flow` (for an entry of the flow
+/// table, its later packets skip the lookup).
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, pkt: &Packet, flow: &FlowValue) -> u32 {
-    // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) request.
-    let mut params: FibParams = unsafe { core::mem::zeroed() };
+pub fn forward(ctx: &XdpContext, pkt: &Packet, flow: &mut FlowValue) -> u32 {
+    if flow.nh_ifindex == 0 {
+        match lookup(ctx, pkt, flow) {
+            Ok(hop) => {
+                flow.nh_ifindex = hop.ifindex;
+                flow.nh_dmac = hop.dmac;
+                flow.nh_smac = hop.smac;
+            }
+            Err(counter) => {
+                // The packet is already translated: the host's stack forwards
+                // it (and resolves a missing neighbour, after which the next
+                // packet finds the next hop).
+                count(counter);
+                return xdp_action::XDP_PASS;
+            }
+        }
+    }
+    transmit(ctx, flow)
+}
+
+/// The FIB's next hop for the packet as `flow` translates it, or the counter
+/// that says why there is none. Not inlined, and its request kept in a per-CPU
+/// map: on the 512-byte BPF stack it would crowd the callers' frames.
+#[inline(never)]
+pub fn lookup(ctx: &XdpContext, pkt: &Packet, flow: &FlowValue) -> Result<NextHop, Counter> {
+    let Some(params) = FIB_PARAMS.get_ptr_mut(0) else {
+        return Err(Counter::PassFibOther);
+    };
+    // SAFETY: per-CPU map value, used by this program run only; an all-zero
+    // bpf_fib_lookup is a valid (empty) request.
+    let params = unsafe {
+        *params = core::mem::zeroed();
+        &mut *params
+    };
     params.family = AF_INET;
     params.l4_protocol = pkt.proto;
     params.sport = flow.new_sport_be;
@@ -39,37 +80,42 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet, flow: &FlowValue) -> u32 {
     let rc = unsafe {
         bpf_fib_lookup(
             ctx.ctx as *mut _,
-            &mut params,
+            params,
             size_of::<FibParams>() as i32,
             0,
         )
     };
     if rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
-        // The packet is already translated: the host's stack forwards it and
-        // resolves the neighbour, after which later packets take the fast path.
-        count(Counter::PassNoNeighbour);
-        return xdp_action::XDP_PASS;
+        return Err(Counter::PassNoNeighbour);
     }
     if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 {
-        count(Counter::PassFibOther);
-        return xdp_action::XDP_PASS;
+        return Err(Counter::PassFibOther);
     }
+    Ok(NextHop {
+        ifindex: params.ifindex,
+        dmac: params.dmac,
+        smac: params.smac,
+    })
+}
+
+#[inline(always)]
+fn transmit(ctx: &XdpContext, flow: &FlowValue) -> u32 {
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
         return xdp_action::XDP_DROP;
     };
     // SAFETY: bounds checked by ptr_at.
     unsafe {
-        (*eth).dst_addr = params.dmac;
-        (*eth).src_addr = params.smac;
+        (*eth).dst_addr = flow.nh_dmac;
+        (*eth).src_addr = flow.nh_smac;
     }
     // SAFETY: reading the xdp_md of the running program.
-    if params.ifindex == unsafe { (*ctx.ctx).ingress_ifindex } {
+    if flow.nh_ifindex == unsafe { (*ctx.ctx).ingress_ifindex } {
         count(Counter::ForwardTx);
         return xdp_action::XDP_TX;
     }
     // An egress interface without the program (not in the map) gets the packet
     // through the host's stack.
-    match TX_PORTS.redirect(params.ifindex, xdp_action::XDP_PASS as u64) {
+    match TX_PORTS.redirect(flow.nh_ifindex, xdp_action::XDP_PASS as u64) {
         Ok(action) if action == xdp_action::XDP_REDIRECT => {
             count(Counter::ForwardRedirect);
             action

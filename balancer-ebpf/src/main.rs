@@ -19,8 +19,8 @@ mod select;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use balancer_common::{
-    flow::DIR_FORWARD,
-    service::{ADDR_F_VIP, ServiceKey},
+    flow::{DIR_FORWARD, FlowKey},
+    service::{ADDR_F_VIP, ServiceKey, ServiceValue},
     stats::Counter,
 };
 
@@ -71,13 +71,21 @@ fn process(ctx: &XdpContext, pkt: &Packet) -> u32 {
     if !pkt.may_open_flow() {
         return drop(Counter::DropNoFlow);
     }
-    match flow::create(pkt, &key, service) {
+    open_flow(ctx, pkt, &key, service)
+}
+
+/// A new flow's first packet. Not inlined: the flow's two entries would
+/// otherwise share one stack frame with the established path, past the 512-byte
+/// BPF stack.
+#[inline(never)]
+fn open_flow(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceValue) -> u32 {
+    match flow::create(ctx, pkt, key, service) {
         Created::Flow(flow) => {
             count(Counter::NewFlow);
-            nat::translate(ctx, pkt, &flow);
+            nat::translate(ctx, pkt, flow);
             maps::count_backend(flow.backend, true, pkt.ip_len);
             maps::count_new_flow(flow.backend);
-            forward::forward(ctx, pkt, &flow)
+            forward::forward(ctx, pkt, flow)
         }
         Created::Refused(counter) => drop(counter),
     }

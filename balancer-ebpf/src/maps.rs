@@ -1,6 +1,7 @@
 //! The program's maps; their key and value types live in `balancer-common`.
 
 use aya_ebpf::{
+    bindings::bpf_fib_lookup,
     macros::map,
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
@@ -51,6 +52,15 @@ pub static SCAN_CURSOR: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_SER
 /// `flows.capacity` before loading.
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(65536, 0);
+
+/// Per-CPU room for the two entries of a new flow while they are built: on the
+/// 512-byte BPF stack they would crowd out everything else.
+#[map]
+pub static SCRATCH: PerCpuArray<FlowValue> = PerCpuArray::with_max_entries(2, 0);
+
+/// Per-CPU room for a FIB lookup's request and answer.
+#[map]
+pub static FIB_PARAMS: PerCpuArray<bpf_fib_lookup> = PerCpuArray::with_max_entries(1, 0);
 
 /// Interfaces the program redirects to, keyed by ifindex.
 #[map]
