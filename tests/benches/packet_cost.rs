@@ -103,7 +103,11 @@ fn main() {
         let p: &mut Xdp = baseline.program_mut(name).unwrap().try_into().unwrap();
         p.load().unwrap();
     }
-    let pass: &Xdp = baseline.program("baseline_pass").unwrap().try_into().unwrap();
+    let pass: &Xdp = baseline
+        .program("baseline_pass")
+        .unwrap()
+        .try_into()
+        .unwrap();
     let mac_swap: &Xdp = baseline
         .program("baseline_mac_swap")
         .unwrap()
@@ -184,6 +188,10 @@ fn main() {
             means: vec![],
         },
     ];
+    // `BENCH_CASE=text` keeps the cases whose name holds it (for profiling one).
+    if let Ok(only) = std::env::var("BENCH_CASE") {
+        cases.retain(|c| c.name.contains(only.as_str()) || c.name.contains("XDP_PASS"));
+    }
     // The SYN case's frames go to clients 198.51.100.2.. on front: their replies
     // are not measured, so no neighbours are needed.
     let mut syn_counter = 0usize;
@@ -207,6 +215,11 @@ fn main() {
             }
             case.means
                 .push(total.as_nanos() as f64 / RUNS_PER_ROUND as f64);
+        }
+    }
+    if std::env::var_os("BENCH_ROUNDS").is_some() {
+        for case in &cases {
+            println!("{}: {:?}", case.name, case.means);
         }
     }
     let pass_ns = median(&cases[0].means);
