@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod csum;
+pub mod firewall;
 pub mod flow;
 pub mod sched;
 pub mod service;

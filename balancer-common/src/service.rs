@@ -29,6 +29,8 @@ pub const SCHED_MAGLEV: u32 = 3;
 
 /// Destination-only NAT: the client's source address is kept.
 pub const SERVICE_F_DNAT: u32 = 1 << 0;
+/// The service has an allow list: sources it does not match are refused.
+pub const SERVICE_F_ALLOW_LIST: u32 = 1 << 1;
 
 /// Value of `SERVICES`.
 #[repr(C)]
@@ -102,5 +104,7 @@ pub const ADDR_F_DNAT_BACKEND: u32 = 1 << 2;
 pub const GLOBAL_FLAGS: u32 = 0;
 /// Some service uses DNAT: packets not addressed to us are also looked up by source.
 pub const GLOBAL_F_DNAT: u32 = 1 << 0;
+/// `firewall.default = "deny"`.
+pub const GLOBAL_F_DEFAULT_DENY: u32 = 1 << 1;
 
 crate::user_pod!(ServiceKey, ServiceValue, Backend, AddrKey);

@@ -13,8 +13,6 @@ pub enum Counter {
     PassFragment,
     /// Rewritten but the next hop's neighbour is unknown: the stack resolves it.
     PassNoNeighbour,
-    /// TTL would expire: the stack answers with ICMP time exceeded.
-    PassTtlExpired,
     /// No route or another FIB result the program does not forward.
     PassFibOther,
     ForwardTx,
@@ -27,9 +25,13 @@ pub enum Counter {
     /// A TCP segment other than a SYN for a VIP with no flow.
     DropNoFlow,
     DropFlowTableFull,
+    /// Refused by a firewall rule or default.
+    DropFirewall,
+    /// Over `new_connections_per_source`.
+    DropRateLimit,
 }
 
-pub const COUNTER_COUNT: u32 = Counter::DropFlowTableFull as u32 + 1;
+pub const COUNTER_COUNT: u32 = Counter::DropRateLimit as u32 + 1;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -37,7 +39,6 @@ impl Counter {
         Counter::PassNoService,
         Counter::PassFragment,
         Counter::PassNoNeighbour,
-        Counter::PassTtlExpired,
         Counter::PassFibOther,
         Counter::ForwardTx,
         Counter::ForwardRedirect,
@@ -47,6 +48,8 @@ impl Counter {
         Counter::DropSnatExhausted,
         Counter::DropNoFlow,
         Counter::DropFlowTableFull,
+        Counter::DropFirewall,
+        Counter::DropRateLimit,
     ];
 
     /// Stable name for output and metrics.
@@ -56,7 +59,6 @@ impl Counter {
             Counter::PassNoService => "pass_no_service",
             Counter::PassFragment => "pass_fragment",
             Counter::PassNoNeighbour => "pass_no_neighbour",
-            Counter::PassTtlExpired => "pass_ttl_expired",
             Counter::PassFibOther => "pass_fib_other",
             Counter::ForwardTx => "forward_tx",
             Counter::ForwardRedirect => "forward_redirect",
@@ -66,8 +68,16 @@ impl Counter {
             Counter::DropSnatExhausted => "drop_snat_exhausted",
             Counter::DropNoFlow => "drop_no_flow",
             Counter::DropFlowTableFull => "drop_flow_table_full",
+            Counter::DropFirewall => "drop_firewall",
+            Counter::DropRateLimit => "drop_rate_limit",
         }
     }
+}
+
+/// `SERVICE_DROPS` index of a drop of a new flow to a service, by reason.
+#[inline(always)]
+pub const fn service_drop_index(service_id: u32, reason: Counter) -> u32 {
+    service_id * COUNTER_COUNT + reason as u32
 }
 
 /// Per-backend traffic, a per-CPU array indexed like `BACKENDS`.

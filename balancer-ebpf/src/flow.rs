@@ -167,7 +167,10 @@ pub fn create(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceVa
             }
             let port_be = ((min + offset) as u16).to_be();
             reply_key.dport_be = port_be;
-            if FLOWS.insert(&reply_key, &*reply, BPF_NOEXIST as u64).is_ok() {
+            if FLOWS
+                .insert(&reply_key, &*reply, BPF_NOEXIST as u64)
+                .is_ok()
+            {
                 found = Some(port_be);
                 break;
             }

@@ -10,6 +10,7 @@
 // 512-byte BPF stack.
 #![allow(clippy::needless_borrows_for_generic_args)]
 
+mod firewall;
 mod flow;
 mod forward;
 mod maps;
@@ -79,6 +80,10 @@ fn process(ctx: &XdpContext, pkt: &Packet) -> u32 {
 /// BPF stack.
 #[inline(never)]
 fn open_flow(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceValue) -> u32 {
+    if let Err(reason) = firewall::admit(pkt, service) {
+        maps::count_service_drop(service.id, reason);
+        return drop(reason);
+    }
     match flow::create(ctx, pkt, key, service) {
         Created::Flow(flow) => {
             count(Counter::NewFlow);
@@ -87,7 +92,10 @@ fn open_flow(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceVal
             maps::count_new_flow(flow.backend);
             forward::forward(ctx, pkt, flow)
         }
-        Created::Refused(counter) => drop(counter),
+        Created::Refused(reason) => {
+            maps::count_service_drop(service.id, reason);
+            drop(reason)
+        }
     }
 }
 

@@ -1,16 +1,17 @@
 //! The program's maps; their key and value types live in `balancer-common`.
 
 use aya_ebpf::{
-    bindings::bpf_fib_lookup,
+    bindings::{BPF_F_NO_PREALLOC, bpf_fib_lookup},
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use balancer_common::{
+    firewall::{Bucket, GLOBAL_ENTRIES, RuleKeyV4},
     flow::{FlowKey, FlowValue},
     service::{
         AddrKey, Backend, MAX_BACKENDS, MAX_INTERFACES, MAX_SERVICES, ServiceKey, ServiceValue,
     },
-    stats::{BackendStats, COUNTER_COUNT, Counter},
+    stats::{BackendStats, COUNTER_COUNT, Counter, service_drop_index},
 };
 
 /// VIP and SNAT addresses: the one lookup a packet that is not ours costs.
@@ -19,7 +20,21 @@ pub static LOCAL_ADDRS: HashMap<AddrKey, u32> = HashMap::with_max_entries(1024, 
 
 /// Program-wide flags (`GLOBAL_F_*`) at index `GLOBAL_FLAGS`.
 #[map]
-pub static GLOBAL: Array<u32> = Array::with_max_entries(1, 0);
+pub static GLOBAL: Array<u32> = Array::with_max_entries(GLOBAL_ENTRIES, 0);
+
+/// Source rules of new flows, keyed by (scope, IPv4 source prefix).
+#[map]
+pub static FIREWALL_V4: LpmTrie<RuleKeyV4, u32> =
+    LpmTrie::with_max_entries(65536, BPF_F_NO_PREALLOC);
+
+/// New-connection token buckets per source address.
+#[map]
+pub static RATE_BUCKETS: LruHashMap<AddrKey, Bucket> = LruHashMap::with_max_entries(65536, 0);
+
+/// Drops of new flows per service and reason: `service_drop_index`.
+#[map]
+pub static SERVICE_DROPS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(MAX_SERVICES * COUNTER_COUNT, 0);
 
 #[map]
 pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::with_max_entries(MAX_SERVICES, 0);
@@ -76,6 +91,14 @@ pub static BACKEND_STATS: PerCpuArray<BackendStats> =
 #[inline(always)]
 pub fn count(counter: Counter) {
     if let Some(c) = STATS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU value, no other writer on this CPU while we run.
+        unsafe { *c += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn count_service_drop(service: u32, reason: Counter) {
+    if let Some(c) = SERVICE_DROPS.get_ptr_mut(service_drop_index(service, reason)) {
         // SAFETY: per-CPU value, no other writer on this CPU while we run.
         unsafe { *c += 1 };
     }

@@ -4,7 +4,9 @@ use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
 use balancer_common::{
-    FAMILY_V4, PROTO_TCP, PROTO_UDP, RawAddr, flow::FlowKey, service::{ADDR_F_DNAT_BACKEND, AddrKey, GLOBAL_F_DNAT, GLOBAL_FLAGS},
+    FAMILY_V4, PROTO_TCP, PROTO_UDP, RawAddr,
+    flow::FlowKey,
+    service::{ADDR_F_DNAT_BACKEND, AddrKey, GLOBAL_F_DNAT, GLOBAL_FLAGS},
     stats::Counter,
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};

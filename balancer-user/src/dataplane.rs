@@ -6,13 +6,18 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, xdp::DevMapHash},
+    maps::{
+        Array, HashMap, MapData, PerCpuArray,
+        lpm_trie::{Key as LpmKey, LpmTrie},
+        xdp::DevMapHash,
+    },
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use balancer_common::{
+    firewall::{GLOBAL_BURST, GLOBAL_RATE, RuleKeyV4},
     flow::{DIR_REPLY, FlowKey, FlowValue},
     service::{Backend, GLOBAL_FLAGS, ServiceKey, ServiceValue},
-    stats::{BackendStats, COUNTER_COUNT, Counter},
+    stats::{BackendStats, COUNTER_COUNT, Counter, service_drop_index},
 };
 use tracing::{info, warn};
 
@@ -121,6 +126,23 @@ impl Dataplane {
         {
             let mut global: Array<&mut MapData, u32> = self.map_mut("GLOBAL")?;
             global.set(GLOBAL_FLAGS, plan.global_flags, 0)?;
+            global.set(GLOBAL_RATE, plan.rate, 0)?;
+            global.set(GLOBAL_BURST, plan.burst, 0)?;
+        }
+        {
+            let mut rules: LpmTrie<&mut MapData, RuleKeyV4, u32> = self.map_mut("FIREWALL_V4")?;
+            for (scope, net, action) in &plan.firewall_v4 {
+                let key = LpmKey::new(
+                    RuleKeyV4::prefix_len(net.prefix_len().into()),
+                    RuleKeyV4 {
+                        scope_be: scope.to_be(),
+                        addr: u32::from_ne_bytes(net.network().octets()),
+                    },
+                );
+                rules
+                    .insert(&key, action, 0)
+                    .with_context(|| format!("writing firewall rule {net}"))?;
+            }
         }
         {
             let mut backends: Array<&mut MapData, Backend> = self.map_mut("BACKENDS")?;
@@ -150,6 +172,15 @@ impl Dataplane {
         }
         debug_assert_eq!(out.len(), COUNTER_COUNT as usize);
         Ok(out)
+    }
+
+    /// Drops of new flows to a service for `reason`, summed over CPUs.
+    pub fn service_drops(&self, service_id: u32, reason: Counter) -> Result<u64> {
+        let drops: PerCpuArray<&MapData, u64> = self.map("SERVICE_DROPS")?;
+        Ok(drops
+            .get(&service_drop_index(service_id, reason), 0)?
+            .iter()
+            .sum())
     }
 
     pub fn counter(&self, c: Counter) -> Result<u64> {

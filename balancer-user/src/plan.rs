@@ -3,19 +3,23 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use ipnet::{IpNet, Ipv4Net};
+
 use anyhow::{Context, Result, bail};
 use balancer_common::{
     PROTO_TCP, PROTO_UDP,
+    firewall::{RULE_ALLOW, RULE_DENY, SCOPE_ALLOW, SCOPE_BLOCK},
     service::{
         ADDR_F_DNAT_BACKEND, ADDR_F_SNAT, ADDR_F_VIP, AddrKey, BACKEND_F_HEALTHY,
-        BACKEND_F_PRESENT, Backend, GLOBAL_F_DNAT, MAX_BACKENDS_PER_SERVICE, MAX_SERVICES,
-        SCHED_LEAST_CONN, SERVICE_F_DNAT, ServiceKey, ServiceValue,
+        BACKEND_F_PRESENT, Backend, GLOBAL_F_DEFAULT_DENY, GLOBAL_F_DNAT, MAX_BACKENDS_PER_SERVICE,
+        MAX_SERVICES, SCHED_LEAST_CONN, SERVICE_F_ALLOW_LIST, SERVICE_F_DNAT, ServiceKey,
+        ServiceValue,
     },
 };
 
 use crate::{
     addr::raw,
-    config::{Config, Forwarding, Protocol},
+    config::{Config, FirewallAction, Forwarding, Protocol},
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +29,11 @@ pub struct Plan {
     pub local_addrs: Vec<(IpAddr, u32)>,
     /// `GLOBAL_F_*` flags.
     pub global_flags: u32,
+    /// Source rules of new flows: (scope, IPv4 prefix, `RULE_*`).
+    pub firewall_v4: Vec<(u32, Ipv4Net, u32)>,
+    /// New connections per second and burst per source (0 = unlimited).
+    pub rate: u32,
+    pub burst: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -132,7 +141,12 @@ pub fn plan(
                 id,
                 backend_count: backends.len() as u32,
                 scheduler: SCHED_LEAST_CONN,
-                flags: if dnat { SERVICE_F_DNAT } else { 0 },
+                flags: if dnat { SERVICE_F_DNAT } else { 0 }
+                    | if svc.allow.is_empty() {
+                        0
+                    } else {
+                        SERVICE_F_ALLOW_LIST
+                    },
                 snat_port_min: port_min,
                 snat_port_max: port_max,
                 _pad: 0,
@@ -140,11 +154,44 @@ pub fn plan(
             backends,
         });
     }
+    let fw = &config.firewall;
+    let mut firewall_v4 = rules(SCOPE_BLOCK, &[], &fw.deny);
+    firewall_v4.extend(rules(SCOPE_ALLOW, &fw.allow, &[]));
+    for (id, svc) in config.services.iter().enumerate() {
+        firewall_v4.extend(rules(id as u32, &svc.allow, &svc.deny));
+    }
+    let mut global_flags = if dnat { GLOBAL_F_DNAT } else { 0 };
+    if fw.default == FirewallAction::Deny {
+        global_flags |= GLOBAL_F_DEFAULT_DENY;
+    }
     Ok(Plan {
         services,
         local_addrs,
-        global_flags: if dnat { GLOBAL_F_DNAT } else { 0 },
+        global_flags,
+        firewall_v4,
+        rate: fw.new_connections_per_source.rate,
+        burst: fw.new_connections_per_source.burst,
     })
+}
+
+/// The IPv4 rules of one scope; a prefix both allowed and denied is denied.
+fn rules(scope: u32, allow: &[IpNet], deny: &[IpNet]) -> Vec<(u32, Ipv4Net, u32)> {
+    let v4 = |nets: &[IpNet]| -> Vec<Ipv4Net> {
+        nets.iter()
+            .filter_map(|n| match n {
+                IpNet::V4(n) => Some(*n),
+                IpNet::V6(_) => None,
+            })
+            .collect()
+    };
+    let denied = v4(deny);
+    let mut out: Vec<_> = v4(allow)
+        .into_iter()
+        .filter(|n| !denied.contains(n))
+        .map(|n| (scope, n, RULE_ALLOW))
+        .collect();
+    out.extend(denied.into_iter().map(|n| (scope, n, RULE_DENY)));
+    out
 }
 
 /// `LOCAL_ADDRS` key of an address.
@@ -236,6 +283,30 @@ backends = [{ address = "203.0.113.31:53" }]
                 .all(|s| s.value.flags & SERVICE_F_DNAT != 0)
         );
         assert!(p.services[0].backends[0].snat.is_none());
+    }
+
+    #[test]
+    fn firewall_rules_are_scoped_and_deny_wins_a_tie() {
+        let text = TWO_SERVICES.replace(
+            "[[service]]\nname = \"web\"",
+            "[firewall]\ndefault = \"deny\"\ndeny = [\"192.0.2.0/24\"]\nallow = [\"198.51.100.0/24\", \"2001:db8::/32\"]\nnew_connections_per_source = { rate = 10, burst = 20 }\n\n[[service]]\nname = \"web\"\nallow = [\"198.51.100.0/25\", \"198.51.100.64/26\"]\ndeny = [\"198.51.100.64/26\"]",
+        );
+        let cfg = config::parse(&text).unwrap().config;
+        let p = plan(&cfg, |_| unreachable!()).unwrap();
+        let net = |s: &str| s.parse::<Ipv4Net>().unwrap();
+        assert_eq!(
+            p.firewall_v4,
+            vec![
+                (SCOPE_BLOCK, net("192.0.2.0/24"), RULE_DENY),
+                (SCOPE_ALLOW, net("198.51.100.0/24"), RULE_ALLOW),
+                (0, net("198.51.100.0/25"), RULE_ALLOW),
+                (0, net("198.51.100.64/26"), RULE_DENY),
+            ]
+        );
+        assert_ne!(p.global_flags & GLOBAL_F_DEFAULT_DENY, 0);
+        assert_ne!(p.services[0].value.flags & SERVICE_F_ALLOW_LIST, 0);
+        assert_eq!(p.services[1].value.flags & SERVICE_F_ALLOW_LIST, 0);
+        assert_eq!((p.rate, p.burst), (10, 20));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::{
 
 use balancer_tests::{
     Balancer, Netns, Topology, addrs, nginx, require_program, require_root, tcp_connect,
-    tcp_request, tcp_server, udp_request, udp_server,
+    tcp_connect_from, tcp_request, tcp_server, udp_request, udp_server,
 };
 
 const VIP: &str = "198.51.100.10";
@@ -384,5 +384,26 @@ fn idle_udp_flows_expire_and_free_their_snat_ports() {
     for i in 5..9 {
         ask(i).unwrap();
     }
+    lb.stop().unwrap();
+}
+
+#[test]
+fn a_source_outside_the_allow_list_cannot_connect() {
+    if !require_root() {
+        return;
+    }
+    let topo = Topology::balanced("fw", 1).unwrap();
+    let _servers = backend_servers(&topo, 8080);
+    topo.add_client_addr("198.51.100.200/24").unwrap();
+    let config = config(&[100]).replace(
+        "protocol = \"tcp\"",
+        "protocol = \"tcp\"\nallow = [\"198.51.100.0/25\"]",
+    );
+    let lb = Balancer::start(topo.lb(), &config).unwrap();
+    let from = |last: u8| SocketAddr::new(IpAddr::V4([198, 51, 100, last].into()), 0);
+    let mut allowed = tcp_connect_from(topo.client(), from(2), vip(80), T).unwrap();
+    assert!(allowed.request("in").unwrap().ends_with(" in"));
+    let refused = tcp_connect_from(topo.client(), from(200), vip(80), Duration::from_secs(1));
+    assert!(refused.is_err(), "198.51.100.200 is not in the allow list");
     lb.stop().unwrap();
 }

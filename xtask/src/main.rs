@@ -84,6 +84,10 @@ fn cargo() -> Command {
 
 fn test(extra: &[String]) -> Result<()> {
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    // The eBPF crate is a workspace of its own, which `cargo fmt --all` skips.
+    run(Command::new("rustfmt")
+        .args(["--check", "--edition", "2024"])
+        .args(["balancer-ebpf/src/main.rs", "balancer-ebpf/src/baseline.rs"]))?;
     run(cargo().args([
         "clippy",
         "--workspace",

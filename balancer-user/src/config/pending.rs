@@ -3,29 +3,26 @@
 //! Kept in one place so that a user is never silently ignored, and so that a
 //! line here is deleted when its feature lands.
 
+use ipnet::IpNet;
+
 use super::{
     problem::Warning,
-    types::{Config, FirewallAction, HealthKind, OnBackendDown, Scheduler},
+    types::{Config, HealthKind, OnBackendDown, Scheduler},
 };
 
 pub fn not_yet_enforced(config: &Config) -> Vec<Warning> {
     let mut warnings = Vec::new();
     let mut warn = |path: String, message: &str| warnings.push(Warning::new(path, message));
 
-    const FIREWALL: &str =
-        "not enforced yet (the firewall comes later): no packet is dropped by it";
+    const IPV6_RULES: &str =
+        "IPv6 entries are not enforced yet (IPv6 comes later); the IPv4 ones are";
+    let has_v6 = |nets: &[IpNet]| nets.iter().any(|n| matches!(n, IpNet::V6(_)));
     let firewall = &config.firewall;
-    if firewall.default == FirewallAction::Deny {
-        warn("firewall.default".into(), FIREWALL);
+    if has_v6(&firewall.allow) {
+        warn("firewall.allow".into(), IPV6_RULES);
     }
-    if !firewall.allow.is_empty() {
-        warn("firewall.allow".into(), FIREWALL);
-    }
-    if !firewall.deny.is_empty() {
-        warn("firewall.deny".into(), FIREWALL);
-    }
-    if !firewall.new_connections_per_source.is_unlimited() {
-        warn("firewall.new_connections_per_source".into(), FIREWALL);
+    if has_v6(&firewall.deny) {
+        warn("firewall.deny".into(), IPV6_RULES);
     }
 
     if config.ha.enabled {
@@ -44,11 +41,11 @@ pub fn not_yet_enforced(config: &Config) -> Vec<Warning> {
 
     for (i, service) in config.services.iter().enumerate() {
         let path = |key: &str| format!("service[{i}].{key}");
-        if !service.allow.is_empty() {
-            warn(path("allow"), FIREWALL);
+        if has_v6(&service.allow) {
+            warn(path("allow"), IPV6_RULES);
         }
-        if !service.deny.is_empty() {
-            warn(path("deny"), FIREWALL);
+        if has_v6(&service.deny) {
+            warn(path("deny"), IPV6_RULES);
         }
         if service.health.kind != HealthKind::None {
             warn(

@@ -1,0 +1,98 @@
+//! Admission of a new flow: source rules (see `balancer_common::firewall` for
+//! the order), then the per-source new-connection rate. Established flows never
+//! come here.
+
+use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::lpm_trie::Key};
+use balancer_common::{
+    FAMILY_V4,
+    firewall::{
+        Bucket, GLOBAL_BURST, GLOBAL_RATE, RULE_ALLOW, RULE_DENY, RuleKeyV4, SCOPE_ALLOW,
+        SCOPE_BLOCK, take_token,
+    },
+    service::{AddrKey, GLOBAL_F_DEFAULT_DENY, GLOBAL_FLAGS, SERVICE_F_ALLOW_LIST, ServiceValue},
+    stats::Counter,
+};
+
+use crate::{
+    maps::{FIREWALL_V4, GLOBAL, RATE_BUCKETS},
+    parse::Packet,
+};
+
+#[inline(always)]
+pub fn admit(pkt: &Packet, service: &ServiceValue) -> Result<(), Counter> {
+    if !sources_allow(pkt, service) {
+        return Err(Counter::DropFirewall);
+    }
+    if !within_rate(pkt) {
+        return Err(Counter::DropRateLimit);
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn rule(scope: u32, src: u32) -> Option<u32> {
+    let key = Key::new(
+        RuleKeyV4::prefix_len(32),
+        RuleKeyV4 {
+            scope_be: scope.to_be(),
+            addr: src,
+        },
+    );
+    FIREWALL_V4.get(&key).copied()
+}
+
+#[inline(always)]
+fn sources_allow(pkt: &Packet, service: &ServiceValue) -> bool {
+    // IPv4 only in this version: other families have no rules yet.
+    if pkt.family != FAMILY_V4 {
+        return true;
+    }
+    let src = pkt.src[0];
+    if rule(SCOPE_BLOCK, src) == Some(RULE_DENY) {
+        return false;
+    }
+    match rule(service.id, src) {
+        Some(RULE_ALLOW) => return true,
+        Some(_) => return false,
+        None if service.flags & SERVICE_F_ALLOW_LIST != 0 => return false,
+        None => {}
+    }
+    if rule(SCOPE_ALLOW, src) == Some(RULE_ALLOW) {
+        return true;
+    }
+    GLOBAL
+        .get(GLOBAL_FLAGS)
+        .is_none_or(|flags| flags & GLOBAL_F_DEFAULT_DENY == 0)
+}
+
+#[inline(always)]
+fn within_rate(pkt: &Packet) -> bool {
+    let rate = GLOBAL.get(GLOBAL_RATE).copied().unwrap_or(0);
+    if rate == 0 {
+        return true;
+    }
+    let burst = GLOBAL.get(GLOBAL_BURST).copied().unwrap_or(rate);
+    let now = unsafe { bpf_ktime_get_ns() };
+    let key = AddrKey {
+        addr: pkt.src,
+        family: pkt.family,
+        _pad: [0; 3],
+    };
+    match RATE_BUCKETS.get_ptr_mut(&key) {
+        // Concurrent updates from two CPUs may each take a token from the same
+        // reading: the bound is exact per CPU, approximate across them.
+        // SAFETY: a map value pointer is valid for the duration of the program.
+        Some(bucket) => take_token(unsafe { &mut *bucket }, now, rate, burst),
+        None => {
+            let mut bucket = Bucket {
+                tokens_milli: burst as u64 * 1000,
+                last_ns: now,
+            };
+            let admitted = take_token(&mut bucket, now, rate, burst);
+            // A source the table has no room for is admitted: the LRU evicts
+            // the least recent sources instead of refusing new ones.
+            let _ = RATE_BUCKETS.insert(&key, &bucket, 0);
+            admitted
+        }
+    }
+}
