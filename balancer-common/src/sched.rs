@@ -1,5 +1,7 @@
 //! Backend choice arithmetic shared by the program and its tests.
 
+use crate::flow::FlowKey;
+
 /// Largest configurable weight; keeps [`less_busy`]'s products within 64 bits.
 pub const MAX_WEIGHT: u32 = 65_535;
 
@@ -37,6 +39,40 @@ pub fn less_busy(a_active: u64, a_cap: u64, b_active: u64, b_cap: u64) -> bool {
     a * b_cap < b * a_cap
 }
 
+/// A hash of a flow's 5-tuple that is the same on every node and every run, so
+/// that Maglev sends a flow whose state was lost (a restart, a failover) to the
+/// backend it had. Murmur3's mixing of the key's 32-bit words.
+#[inline(always)]
+pub fn flow_hash(key: &FlowKey) -> u32 {
+    let mut h: u32 = 0x9747_b28c;
+    let words = [
+        key.src[0],
+        key.src[1],
+        key.src[2],
+        key.src[3],
+        key.dst[0],
+        key.dst[1],
+        key.dst[2],
+        key.dst[3],
+        (key.sport_be as u32) << 16 | key.dport_be as u32,
+        (key.proto as u32) << 8 | key.family as u32,
+    ];
+    let mut i = 0;
+    while i < words.len() {
+        let mut k = words[i].wrapping_mul(0xcc9e_2d51);
+        k = k.rotate_left(15).wrapping_mul(0x1b87_3593);
+        h ^= k;
+        h = h.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
+        i += 1;
+    }
+    h ^= 40;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,6 +88,46 @@ mod tests {
     fn ties_are_not_less_busy() {
         assert!(!less_busy(0, 100, 0, 100));
         assert!(!less_busy(4, 100, 4, 100));
+    }
+
+    #[test]
+    fn flow_hash_depends_on_every_field_and_nothing_else() {
+        let key = FlowKey {
+            src: [0x0264_33c6, 0, 0, 0],
+            dst: [0x0a64_33c6, 0, 0, 0],
+            sport_be: 51000u16.to_be(),
+            dport_be: 80u16.to_be(),
+            proto: 6,
+            family: 4,
+            _pad: [0; 2],
+        };
+        let h = flow_hash(&key);
+        assert_eq!(h, flow_hash(&key.clone()), "deterministic");
+        let variants = [
+            FlowKey {
+                src: [1, 0, 0, 0],
+                ..key
+            },
+            FlowKey {
+                dst: [1, 0, 0, 0],
+                ..key
+            },
+            FlowKey { sport_be: 1, ..key },
+            FlowKey { dport_be: 1, ..key },
+            FlowKey { proto: 17, ..key },
+            FlowKey { family: 6, ..key },
+        ];
+        for v in variants {
+            assert_ne!(flow_hash(&v), h, "{v:?}");
+        }
+        assert_eq!(
+            flow_hash(&FlowKey {
+                _pad: [9, 9],
+                ..key
+            }),
+            h,
+            "padding ignored"
+        );
     }
 
     #[test]

@@ -27,6 +27,14 @@ pub const SCHED_ROUND_ROBIN: u32 = 1;
 pub const SCHED_P2C: u32 = 2;
 pub const SCHED_MAGLEV: u32 = 3;
 
+/// Entries per service in `RR_TABLE`: a weighted round-robin sequence of slots.
+pub const RR_TABLE_LEN: u32 = 1024;
+/// Entries per service in `MAGLEV_TABLE` (a prime well above the backend limit,
+/// as Maglev wants M >> N).
+pub const MAGLEV_M: u32 = 4093;
+/// Tries of a random backend slot by p2c before it falls back to a scan.
+pub const P2C_TRIES: u32 = 8;
+
 /// Destination-only NAT: the client's source address is kept.
 pub const SERVICE_F_DNAT: u32 = 1 << 0;
 /// The service has an allow list: sources it does not match are refused.
@@ -44,7 +52,8 @@ pub struct ServiceValue {
     /// Inclusive SNAT source-port range, host byte order.
     pub snat_port_min: u16,
     pub snat_port_max: u16,
-    pub _pad: u32,
+    /// Entries of the service's round-robin sequence in `RR_TABLE`.
+    pub rr_len: u32,
 }
 const _: () = assert!(core::mem::size_of::<ServiceValue>() == 24);
 

@@ -91,7 +91,7 @@ fn release(forward: &mut FlowValue) {
 /// Chooses a backend and an SNAT port and records both directions of the flow.
 #[inline(always)]
 pub fn create(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceValue) -> Created {
-    let Some(backend_idx) = select::choose(service) else {
+    let Some(backend_idx) = select::choose(service, key) else {
         return Created::Refused(Counter::DropNoBackend);
     };
     let Some(backend) = BACKENDS.get(backend_idx) else {

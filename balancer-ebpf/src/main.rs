@@ -21,7 +21,7 @@ mod select;
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use balancer_common::{
     flow::{DIR_FORWARD, FlowKey},
-    service::{ADDR_F_VIP, ServiceKey, ServiceValue},
+    service::{ADDR_F_VIP, SCHED_MAGLEV, ServiceKey, ServiceValue},
     stats::Counter,
 };
 
@@ -69,7 +69,10 @@ fn process(ctx: &XdpContext, pkt: &Packet) -> u32 {
     };
     // SAFETY: as above.
     let service = unsafe { &*service };
-    if !pkt.may_open_flow() {
+    // Maglev sends a mid-stream packet whose flow state was lost (a restart, a
+    // failover without sync) to the backend it had, so it may open the flow.
+    let opens = pkt.may_open_flow() || service.scheduler == SCHED_MAGLEV && pkt.may_resume_flow();
+    if !opens {
         return drop(Counter::DropNoFlow);
     }
     open_flow(ctx, pkt, &key, service)

@@ -9,7 +9,8 @@ use balancer_common::{
     firewall::{Bucket, GLOBAL_ENTRIES, RuleKeyV4},
     flow::{FlowKey, FlowValue},
     service::{
-        AddrKey, Backend, MAX_BACKENDS, MAX_INTERFACES, MAX_SERVICES, ServiceKey, ServiceValue,
+        AddrKey, Backend, MAGLEV_M, MAX_BACKENDS, MAX_INTERFACES, MAX_SERVICES, RR_TABLE_LEN,
+        ServiceKey, ServiceValue,
     },
     stats::{BackendStats, COUNTER_COUNT, Counter, service_drop_index},
 };
@@ -57,6 +58,14 @@ pub static EXPIRED_CONNS: Array<u64> = Array::with_max_entries(MAX_BACKENDS, 0);
 /// Load percentage per backend slot, written by the daemon (0 = idle).
 #[map]
 pub static BACKEND_LOAD: Array<u32> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// Weighted round-robin sequences of backend slots, `RR_TABLE_LEN` per service.
+#[map]
+pub static RR_TABLE: Array<u32> = Array::with_max_entries(MAX_SERVICES * RR_TABLE_LEN, 0);
+
+/// Maglev lookup tables (entry → backend slot), `MAGLEV_M` per service.
+#[map]
+pub static MAGLEV_TABLE: Array<u32> = Array::with_max_entries(MAX_SERVICES * MAGLEV_M, 0);
 
 /// Per-CPU rotating start of each service's backend scan, so that equally busy
 /// backends share new flows evenly.

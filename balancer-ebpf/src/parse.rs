@@ -67,6 +67,12 @@ impl Packet {
             || self.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN
     }
 
+    /// A TCP segment of an existing connection (not a reset, not a new one).
+    #[inline(always)]
+    pub fn may_resume_flow(&self) -> bool {
+        self.proto == PROTO_TCP && self.tcp_flags & (TCP_SYN | TCP_RST) == 0
+    }
+
     #[inline(always)]
     pub fn is_tcp_end(&self) -> bool {
         self.proto == PROTO_TCP && self.tcp_flags & (TCP_FIN | TCP_RST) != 0

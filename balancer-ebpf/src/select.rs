@@ -1,22 +1,71 @@
-//! Backend choice for a new flow.
+//! Backend choice for a new flow, by the service's scheduler. Each returns a
+//! selectable slot (healthy, not draining, weight and capacity left) or falls
+//! back to least-connections, which finds one if any exists.
 
-use aya_ebpf::helpers::bpf_get_smp_processor_id;
+use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_get_smp_processor_id};
 use balancer_common::{
-    sched::{capacity, less_busy},
-    service::{MAX_BACKENDS_PER_SERVICE, ServiceValue},
+    flow::FlowKey,
+    sched::{capacity, flow_hash, less_busy},
+    service::{
+        MAGLEV_M, MAX_BACKENDS_PER_SERVICE, P2C_TRIES, RR_TABLE_LEN, SCHED_MAGLEV, SCHED_P2C,
+        SCHED_ROUND_ROBIN, ServiceValue,
+    },
 };
 
-use crate::maps::{ACTIVE_CONNS, BACKEND_LOAD, BACKENDS, EXPIRED_CONNS, SCAN_CURSOR};
+use crate::maps::{
+    ACTIVE_CONNS, BACKEND_LOAD, BACKENDS, EXPIRED_CONNS, MAGLEV_TABLE, RR_TABLE, SCAN_CURSOR,
+};
 
-/// The selectable backend slot of `service` with the fewest active connections
-/// per unit of capacity (weight scaled by reported load). The scan starts at a
-/// per-CPU rotating cursor so that ties go to each backend in turn.
+/// Tries of the round-robin sequence before falling back (entries of backends
+/// that went down since the daemon built it).
+const RR_TRIES: u32 = 4;
+
 #[inline(always)]
-pub fn choose(service: &ServiceValue) -> Option<u32> {
+pub fn choose(service: &ServiceValue, key: &FlowKey) -> Option<u32> {
     let n = service.backend_count;
     if n == 0 || n > MAX_BACKENDS_PER_SERVICE {
         return None;
     }
+    let chosen = match service.scheduler {
+        SCHED_ROUND_ROBIN => round_robin(service),
+        SCHED_P2C => power_of_two(service, n),
+        SCHED_MAGLEV => maglev(service, key),
+        _ => None,
+    };
+    match chosen {
+        Some(idx) => Some(idx),
+        None => least_conn(service, n),
+    }
+}
+
+/// A backend's active connections and capacity, if it may take a new flow.
+#[inline(always)]
+fn load_of(idx: u32) -> Option<(u64, u64)> {
+    let backend = BACKENDS.get(idx)?;
+    if !backend.selectable() {
+        return None;
+    }
+    let cap = capacity(backend.weight, BACKEND_LOAD.get(idx).copied().unwrap_or(0));
+    if cap == 0 {
+        return None;
+    }
+    let active = ACTIVE_CONNS
+        .get(idx)
+        .copied()
+        .unwrap_or(0)
+        .saturating_sub(EXPIRED_CONNS.get(idx).copied().unwrap_or(0));
+    Some((active, cap))
+}
+
+#[inline(always)]
+fn random_below(n: u32) -> u32 {
+    unsafe { bpf_get_prandom_u32() }.checked_rem(n).unwrap_or(0)
+}
+
+/// The fewest active connections per unit of capacity. The scan starts at a
+/// per-CPU rotating cursor so that ties go to each backend in turn.
+#[inline(always)]
+fn least_conn(service: &ServiceValue, n: u32) -> Option<u32> {
     let base = service.id * MAX_BACKENDS_PER_SERVICE;
     let cursor = SCAN_CURSOR.get_ptr_mut(service.id)?;
     // Offset by the CPU so that CPUs taking turns on sequential connections do
@@ -37,22 +86,9 @@ pub fn choose(service: &ServiceValue) -> Option<u32> {
             slot -= n;
         }
         let idx = base + slot;
-        let Some(backend) = BACKENDS.get(idx) else {
+        let Some((active, cap)) = load_of(idx) else {
             continue;
         };
-        if !backend.selectable() {
-            continue;
-        }
-        let load = BACKEND_LOAD.get(idx).copied().unwrap_or(0);
-        let cap = capacity(backend.weight, load);
-        if cap == 0 {
-            continue;
-        }
-        let active = ACTIVE_CONNS
-            .get(idx)
-            .copied()
-            .unwrap_or(0)
-            .saturating_sub(EXPIRED_CONNS.get(idx).copied().unwrap_or(0));
         if best.is_none() || less_busy(active, cap, best_active, best_cap) {
             best = Some(idx);
             best_slot = slot;
@@ -66,4 +102,71 @@ pub fn choose(service: &ServiceValue) -> Option<u32> {
         unsafe { *cursor = (best_slot + 1).wrapping_sub(bpf_get_smp_processor_id()) };
     }
     best
+}
+
+/// The next entry of the service's weighted sequence (built by the daemon),
+/// from a per-CPU cursor.
+#[inline(always)]
+fn round_robin(service: &ServiceValue) -> Option<u32> {
+    let len = service.rr_len;
+    if len == 0 || len > RR_TABLE_LEN {
+        return None;
+    }
+    let cursor = SCAN_CURSOR.get_ptr_mut(service.id)?;
+    for _ in 0..RR_TRIES {
+        // SAFETY: per-CPU value, no other writer on this CPU while we run.
+        let pos = unsafe {
+            let pos = *cursor % len;
+            *cursor = pos + 1;
+            pos
+        };
+        let slot = *RR_TABLE.get(service.id * RR_TABLE_LEN + pos)?;
+        let idx = service.id * MAX_BACKENDS_PER_SERVICE + slot;
+        if load_of(idx).is_some() {
+            return Some(idx);
+        }
+    }
+    None
+}
+
+/// The less busy of two random selectable backends: O(1) however large the pool.
+#[inline(always)]
+fn power_of_two(service: &ServiceValue, n: u32) -> Option<u32> {
+    let base = service.id * MAX_BACKENDS_PER_SERVICE;
+    // Plain values rather than an Option of a tuple: LLVM spills the unset
+    // fields of a None, which the verifier refuses to read.
+    let mut first = u32::MAX;
+    let mut first_active = 0u64;
+    let mut first_cap = 0u64;
+    for _ in 0..P2C_TRIES {
+        let idx = base + random_below(n);
+        let Some((active, cap)) = load_of(idx) else {
+            continue;
+        };
+        if first == u32::MAX {
+            first = idx;
+            first_active = active;
+            first_cap = cap;
+        } else if idx != first || n == 1 {
+            return Some(if less_busy(active, cap, first_active, first_cap) {
+                idx
+            } else {
+                first
+            });
+        }
+    }
+    if first == u32::MAX { None } else { Some(first) }
+}
+
+/// The backend the service's Maglev table gives the flow's hash: the same on
+/// every node and after the flow's state is lost.
+#[inline(always)]
+fn maglev(service: &ServiceValue, key: &FlowKey) -> Option<u32> {
+    let entry = flow_hash(key) % MAGLEV_M;
+    let slot = *MAGLEV_TABLE.get(service.id * MAGLEV_M + entry)?;
+    if slot >= MAX_BACKENDS_PER_SERVICE {
+        return None;
+    }
+    let idx = service.id * MAX_BACKENDS_PER_SERVICE + slot;
+    load_of(idx).map(|_| idx)
 }

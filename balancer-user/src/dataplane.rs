@@ -16,7 +16,7 @@ use aya::{
 use balancer_common::{
     firewall::{GLOBAL_BURST, GLOBAL_RATE, RuleKeyV4},
     flow::{DIR_REPLY, FlowKey, FlowValue},
-    service::{Backend, GLOBAL_FLAGS, ServiceKey, ServiceValue},
+    service::{Backend, GLOBAL_FLAGS, MAGLEV_M, RR_TABLE_LEN, ServiceKey, ServiceValue},
     stats::{BackendStats, COUNTER_COUNT, Counter, service_drop_index},
 };
 use tracing::{info, warn};
@@ -149,6 +149,22 @@ impl Dataplane {
             for svc in &plan.services {
                 for b in &svc.backends {
                     backends.set(b.index, b.entry, 0)?;
+                }
+            }
+        }
+        {
+            let mut rr: Array<&mut MapData, u32> = self.map_mut("RR_TABLE")?;
+            for svc in &plan.services {
+                for (i, slot) in svc.rr_sequence.iter().enumerate() {
+                    rr.set(svc.value.id * RR_TABLE_LEN + i as u32, slot, 0)?;
+                }
+            }
+        }
+        {
+            let mut maglev: Array<&mut MapData, u32> = self.map_mut("MAGLEV_TABLE")?;
+            for svc in &plan.services {
+                for (i, slot) in svc.maglev_table.iter().enumerate() {
+                    maglev.set(svc.value.id * MAGLEV_M + i as u32, slot, 0)?;
                 }
             }
         }

@@ -6,3 +6,4 @@ pub mod dataplane;
 pub mod expiry;
 pub mod netconf;
 pub mod plan;
+pub mod sched;

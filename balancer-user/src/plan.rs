@@ -11,15 +11,17 @@ use balancer_common::{
     firewall::{RULE_ALLOW, RULE_DENY, SCOPE_ALLOW, SCOPE_BLOCK},
     service::{
         ADDR_F_DNAT_BACKEND, ADDR_F_SNAT, ADDR_F_VIP, AddrKey, BACKEND_F_HEALTHY,
-        BACKEND_F_PRESENT, Backend, GLOBAL_F_DEFAULT_DENY, GLOBAL_F_DNAT, MAX_BACKENDS_PER_SERVICE,
-        MAX_SERVICES, SCHED_LEAST_CONN, SERVICE_F_ALLOW_LIST, SERVICE_F_DNAT, ServiceKey,
+        BACKEND_F_PRESENT, Backend, GLOBAL_F_DEFAULT_DENY, GLOBAL_F_DNAT, MAGLEV_M,
+        MAX_BACKENDS_PER_SERVICE, MAX_SERVICES, RR_TABLE_LEN, SCHED_LEAST_CONN, SCHED_MAGLEV,
+        SCHED_P2C, SCHED_ROUND_ROBIN, SERVICE_F_ALLOW_LIST, SERVICE_F_DNAT, ServiceKey,
         ServiceValue,
     },
 };
 
 use crate::{
     addr::raw,
-    config::{Config, FirewallAction, Forwarding, Protocol},
+    config::{Config, FirewallAction, Forwarding, Protocol, Scheduler},
+    sched::{self, round_robin_sequence},
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +44,10 @@ pub struct PlannedService {
     pub key: ServiceKey,
     pub value: ServiceValue,
     pub backends: Vec<PlannedBackend>,
+    /// Round-robin: the sequence of backend slots (`value.rr_len` long).
+    pub rr_sequence: Vec<u32>,
+    /// Maglev: the lookup table of backend slots (`MAGLEV_M` long).
+    pub maglev_table: Vec<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -129,6 +135,18 @@ pub fn plan(
                 snat,
             });
         }
+        let weights: Vec<u32> = svc.backends.iter().map(|b| b.weight).collect();
+        let rr_sequence = if svc.scheduler == Scheduler::RoundRobin {
+            round_robin_sequence(&weights, RR_TABLE_LEN as usize)
+        } else {
+            Vec::new()
+        };
+        let maglev_table = if svc.scheduler == Scheduler::Maglev {
+            let names: Vec<String> = svc.backends.iter().map(|b| b.address.to_string()).collect();
+            sched::maglev_table(&names, &weights, MAGLEV_M)
+        } else {
+            Vec::new()
+        };
         services.push(PlannedService {
             name: svc.name.clone(),
             key: ServiceKey {
@@ -140,7 +158,12 @@ pub fn plan(
             value: ServiceValue {
                 id,
                 backend_count: backends.len() as u32,
-                scheduler: SCHED_LEAST_CONN,
+                scheduler: match svc.scheduler {
+                    Scheduler::LeastConn => SCHED_LEAST_CONN,
+                    Scheduler::RoundRobin => SCHED_ROUND_ROBIN,
+                    Scheduler::P2c => SCHED_P2C,
+                    Scheduler::Maglev => SCHED_MAGLEV,
+                },
                 flags: if dnat { SERVICE_F_DNAT } else { 0 }
                     | if svc.allow.is_empty() {
                         0
@@ -149,9 +172,11 @@ pub fn plan(
                     },
                 snat_port_min: port_min,
                 snat_port_max: port_max,
-                _pad: 0,
+                rr_len: rr_sequence.len() as u32,
             },
             backends,
+            rr_sequence,
+            maglev_table,
         });
     }
     let fw = &config.firewall;

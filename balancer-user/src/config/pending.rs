@@ -7,7 +7,7 @@ use ipnet::IpNet;
 
 use super::{
     problem::Warning,
-    types::{Config, HealthKind, OnBackendDown, Scheduler},
+    types::{Config, HealthKind, OnBackendDown},
 };
 
 pub fn not_yet_enforced(config: &Config) -> Vec<Warning> {
@@ -53,15 +53,6 @@ pub fn not_yet_enforced(config: &Config) -> Vec<Warning> {
                 &format!(
                     "kind = \"{}\": health checks come later; all backends are treated as healthy",
                     service.health.kind
-                ),
-            );
-        }
-        if service.scheduler != Scheduler::LeastConn {
-            warn(
-                path("scheduler"),
-                &format!(
-                    "\"{}\": p2c/maglev/round-robin come later; least-conn is used",
-                    service.scheduler
                 ),
             );
         }

@@ -1,0 +1,191 @@
+//! Each scheduler's choices through BPF_PROG_TEST_RUN, with maps written by the
+//! daemon's own code. The thread is pinned to one CPU so that per-CPU cursors
+//! make round-robin deterministic.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use balancer_common::service::MAX_BACKENDS_PER_SERVICE;
+use balancer_user::{
+    config,
+    expiry::{Timeouts, monotonic_ns},
+    plan,
+};
+use common::*;
+
+const SCHEDULERS: &str = r#"
+[node]
+name = "sched"
+interfaces = ["front", "back"]
+snat_addresses = ["203.0.113.9"]
+snat_port_range = "1024-65535"
+
+[[service]]
+name = "rr"
+vip = "198.51.100.10"
+port = 80
+protocol = "tcp"
+scheduler = "round-robin"
+health = { kind = "none" }
+backends = [
+  { address = "203.0.113.11:8080", weight = 2 },
+  { address = "203.0.113.12:8080", weight = 1 },
+  { address = "203.0.113.13:8080", weight = 1 },
+]
+
+[[service]]
+name = "p2c"
+vip = "198.51.100.10"
+port = 81
+protocol = "tcp"
+scheduler = "p2c"
+health = { kind = "none" }
+backends = [
+  { address = "203.0.113.11:8080" },
+  { address = "203.0.113.12:8080" },
+  { address = "203.0.113.13:8080" },
+]
+
+[[service]]
+name = "maglev"
+vip = "198.51.100.10"
+port = 82
+protocol = "tcp"
+scheduler = "maglev"
+health = { kind = "none" }
+backends = [
+  { address = "203.0.113.11:8080", weight = 100 },
+  { address = "203.0.113.12:8080", weight = 100 },
+  { address = "203.0.113.13:8080", weight = 50 },
+]
+"#;
+
+fn pin_to_cpu0() {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "sched_setaffinity"
+        );
+    }
+}
+
+fn fixture() -> Option<Fixture> {
+    pin_to_cpu0();
+    Fixture::with_config(SCHEDULERS, 1 << 18)
+}
+
+/// The backend (index into BACKENDS) a new flow from `client:sport` to `port` gets.
+fn backend_of(fx: &Fixture, client: [u8; 4], sport: u16, port: u16, flags: &str) -> usize {
+    let (action, out) = fx.run(&tcp_frame(client, VIP, sport, port, flags, b""), fx.front);
+    assert_eq!(action, XDP_REDIRECT, "{client:?}:{sport} -> {port} {flags}");
+    let dst = inspect(&out).dst;
+    BACKENDS.iter().position(|b| *b == dst).unwrap()
+}
+
+#[test]
+fn round_robin_follows_the_weighted_sequence() {
+    let Some(fx) = fixture() else { return };
+    let order: Vec<usize> = (0..12)
+        .map(|i| backend_of(&fx, CLIENT, 20000 + i, 80, "S"))
+        .collect();
+    // Smooth weighted order for 2:1:1, whatever the connections' state.
+    assert_eq!(order, [0, 1, 2, 0, 0, 1, 2, 0, 0, 1, 2, 0]);
+}
+
+#[test]
+fn p2c_keeps_held_connections_balanced() {
+    let Some(fx) = fixture() else { return };
+    let mut counts = [0usize; 3];
+    for i in 0..600 {
+        counts[backend_of(&fx, CLIENT, 20000 + i, 81, "S")] += 1;
+    }
+    let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+    // Random choice alone would spread ~±40 here; the less busy of two stays close.
+    assert!(max - min <= 12, "{counts:?}");
+    let id = 1;
+    let active: Vec<u64> = (0..3)
+        .map(|s| {
+            fx.dp
+                .active_conns(id * MAX_BACKENDS_PER_SERVICE + s)
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(active, counts.map(|c| c as u64));
+}
+
+#[test]
+fn maglev_spreads_by_weight_and_resumes_lost_flows_on_the_same_backend() {
+    let Some(mut fx) = fixture() else { return };
+    let mut chosen = BTreeMap::new();
+    let mut counts = [0usize; 3];
+    for i in 0..3000u32 {
+        let client = [198, 51, 100, 100 + (i % 50) as u8];
+        let sport = 30000 + (i / 50) as u16;
+        let b = backend_of(&fx, client, sport, 82, "S");
+        counts[b] += 1;
+        chosen.insert((client, sport), b);
+    }
+    // 2:2:1 of 3000 is 1200:1200:600.
+    for (got, want) in counts.iter().zip([1200.0, 1200.0, 600.0]) {
+        assert!((*got as f64 - want).abs() / want < 0.12, "{counts:?}");
+    }
+    // The flow table is lost (here: every entry expired at once)...
+    let all_idle = Timeouts {
+        tcp_established: std::time::Duration::ZERO,
+        tcp_transitory: std::time::Duration::ZERO,
+        udp: std::time::Duration::ZERO,
+    };
+    fx.dp.sweep(monotonic_ns(), &all_idle).unwrap();
+    assert_eq!(fx.dp.flow_entries().unwrap(), 0);
+    // ...and mid-stream segments land where their connections were.
+    for ((client, sport), b) in chosen.iter().take(300) {
+        assert_eq!(
+            backend_of(&fx, *client, *sport, 82, "A"),
+            *b,
+            "{client:?}:{sport}"
+        );
+    }
+    // Other schedulers still drop a mid-stream segment without a flow.
+    let (action, _) = fx.run(&tcp_frame(CLIENT, VIP, 29999, 80, "A", b""), fx.front);
+    assert_eq!(action, XDP_DROP);
+}
+
+#[test]
+fn maglev_moves_few_flows_when_a_backend_goes() {
+    let Some(fx) = fixture() else { return };
+    let tuples: Vec<([u8; 4], u16)> = (0..2000u32)
+        .map(|i| {
+            (
+                [198, 51, 100, 100 + (i % 50) as u8],
+                40000 + (i / 50) as u16,
+            )
+        })
+        .collect();
+    // What the table says, read without opening flows: the plan's own table.
+    let cfg = config::parse(SCHEDULERS).unwrap().config;
+    let before = plan::plan(&cfg, |_| unreachable!()).unwrap();
+    let smaller = SCHEDULERS.replace("  { address = \"203.0.113.13:8080\", weight = 50 },\n", "");
+    let cfg = config::parse(&smaller).unwrap().config;
+    let after = plan::plan(&cfg, |_| unreachable!()).unwrap();
+    let (t0, t1) = (
+        &before.services[2].maglev_table,
+        &after.services[2].maglev_table,
+    );
+    let moved = t0
+        .iter()
+        .zip(t1)
+        .filter(|(b, a)| **b != 2 && b != a)
+        .count();
+    let kept = t0.iter().filter(|b| **b != 2).count();
+    assert!(moved * 100 / kept < 10, "{moved} of {kept} entries moved");
+    // And the program follows the table it was given.
+    for (client, sport) in tuples.iter().take(200) {
+        let b = backend_of(&fx, *client, *sport, 82, "S");
+        assert!(b < 3);
+    }
+}
