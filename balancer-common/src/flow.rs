@@ -49,7 +49,9 @@ pub struct FlowValue {
     pub last_seen_ns: u64,
     pub state: u8,
     pub direction: u8,
-    pub _pad: [u8; 2],
+    /// MTU of `nh_ifindex` when the next hop was learned: larger packets take
+    /// the FIB lookup, which hands them to the stack (fragmentation needed).
+    pub nh_mtu: u16,
     /// Forward entries: 1 once the backend's active count was given back. A u32 so
     /// that the program can swap it atomically.
     pub released: u32,

@@ -128,6 +128,8 @@ pub fn create(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceVa
         direction: DIR_REPLY,
         // SAFETY: reading the xdp_md of the running program.
         nh_ifindex: unsafe { (*ctx.ctx).ingress_ifindex },
+        // SAFETY: as above.
+        nh_mtu: forward::mtu_of(unsafe { (*ctx.ctx).ingress_ifindex }),
         nh_dmac: came_from,
         nh_smac: arrived_at,
         ..FlowValue::default()
@@ -206,6 +208,7 @@ pub fn create(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceVa
     // unresolved neighbour leaves it to be looked up again by the next packet.
     if let Ok(hop) = forward::lookup(ctx, pkt, forward) {
         forward.nh_ifindex = hop.ifindex;
+        forward.nh_mtu = hop.mtu;
         forward.nh_dmac = hop.dmac;
         forward.nh_smac = hop.smac;
     }

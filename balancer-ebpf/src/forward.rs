@@ -15,7 +15,7 @@ use balancer_common::{flow::FlowValue, stats::Counter};
 use network_types::eth::EthHdr;
 
 use crate::{
-    maps::{FIB_PARAMS, TX_PORTS, count},
+    maps::{FIB_PARAMS, IFACE_MTU, TX_PORTS, count},
     parse::{Packet, ptr_at},
 };
 
@@ -24,6 +24,8 @@ const AF_INET: u8 = 2;
 /// Where a translated packet goes next.
 pub struct NextHop {
     pub ifindex: u32,
+    /// 0 when unknown: every packet then takes the lookup.
+    pub mtu: u16,
     pub dmac: [u8; 6],
     pub smac: [u8; 6],
 }
@@ -33,10 +35,13 @@ pub struct NextHop {
 /// table, its later packets skip the lookup).
 #[inline(always)]
 pub fn forward(ctx: &XdpContext, pkt: &Packet, flow: &mut FlowValue) -> u32 {
-    if flow.nh_ifindex == 0 {
+    // A packet larger than the cached hop's MTU takes the lookup too, which
+    // refuses it (the stack then fragments it or says it is too big).
+    if flow.nh_ifindex == 0 || pkt.ip_len > flow.nh_mtu {
         match lookup(ctx, pkt, flow) {
             Ok(hop) => {
                 flow.nh_ifindex = hop.ifindex;
+                flow.nh_mtu = hop.mtu;
                 flow.nh_dmac = hop.dmac;
                 flow.nh_smac = hop.smac;
             }
@@ -86,9 +91,19 @@ pub fn lookup(ctx: &XdpContext, pkt: &Packet, flow: &FlowValue) -> Result<NextHo
     }
     Ok(NextHop {
         ifindex: params.ifindex,
+        mtu: mtu_of(params.ifindex),
         dmac: params.dmac,
         smac: params.smac,
     })
+}
+
+/// The MTU the daemon recorded for an interface it may redirect to.
+#[inline(always)]
+pub fn mtu_of(ifindex: u32) -> u16 {
+    // SAFETY: a map value pointer is valid for the duration of the program.
+    IFACE_MTU
+        .get_ptr(&ifindex)
+        .map_or(0, |mtu| unsafe { *mtu } as u16)
 }
 
 #[inline(always)]

@@ -86,6 +86,10 @@ pub static SCRATCH: PerCpuArray<FlowValue> = PerCpuArray::with_max_entries(2, 0)
 #[map]
 pub static FIB_PARAMS: PerCpuArray<bpf_fib_lookup> = PerCpuArray::with_max_entries(1, 0);
 
+/// MTU of each interface in `TX_PORTS`, by ifindex, written by the daemon.
+#[map]
+pub static IFACE_MTU: HashMap<u32, u32> = HashMap::with_max_entries(MAX_INTERFACES, 0);
+
 /// Interfaces the program redirects to, keyed by ifindex.
 #[map]
 pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_INTERFACES, 0);

@@ -95,8 +95,11 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Lets the program redirect frames out of `ifindex`.
+    /// Lets the program redirect frames out of `ifindex` (packets up to its MTU).
     pub fn add_tx_port(&mut self, ifindex: u32) -> Result<()> {
+        let mtu = crate::netconf::mtu(ifindex)?;
+        let mut mtus: HashMap<&mut MapData, u32, u32> = self.map_mut("IFACE_MTU")?;
+        mtus.insert(ifindex, mtu, 0)?;
         let mut ports: DevMapHash<&mut MapData> = self.map_mut("TX_PORTS")?;
         ports
             .insert(ifindex, ifindex, None, 0)

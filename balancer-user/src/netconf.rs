@@ -20,6 +20,32 @@ pub fn ifindex(name: &str) -> Result<u32> {
     Ok(idx)
 }
 
+/// The MTU of the interface with index `ifindex`, in this network namespace
+/// (asked of the kernel through a socket: /sys may show another namespace).
+pub fn mtu(ifindex: u32) -> Result<u32> {
+    // SAFETY: a zeroed ifreq is valid; if_indextoname writes at most
+    // IF_NAMESIZE bytes into ifr_name, which has that room.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if unsafe { libc::if_indextoname(ifindex, req.ifr_name.as_mut_ptr()) }.is_null() {
+        bail!("no interface with index {ifindex}");
+    }
+    // SAFETY: plain socket(2); the descriptor is closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("socket for SIOCGIFMTU");
+    }
+    // SAFETY: SIOCGIFMTU reads ifr_name and writes ifr_ifru.ifru_mtu of req.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFMTU, &mut req) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: fd is ours and open.
+    unsafe { libc::close(fd) };
+    if rc < 0 {
+        return Err(err).with_context(|| format!("SIOCGIFMTU of ifindex {ifindex}"));
+    }
+    // SAFETY: the kernel filled the mtu member of the union.
+    Ok(unsafe { req.ifr_ifru.ifru_mtu } as u32)
+}
+
 #[derive(Deserialize)]
 struct IpAddrInfo {
     ifname: String,
