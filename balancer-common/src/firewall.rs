@@ -18,6 +18,12 @@ pub const SCOPE_ALLOW: u32 = u32::MAX - 1;
 pub const RULE_ALLOW: u32 = 1;
 pub const RULE_DENY: u32 = 2;
 
+/// LPM prefix length of a rule for a /`prefix` source prefix (either family):
+/// the scope's 32 bits, then the prefix.
+pub const fn rule_prefix_len(prefix: u32) -> u32 {
+    32 + prefix
+}
+
 /// Data of a `FIREWALL_V4` LPM key: the scope, big-endian so that it is matched
 /// whole (the first 32 bits of every prefix), then the IPv4 source address.
 #[repr(C)]
@@ -29,12 +35,15 @@ pub struct RuleKeyV4 {
 }
 const _: () = assert!(core::mem::size_of::<RuleKeyV4>() == 8);
 
-impl RuleKeyV4 {
-    /// LPM prefix length of a rule for a /`prefix` source prefix.
-    pub const fn prefix_len(prefix: u32) -> u32 {
-        32 + prefix
-    }
+/// Data of a `FIREWALL_V6` LPM key: the scope (big-endian), then the IPv6
+/// source address in network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RuleKeyV6 {
+    pub scope_be: u32,
+    pub addr: crate::RawAddr,
 }
+const _: () = assert!(core::mem::size_of::<RuleKeyV6>() == 20);
 
 /// Indexes of `GLOBAL` beyond `GLOBAL_FLAGS`: new connections per second and
 /// burst per source address (0 = unlimited).
@@ -79,7 +88,7 @@ pub fn take_token(bucket: &mut Bucket, now_ns: u64, rate: u32, burst: u32) -> bo
     }
 }
 
-crate::user_pod!(RuleKeyV4, Bucket);
+crate::user_pod!(RuleKeyV4, RuleKeyV6, Bucket);
 
 #[cfg(test)]
 mod tests {

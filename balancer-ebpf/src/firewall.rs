@@ -4,17 +4,17 @@
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::lpm_trie::Key};
 use balancer_common::{
-    FAMILY_V4,
+    FAMILY_V6,
     firewall::{
-        Bucket, GLOBAL_BURST, GLOBAL_RATE, RULE_ALLOW, RULE_DENY, RuleKeyV4, SCOPE_ALLOW,
-        SCOPE_BLOCK, take_token,
+        Bucket, GLOBAL_BURST, GLOBAL_RATE, RULE_ALLOW, RULE_DENY, RuleKeyV4, RuleKeyV6,
+        SCOPE_ALLOW, SCOPE_BLOCK, rule_prefix_len, take_token,
     },
     service::{AddrKey, GLOBAL_F_DEFAULT_DENY, GLOBAL_FLAGS, SERVICE_F_ALLOW_LIST, ServiceValue},
     stats::Counter,
 };
 
 use crate::{
-    maps::{FIREWALL_V4, GLOBAL, RATE_BUCKETS},
+    maps::{FIREWALL_V4, FIREWALL_V6, GLOBAL, RATE_BUCKETS},
     parse::Packet,
 };
 
@@ -29,35 +29,42 @@ pub fn admit(pkt: &Packet, service: &ServiceValue) -> Result<(), Counter> {
     Ok(())
 }
 
+/// The action of the longest rule of `scope` that matches the packet's source.
 #[inline(always)]
-fn rule(scope: u32, src: u32) -> Option<u32> {
-    let key = Key::new(
-        RuleKeyV4::prefix_len(32),
-        RuleKeyV4 {
-            scope_be: scope.to_be(),
-            addr: src,
-        },
-    );
-    FIREWALL_V4.get(&key).copied()
+fn rule(scope: u32, pkt: &Packet) -> Option<u32> {
+    if pkt.family == FAMILY_V6 {
+        let key = Key::new(
+            rule_prefix_len(128),
+            RuleKeyV6 {
+                scope_be: scope.to_be(),
+                addr: pkt.src,
+            },
+        );
+        FIREWALL_V6.get(&key).copied()
+    } else {
+        let key = Key::new(
+            rule_prefix_len(32),
+            RuleKeyV4 {
+                scope_be: scope.to_be(),
+                addr: pkt.src[0],
+            },
+        );
+        FIREWALL_V4.get(&key).copied()
+    }
 }
 
 #[inline(always)]
 fn sources_allow(pkt: &Packet, service: &ServiceValue) -> bool {
-    // IPv4 only in this version: other families have no rules yet.
-    if pkt.family != FAMILY_V4 {
-        return true;
-    }
-    let src = pkt.src[0];
-    if rule(SCOPE_BLOCK, src) == Some(RULE_DENY) {
+    if rule(SCOPE_BLOCK, pkt) == Some(RULE_DENY) {
         return false;
     }
-    match rule(service.id, src) {
+    match rule(service.id, pkt) {
         Some(RULE_ALLOW) => return true,
         Some(_) => return false,
         None if service.flags & SERVICE_F_ALLOW_LIST != 0 => return false,
         None => {}
     }
-    if rule(SCOPE_ALLOW, src) == Some(RULE_ALLOW) {
+    if rule(SCOPE_ALLOW, pkt) == Some(RULE_ALLOW) {
         return true;
     }
     GLOBAL

@@ -4,7 +4,8 @@ use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd, atomic_xchg};
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    cty::c_void,
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_loop},
     programs::XdpContext,
 };
 use balancer_common::{
@@ -27,6 +28,58 @@ use crate::{
 /// Ports tried for a new flow's SNAT source before it is refused: random ones,
 /// or every port of a range no larger than this.
 const SNAT_PORT_TRIES: u32 = 64;
+
+/// State of the SNAT port search, shared with its `bpf_loop` callback.
+#[repr(C)]
+struct PortProbe {
+    reply_key: FlowKey,
+    min: u32,
+    span: u32,
+    offset: u32,
+    found_be: u16,
+    found: u16,
+}
+
+/// One SNAT port try: claims the port by inserting the reply entry (in this
+/// CPU's scratch slot) unless another flow holds it. Run by `bpf_loop`, so the
+/// verifier checks it once rather than once per try and per path to it.
+#[inline(never)]
+extern "C" fn try_port(i: u32, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes the PortProbe that create gave it.
+    let p = unsafe { &mut *(ctx as *mut PortProbe) };
+    if i >= p.span {
+        return 1;
+    }
+    let Some(reply) = SCRATCH.get_ptr(SCRATCH_REPLY) else {
+        return 1;
+    };
+    let port_be = ((p.min + p.offset) as u16).to_be();
+    p.reply_key.dport_be = port_be;
+    // SAFETY: a per-CPU map value, filled by create before the search.
+    if FLOWS
+        .insert(&p.reply_key, unsafe { &*reply }, BPF_NOEXIST as u64)
+        .is_ok()
+    {
+        p.found_be = port_be;
+        p.found = 1;
+        return 1;
+    }
+    p.offset = if p.span <= SNAT_PORT_TRIES {
+        // A small range is walked whole, so a free port is always found.
+        if p.offset + 1 >= p.span {
+            0
+        } else {
+            p.offset + 1
+        }
+    } else {
+        // A large one is probed at random: consecutive probes would run into
+        // the clusters that taken ports form (at two thirds full, 64
+        // neighbours are all taken often enough to refuse flows).
+        let random = unsafe { bpf_get_prandom_u32() };
+        random.checked_rem(p.span).unwrap_or(0)
+    };
+    0
+}
 
 pub enum Created {
     /// The forward entry as inserted, in this CPU's scratch slot.
@@ -159,34 +212,32 @@ pub fn create(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceVa
             return Created::Refused(Counter::DropSnatExhausted);
         }
         let span = max - min + 1;
-        let Some(mut offset) = unsafe { bpf_get_prandom_u32() }.checked_rem(span) else {
+        let Some(offset) = unsafe { bpf_get_prandom_u32() }.checked_rem(span) else {
             return Created::Refused(Counter::DropSnatExhausted);
         };
-        let mut found = None;
-        for i in 0..SNAT_PORT_TRIES {
-            if i >= span {
-                break;
-            }
-            let port_be = ((min + offset) as u16).to_be();
-            reply_key.dport_be = port_be;
-            if FLOWS
-                .insert(&reply_key, &*reply, BPF_NOEXIST as u64)
-                .is_ok()
-            {
-                found = Some(port_be);
-                break;
-            }
-            offset = if span <= SNAT_PORT_TRIES {
-                // A small range is walked whole, so a free port is always found.
-                if offset + 1 >= span { 0 } else { offset + 1 }
-            } else {
-                // A large one is probed at random: consecutive probes would run
-                // into the clusters that taken ports form (at two thirds full,
-                // 64 neighbours are all taken often enough to refuse flows).
-                let random = unsafe { bpf_get_prandom_u32() };
-                random.checked_rem(span).unwrap_or(0)
-            };
-        }
+        let mut probe = PortProbe {
+            reply_key,
+            min,
+            span,
+            offset,
+            found_be: 0,
+            found: 0,
+        };
+        // SAFETY: try_port has bpf_loop's callback signature and gets a PortProbe.
+        unsafe {
+            bpf_loop(
+                SNAT_PORT_TRIES,
+                try_port as *mut c_void,
+                &mut probe as *mut PortProbe as *mut c_void,
+                0,
+            )
+        };
+        reply_key = probe.reply_key;
+        let found = if probe.found != 0 {
+            Some(probe.found_be)
+        } else {
+            None
+        };
         match found {
             Some(port_be) => port_be,
             None => return Created::Refused(Counter::DropSnatExhausted),

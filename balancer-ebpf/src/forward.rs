@@ -11,7 +11,7 @@ use aya_ebpf::{
     helpers::bpf_fib_lookup,
     programs::XdpContext,
 };
-use balancer_common::{flow::FlowValue, stats::Counter};
+use balancer_common::{FAMILY_V6, flow::FlowValue, stats::Counter};
 use network_types::eth::EthHdr;
 
 use crate::{
@@ -20,6 +20,7 @@ use crate::{
 };
 
 const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
 
 /// Where a translated packet goes next.
 pub struct NextHop {
@@ -71,15 +72,21 @@ pub fn lookup(ctx: &XdpContext, pkt: &Packet, flow: &FlowValue) -> Result<NextHo
         *params = core::mem::zeroed();
         &mut *params
     };
-    params.family = AF_INET;
     params.l4_protocol = pkt.proto;
     params.sport = flow.new_sport_be;
     params.dport = flow.new_dport_be;
     params.__bindgen_anon_1.tot_len = pkt.ip_len;
     // SAFETY: reading the xdp_md of the running program.
     params.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    params.__bindgen_anon_3.ipv4_src = flow.new_src[0];
-    params.__bindgen_anon_4.ipv4_dst = flow.new_dst[0];
+    if pkt.family == FAMILY_V6 {
+        params.family = AF_INET6;
+        params.__bindgen_anon_3.ipv6_src = flow.new_src;
+        params.__bindgen_anon_4.ipv6_dst = flow.new_dst;
+    } else {
+        params.family = AF_INET;
+        params.__bindgen_anon_3.ipv4_src = flow.new_src[0];
+        params.__bindgen_anon_4.ipv4_dst = flow.new_dst[0];
+    }
 
     // SAFETY: params is a valid, writable bpf_fib_lookup of the size passed.
     let rc = unsafe { bpf_fib_lookup(ctx.ctx as *mut _, params, size_of::<FibParams>() as i32, 0) };

@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use balancer_common::{
-    firewall::{Bucket, GLOBAL_ENTRIES, RuleKeyV4},
+    firewall::{Bucket, GLOBAL_ENTRIES, RuleKeyV4, RuleKeyV6},
     flow::{FlowKey, FlowValue},
     service::{
         AddrKey, Backend, MAGLEV_M, MAX_BACKENDS, MAX_INTERFACES, MAX_SERVICES, RR_TABLE_LEN,
@@ -26,6 +26,11 @@ pub static GLOBAL: Array<u32> = Array::with_max_entries(GLOBAL_ENTRIES, 0);
 /// Source rules of new flows, keyed by (scope, IPv4 source prefix).
 #[map]
 pub static FIREWALL_V4: LpmTrie<RuleKeyV4, u32> =
+    LpmTrie::with_max_entries(65536, BPF_F_NO_PREALLOC);
+
+/// Source rules of new flows, keyed by (scope, IPv6 source prefix).
+#[map]
+pub static FIREWALL_V6: LpmTrie<RuleKeyV6, u32> =
     LpmTrie::with_max_entries(65536, BPF_F_NO_PREALLOC);
 
 /// New-connection token buckets per source address.

@@ -4,16 +4,28 @@ use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
 use balancer_common::{
-    FAMILY_V4, PROTO_TCP, PROTO_UDP, RawAddr,
+    FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, RawAddr,
     flow::FlowKey,
     service::{ADDR_F_DNAT_BACKEND, AddrKey, GLOBAL_F_DNAT, GLOBAL_FLAGS},
     stats::Counter,
 };
-use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
+    udp::UdpHdr,
+};
 
 use crate::maps::{GLOBAL, LOCAL_ADDRS};
 
 const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
+const ETH_P_IPV6_BE: u16 = 0x86ddu16.to_be();
+const IPV6_HOP_BY_HOP: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_DEST_OPTS: u8 = 60;
+/// Extension headers followed before the L4 header.
+const MAX_IPV6_EXT_HEADERS: usize = 4;
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
@@ -40,7 +52,7 @@ pub struct Packet {
     pub tcp_flags: u8,
     /// Offset of the L4 header in the frame.
     pub l4_off: usize,
-    /// IP total length, host order.
+    /// IP total length (IPv6: header and payload), host order.
     pub ip_len: u16,
     /// `LOCAL_ADDRS` flags of the destination.
     pub dst_flags: u32,
@@ -90,22 +102,169 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
     Some((start + offset) as *mut T)
 }
 
-#[inline(always)]
+/// Not inlined: its locals (both families' headers) would otherwise share the
+/// entry function's stack frame with a new flow's, past the 512-byte stack.
+#[inline(never)]
 pub fn parse(ctx: &XdpContext) -> Parsed {
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
         return Parsed::Pass(Counter::PassNotForUs);
     };
     // SAFETY: bounds checked by ptr_at.
-    if unsafe { (*eth).ether_type } != ETH_P_IP_BE {
+    match unsafe { (*eth).ether_type } {
+        ETH_P_IP_BE => parse_ipv4(ctx, EthHdr::LEN),
+        ETH_P_IPV6_BE => parse_ipv6(ctx, EthHdr::LEN),
+        _ => Parsed::Pass(Counter::PassNotForUs),
+    }
+}
+
+#[inline(always)]
+fn words(addr: &[u8; 16]) -> RawAddr {
+    let w = |i: usize| u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
+    [w(0), w(4), w(8), w(12)]
+}
+
+/// IPv6, with hop-by-hop, routing and destination options headers skipped; a
+/// fragment header passes the packet to the stack like an IPv4 fragment.
+#[inline(always)]
+fn parse_ipv6(ctx: &XdpContext, l3_off: usize) -> Parsed {
+    let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, l3_off) else {
+        return Parsed::Pass(Counter::PassNotForUs);
+    };
+    // SAFETY: bounds checked by ptr_at.
+    let ip = unsafe { &*ip };
+    let src = words(&ip.src_addr);
+    let dst = words(&ip.dst_addr);
+    let Some(dst_flags) = ours(src, dst, FAMILY_V6) else {
+        return Parsed::Pass(Counter::PassNotForUs);
+    };
+    if ip.vcf[0] >> 4 != 6 {
+        return Parsed::Malformed;
+    }
+    let payload_len = u16::from_be_bytes(ip.payload_len) as usize;
+    let frame_ip_room = ctx.data_end() - ctx.data() - l3_off;
+    if Ipv6Hdr::LEN + payload_len > frame_ip_room {
+        return Parsed::Malformed;
+    }
+    let mut next = ip.next_hdr;
+    let mut ext_len = 0usize;
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        match next {
+            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS => {
+                let Some(ext) = ptr_at::<[u8; 2]>(ctx, l3_off + Ipv6Hdr::LEN + ext_len) else {
+                    return Parsed::Malformed;
+                };
+                // SAFETY: bounds checked by ptr_at.
+                let ext = unsafe { *ext };
+                next = ext[0];
+                ext_len += (ext[1] as usize + 1) * 8;
+                if ext_len > payload_len {
+                    return Parsed::Malformed;
+                }
+            }
+            IPV6_FRAGMENT => return Parsed::Pass(Counter::PassFragment),
+            _ => break,
+        }
+    }
+    if matches!(next, IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS) {
+        // A chain longer than this program follows: the stack gets it.
         return Parsed::Pass(Counter::PassNotForUs);
     }
-    parse_ipv4(ctx, EthHdr::LEN)
+    let l4_off = l3_off + Ipv6Hdr::LEN + ext_len;
+    let l4_room = payload_len - ext_len;
+    let (sport_be, dport_be, tcp_flags) = match parse_l4(ctx, next, l4_off, l4_room) {
+        Ok(l4) => l4,
+        Err(parsed) => return parsed,
+    };
+    let total = Ipv6Hdr::LEN + payload_len;
+    Parsed::Packet(Packet {
+        src,
+        dst,
+        sport_be,
+        dport_be,
+        proto: next,
+        family: FAMILY_V6,
+        tcp_flags,
+        l4_off,
+        ip_len: if total > u16::MAX as usize {
+            u16::MAX
+        } else {
+            total as u16
+        },
+        dst_flags,
+    })
+}
+
+/// Ports and TCP flags of the TCP or UDP header at `l4_off`, which the IP
+/// header says is followed by `l4_room` bytes of its payload.
+#[inline(always)]
+fn parse_l4(
+    ctx: &XdpContext,
+    proto: u8,
+    l4_off: usize,
+    l4_room: usize,
+) -> Result<(u16, u16, u8), Parsed> {
+    match proto {
+        PROTO_TCP => {
+            let Some(tcp) = ptr_at::<TcpHdr>(ctx, l4_off) else {
+                return Err(Parsed::Malformed);
+            };
+            if l4_room < TcpHdr::LEN {
+                return Err(Parsed::Malformed);
+            }
+            // Read through the checked pointer: a second ptr_at would be folded
+            // into the first by the compiler in a form the verifier cannot follow.
+            // SAFETY: bounds checked by ptr_at; the flags byte is inside the header.
+            let flags = unsafe { *(tcp as *const u8).add(TCP_FLAGS_OFFSET) };
+            // SAFETY: bounds checked by ptr_at.
+            let tcp = unsafe { &*tcp };
+            let doff = (tcp.doff() as usize) * 4;
+            if doff < TcpHdr::LEN || doff > l4_room {
+                return Err(Parsed::Malformed);
+            }
+            Ok((
+                u16::from_ne_bytes(tcp.source),
+                u16::from_ne_bytes(tcp.dest),
+                flags,
+            ))
+        }
+        PROTO_UDP => {
+            let Some(udp) = ptr_at::<UdpHdr>(ctx, l4_off) else {
+                return Err(Parsed::Malformed);
+            };
+            // SAFETY: bounds checked by ptr_at.
+            let udp = unsafe { &*udp };
+            let udp_len = u16::from_be_bytes(udp.len) as usize;
+            if l4_room < UdpHdr::LEN || udp_len < UdpHdr::LEN || udp_len > l4_room {
+                return Err(Parsed::Malformed);
+            }
+            Ok((u16::from_ne_bytes(udp.src), u16::from_ne_bytes(udp.dst), 0))
+        }
+        // ICMP and the rest: the host answers for its addresses.
+        _ => Err(Parsed::Pass(Counter::PassNotForUs)),
+    }
+}
+
+/// `LOCAL_ADDRS` flags of the destination, or 0 for a reply of a DNAT backend
+/// (recognised by source), or `None` when the packet is not for us.
+#[inline(always)]
+fn ours(src: RawAddr, dst: RawAddr, family: u8) -> Option<u32> {
+    let key = AddrKey {
+        addr: dst,
+        family,
+        _pad: [0; 3],
+    };
+    match LOCAL_ADDRS.get_ptr(&key) {
+        // SAFETY: a map value pointer is valid for the duration of the program.
+        Some(flags) => Some(unsafe { *flags }),
+        None if from_dnat_backend(src, family) => Some(0),
+        None => None,
+    }
 }
 
 /// Replies of DNAT backends go to the client's address; they are recognised by
 /// their source, looked up only when some service uses DNAT.
 #[inline(always)]
-fn from_dnat_backend(src: RawAddr) -> bool {
+fn from_dnat_backend(src: RawAddr, family: u8) -> bool {
     let dnat = GLOBAL
         .get(GLOBAL_FLAGS)
         .is_some_and(|flags| flags & GLOBAL_F_DNAT != 0);
@@ -114,7 +273,7 @@ fn from_dnat_backend(src: RawAddr) -> bool {
     }
     let key = AddrKey {
         addr: src,
-        family: FAMILY_V4,
+        family,
         _pad: [0; 3],
     };
     LOCAL_ADDRS
@@ -131,17 +290,9 @@ fn parse_ipv4(ctx: &XdpContext, l3_off: usize) -> Parsed {
     // SAFETY: bounds checked by ptr_at.
     let ip = unsafe { &*ip };
     let dst = [u32::from_ne_bytes(ip.dst_addr), 0, 0, 0];
-    let ours = AddrKey {
-        addr: dst,
-        family: FAMILY_V4,
-        _pad: [0; 3],
-    };
     let src = [u32::from_ne_bytes(ip.src_addr), 0, 0, 0];
-    let dst_flags = match LOCAL_ADDRS.get_ptr(&ours) {
-        // SAFETY: a map value pointer is valid for the duration of the program.
-        Some(flags) => unsafe { *flags },
-        None if from_dnat_backend(src) => 0,
-        None => return Parsed::Pass(Counter::PassNotForUs),
+    let Some(dst_flags) = ours(src, dst, FAMILY_V4) else {
+        return Parsed::Pass(Counter::PassNotForUs);
     };
 
     // From here on the packet is for us: anything inconsistent is dropped, never
@@ -162,44 +313,9 @@ fn parse_ipv4(ctx: &XdpContext, l3_off: usize) -> Parsed {
     let proto = ip.proto;
     let l4_off = l3_off + hdr_len;
     let l4_room = ip_len as usize - hdr_len;
-    let (sport_be, dport_be, tcp_flags) = match proto {
-        PROTO_TCP => {
-            let Some(tcp) = ptr_at::<TcpHdr>(ctx, l4_off) else {
-                return Parsed::Malformed;
-            };
-            if l4_room < TcpHdr::LEN {
-                return Parsed::Malformed;
-            }
-            // Read through the checked pointer: a second ptr_at would be folded
-            // into the first by the compiler in a form the verifier cannot follow.
-            // SAFETY: bounds checked by ptr_at; the flags byte is inside the header.
-            let flags = unsafe { *(tcp as *const u8).add(TCP_FLAGS_OFFSET) };
-            // SAFETY: bounds checked by ptr_at.
-            let tcp = unsafe { &*tcp };
-            let doff = (tcp.doff() as usize) * 4;
-            if doff < TcpHdr::LEN || doff > l4_room {
-                return Parsed::Malformed;
-            }
-            (
-                u16::from_ne_bytes(tcp.source),
-                u16::from_ne_bytes(tcp.dest),
-                flags,
-            )
-        }
-        PROTO_UDP => {
-            let Some(udp) = ptr_at::<UdpHdr>(ctx, l4_off) else {
-                return Parsed::Malformed;
-            };
-            // SAFETY: bounds checked by ptr_at.
-            let udp = unsafe { &*udp };
-            let udp_len = u16::from_be_bytes(udp.len) as usize;
-            if l4_room < UdpHdr::LEN || udp_len < UdpHdr::LEN || udp_len > l4_room {
-                return Parsed::Malformed;
-            }
-            (u16::from_ne_bytes(udp.src), u16::from_ne_bytes(udp.dst), 0)
-        }
-        // ICMP and the rest: the host answers for its addresses.
-        _ => return Parsed::Pass(Counter::PassNotForUs),
+    let (sport_be, dport_be, tcp_flags) = match parse_l4(ctx, proto, l4_off, l4_room) {
+        Ok(l4) => l4,
+        Err(parsed) => return parsed,
     };
     Parsed::Packet(Packet {
         src,

@@ -2,7 +2,10 @@
 //! selectable slot (healthy, not draining, weight and capacity left) or falls
 //! back to least-connections, which finds one if any exists.
 
-use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_get_smp_processor_id};
+use aya_ebpf::{
+    cty::c_void,
+    helpers::{bpf_get_prandom_u32, bpf_get_smp_processor_id, bpf_loop},
+};
 use balancer_common::{
     flow::FlowKey,
     sched::{capacity, flow_hash, less_busy},
@@ -62,46 +65,82 @@ fn random_below(n: u32) -> u32 {
     unsafe { bpf_get_prandom_u32() }.checked_rem(n).unwrap_or(0)
 }
 
+/// State of a least-connections scan, shared with its `bpf_loop` callback.
+#[repr(C)]
+struct Scan {
+    base: u32,
+    n: u32,
+    start: u32,
+    /// `u32::MAX` until a selectable backend is seen.
+    best: u32,
+    best_slot: u32,
+    best_active: u64,
+    best_cap: u64,
+}
+
+/// One backend of a least-connections scan. Run by `bpf_loop`, so the verifier
+/// checks it once rather than once per iteration of an unrolled loop (which,
+/// times the paths that lead to a new flow, went past its million-instruction
+/// budget).
+#[inline(never)]
+extern "C" fn scan_one(i: u32, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes the Scan that least_conn gave it.
+    let s = unsafe { &mut *(ctx as *mut Scan) };
+    if i >= s.n {
+        return 1;
+    }
+    let mut slot = s.start + i;
+    if slot >= s.n {
+        slot -= s.n;
+    }
+    let idx = s.base + slot;
+    if let Some((active, cap)) = load_of(idx)
+        && (s.best == u32::MAX || less_busy(active, cap, s.best_active, s.best_cap))
+    {
+        s.best = idx;
+        s.best_slot = slot;
+        s.best_active = active;
+        s.best_cap = cap;
+    }
+    0
+}
+
 /// The fewest active connections per unit of capacity. The scan starts at a
 /// per-CPU rotating cursor so that ties go to each backend in turn.
 #[inline(always)]
 fn least_conn(service: &ServiceValue, n: u32) -> Option<u32> {
-    let base = service.id * MAX_BACKENDS_PER_SERVICE;
     let cursor = SCAN_CURSOR.get_ptr_mut(service.id)?;
     // Offset by the CPU so that CPUs taking turns on sequential connections do
     // not all start with the same backend.
     // SAFETY: per-CPU value, no other writer on this CPU while we run.
-    let start = (unsafe { *cursor }).wrapping_add(unsafe { bpf_get_smp_processor_id() }) % n;
-
-    let mut best: Option<u32> = None;
-    let mut best_slot = 0;
-    let mut best_active = 0u64;
-    let mut best_cap = 0u64;
-    for i in 0..MAX_BACKENDS_PER_SERVICE {
-        if i >= n {
-            break;
-        }
-        let mut slot = start + i;
-        if slot >= n {
-            slot -= n;
-        }
-        let idx = base + slot;
-        let Some((active, cap)) = load_of(idx) else {
-            continue;
-        };
-        if best.is_none() || less_busy(active, cap, best_active, best_cap) {
-            best = Some(idx);
-            best_slot = slot;
-            best_active = active;
-            best_cap = cap;
-        }
+    let start = (unsafe { *cursor })
+        .wrapping_add(unsafe { bpf_get_smp_processor_id() })
+        .checked_rem(n)?;
+    let mut scan = Scan {
+        base: service.id * MAX_BACKENDS_PER_SERVICE,
+        n,
+        start,
+        best: u32::MAX,
+        best_slot: 0,
+        best_active: 0,
+        best_cap: 0,
+    };
+    // SAFETY: scan_one has bpf_loop's callback signature and gets a Scan.
+    unsafe {
+        bpf_loop(
+            n,
+            scan_one as *mut c_void,
+            &mut scan as *mut Scan as *mut c_void,
+            0,
+        )
+    };
+    if scan.best == u32::MAX {
+        return None;
     }
-    if best.is_some() {
-        // The next scan on this CPU starts after the chosen backend.
-        // SAFETY: as above.
-        unsafe { *cursor = (best_slot + 1).wrapping_sub(bpf_get_smp_processor_id()) };
-    }
-    best
+    // The next scan on this CPU starts after the chosen backend.
+    // SAFETY: as above.
+    unsafe { *cursor = (scan.best_slot + 1).wrapping_sub(bpf_get_smp_processor_id()) };
+    Some(scan.best)
 }
 
 /// The next entry of the service's weighted sequence (built by the daemon),
@@ -116,7 +155,7 @@ fn round_robin(service: &ServiceValue) -> Option<u32> {
     for _ in 0..RR_TRIES {
         // SAFETY: per-CPU value, no other writer on this CPU while we run.
         let pos = unsafe {
-            let pos = *cursor % len;
+            let pos = (*cursor).checked_rem(len).unwrap_or(0);
             *cursor = pos + 1;
             pos
         };

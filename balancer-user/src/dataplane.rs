@@ -1,7 +1,7 @@
 //! The loaded XDP program and its maps: load, attach, write a [`Plan`], read
 //! counters. The packet tests drive the program through this same type.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use anyhow::{Context, Result, anyhow};
 use aya::{
@@ -14,7 +14,7 @@ use aya::{
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use balancer_common::{
-    firewall::{GLOBAL_BURST, GLOBAL_RATE, RuleKeyV4},
+    firewall::{GLOBAL_BURST, GLOBAL_RATE, RuleKeyV4, RuleKeyV6, rule_prefix_len},
     flow::{DIR_REPLY, FlowKey, FlowValue},
     service::{Backend, GLOBAL_FLAGS, MAGLEV_M, RR_TABLE_LEN, ServiceKey, ServiceValue},
     stats::{BackendStats, COUNTER_COUNT, Counter, service_drop_index},
@@ -136,10 +136,25 @@ impl Dataplane {
             let mut rules: LpmTrie<&mut MapData, RuleKeyV4, u32> = self.map_mut("FIREWALL_V4")?;
             for (scope, net, action) in &plan.firewall_v4 {
                 let key = LpmKey::new(
-                    RuleKeyV4::prefix_len(net.prefix_len().into()),
+                    rule_prefix_len(net.prefix_len().into()),
                     RuleKeyV4 {
                         scope_be: scope.to_be(),
                         addr: u32::from_ne_bytes(net.network().octets()),
+                    },
+                );
+                rules
+                    .insert(&key, action, 0)
+                    .with_context(|| format!("writing firewall rule {net}"))?;
+            }
+        }
+        {
+            let mut rules: LpmTrie<&mut MapData, RuleKeyV6, u32> = self.map_mut("FIREWALL_V6")?;
+            for (scope, net, action) in &plan.firewall_v6 {
+                let key = LpmKey::new(
+                    rule_prefix_len(net.prefix_len().into()),
+                    RuleKeyV6 {
+                        scope_be: scope.to_be(),
+                        addr: crate::addr::raw(IpAddr::V6(net.network())).0,
                     },
                 );
                 rules

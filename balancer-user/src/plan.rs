@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use anyhow::{Context, Result, bail};
 use balancer_common::{
@@ -31,8 +31,9 @@ pub struct Plan {
     pub local_addrs: Vec<(IpAddr, u32)>,
     /// `GLOBAL_F_*` flags.
     pub global_flags: u32,
-    /// Source rules of new flows: (scope, IPv4 prefix, `RULE_*`).
+    /// Source rules of new flows: (scope, prefix, `RULE_*`), by family.
     pub firewall_v4: Vec<(u32, Ipv4Net, u32)>,
+    pub firewall_v6: Vec<(u32, Ipv6Net, u32)>,
     /// New connections per second and burst per source (0 = unlimited).
     pub rate: u32,
     pub burst: u32,
@@ -180,10 +181,18 @@ pub fn plan(
         });
     }
     let fw = &config.firewall;
-    let mut firewall_v4 = rules(SCOPE_BLOCK, &[], &fw.deny);
-    firewall_v4.extend(rules(SCOPE_ALLOW, &fw.allow, &[]));
+    let mut all_rules = rules(SCOPE_BLOCK, &[], &fw.deny);
+    all_rules.extend(rules(SCOPE_ALLOW, &fw.allow, &[]));
     for (id, svc) in config.services.iter().enumerate() {
-        firewall_v4.extend(rules(id as u32, &svc.allow, &svc.deny));
+        all_rules.extend(rules(id as u32, &svc.allow, &svc.deny));
+    }
+    let mut firewall_v4 = Vec::new();
+    let mut firewall_v6 = Vec::new();
+    for (scope, net, action) in all_rules {
+        match net {
+            IpNet::V4(n) => firewall_v4.push((scope, n, action)),
+            IpNet::V6(n) => firewall_v6.push((scope, n, action)),
+        }
     }
     let mut global_flags = if dnat { GLOBAL_F_DNAT } else { 0 };
     if fw.default == FirewallAction::Deny {
@@ -194,28 +203,20 @@ pub fn plan(
         local_addrs,
         global_flags,
         firewall_v4,
+        firewall_v6,
         rate: fw.new_connections_per_source.rate,
         burst: fw.new_connections_per_source.burst,
     })
 }
 
-/// The IPv4 rules of one scope; a prefix both allowed and denied is denied.
-fn rules(scope: u32, allow: &[IpNet], deny: &[IpNet]) -> Vec<(u32, Ipv4Net, u32)> {
-    let v4 = |nets: &[IpNet]| -> Vec<Ipv4Net> {
-        nets.iter()
-            .filter_map(|n| match n {
-                IpNet::V4(n) => Some(*n),
-                IpNet::V6(_) => None,
-            })
-            .collect()
-    };
-    let denied = v4(deny);
-    let mut out: Vec<_> = v4(allow)
-        .into_iter()
-        .filter(|n| !denied.contains(n))
-        .map(|n| (scope, n, RULE_ALLOW))
+/// The rules of one scope; a prefix both allowed and denied is denied.
+fn rules(scope: u32, allow: &[IpNet], deny: &[IpNet]) -> Vec<(u32, IpNet, u32)> {
+    let mut out: Vec<_> = allow
+        .iter()
+        .filter(|n| !deny.contains(n))
+        .map(|n| (scope, *n, RULE_ALLOW))
         .collect();
-    out.extend(denied.into_iter().map(|n| (scope, n, RULE_DENY)));
+    out.extend(deny.iter().map(|n| (scope, *n, RULE_DENY)));
     out
 }
 
@@ -327,6 +328,10 @@ backends = [{ address = "203.0.113.31:53" }]
                 (0, net("198.51.100.0/25"), RULE_ALLOW),
                 (0, net("198.51.100.64/26"), RULE_DENY),
             ]
+        );
+        assert_eq!(
+            p.firewall_v6,
+            vec![(SCOPE_ALLOW, "2001:db8::/32".parse().unwrap(), RULE_ALLOW)]
         );
         assert_ne!(p.global_flags & GLOBAL_F_DEFAULT_DENY, 0);
         assert_ne!(p.services[0].value.flags & SERVICE_F_ALLOW_LIST, 0);

@@ -407,3 +407,51 @@ fn a_source_outside_the_allow_list_cannot_connect() {
     assert!(refused.is_err(), "198.51.100.200 is not in the allow list");
     lb.stop().unwrap();
 }
+
+#[test]
+fn ipv6_service_end_to_end() {
+    if !require_root() {
+        return;
+    }
+    let topo = Topology::balanced("six", 2).unwrap();
+    let _servers = (1..=2)
+        .map(|i| {
+            tcp_server(
+                topo.backend(i),
+                SocketAddr::new(IpAddr::V6(topo.backend_addr6(i)), 8080),
+            )
+            .unwrap()
+        })
+        .collect::<Vec<_>>();
+    let config = format!(
+        r#"
+[node]
+name = "six"
+interfaces = ["front", "back"]
+snat_addresses = ["2001:db8:2::9"]
+
+[control]
+metrics = "off"
+
+[[service]]
+name = "web6"
+vip = "2001:db8:1::10"
+port = 80
+protocol = "tcp"
+health = {{ kind = "none" }}
+backends = [{{ address = "[{}]:8080" }}, {{ address = "[{}]:8080" }}]
+"#,
+        topo.backend_addr6(1),
+        topo.backend_addr6(2)
+    );
+    let lb = Balancer::start(topo.lb(), &config).unwrap();
+    let vip6: SocketAddr = "[2001:db8:1::10]:80".parse().unwrap();
+    let mut seen = BTreeMap::<String, usize>::new();
+    for i in 0..20 {
+        let line = format!("six {i}");
+        let reply = tcp_request(topo.client(), vip6, &line, T).unwrap();
+        *seen.entry(answered_by(&reply, &line)).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    lb.stop().unwrap();
+}

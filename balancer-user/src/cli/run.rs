@@ -119,9 +119,14 @@ async fn serve(config: &Config) -> Result<()> {
 /// Forwarding on the XDP interfaces (the FIB lookup and the stack's fallback
 /// path need it), the floating addresses, and the SNAT port reservation.
 fn prepare_host(config: &Config, net: &mut NetChanges) -> Result<()> {
+    let ipv6 = config.services.iter().any(|s| s.vip.is_ipv6());
     for interface in &config.node.interfaces {
         netconf::ifindex(interface)?;
         net.sysctl(&format!("net.ipv4.conf.{interface}.forwarding"), "1")?;
+        if ipv6 {
+            // The program's IPv6 FIB lookups need it on the ingress interface.
+            net.sysctl(&format!("net.ipv6.conf.{interface}.forwarding"), "1")?;
+        }
         // Packets the program translated but left to the stack (unknown
         // neighbour) carry a local source address: VIP or SNAT.
         net.sysctl(&format!("net.ipv4.conf.{interface}.accept_local"), "1")?;

@@ -3,8 +3,6 @@
 //! Kept in one place so that a user is never silently ignored, and so that a
 //! line here is deleted when its feature lands.
 
-use ipnet::IpNet;
-
 use super::{
     problem::Warning,
     types::{Config, HealthKind, OnBackendDown},
@@ -13,17 +11,6 @@ use super::{
 pub fn not_yet_enforced(config: &Config) -> Vec<Warning> {
     let mut warnings = Vec::new();
     let mut warn = |path: String, message: &str| warnings.push(Warning::new(path, message));
-
-    const IPV6_RULES: &str =
-        "IPv6 entries are not enforced yet (IPv6 comes later); the IPv4 ones are";
-    let has_v6 = |nets: &[IpNet]| nets.iter().any(|n| matches!(n, IpNet::V6(_)));
-    let firewall = &config.firewall;
-    if has_v6(&firewall.allow) {
-        warn("firewall.allow".into(), IPV6_RULES);
-    }
-    if has_v6(&firewall.deny) {
-        warn("firewall.deny".into(), IPV6_RULES);
-    }
 
     if config.ha.enabled {
         warn(
@@ -41,12 +28,6 @@ pub fn not_yet_enforced(config: &Config) -> Vec<Warning> {
 
     for (i, service) in config.services.iter().enumerate() {
         let path = |key: &str| format!("service[{i}].{key}");
-        if has_v6(&service.allow) {
-            warn(path("allow"), IPV6_RULES);
-        }
-        if has_v6(&service.deny) {
-            warn(path("deny"), IPV6_RULES);
-        }
         if service.health.kind != HealthKind::None {
             warn(
                 path("health"),

@@ -6,7 +6,11 @@
 // Each including target uses a part of it.
 #![allow(dead_code)]
 
-use std::{net::Ipv4Addr, process::Command, time::Duration};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    process::Command,
+    time::Duration,
+};
 
 use aya::programs::{TestRun, TestRunOptions};
 use balancer_tests::require_root;
@@ -27,6 +31,24 @@ pub const BACKENDS: [[u8; 4]; 3] = [[203, 0, 113, 11], [203, 0, 113, 12], [203, 
 pub const UNRESOLVED_BACKEND: [u8; 4] = [203, 0, 113, 14];
 pub const FRONT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xf0, 0x01];
 pub const BACK_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xb0, 0x01];
+
+pub const CLIENT6: [u8; 16] = v6(0x0001, 2);
+pub const VIP6: [u8; 16] = v6(0x0001, 0x10);
+pub const SNAT6: [u8; 16] = v6(0x0002, 9);
+pub const BACKENDS6: [[u8; 16]; 3] = [v6(0x0002, 0x11), v6(0x0002, 0x12), v6(0x0002, 0x13)];
+
+/// 2001:db8:`net`::`host`
+pub const fn v6(net: u16, host: u16) -> [u8; 16] {
+    let n = net.to_be_bytes();
+    let h = host.to_be_bytes();
+    [
+        0x20, 0x01, 0x0d, 0xb8, n[0], n[1], 0, 0, 0, 0, 0, 0, 0, 0, h[0], h[1],
+    ]
+}
+
+pub fn backend_mac6(ip: [u8; 16]) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0x06, ip[15]]
+}
 
 pub fn backend_mac(ip: [u8; 4]) -> [u8; 6] {
     [0x02, 0, 0, 0, 0x02, ip[3]]
@@ -130,6 +152,22 @@ impl Fixture {
                 "ip neigh add {} lladdr {} dev back nud permanent",
                 Ipv4Addr::from(b),
                 mac(backend_mac(b))
+            ));
+        }
+        // The same for IPv6: 2001:db8:1::/64 on front, 2001:db8:2::/64 on back.
+        sh(&format!(
+            "ip addr add 2001:db8:1::1/64 dev front nodad && \
+             ip addr add 2001:db8:2::1/64 dev back nodad && \
+             sysctl -qw net.ipv6.conf.all.forwarding=1 && \
+             ip -6 neigh add {} lladdr {} dev front nud permanent",
+            Ipv6Addr::from(CLIENT6),
+            mac(CLIENT_MAC)
+        ));
+        for b in BACKENDS6 {
+            sh(&format!(
+                "ip -6 neigh add {} lladdr {} dev back nud permanent",
+                Ipv6Addr::from(b),
+                mac(backend_mac6(b))
             ));
         }
         let cfg = config::parse(config)
@@ -260,6 +298,106 @@ pub fn inspect(frame: &[u8]) -> Seen {
         sport,
         dport,
         ttl: iph.time_to_live,
+        payload: data,
+    }
+}
+
+pub fn tcp6_frame(
+    src: [u8; 16],
+    dst: [u8; 16],
+    sport: u16,
+    dport: u16,
+    flags: &str,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(CLIENT_MAC, FRONT_MAC)
+        .ipv6(src, dst, 64)
+        .tcp(sport, dport, 1000, 64240);
+    for f in flags.chars() {
+        b = match f {
+            'S' => b.syn(),
+            'A' => b.ack(1),
+            'F' => b.fin(),
+            'R' => b.rst(),
+            'P' => b.psh(),
+            _ => panic!("flag {f}"),
+        };
+    }
+    let mut v = Vec::new();
+    b.write(&mut v, payload).unwrap();
+    v
+}
+
+pub fn udp6_frame(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, FRONT_MAC)
+        .ipv6(src, dst, 64)
+        .udp(sport, dport)
+        .write(&mut v, payload)
+        .unwrap();
+    v
+}
+
+/// An IPv6 frame with `ext` (extension headers, each `[next, len, ...]` with
+/// its next-header byte fixed up here) inserted after the fixed header.
+pub fn with_ipv6_ext(frame: &[u8], ext: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    let (head, rest) = frame.split_at(14 + 40);
+    let mut head = head.to_vec();
+    let mut chain = Vec::new();
+    let mut next = head[14 + 6];
+    for (kind, body) in ext.iter().rev() {
+        let mut h = body.clone();
+        h[0] = next;
+        next = *kind;
+        chain.splice(0..0, h);
+    }
+    head[14 + 6] = next;
+    let payload_len = u16::from_be_bytes([head[14 + 4], head[14 + 5]]) as usize + chain.len();
+    head[14 + 4..14 + 6].copy_from_slice(&(payload_len as u16).to_be_bytes());
+    [head, chain, rest.to_vec()].concat()
+}
+
+/// What a forwarded IPv6 frame says, after checking its L4 checksum.
+#[derive(Debug)]
+pub struct Seen6 {
+    pub eth_src: [u8; 6],
+    pub eth_dst: [u8; 6],
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub payload: Vec<u8>,
+}
+
+pub fn inspect6(frame: &[u8]) -> Seen6 {
+    let p = SlicedPacket::from_ethernet(frame).expect("forwarded frame parses");
+    let eth = etherparse::Ethernet2Header::from_slice(frame).unwrap().0;
+    let Some(NetSlice::Ipv6(ip)) = &p.net else {
+        panic!("not IPv6")
+    };
+    let iph = ip.header().to_header();
+    let (sport, dport, data) = match p.transport.as_ref().expect("L4") {
+        TransportSlice::Tcp(t) => {
+            let h = t.to_header();
+            let want = h.calc_checksum_ipv6(&iph, t.payload()).unwrap();
+            assert_eq!(h.checksum, want, "TCP checksum");
+            (h.source_port, h.destination_port, t.payload().to_vec())
+        }
+        TransportSlice::Udp(u) => {
+            let h = u.to_header();
+            let want = h.calc_checksum_ipv6(&iph, u.payload()).unwrap();
+            assert_eq!(h.checksum, want, "UDP checksum");
+            (h.source_port, h.destination_port, u.payload().to_vec())
+        }
+        other => panic!("unexpected L4 {other:?}"),
+    };
+    Seen6 {
+        eth_src: eth.source,
+        eth_dst: eth.destination,
+        src: iph.source,
+        dst: iph.destination,
+        sport,
+        dport,
         payload: data,
     }
 }
