@@ -5,7 +5,7 @@ use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd, atomic_xchg};
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     cty::c_void,
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_loop},
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_loop},
     programs::XdpContext,
 };
 use balancer_common::{
@@ -95,7 +95,7 @@ const SCRATCH_FORWARD: u32 = 1;
 /// of the backend's active count when the connection ends.
 #[inline(always)]
 pub fn on_packet(flow: &mut FlowValue, pkt: &Packet) {
-    flow.last_seen_ns = unsafe { bpf_ktime_get_ns() };
+    flow.last_seen_ns = unsafe { bpf_ktime_get_coarse_ns() };
     let tcp_end = pkt.is_tcp_end();
     if flow.direction == DIR_FORWARD {
         if tcp_end {
@@ -150,7 +150,7 @@ pub fn create(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceVa
     let Some(backend) = BACKENDS.get(backend_idx) else {
         return Created::Refused(Counter::DropNoBackend);
     };
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let dnat = service.flags & SERVICE_F_DNAT != 0;
     let new_src = if dnat { key.src } else { backend.snat_addr };
 

@@ -102,8 +102,8 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
     Some((start + offset) as *mut T)
 }
 
-/// Not inlined: its locals (both families' headers) would otherwise share the
-/// entry function's stack frame with a new flow's, past the 512-byte stack.
+/// Not inlined: its locals would otherwise share the entry function's stack
+/// frame with a new flow's, past the 512-byte stack.
 #[inline(never)]
 pub fn parse(ctx: &XdpContext) -> Parsed {
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {

@@ -56,7 +56,9 @@ impl Timeouts {
     }
 }
 
-/// Nanoseconds on the clock `bpf_ktime_get_ns` reads (CLOCK_MONOTONIC).
+/// Nanoseconds on CLOCK_MONOTONIC, the clock the program's flow timestamps
+/// come from (`bpf_ktime_get_coarse_ns` reads its coarse variant, a tick behind
+/// at most: a flow may expire a few milliseconds early).
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

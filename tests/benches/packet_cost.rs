@@ -27,7 +27,7 @@ const BENCH_CONFIG: &str = r#"
 [node]
 name = "bench"
 interfaces = ["front", "back"]
-snat_addresses = ["203.0.113.9"]
+snat_addresses = ["203.0.113.9", "2001:db8:2::9"]
 snat_port_range = "1024-65535"
 
 [[service]]
@@ -41,6 +41,23 @@ backends = [
   { address = "203.0.113.12:8080" },
   { address = "203.0.113.13:8080" },
 ]
+
+[[service]]
+name = "walled"
+vip = "198.51.100.10"
+port = 81
+protocol = "tcp"
+allow = ["192.0.2.0/24"]
+health = { kind = "none" }
+backends = [{ address = "203.0.113.11:8080" }]
+
+[[service]]
+name = "web6"
+vip = "2001:db8:1::10"
+port = 80
+protocol = "tcp"
+health = { kind = "none" }
+backends = [{ address = "[2001:db8:2::11]:8080" }]
 
 [[service]]
 name = "dns"
@@ -124,6 +141,13 @@ fn main() {
     let udp = udp_frame(CLIENT, VIP, 50001, 53, b"0123456789abcdef");
     assert_eq!(fx.run(&udp, fx.front).0, XDP_REDIRECT);
     let not_ours = tcp_frame(CLIENT, [192, 0, 2, 1], 50002, 80, "A", b"0123456789abcdef");
+    let walled = tcp_frame(CLIENT, VIP, 50003, 81, "S", b"");
+    let est6 = tcp6_frame(CLIENT6, VIP6, 50004, 80, "A", b"0123456789abcdef");
+    assert_eq!(
+        fx.run(&tcp6_frame(CLIENT6, VIP6, 50004, 80, "S", b""), fx.front)
+            .0,
+        XDP_REDIRECT
+    );
 
     let fixed = |f: Vec<u8>| -> Box<dyn FnMut(usize) -> Vec<u8>> { Box::new(move |_| f.clone()) };
     let mut cases = vec![
@@ -180,6 +204,22 @@ fn main() {
             means: vec![],
         },
         Case {
+            name: "firewall drop (new flow, source not allowed)",
+            prog: lb,
+            ifindex: fx.front,
+            action: XDP_DROP,
+            frames: fixed(walled),
+            means: vec![],
+        },
+        Case {
+            name: "IPv6 TCP established, client to backend",
+            prog: lb,
+            ifindex: fx.front,
+            action: XDP_REDIRECT,
+            frames: fixed(est6),
+            means: vec![],
+        },
+        Case {
             name: "not for a VIP: pass",
             prog: lb,
             ifindex: fx.front,
@@ -232,6 +272,4 @@ fn main() {
         let ns = median(&case.means);
         println!("| {} | {:.0} | {:.0} |", case.name, ns, ns - pass_ns);
     }
-    println!("| firewall drop | n/a: no firewall yet | |");
-    println!("| IPv6 established | n/a: no IPv6 yet | |");
 }
