@@ -29,9 +29,11 @@ pub enum Counter {
     DropFirewall,
     /// Over `new_connections_per_source`.
     DropRateLimit,
+    /// An ICMP error about a tracked flow, translated and sent on.
+    IcmpRelayed,
 }
 
-pub const COUNTER_COUNT: u32 = Counter::DropRateLimit as u32 + 1;
+pub const COUNTER_COUNT: u32 = Counter::IcmpRelayed as u32 + 1;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -50,6 +52,7 @@ impl Counter {
         Counter::DropFlowTableFull,
         Counter::DropFirewall,
         Counter::DropRateLimit,
+        Counter::IcmpRelayed,
     ];
 
     /// Stable name for output and metrics.
@@ -70,6 +73,7 @@ impl Counter {
             Counter::DropFlowTableFull => "drop_flow_table_full",
             Counter::DropFirewall => "drop_firewall",
             Counter::DropRateLimit => "drop_rate_limit",
+            Counter::IcmpRelayed => "icmp_relayed",
         }
     }
 }

@@ -13,6 +13,7 @@
 mod firewall;
 mod flow;
 mod forward;
+mod icmp;
 mod maps;
 mod nat;
 mod parse;
@@ -35,6 +36,7 @@ use crate::{
 pub fn balancer(ctx: XdpContext) -> u32 {
     let pkt = match parse::parse(&ctx) {
         Parsed::Packet(pkt) => pkt,
+        Parsed::IcmpError(err) => return icmp::relay(&ctx, &err),
         Parsed::Pass(counter) => return pass(counter),
         Parsed::Malformed => return drop(Counter::DropMalformed),
     };

@@ -92,8 +92,9 @@ fn rewrite_ipv6(ctx: &XdpContext, flow: &FlowValue) {
     ip.dst_addr = bytes(&flow.new_dst);
 }
 
+/// The wire bytes of an IPv6 address held as four words (see `parse::words`).
 #[inline(always)]
-fn bytes(words: &RawAddr) -> [u8; 16] {
+pub fn bytes(words: &RawAddr) -> [u8; 16] {
     let mut out = [0u8; 16];
     let mut i = 0;
     while i < 4 {

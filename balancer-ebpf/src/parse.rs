@@ -20,12 +20,15 @@ use crate::maps::{GLOBAL, LOCAL_ADDRS};
 
 const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
 const ETH_P_IPV6_BE: u16 = 0x86ddu16.to_be();
+const PROTO_ICMP: u8 = 1;
+const PROTO_ICMPV6: u8 = 58;
 const IPV6_HOP_BY_HOP: u8 = 0;
 const IPV6_ROUTING: u8 = 43;
 const IPV6_FRAGMENT: u8 = 44;
 const IPV6_DEST_OPTS: u8 = 60;
-/// Extension headers followed before the L4 header.
+/// Extension headers followed before the L4 header, and their total length.
 const MAX_IPV6_EXT_HEADERS: usize = 4;
+const MAX_IPV6_EXT_LEN: usize = 256;
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
@@ -36,9 +39,20 @@ const IP_MF_OR_OFFSET_BE: u16 = 0x3fffu16.to_be();
 
 pub enum Parsed {
     Packet(Packet),
+    /// An ICMP error to a VIP or SNAT address, which may quote a tracked flow.
+    IcmpError(IcmpError),
     Pass(Counter),
     /// Addressed to a VIP or SNAT address but its headers do not add up.
     Malformed,
+}
+
+/// An ICMP or ICMPv6 error message and where its parts are in the frame.
+pub struct IcmpError {
+    pub family: u8,
+    /// Offset of the ICMP header; the quoted packet starts 8 bytes after it.
+    pub icmp_off: usize,
+    /// Outer IP length (IPv6: header and payload), host order.
+    pub ip_len: u16,
 }
 
 /// What the rest of the program needs of a TCP or UDP packet to one of our addresses.
@@ -117,8 +131,9 @@ pub fn parse(ctx: &XdpContext) -> Parsed {
     }
 }
 
+/// An IPv6 address as the map types hold it: four words in wire order.
 #[inline(always)]
-fn words(addr: &[u8; 16]) -> RawAddr {
+pub fn words(addr: &[u8; 16]) -> RawAddr {
     let w = |i: usize| u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
     [w(0), w(4), w(8), w(12)]
 }
@@ -160,6 +175,10 @@ fn parse_ipv6(ctx: &XdpContext, l3_off: usize) -> Parsed {
                 if ext_len > payload_len {
                     return Parsed::Malformed;
                 }
+                if ext_len > MAX_IPV6_EXT_LEN {
+                    // Longer chains than any real traffic carries: the stack's.
+                    return Parsed::Pass(Counter::PassNotForUs);
+                }
             }
             IPV6_FRAGMENT => return Parsed::Pass(Counter::PassFragment),
             _ => break,
@@ -171,11 +190,14 @@ fn parse_ipv6(ctx: &XdpContext, l3_off: usize) -> Parsed {
     }
     let l4_off = l3_off + Ipv6Hdr::LEN + ext_len;
     let l4_room = payload_len - ext_len;
+    let total = Ipv6Hdr::LEN + payload_len;
+    if next == PROTO_ICMPV6 {
+        return icmp_error(ctx, FAMILY_V6, l4_off, l4_room, total, &[1, 2, 3]);
+    }
     let (sport_be, dport_be, tcp_flags) = match parse_l4(ctx, next, l4_off, l4_room) {
         Ok(l4) => l4,
         Err(parsed) => return parsed,
     };
-    let total = Ipv6Hdr::LEN + payload_len;
     Parsed::Packet(Packet {
         src,
         dst,
@@ -242,6 +264,39 @@ fn parse_l4(
         // ICMP and the rest: the host answers for its addresses.
         _ => Err(Parsed::Pass(Counter::PassNotForUs)),
     }
+}
+
+/// An error of one of `types` (which quote the packet that caused them) goes
+/// to the ICMP translation; other ICMP messages (echo, for one) are the host's.
+#[inline(always)]
+fn icmp_error(
+    ctx: &XdpContext,
+    family: u8,
+    icmp_off: usize,
+    icmp_room: usize,
+    ip_len: usize,
+    types: &[u8],
+) -> Parsed {
+    let Some(header) = ptr_at::<[u8; 8]>(ctx, icmp_off) else {
+        return Parsed::Malformed;
+    };
+    if icmp_room < 8 {
+        return Parsed::Malformed;
+    }
+    // SAFETY: bounds checked by ptr_at.
+    let kind = unsafe { (*header)[0] };
+    if !types.contains(&kind) {
+        return Parsed::Pass(Counter::PassNotForUs);
+    }
+    Parsed::IcmpError(IcmpError {
+        family,
+        icmp_off,
+        ip_len: if ip_len > u16::MAX as usize {
+            u16::MAX
+        } else {
+            ip_len as u16
+        },
+    })
 }
 
 /// `LOCAL_ADDRS` flags of the destination, or 0 for a reply of a DNAT backend
@@ -313,6 +368,9 @@ fn parse_ipv4(ctx: &XdpContext, l3_off: usize) -> Parsed {
     let proto = ip.proto;
     let l4_off = l3_off + hdr_len;
     let l4_room = ip_len as usize - hdr_len;
+    if proto == PROTO_ICMP {
+        return icmp_error(ctx, FAMILY_V4, l4_off, l4_room, ip_len as usize, &[3, 11]);
+    }
     let (sport_be, dport_be, tcp_flags) = match parse_l4(ctx, proto, l4_off, l4_room) {
         Ok(l4) => l4,
         Err(parsed) => return parsed,

@@ -697,6 +697,8 @@ enum Class {
     OtherProto,
     /// For us, consistent TCP or UDP.
     L4(Tuple),
+    /// An ICMP error message to one of our addresses.
+    IcmpError,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -757,6 +759,10 @@ fn classify(f: &[u8]) -> Class {
             }
             0
         }
+        // ICMP errors (destination unreachable, time exceeded) may quote a
+        // flow and be translated; shorter than their header they are dropped.
+        ICMP if room < 8 => return Class::Malformed,
+        ICMP if matches!(f.get(l4), Some(3 | 11)) => return Class::IcmpError,
         _ => return Class::OtherProto,
     };
     Class::L4(Tuple {
@@ -810,6 +816,9 @@ enum Expect {
     Xlate(Xlate, Option<Path>),
     /// A new flow of `SERVICES[i]`.
     NewFlow(usize),
+    /// An ICMP error: passed unchanged, or (quoting a flow) translated with
+    /// its headers whole. tests/icmp.rs checks the translation itself.
+    PassOrRelay,
 }
 
 #[derive(Default)]
@@ -887,6 +896,7 @@ impl Model {
             Class::Malformed => return Expect::Drop("malformed"),
             Class::Fragment => return Expect::Pass("fragment"),
             Class::OtherProto => return Expect::Pass("other protocol"),
+            Class::IcmpError => return Expect::PassOrRelay,
             Class::L4(t) => t,
         };
         if t.dst == VIP {
@@ -1705,6 +1715,25 @@ fn judge(fx: &Fixture, net: &Net, model: &mut Model, run: &Run) -> Result<&'stat
                 return Err(format!("{why}: expected a drop"));
             }
             Ok(why)
+        }
+        Expect::PassOrRelay => {
+            if action == XDP_PASS && out == frame {
+                return Ok("ICMP error, passed");
+            }
+            if action == XDP_DROP {
+                return Err("ICMP error: dropped".into());
+            }
+            // Translated: same length, the outer IPv4 header checksum valid, and
+            // the ICMP checksum as valid as it came.
+            let ip_len = get16(frame, 14 + 2) as usize;
+            let hl = (frame[14] & 0x0f) as usize * 4;
+            let ok_ip = |f: &[u8]| balancer_common::csum::checksum(0, &f[14..14 + hl]) == 0;
+            let ok_icmp =
+                |f: &[u8]| balancer_common::csum::checksum(0, &f[14 + hl..14 + ip_len]) == 0;
+            if out.len() != frame.len() || !ok_ip(out) || ok_icmp(out) != ok_icmp(frame) {
+                return Err("ICMP error: translated with broken checksums".into());
+            }
+            Ok("ICMP error, relayed")
         }
         Expect::Xlate(want, learned) => {
             let Class::L4(t) = class else { unreachable!() };
