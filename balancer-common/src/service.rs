@@ -2,11 +2,13 @@
 
 use crate::RawAddr;
 
-/// Services the program knows; a service id indexes [`Backend`] slots.
+/// Services the program knows.
 pub const MAX_SERVICES: u32 = 256;
-/// Backend slots per service: `BACKENDS[service_id * MAX_BACKENDS_PER_SERVICE + slot]`.
-pub const MAX_BACKENDS_PER_SERVICE: u32 = 64;
-pub const MAX_BACKENDS: u32 = MAX_SERVICES * MAX_BACKENDS_PER_SERVICE;
+/// Backend slots per service: `SERVICE_SLOTS[service_id * MAX_BACKENDS_PER_SERVICE
+/// + slot]` holds the slot's index into `BACKENDS` and the per-backend maps.
+pub const MAX_BACKENDS_PER_SERVICE: u32 = 1024;
+/// Backends of all services together (the per-backend maps' size).
+pub const MAX_BACKENDS: u32 = 16384;
 /// Interfaces the program may redirect to (device map entries).
 pub const MAX_INTERFACES: u32 = 64;
 
@@ -29,9 +31,10 @@ pub const SCHED_MAGLEV: u32 = 3;
 
 /// Entries per service in `RR_TABLE`: a weighted round-robin sequence of slots.
 pub const RR_TABLE_LEN: u32 = 1024;
-/// Entries per service in `MAGLEV_TABLE` (a prime well above the backend limit,
-/// as Maglev wants M >> N).
-pub const MAGLEV_M: u32 = 4093;
+/// Entries per service in `MAGLEV_TABLE`: a prime well above the backend
+/// counts Maglev is used with (it wants M >> N; at 1,024 backends the spread is
+/// within a few percent, at 64 within a fraction of one).
+pub const MAGLEV_M: u32 = 16381;
 /// Tries of a random backend slot by p2c before it falls back to a scan.
 pub const P2C_TRIES: u32 = 8;
 

@@ -9,8 +9,8 @@ use balancer_common::{
     firewall::{Bucket, GLOBAL_ENTRIES, RuleKeyV4, RuleKeyV6},
     flow::{FlowKey, FlowValue},
     service::{
-        AddrKey, Backend, MAGLEV_M, MAX_BACKENDS, MAX_INTERFACES, MAX_SERVICES, RR_TABLE_LEN,
-        ServiceKey, ServiceValue,
+        AddrKey, Backend, MAGLEV_M, MAX_BACKENDS, MAX_BACKENDS_PER_SERVICE, MAX_INTERFACES,
+        MAX_SERVICES, RR_TABLE_LEN, ServiceKey, ServiceValue,
     },
     stats::{BackendStats, COUNTER_COUNT, Counter, service_drop_index},
 };
@@ -45,7 +45,13 @@ pub static SERVICE_DROPS: PerCpuArray<u64> =
 #[map]
 pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::with_max_entries(MAX_SERVICES, 0);
 
-/// Indexed by `service id * MAX_BACKENDS_PER_SERVICE + slot`.
+/// A service's backend slots: `service id * MAX_BACKENDS_PER_SERVICE + slot` →
+/// backend index (into `BACKENDS` and the per-backend maps).
+#[map]
+pub static SERVICE_SLOTS: Array<u32> =
+    Array::with_max_entries(MAX_SERVICES * MAX_BACKENDS_PER_SERVICE, 0);
+
+/// Indexed by backend index.
 #[map]
 pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
 

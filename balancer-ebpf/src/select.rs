@@ -17,6 +17,7 @@ use balancer_common::{
 
 use crate::maps::{
     ACTIVE_CONNS, BACKEND_LOAD, BACKENDS, EXPIRED_CONNS, MAGLEV_TABLE, RR_TABLE, SCAN_CURSOR,
+    SERVICE_SLOTS,
 };
 
 /// Tries of the round-robin sequence before falling back (entries of backends
@@ -93,7 +94,9 @@ extern "C" fn scan_one(i: u32, ctx: *mut c_void) -> i64 {
     if slot >= s.n {
         slot -= s.n;
     }
-    let idx = s.base + slot;
+    let Some(&idx) = SERVICE_SLOTS.get(s.base + slot) else {
+        return 0;
+    };
     if let Some((active, cap)) = load_of(idx)
         && (s.best == u32::MAX || less_busy(active, cap, s.best_active, s.best_cap))
     {
@@ -160,7 +163,7 @@ fn round_robin(service: &ServiceValue) -> Option<u32> {
             pos
         };
         let slot = *RR_TABLE.get(service.id * RR_TABLE_LEN + pos)?;
-        let idx = service.id * MAX_BACKENDS_PER_SERVICE + slot;
+        let idx = *SERVICE_SLOTS.get(service.id * MAX_BACKENDS_PER_SERVICE + slot)?;
         if load_of(idx).is_some() {
             return Some(idx);
         }
@@ -178,7 +181,9 @@ fn power_of_two(service: &ServiceValue, n: u32) -> Option<u32> {
     let mut first_active = 0u64;
     let mut first_cap = 0u64;
     for _ in 0..P2C_TRIES {
-        let idx = base + random_below(n);
+        let Some(&idx) = SERVICE_SLOTS.get(base + random_below(n)) else {
+            continue;
+        };
         let Some((active, cap)) = load_of(idx) else {
             continue;
         };
@@ -206,6 +211,6 @@ fn maglev(service: &ServiceValue, key: &FlowKey) -> Option<u32> {
     if slot >= MAX_BACKENDS_PER_SERVICE {
         return None;
     }
-    let idx = service.id * MAX_BACKENDS_PER_SERVICE + slot;
+    let idx = *SERVICE_SLOTS.get(service.id * MAX_BACKENDS_PER_SERVICE + slot)?;
     load_of(idx).map(|_| idx)
 }

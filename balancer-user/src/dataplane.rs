@@ -16,7 +16,10 @@ use aya::{
 use balancer_common::{
     firewall::{GLOBAL_BURST, GLOBAL_RATE, RuleKeyV4, RuleKeyV6, rule_prefix_len},
     flow::{DIR_REPLY, FlowKey, FlowValue},
-    service::{Backend, GLOBAL_FLAGS, MAGLEV_M, RR_TABLE_LEN, ServiceKey, ServiceValue},
+    service::{
+        Backend, GLOBAL_FLAGS, MAGLEV_M, MAX_BACKENDS_PER_SERVICE, RR_TABLE_LEN, ServiceKey,
+        ServiceValue,
+    },
     stats::{BackendStats, COUNTER_COUNT, Counter, service_drop_index},
 };
 use tracing::{info, warn};
@@ -160,6 +163,18 @@ impl Dataplane {
                 rules
                     .insert(&key, action, 0)
                     .with_context(|| format!("writing firewall rule {net}"))?;
+            }
+        }
+        {
+            let mut slots: Array<&mut MapData, u32> = self.map_mut("SERVICE_SLOTS")?;
+            for svc in &plan.services {
+                for (slot, b) in svc.backends.iter().enumerate() {
+                    slots.set(
+                        svc.value.id * MAX_BACKENDS_PER_SERVICE + slot as u32,
+                        b.index,
+                        0,
+                    )?;
+                }
             }
         }
         {

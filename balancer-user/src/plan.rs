@@ -11,7 +11,7 @@ use balancer_common::{
     firewall::{RULE_ALLOW, RULE_DENY, SCOPE_ALLOW, SCOPE_BLOCK},
     service::{
         ADDR_F_DNAT_BACKEND, ADDR_F_SNAT, ADDR_F_VIP, AddrKey, BACKEND_F_HEALTHY,
-        BACKEND_F_PRESENT, Backend, GLOBAL_F_DEFAULT_DENY, GLOBAL_F_DNAT, MAGLEV_M,
+        BACKEND_F_PRESENT, Backend, GLOBAL_F_DEFAULT_DENY, GLOBAL_F_DNAT, MAGLEV_M, MAX_BACKENDS,
         MAX_BACKENDS_PER_SERVICE, MAX_SERVICES, RR_TABLE_LEN, SCHED_LEAST_CONN, SCHED_MAGLEV,
         SCHED_P2C, SCHED_ROUND_ROBIN, SERVICE_F_ALLOW_LIST, SERVICE_F_DNAT, ServiceKey,
         ServiceValue,
@@ -82,6 +82,8 @@ pub fn plan(
     };
 
     let mut services = Vec::with_capacity(config.services.len());
+    // Backend indexes are handed out in order, service after service.
+    let mut next_index = 0u32;
     for (id, svc) in config.services.iter().enumerate() {
         if svc.backends.len() > MAX_BACKENDS_PER_SERVICE as usize {
             bail!(
@@ -131,10 +133,14 @@ pub fn plan(
             };
             backends.push(PlannedBackend {
                 address: b.address,
-                index: id * MAX_BACKENDS_PER_SERVICE + slot as u32,
+                index: next_index + slot as u32,
                 entry,
                 snat,
             });
+        }
+        next_index += backends.len() as u32;
+        if next_index > MAX_BACKENDS {
+            bail!("more than {MAX_BACKENDS} backends in all; this version supports {MAX_BACKENDS}");
         }
         let weights: Vec<u32> = svc.backends.iter().map(|b| b.weight).collect();
         let rr_sequence = if svc.scheduler == Scheduler::RoundRobin {
@@ -272,7 +278,7 @@ backends = [{ address = "203.0.113.31:53" }]
         assert_eq!(web.backends[0].entry.weight, 2);
         assert_eq!(web.backends[0].entry.port_be, 8080u16.to_be());
         let dns = &p.services[1];
-        assert_eq!(dns.backends[0].index, MAX_BACKENDS_PER_SERVICE);
+        assert_eq!(dns.backends[0].index, 2, "after web's two");
         assert_eq!(dns.key.proto, PROTO_UDP);
         assert!(dns.backends[0].entry.selectable());
     }

@@ -48,7 +48,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use balancer_common::{service::MAX_BACKENDS_PER_SERVICE, stats::Counter};
+use balancer_common::stats::Counter;
 use common::*;
 
 const DEFAULT_SEED: u64 = 0x1b3d_0003_5eed_2026;
@@ -701,6 +701,16 @@ enum Class {
     IcmpError,
 }
 
+/// The backend index (into the per-backend maps) of `SERVICES[service]`'s
+/// backend `slot`: the daemon numbers backends in order, service after service.
+fn backend_index(service: usize, slot: usize) -> u32 {
+    (SERVICES[..service]
+        .iter()
+        .map(|s| s.backends.len())
+        .sum::<usize>()
+        + slot) as u32
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Tuple {
     src: [u8; 4],
@@ -867,7 +877,7 @@ impl Model {
         let mut active = BTreeMap::new();
         for (svc_id, s) in SERVICES.iter().enumerate() {
             for slot in 0..s.backends.len() {
-                active.insert(svc_id as u32 * MAX_BACKENDS_PER_SERVICE + slot as u32, 0);
+                active.insert(backend_index(svc_id, slot), 0);
             }
         }
         for (k, (r, _)) in &self.fwd {
@@ -883,9 +893,7 @@ impl Model {
                 .iter()
                 .position(|b| *b == (r.backend, r.bport))
                 .unwrap();
-            *active
-                .get_mut(&(svc_id as u32 * MAX_BACKENDS_PER_SERVICE + slot as u32))
-                .unwrap() += 1;
+            *active.get_mut(&backend_index(svc_id, slot)).unwrap() += 1;
         }
         active
     }

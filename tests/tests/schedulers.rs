@@ -6,7 +6,6 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use balancer_common::service::MAX_BACKENDS_PER_SERVICE;
 use balancer_user::{
     config,
     expiry::{Timeouts, monotonic_ns},
@@ -107,14 +106,8 @@ fn p2c_keeps_held_connections_balanced() {
     let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
     // Random choice alone would spread ~±40 here; the less busy of two stays close.
     assert!(max - min <= 12, "{counts:?}");
-    let id = 1;
-    let active: Vec<u64> = (0..3)
-        .map(|s| {
-            fx.dp
-                .active_conns(id * MAX_BACKENDS_PER_SERVICE + s)
-                .unwrap()
-        })
-        .collect();
+    // p2c's backends come after round-robin's three.
+    let active: Vec<u64> = (3..6).map(|i| fx.dp.active_conns(i).unwrap()).collect();
     assert_eq!(active, counts.map(|c| c as u64));
 }
 
@@ -188,4 +181,71 @@ fn maglev_moves_few_flows_when_a_backend_goes() {
         let b = backend_of(&fx, *client, *sport, 82, "S");
         assert!(b < 3);
     }
+}
+
+/// A service of 1,024 backends (one host, 1,024 ports: many instances).
+fn big_pool(scheduler: &str) -> String {
+    let backends: Vec<String> = (0..1024)
+        .map(|i| format!("{{ address = \"203.0.113.11:{}\" }}", 10000 + i))
+        .collect();
+    format!(
+        r#"
+[node]
+name = "big"
+interfaces = ["front", "back"]
+snat_addresses = ["203.0.113.9"]
+snat_port_range = "1024-65535"
+
+[[service]]
+name = "big"
+vip = "198.51.100.10"
+port = 80
+protocol = "tcp"
+scheduler = "{scheduler}"
+health = {{ kind = "none" }}
+backends = [{}]
+"#,
+        backends.join(", ")
+    )
+}
+
+/// Per-backend port counts of `flows` new flows to a 1,024-backend pool.
+fn spread_over_big_pool(scheduler: &str, flows: u32) -> Option<Vec<u32>> {
+    pin_to_cpu0();
+    let fx = Fixture::with_config(&big_pool(scheduler), 1 << 16)?;
+    let mut counts = vec![0u32; 1024];
+    for i in 0..flows {
+        let client = [198, 51, 100, 100 + (i % 50) as u8];
+        let frame = tcp_frame(client, VIP, 20000 + (i / 50) as u16, 80, "S", b"");
+        let (action, out) = fx.run(&frame, fx.front);
+        assert_eq!(action, XDP_REDIRECT, "flow {i}");
+        let seen = inspect(&out);
+        assert_eq!(seen.dst, BACKENDS[0]);
+        counts[(seen.dport - 10000) as usize] += 1;
+    }
+    Some(counts)
+}
+
+#[test]
+fn least_conn_over_a_pool_of_1024_backends() {
+    let Some(counts) = spread_over_big_pool("least-conn", 2048) else {
+        return;
+    };
+    assert!(
+        counts.iter().all(|&c| c == 2),
+        "two held flows each: {counts:?}"
+    );
+}
+
+#[test]
+fn p2c_over_a_pool_of_1024_backends() {
+    let Some(counts) = spread_over_big_pool("p2c", 2048) else {
+        return;
+    };
+    let max = *counts.iter().max().unwrap();
+    let idle = counts.iter().filter(|&&c| c == 0).count();
+    // Random placement would leave ~135 of 1,024 idle and some at 7 or more;
+    // the less busy of two keeps the pool near its mean of 2.
+    assert!(max <= 5, "max {max}");
+    assert!(idle < 60, "{idle} idle backends");
 }

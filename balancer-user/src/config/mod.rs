@@ -27,6 +27,8 @@ pub use types::*;
 
 /// Services the data plane of this version holds (its map size), not a limit of the file format.
 pub const MAX_SERVICES: usize = balancer_common::service::MAX_SERVICES as usize;
+/// Backends of all services together that the data plane of this version holds.
+pub const MAX_BACKENDS: usize = balancer_common::service::MAX_BACKENDS as usize;
 /// Backends per service that the data plane of this version holds.
 pub const MAX_BACKENDS_PER_SERVICE: usize =
     balancer_common::service::MAX_BACKENDS_PER_SERVICE as usize;

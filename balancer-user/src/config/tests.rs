@@ -77,7 +77,14 @@ fn line_of(text: &str, needle: &str) -> usize {
 
 fn service_with_backends(name: &str, port: u16, count: usize) -> String {
     let backends = (0..count)
-        .map(|i| format!("{{ address = \"203.0.113.{}:{port}\" }}", i + 1))
+        // Many instances per host: addresses cycle, ports tell them apart.
+        .map(|i| {
+            format!(
+                "{{ address = \"203.0.113.{}:{}\" }}",
+                i % 200 + 1,
+                10000 + i
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ");
     format!(
@@ -669,12 +676,18 @@ fn limits_of_this_version() {
         "[node]\nname = \"x\"\ninterfaces = [\"eth0\"]\n{}",
         service_with_backends("big", 80, MAX_BACKENDS_PER_SERVICE + 1)
     );
-    problem(&text, "service[0].backends", "at most 64 per service");
+    problem(&text, "service[0].backends", "at most 1024 per service");
     let text = format!(
         "[node]\nname = \"x\"\ninterfaces = [\"eth0\"]\n{}",
         service_with_backends("full", 80, MAX_BACKENDS_PER_SERVICE)
     );
     accepted(&text);
+    // 17 services of 1,024 are more backends than the data plane holds.
+    let services: String = (0..17)
+        .map(|i| service_with_backends(&format!("s{i}"), 1000 + i, MAX_BACKENDS_PER_SERVICE))
+        .collect();
+    let text = format!("[node]\nname = \"x\"\ninterfaces = [\"eth0\"]\n{services}");
+    problem(&text, "service", "at most 16384");
 }
 
 #[test]

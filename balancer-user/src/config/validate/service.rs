@@ -7,7 +7,7 @@ use toml::Spanned;
 
 use super::{Checker, Seen};
 use crate::config::{
-    MAX_BACKENDS_PER_SERVICE, MAX_SERVICES, MAX_WEIGHT, addr,
+    MAX_BACKENDS, MAX_BACKENDS_PER_SERVICE, MAX_SERVICES, MAX_WEIGHT, addr,
     raw::{At, Part, RawBackend, RawHealth, RawService, ServiceEntry},
     types::{BackendConfig, Forwarding, Health, HealthKind, Node, Protocol, Service},
 };
@@ -72,6 +72,16 @@ impl Checker<'_> {
             match (service, services.as_mut()) {
                 (Some(service), Some(services)) => services.push(service),
                 _ => services = None,
+            }
+        }
+        if let Some(all) = &services {
+            let total: usize = all.iter().map(|s| s.backends.len()).sum();
+            if total > MAX_BACKENDS {
+                let message = format!(
+                    "{total} backends in all; this version supports at most {MAX_BACKENDS}"
+                );
+                self.error("service", None, message);
+                return None;
             }
         }
         services
