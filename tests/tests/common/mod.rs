@@ -15,7 +15,9 @@ use std::{
 use aya::programs::{TestRun, TestRunOptions};
 use balancer_tests::require_root;
 use balancer_user::{config, dataplane::Dataplane, plan};
-use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use etherparse::{
+    NetSlice, PacketBuilder, PacketBuilderStep, SlicedPacket, TcpHeader, TransportSlice, UdpHeader,
+};
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
@@ -220,9 +222,14 @@ pub fn tcp_frame(
     flags: &str,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut b = PacketBuilder::ethernet2(CLIENT_MAC, FRONT_MAC)
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, FRONT_MAC)
         .ipv4(src, dst, 64)
         .tcp(sport, dport, 1000, 64240);
+    write_tcp(b, flags, payload)
+}
+
+/// Sets `flags` (letters of "SAFRP") on a TCP builder and writes the frame.
+fn write_tcp(mut b: PacketBuilderStep<TcpHeader>, flags: &str, payload: &[u8]) -> Vec<u8> {
     for f in flags.chars() {
         b = match f {
             'S' => b.syn(),
@@ -273,23 +280,12 @@ pub fn inspect(frame: &[u8]) -> Seen {
         iph.header_checksum,
         "IPv4 header checksum"
     );
-    let (sport, dport, data) = match p.transport.as_ref().expect("L4") {
-        TransportSlice::Tcp(t) => {
-            let h = t.to_header();
-            let want = h.calc_checksum_ipv4(&iph, t.payload()).unwrap();
-            assert_eq!(h.checksum, want, "TCP checksum");
-            (h.source_port, h.destination_port, t.payload().to_vec())
-        }
-        TransportSlice::Udp(u) => {
-            let h = u.to_header();
-            if h.checksum != 0 {
-                let want = h.calc_checksum_ipv4(&iph, u.payload()).unwrap();
-                assert_eq!(h.checksum, want, "UDP checksum");
-            }
-            (h.source_port, h.destination_port, u.payload().to_vec())
-        }
-        other => panic!("unexpected L4 {other:?}"),
-    };
+    let (sport, dport, data) = transport(
+        &p,
+        |tcp, payload| tcp.calc_checksum_ipv4(&iph, payload).unwrap(),
+        |udp, payload| udp.calc_checksum_ipv4(&iph, payload).unwrap(),
+        true,
+    );
     Seen {
         eth_src: eth.source,
         eth_dst: eth.destination,
@@ -310,22 +306,10 @@ pub fn tcp6_frame(
     flags: &str,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut b = PacketBuilder::ethernet2(CLIENT_MAC, FRONT_MAC)
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, FRONT_MAC)
         .ipv6(src, dst, 64)
         .tcp(sport, dport, 1000, 64240);
-    for f in flags.chars() {
-        b = match f {
-            'S' => b.syn(),
-            'A' => b.ack(1),
-            'F' => b.fin(),
-            'R' => b.rst(),
-            'P' => b.psh(),
-            _ => panic!("flag {f}"),
-        };
-    }
-    let mut v = Vec::new();
-    b.write(&mut v, payload).unwrap();
-    v
+    write_tcp(b, flags, payload)
 }
 
 pub fn udp6_frame(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
@@ -376,21 +360,12 @@ pub fn inspect6(frame: &[u8]) -> Seen6 {
         panic!("not IPv6")
     };
     let iph = ip.header().to_header();
-    let (sport, dport, data) = match p.transport.as_ref().expect("L4") {
-        TransportSlice::Tcp(t) => {
-            let h = t.to_header();
-            let want = h.calc_checksum_ipv6(&iph, t.payload()).unwrap();
-            assert_eq!(h.checksum, want, "TCP checksum");
-            (h.source_port, h.destination_port, t.payload().to_vec())
-        }
-        TransportSlice::Udp(u) => {
-            let h = u.to_header();
-            let want = h.calc_checksum_ipv6(&iph, u.payload()).unwrap();
-            assert_eq!(h.checksum, want, "UDP checksum");
-            (h.source_port, h.destination_port, u.payload().to_vec())
-        }
-        other => panic!("unexpected L4 {other:?}"),
-    };
+    let (sport, dport, data) = transport(
+        &p,
+        |tcp, payload| tcp.calc_checksum_ipv6(&iph, payload).unwrap(),
+        |udp, payload| udp.calc_checksum_ipv6(&iph, payload).unwrap(),
+        false,
+    );
     Seen6 {
         eth_src: eth.source,
         eth_dst: eth.destination,
@@ -399,5 +374,31 @@ pub fn inspect6(frame: &[u8]) -> Seen6 {
         sport,
         dport,
         payload: data,
+    }
+}
+
+/// Ports and payload of a forwarded frame's TCP or UDP part, after checking its
+/// checksum against the one `tcp_sum`/`udp_sum` compute. A zero UDP checksum
+/// means "none" in IPv4 (`zero_udp_is_none`) and is not checked there.
+fn transport(
+    p: &SlicedPacket,
+    tcp_sum: impl Fn(&TcpHeader, &[u8]) -> u16,
+    udp_sum: impl Fn(&UdpHeader, &[u8]) -> u16,
+    zero_udp_is_none: bool,
+) -> (u16, u16, Vec<u8>) {
+    match p.transport.as_ref().expect("L4") {
+        TransportSlice::Tcp(t) => {
+            let h = t.to_header();
+            assert_eq!(h.checksum, tcp_sum(&h, t.payload()), "TCP checksum");
+            (h.source_port, h.destination_port, t.payload().to_vec())
+        }
+        TransportSlice::Udp(u) => {
+            let h = u.to_header();
+            if h.checksum != 0 || !zero_udp_is_none {
+                assert_eq!(h.checksum, udp_sum(&h, u.payload()), "UDP checksum");
+            }
+            (h.source_port, h.destination_port, u.payload().to_vec())
+        }
+        other => panic!("unexpected L4 {other:?}"),
     }
 }
