@@ -16,6 +16,12 @@ const APT_PACKAGES: &[&str] = &[
     "ethtool",
     "nginx",
     "curl",
+    // `cargo xtask bench e2e`: the load generators and the load balancers it
+    // compares against.
+    "wrk",
+    "iperf3",
+    "haproxy",
+    "nftables",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -1,6 +1,8 @@
-//! `cargo xtask bench [packet|e2e|all]`.
+//! `cargo xtask bench [packet|e2e|memory|all]`.
 
 mod e2e;
+mod host;
+mod memory;
 mod packet;
 
 use anyhow::{Result, bail};
@@ -9,10 +11,12 @@ pub fn run(which: &str) -> Result<()> {
     match which {
         "packet" => packet::run(),
         "e2e" => e2e::run(),
+        "memory" => memory::run(),
         "all" => {
             packet::run()?;
-            e2e::run()
+            e2e::run()?;
+            memory::run()
         }
-        other => bail!("unknown benchmark {other:?}: packet, e2e or all"),
+        other => bail!("unknown benchmark {other:?}: packet, e2e, memory or all"),
     }
 }
