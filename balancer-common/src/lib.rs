@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod csum;
+pub mod expiry;
 pub mod firewall;
 pub mod flow;
 pub mod sched;
@@ -15,7 +16,7 @@ pub mod stats;
 
 /// Bumped whenever a key or value below changes shape; pinned state from another
 /// version is refused instead of misread.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;

@@ -18,6 +18,7 @@ mod maps;
 mod nat;
 mod parse;
 mod select;
+mod sweep;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use balancer_common::{

@@ -6,6 +6,7 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use balancer_common::{
+    expiry::{SweepLimits, SweepStats},
     firewall::{Bucket, GLOBAL_ENTRIES, RuleKeyV4, RuleKeyV6},
     flow::{FlowKey, FlowValue},
     service::{
@@ -60,11 +61,13 @@ pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
 #[map]
 pub static ACTIVE_CONNS: Array<u64> = Array::with_max_entries(MAX_BACKENDS, 0);
 
-/// Connections per backend slot that the daemon expired (idle past their
-/// timeout) without the program seeing them end. The daemon is its only writer,
-/// so it needs no atomics: a backend's active count is `ACTIVE_CONNS - EXPIRED_CONNS`.
+/// Limits of the next in-kernel flow sweep, written by the daemon.
 #[map]
-pub static EXPIRED_CONNS: Array<u64> = Array::with_max_entries(MAX_BACKENDS, 0);
+pub static SWEEP_LIMITS: Array<SweepLimits> = Array::with_max_entries(1, 0);
+
+/// What the last sweep did, read by the daemon.
+#[map]
+pub static SWEEP_STATS: Array<SweepStats> = Array::with_max_entries(1, 0);
 
 /// Load percentage per backend slot, written by the daemon (0 = idle).
 #[map]

@@ -16,8 +16,7 @@ use balancer_common::{
 };
 
 use crate::maps::{
-    ACTIVE_CONNS, BACKEND_LOAD, BACKENDS, EXPIRED_CONNS, MAGLEV_TABLE, RR_TABLE, SCAN_CURSOR,
-    SERVICE_SLOTS,
+    ACTIVE_CONNS, BACKEND_LOAD, BACKENDS, MAGLEV_TABLE, RR_TABLE, SCAN_CURSOR, SERVICE_SLOTS,
 };
 
 /// Tries of the round-robin sequence before falling back (entries of backends
@@ -53,11 +52,7 @@ fn load_of(idx: u32) -> Option<(u64, u64)> {
     if cap == 0 {
         return None;
     }
-    let active = ACTIVE_CONNS
-        .get(idx)
-        .copied()
-        .unwrap_or(0)
-        .saturating_sub(EXPIRED_CONNS.get(idx).copied().unwrap_or(0));
+    let active = ACTIVE_CONNS.get(idx).copied().unwrap_or(0);
     Some((active, cap))
 }
 

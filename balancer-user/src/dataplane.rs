@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
@@ -11,11 +11,12 @@ use aya::{
         lpm_trie::{Key as LpmKey, LpmTrie},
         xdp::DevMapHash,
     },
-    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use balancer_common::{
+    expiry::{SweepLimits, SweepStats},
     firewall::{GLOBAL_BURST, GLOBAL_RATE, RuleKeyV4, RuleKeyV6, rule_prefix_len},
-    flow::{DIR_REPLY, FlowKey, FlowValue},
+    flow::{FlowKey, FlowValue},
     service::{
         Backend, GLOBAL_FLAGS, MAGLEV_M, MAX_BACKENDS_PER_SERVICE, RR_TABLE_LEN, ServiceKey,
         ServiceValue,
@@ -26,25 +27,18 @@ use tracing::{info, warn};
 
 use crate::{
     config::XdpMode as ConfigXdpMode,
-    expiry::{Timeouts, is_expired},
+    expiry::Timeouts,
     plan::{Plan, addr_key},
 };
 
-/// What one sweep of the flow table did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct SweepStats {
-    pub scanned: u64,
-    /// Flows (forward entries) idle past their limit.
-    pub expired: u64,
-    /// Map entries removed, both directions.
-    pub removed_entries: u64,
-    /// Active counts given back (flows that ended without a FIN or RST).
-    pub released: u64,
-}
+/// XDP_PASS: what the sweep program returns when it ran.
+const XDP_PASS: u32 = 2;
 
 /// The program object, built by build.rs from balancer-ebpf.
 static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/balancer.bpf.o"));
 const PROGRAM_NAME: &str = "balancer";
+/// The in-kernel flow sweep, run with BPF_PROG_TEST_RUN (never attached).
+const SWEEP_PROGRAM: &str = "sweep_flows";
 
 pub struct Dataplane {
     ebpf: Ebpf,
@@ -62,6 +56,13 @@ impl Dataplane {
             .context("loading the XDP program's maps")?;
         let prog: &mut Xdp = program_mut(&mut ebpf)?;
         prog.load().context("the kernel refused the XDP program")?;
+        let sweep: &mut Xdp = ebpf
+            .program_mut(SWEEP_PROGRAM)
+            .ok_or_else(|| anyhow!("program {SWEEP_PROGRAM} missing from the object"))?
+            .try_into()?;
+        sweep
+            .load()
+            .context("the kernel refused the flow sweep program")?;
         Ok(Self {
             ebpf,
             attached: Vec::new(),
@@ -237,74 +238,41 @@ impl Dataplane {
         Ok(stats.get(&(c as u32), 0)?.iter().sum())
     }
 
-    /// Active connections of a backend slot: opened minus ended (seen by the
-    /// program) minus expired (by the daemon).
+    /// Active connections of a backend: opened minus ended (by a FIN or RST,
+    /// or by expiry).
     pub fn active_conns(&self, index: u32) -> Result<u64> {
         let active: Array<&MapData, u64> = self.map("ACTIVE_CONNS")?;
-        let expired: Array<&MapData, u64> = self.map("EXPIRED_CONNS")?;
-        Ok(active
-            .get(&index, 0)?
-            .saturating_sub(expired.get(&index, 0)?))
+        Ok(active.get(&index, 0)?)
     }
 
-    /// Removes flows idle past their limit at `now_ns` (CLOCK_MONOTONIC), both
-    /// entries of each, giving back their backend's count (unless the program
-    /// already did, on a FIN or RST) and their SNAT port.
-    pub fn sweep(&mut self, now_ns: u64, timeouts: &Timeouts) -> Result<SweepStats> {
-        let mut stats = SweepStats::default();
-        let mut doomed: Vec<FlowKey> = Vec::new();
-        let mut released: BTreeMap<u32, u64> = BTreeMap::new();
+    /// Removes flows idle past `timeouts` (both entries of each), giving back
+    /// their backend's count (unless a FIN or RST already did) and their SNAT
+    /// port. The sweep runs in the kernel (`sweep_flows`): one system call for
+    /// the whole table.
+    pub fn sweep(&mut self, timeouts: &Timeouts) -> Result<SweepStats> {
         {
-            let flows: HashMap<&MapData, FlowKey, FlowValue> = self.map("FLOWS")?;
-            for entry in flows.iter() {
-                // An entry deleted by the LRU while we iterate: nothing to do.
-                let Ok((key, value)) = entry else { continue };
-                stats.scanned += 1;
-                let peer = value.peer_key(key.proto, key.family);
-                let peer_value = flows.get(&peer, 0).ok();
-                if value.direction == DIR_REPLY {
-                    // Reply entries go with their forward entry; an orphan (its
-                    // forward entry evicted) only when idle past every limit.
-                    if peer_value.is_none()
-                        && is_expired(now_ns, value.last_seen_ns, timeouts.longest())
-                    {
-                        doomed.push(key);
-                    }
-                    continue;
-                }
-                let last = value
-                    .last_seen_ns
-                    .max(peer_value.map_or(0, |p| p.last_seen_ns));
-                if is_expired(now_ns, last, timeouts.idle_limit(key.proto, &value)) {
-                    doomed.push(key);
-                    if peer_value.is_some() {
-                        doomed.push(peer);
-                    }
-                    stats.expired += 1;
-                    if value.released == 0 {
-                        *released.entry(value.backend).or_default() += 1;
-                    }
-                }
-            }
+            let mut limits: Array<&mut MapData, SweepLimits> = self.map_mut("SWEEP_LIMITS")?;
+            limits.set(0, timeouts.limits(), 0)?;
         }
-        {
-            let mut flows: HashMap<&mut MapData, FlowKey, FlowValue> = self.map_mut("FLOWS")?;
-            for key in &doomed {
-                // Gone already (LRU, or a duplicate) is fine.
-                if flows.remove(key).is_ok() {
-                    stats.removed_entries += 1;
-                }
-            }
+        let prog: &Xdp = self
+            .ebpf
+            .program(SWEEP_PROGRAM)
+            .ok_or_else(|| anyhow!("program {SWEEP_PROGRAM} missing from the object"))?
+            .try_into()?;
+        // The program looks at no packet; the kernel wants one of Ethernet size.
+        let frame = [0u8; 64];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(&frame);
+        opts.repeat = 1;
+        let run = prog.test_run(opts).context("running the flow sweep")?;
+        if run.return_value != XDP_PASS {
+            bail!("the flow sweep did not run (returned {})", run.return_value);
         }
-        let mut expired: Array<&mut MapData, u64> = self.map_mut("EXPIRED_CONNS")?;
-        for (backend, n) in released {
-            let current = expired.get(&backend, 0)?;
-            expired.set(backend, current + n, 0)?;
-            stats.released += n;
-        }
-        Ok(stats)
+        let stats: Array<&MapData, SweepStats> = self.map("SWEEP_STATS")?;
+        Ok(stats.get(&0, 0)?)
     }
 
+    /// Traffic of a backend, summed over CPUs.
     pub fn backend_stats(&self, index: u32) -> Result<BackendStats> {
         let stats: PerCpuArray<&MapData, BackendStats> = self.map("BACKEND_STATS")?;
         let per_cpu = stats.get(&index, 0)?;
@@ -321,11 +289,7 @@ impl Dataplane {
 
     /// Number of entries in the flow table (both directions).
     pub fn flow_entries(&self) -> Result<usize> {
-        let flows: HashMap<
-            &MapData,
-            balancer_common::flow::FlowKey,
-            balancer_common::flow::FlowValue,
-        > = self.map("FLOWS")?;
+        let flows: HashMap<&MapData, FlowKey, FlowValue> = self.map("FLOWS")?;
         Ok(flows.keys().filter(Result::is_ok).count())
     }
 

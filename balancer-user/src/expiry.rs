@@ -1,11 +1,12 @@
-//! Flow expiry: which flows have been idle for longer than their state allows.
-//! The daemon sweeps the flow table with [`crate::dataplane::Dataplane::sweep`];
-//! this module holds the pure rules.
+//! Flow expiry limits. The sweep itself runs in the kernel
+//! ([`crate::dataplane::Dataplane::sweep`]); this module turns `[flows]` into
+//! its limits and picks how often to run it.
 
 use std::time::Duration;
 
 use balancer_common::{
     PROTO_TCP,
+    expiry::SweepLimits,
     flow::{FlowValue, STATE_ESTABLISHED},
 };
 
@@ -48,30 +49,23 @@ impl Timeouts {
         self.tcp_established.max(self.tcp_transitory).max(self.udp)
     }
 
+    /// The limits as the kernel's sweep takes them.
+    pub fn limits(&self) -> SweepLimits {
+        let ns = |d: Duration| d.as_nanos().min(u64::MAX as u128) as u64;
+        SweepLimits {
+            tcp_established_ns: ns(self.tcp_established),
+            tcp_transitory_ns: ns(self.tcp_transitory),
+            udp_ns: ns(self.udp),
+            longest_ns: ns(self.longest()),
+        }
+    }
+
     /// How often to sweep: often enough that a flow outlives its limit by at
     /// most about half of the shortest one, at most once a second.
     pub fn sweep_interval(&self) -> Duration {
         (self.tcp_transitory.min(self.udp).min(self.tcp_established) / 2)
             .clamp(Duration::from_secs(1), Duration::from_secs(30))
     }
-}
-
-/// Nanoseconds on CLOCK_MONOTONIC, the clock the program's flow timestamps
-/// come from (`bpf_ktime_get_coarse_ns` reads its coarse variant, a tick behind
-/// at most: a flow may expire a few milliseconds early).
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Whether a flow last seen at `last_seen_ns` is idle past `limit` at `now_ns`.
-pub fn is_expired(now_ns: u64, last_seen_ns: u64, limit: Duration) -> bool {
-    now_ns.saturating_sub(last_seen_ns) >= limit.as_nanos() as u64
 }
 
 #[cfg(test)]
@@ -125,15 +119,11 @@ mod tests {
     }
 
     #[test]
-    fn expiry_is_measured_from_the_last_packet() {
-        let s = 1_000_000_000;
-        assert!(!is_expired(10 * s, 9 * s, Duration::from_secs(2)));
-        assert!(is_expired(11 * s, 9 * s, Duration::from_secs(2)));
-        // a packet seen after the sweep read the clock is not expired
-        assert!(!is_expired(
-            9 * s,
-            10 * s,
-            Duration::from_secs(0) + Duration::from_nanos(1)
-        ));
+    fn limits_are_in_nanoseconds() {
+        let l = timeouts().limits();
+        assert_eq!(l.tcp_established_ns, 3_600_000_000_000);
+        assert_eq!(l.tcp_transitory_ns, 30_000_000_000);
+        assert_eq!(l.udp_ns, 60_000_000_000);
+        assert_eq!(l.longest_ns, l.tcp_established_ns);
     }
 }

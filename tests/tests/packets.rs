@@ -13,7 +13,7 @@ const DNS_BACKEND: u32 = 3;
 use std::time::Duration;
 
 use balancer_common::stats::Counter;
-use balancer_user::expiry::{Timeouts, monotonic_ns};
+use balancer_user::expiry::Timeouts;
 use common::*;
 
 #[test]
@@ -312,7 +312,7 @@ fn ten_thousand_closed_connections_leave_no_count_and_no_entry() {
         assert_eq!(fx.run(&fin, fx.front).0, XDP_REDIRECT);
         assert_eq!(fx.run(&answer("FA"), fx.back).0, XDP_REDIRECT);
         if i % 48 == 47 {
-            let stats = fx.dp.sweep(monotonic_ns(), &no_idle_allowed()).unwrap();
+            let stats = fx.dp.sweep(&no_idle_allowed()).unwrap();
             assert_eq!(stats.released, 0, "already released by the FINs");
             expired += stats.expired;
         }
@@ -326,7 +326,7 @@ fn ten_thousand_closed_connections_leave_no_count_and_no_entry() {
             "backend {b}: FINs gave the count back"
         );
     }
-    let stats = fx.dp.sweep(monotonic_ns(), &no_idle_allowed()).unwrap();
+    let stats = fx.dp.sweep(&no_idle_allowed()).unwrap();
     assert_eq!(expired + stats.expired, 10_000);
     assert_eq!(fx.dp.flow_entries().unwrap(), 0);
     for b in 0..3 {
@@ -359,7 +359,7 @@ fn idle_flows_expire_and_give_back_count_and_port() {
         fx.back,
     );
 
-    let stats = fx.dp.sweep(monotonic_ns(), &no_idle_allowed()).unwrap();
+    let stats = fx.dp.sweep(&no_idle_allowed()).unwrap();
     assert_eq!((stats.expired, stats.released), (32, 32));
     assert_eq!(fx.dp.active_conns(dns_backend).unwrap(), 0);
     assert_eq!(
@@ -380,5 +380,5 @@ fn idle_flows_expire_and_give_back_count_and_port() {
         udp: Duration::from_secs(60),
         ..no_idle_allowed()
     };
-    assert_eq!(fx.dp.sweep(monotonic_ns(), &patient).unwrap().expired, 0);
+    assert_eq!(fx.dp.sweep(&patient).unwrap().expired, 0);
 }

@@ -6,11 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use balancer_user::{
-    config,
-    expiry::{Timeouts, monotonic_ns},
-    plan,
-};
+use balancer_user::{config, expiry::Timeouts, plan};
 use common::*;
 
 const SCHEDULERS: &str = r#"
@@ -133,7 +129,7 @@ fn maglev_spreads_by_weight_and_resumes_lost_flows_on_the_same_backend() {
         tcp_transitory: std::time::Duration::ZERO,
         udp: std::time::Duration::ZERO,
     };
-    fx.dp.sweep(monotonic_ns(), &all_idle).unwrap();
+    fx.dp.sweep(&all_idle).unwrap();
     assert_eq!(fx.dp.flow_entries().unwrap(), 0);
     // ...and mid-stream segments land where their connections were.
     for ((client, sport), b) in chosen.iter().take(300) {

@@ -9,7 +9,7 @@ use tracing::{debug, error, info, warn};
 use crate::{
     config::{self, Config, Forwarding},
     dataplane::Dataplane,
-    expiry::{Timeouts, monotonic_ns},
+    expiry::Timeouts,
     netconf::{self, NetChanges},
     plan,
 };
@@ -90,7 +90,7 @@ async fn serve(config: &Config) -> Result<()> {
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = sweep.tick() => match dataplane.sweep(monotonic_ns(), &timeouts) {
+                _ = sweep.tick() => match dataplane.sweep(&timeouts) {
                     Ok(s) if s.expired > 0 => debug!(
                         scanned = s.scanned,
                         expired = s.expired,

@@ -1,0 +1,116 @@
+//! Flow expiry, in the kernel: the daemon runs `sweep_flows` (through
+//! BPF_PROG_TEST_RUN) every sweep interval. It walks `FLOWS` with
+//! `bpf_for_each_map_elem`, removes both entries of every flow idle past its
+//! limit, and gives back its backend's active count (atomically, once, as a
+//! FIN would) and so its SNAT port. No system call per entry, and no race with
+//! packets of the same flow on other CPUs.
+
+use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd, atomic_xchg};
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    cty::c_void,
+    helpers::{bpf_for_each_map_elem, bpf_ktime_get_coarse_ns},
+    macros::xdp,
+    programs::XdpContext,
+};
+use balancer_common::{
+    PROTO_TCP,
+    expiry::{SweepLimits, SweepStats},
+    flow::{DIR_REPLY, FlowKey, FlowValue, STATE_ESTABLISHED},
+};
+
+use crate::maps::{ACTIVE_CONNS, FLOWS, SWEEP_LIMITS, SWEEP_STATS};
+
+#[repr(C)]
+struct Sweep {
+    now: u64,
+    limits: SweepLimits,
+    stats: SweepStats,
+}
+
+#[xdp]
+pub fn sweep_flows(_ctx: XdpContext) -> u32 {
+    let Some(limits) = SWEEP_LIMITS.get(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let mut sweep = Sweep {
+        // The clock flow timestamps come from.
+        now: unsafe { bpf_ktime_get_coarse_ns() },
+        limits: *limits,
+        stats: SweepStats::default(),
+    };
+    // SAFETY: FLOWS is a map definition (its address is what the helper takes),
+    // and sweep_one has the callback signature bpf_for_each_map_elem expects.
+    unsafe {
+        bpf_for_each_map_elem(
+            &FLOWS as *const _ as *mut c_void,
+            sweep_one as *mut c_void,
+            &mut sweep as *mut Sweep as *mut c_void,
+            0,
+        )
+    };
+    if let Some(out) = SWEEP_STATS.get_ptr_mut(0) {
+        // SAFETY: a map value pointer is valid for the duration of the program.
+        unsafe { *out = sweep.stats };
+    }
+    xdp_action::XDP_PASS
+}
+
+/// One entry of `FLOWS`. Reply entries go with their forward entry; one whose
+/// forward entry is gone (evicted) goes when idle past every limit.
+#[inline(never)]
+extern "C" fn sweep_one(
+    _map: *mut c_void,
+    key: *mut FlowKey,
+    value: *mut FlowValue,
+    ctx: *mut c_void,
+) -> i64 {
+    // SAFETY: bpf_for_each_map_elem passes the entry's key and value and the
+    // Sweep that sweep_flows gave it.
+    let (key, value, s) = unsafe { (&*key, &mut *value, &mut *(ctx as *mut Sweep)) };
+    s.stats.scanned += 1;
+    let peer_key = value.peer_key(key.proto, key.family);
+    let peer = FLOWS.get_ptr(&peer_key);
+    if value.direction == DIR_REPLY {
+        if peer.is_none() && s.now.saturating_sub(value.last_seen_ns) >= s.limits.longest_ns {
+            let _ = FLOWS.remove(key);
+            s.stats.removed_entries += 1;
+        }
+        return 0;
+    }
+    // SAFETY: a map value pointer is valid for the duration of the program.
+    let peer_seen = peer.map_or(0, |p| unsafe { (*p).last_seen_ns });
+    let last = if peer_seen > value.last_seen_ns {
+        peer_seen
+    } else {
+        value.last_seen_ns
+    };
+    let limit = if key.proto != PROTO_TCP {
+        s.limits.udp_ns
+    } else if value.state == STATE_ESTABLISHED {
+        s.limits.tcp_established_ns
+    } else {
+        s.limits.tcp_transitory_ns
+    };
+    if s.now.saturating_sub(last) < limit {
+        return 0;
+    }
+    s.stats.expired += 1;
+    // SAFETY: the field is 4-byte aligned inside a map value.
+    if unsafe { atomic_xchg::<u32, { Relaxed }>(&mut value.released, 1) } == 0 {
+        if let Some(active) = ACTIVE_CONNS.get_ptr_mut(value.backend) {
+            // SAFETY: 8-byte aligned map value; the count was raised at creation.
+            unsafe { atomic_xadd::<u64, u64, { Relaxed }>(active, u64::MAX) };
+        }
+        s.stats.released += 1;
+    }
+    // Either may be gone already (the LRU, or a packet racing us): fine.
+    if FLOWS.remove(&peer_key).is_ok() {
+        s.stats.removed_entries += 1;
+    }
+    if FLOWS.remove(key).is_ok() {
+        s.stats.removed_entries += 1;
+    }
+    0
+}
