@@ -282,13 +282,18 @@ fn measure(lb: &Netns, config: &str, fill: bool) -> Result<Measured> {
         // The first sweep runs at once (empty table); let the daemon settle.
         wait_idle(pid, Duration::from_secs(10))?;
         let after = Kernel::read()?;
-        let (prog_id, held) = bpf_fds(pid)?;
-        let prog = bpftool(&["prog", "show", "id", &prog_id.to_string()])?;
-        ensure!(
-            prog["name"] == "balancer",
-            "program {prog_id} of pid {pid} is {}, not balancer",
-            prog["name"]
-        );
+        let (prog_ids, held) = bpf_fds(pid)?;
+        // The daemon also holds the flow sweep program; the packet path is "balancer".
+        let mut found = None;
+        for id in &prog_ids {
+            let prog = bpftool(&["prog", "show", "id", &id.to_string()])?;
+            if prog["name"] == "balancer" {
+                found = Some((*id, prog));
+            }
+        }
+        let Some((prog_id, prog)) = found else {
+            bail!("pid {pid} holds no program named balancer among {prog_ids:?}");
+        };
         m.prog_id = prog_id;
         m.prog_memlock = prog["bytes_memlock"].as_u64().unwrap_or(0);
         let ids: BTreeSet<u32> = prog["map_ids"]
@@ -655,9 +660,9 @@ fn reset_hwm(pid: u32) -> Result<()> {
         .with_context(|| format!("resetting VmHWM of {pid}"))
 }
 
-/// The id of the XDP program whose fd `pid` holds, and the maps it holds
+/// The ids of the BPF programs whose fds `pid` holds, and the maps it holds
 /// (id → fdinfo `memlock`).
-fn bpf_fds(pid: u32) -> Result<(u32, BTreeMap<u32, u64>)> {
+fn bpf_fds(pid: u32) -> Result<(Vec<u32>, BTreeMap<u32, u64>)> {
     let mut progs = Vec::new();
     let mut maps = BTreeMap::new();
     for e in std::fs::read_dir(format!("/proc/{pid}/fd"))?.flatten() {
@@ -688,10 +693,10 @@ fn bpf_fds(pid: u32) -> Result<(u32, BTreeMap<u32, u64>)> {
     }
     progs.sort();
     progs.dedup();
-    match progs[..] {
-        [id] => Ok((id, maps)),
-        _ => bail!("pid {pid} holds {} BPF programs, not one", progs.len()),
+    if progs.is_empty() {
+        bail!("pid {pid} holds no BPF program");
     }
+    Ok((progs, maps))
 }
 
 fn bpftool(args: &[&str]) -> Result<serde_json::Value> {
