@@ -114,11 +114,22 @@ impl NetChanges {
     /// Makes `ip` a local address unless it already is: on the interface among
     /// `interfaces` whose subnet holds it (so that the host answers ARP for it
     /// there), else as a /32 or /128 on the first of them.
-    pub fn ensure_local(&mut self, ip: IpAddr, interfaces: &[String]) -> Result<()> {
+    pub fn ensure_local(&mut self, addresses: &[IpAddr], interfaces: &[String]) -> Result<()> {
         let existing = host_addresses()?;
-        if existing.iter().any(|(_, net)| net.addr() == ip) {
-            return Ok(());
+        for &ip in addresses {
+            if !existing.iter().any(|(_, net)| net.addr() == ip) {
+                self.add_address(ip, &existing, interfaces)?;
+            }
         }
+        Ok(())
+    }
+
+    fn add_address(
+        &mut self,
+        ip: IpAddr,
+        existing: &[(String, IpNet)],
+        interfaces: &[String],
+    ) -> Result<()> {
         let (dev, net) = match existing
             .iter()
             .find(|(dev, net)| interfaces.contains(dev) && net.contains(&ip))

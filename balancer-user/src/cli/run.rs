@@ -138,9 +138,7 @@ fn prepare_host(config: &Config, net: &mut NetChanges) -> Result<()> {
     }
     addresses.sort();
     addresses.dedup();
-    for ip in addresses {
-        net.ensure_local(ip, &config.node.interfaces)?;
-    }
+    net.ensure_local(&addresses, &config.node.interfaces)?;
     if config.node.forwarding == Forwarding::FullNat {
         let (min, max) = config.node.snat_port_range;
         net.reserve_ports(min, max)?;
