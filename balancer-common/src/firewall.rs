@@ -49,7 +49,10 @@ const _: () = assert!(core::mem::size_of::<RuleKeyV6>() == 20);
 /// burst per source address (0 = unlimited).
 pub const GLOBAL_RATE: u32 = 1;
 pub const GLOBAL_BURST: u32 = 2;
-pub const GLOBAL_ENTRIES: u32 = 3;
+/// Number of IPv4 and IPv6 SNAT addresses in `SNAT_POOL`.
+pub const GLOBAL_SNAT_V4: u32 = 3;
+pub const GLOBAL_SNAT_V6: u32 = 4;
+pub const GLOBAL_ENTRIES: u32 = 5;
 
 /// A source's token bucket, in thousandths of a token.
 #[repr(C)]

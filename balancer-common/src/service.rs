@@ -9,6 +9,8 @@ pub const MAX_SERVICES: u32 = 256;
 pub const MAX_BACKENDS_PER_SERVICE: u32 = 1024;
 /// Backends of all services together (the per-backend maps' size).
 pub const MAX_BACKENDS: u32 = 16384;
+/// SNAT addresses per family: `SNAT_POOL[0..]` IPv4, `SNAT_POOL[MAX_SNAT_ADDRS..]` IPv6.
+pub const MAX_SNAT_ADDRS: u32 = 16;
 /// Interfaces the program may redirect to (device map entries).
 pub const MAX_INTERFACES: u32 = 64;
 

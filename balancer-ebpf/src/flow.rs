@@ -9,9 +9,12 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use balancer_common::{
+    FAMILY_V6,
+    firewall::{GLOBAL_SNAT_V4, GLOBAL_SNAT_V6},
     flow::{
         DIR_FORWARD, DIR_REPLY, FlowKey, FlowValue, STATE_CLOSING, STATE_ESTABLISHED, STATE_NEW,
     },
+    service::MAX_SNAT_ADDRS,
     service::{SERVICE_F_DNAT, ServiceValue},
     stats::Counter,
 };
@@ -20,7 +23,7 @@ use network_types::eth::EthHdr;
 
 use crate::{
     forward,
-    maps::{ACTIVE_CONNS, BACKENDS, FLOWS, SCRATCH},
+    maps::{ACTIVE_CONNS, BACKENDS, FLOWS, GLOBAL, PORT_PROBE, SCRATCH, SNAT_POOL},
     parse::{Packet, ptr_at},
     select,
 };
@@ -31,24 +34,46 @@ const SNAT_PORT_TRIES: u32 = 64;
 
 /// State of the SNAT port search, shared with its `bpf_loop` callback.
 #[repr(C)]
-struct PortProbe {
+pub struct PortProbe {
     reply_key: FlowKey,
     min: u32,
     span: u32,
     offset: u32,
+    /// SNAT addresses to try, from `SNAT_POOL[pool_base + (first + k) % pool_len]`;
+    /// a pool of 0 means the backend's own (already in `reply_key`).
+    pool_base: u32,
+    pool_len: u32,
+    first: u32,
     found_be: u16,
     found: u16,
 }
 
 /// One SNAT port try: claims the port by inserting the reply entry (in this
-/// CPU's scratch slot) unless another flow holds it. Run by `bpf_loop`, so the
-/// verifier checks it once rather than once per try and per path to it.
+/// CPU's scratch slot) unless another flow holds it. Each SNAT address of the
+/// pool gets `SNAT_PORT_TRIES` tries in turn, starting from a random one. Run by
+/// `bpf_loop`, so the verifier checks it once rather than once per try and per
+/// path to it.
 #[inline(never)]
-extern "C" fn try_port(i: u32, ctx: *mut c_void) -> i64 {
-    // SAFETY: bpf_loop passes the PortProbe that create gave it.
-    let p = unsafe { &mut *(ctx as *mut PortProbe) };
-    if i >= p.span {
+extern "C" fn try_port(i: u32, _ctx: *mut c_void) -> i64 {
+    let Some(p) = PORT_PROBE.get_ptr_mut(0) else {
         return 1;
+    };
+    // SAFETY: per-CPU map value, filled by create before the search.
+    let p = unsafe { &mut *p };
+    let attempt = i % SNAT_PORT_TRIES;
+    if attempt == 0 && p.pool_len > 0 {
+        let k = (p.first + i / SNAT_PORT_TRIES) % p.pool_len;
+        let Some(addr) = SNAT_POOL.get(p.pool_base + k) else {
+            return 1;
+        };
+        p.reply_key.dst = *addr;
+        p.offset = unsafe { bpf_get_prandom_u32() }
+            .checked_rem(p.span)
+            .unwrap_or(0);
+    }
+    if attempt >= p.span {
+        // A small range, walked whole for this address: the next one.
+        return 0;
     }
     let Some(reply) = SCRATCH.get_ptr(SCRATCH_REPLY) else {
         return 1;
@@ -79,6 +104,25 @@ extern "C" fn try_port(i: u32, ctx: *mut c_void) -> i64 {
         random.checked_rem(p.span).unwrap_or(0)
     };
     0
+}
+
+/// Where a family's SNAT addresses are in `SNAT_POOL`, and how many there are.
+#[inline(always)]
+fn snat_pool(family: u8) -> (u32, u32) {
+    let (base, count_at) = if family == FAMILY_V6 {
+        (MAX_SNAT_ADDRS, GLOBAL_SNAT_V6)
+    } else {
+        (0, GLOBAL_SNAT_V4)
+    };
+    let count = GLOBAL.get(count_at).copied().unwrap_or(0);
+    (
+        base,
+        if count > MAX_SNAT_ADDRS {
+            MAX_SNAT_ADDRS
+        } else {
+            count
+        },
+    )
 }
 
 pub enum Created {
@@ -215,20 +259,32 @@ pub fn create(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceVa
         let Some(offset) = unsafe { bpf_get_prandom_u32() }.checked_rem(span) else {
             return Created::Refused(Counter::DropSnatExhausted);
         };
-        let mut probe = PortProbe {
-            reply_key,
-            min,
-            span,
-            offset,
-            found_be: 0,
-            found: 0,
+        let (pool_base, pool_len) = snat_pool(pkt.family);
+        let Some(probe) = PORT_PROBE.get_ptr_mut(0) else {
+            return Created::Refused(Counter::DropSnatExhausted);
         };
-        // SAFETY: try_port has bpf_loop's callback signature and gets a PortProbe.
+        // SAFETY: per-CPU map value, used by this program run only.
+        let probe = unsafe { &mut *probe };
+        // Field by field: a struct literal would be built on the stack first.
+        probe.reply_key = reply_key;
+        probe.min = min;
+        probe.span = span;
+        probe.offset = offset;
+        probe.pool_base = pool_base;
+        probe.pool_len = pool_len;
+        probe.first = unsafe { bpf_get_prandom_u32() }
+            .checked_rem(pool_len)
+            .unwrap_or(0);
+        probe.found_be = 0;
+        probe.found = 0;
+        let addresses = if pool_len == 0 { 1 } else { pool_len };
+        // SAFETY: try_port has bpf_loop's callback signature; it finds the probe
+        // in PORT_PROBE (kept off the stack, which is full at this depth).
         unsafe {
             bpf_loop(
-                SNAT_PORT_TRIES,
+                SNAT_PORT_TRIES * addresses,
                 try_port as *mut c_void,
-                &mut probe as *mut PortProbe as *mut c_void,
+                core::ptr::null_mut(),
                 0,
             )
         };
@@ -244,7 +300,8 @@ pub fn create(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceVa
         }
     };
     *forward = FlowValue {
-        new_src,
+        // The SNAT address the port was found on (the reply key's destination).
+        new_src: reply_key.dst,
         new_dst: backend.addr,
         new_sport_be: snat_port_be,
         new_dport_be: backend.port_be,

@@ -6,12 +6,13 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use balancer_common::{
+    RawAddr,
     expiry::{SweepLimits, SweepStats},
     firewall::{Bucket, GLOBAL_ENTRIES, RuleKeyV4, RuleKeyV6},
     flow::{FlowKey, FlowValue},
     service::{
         AddrKey, Backend, MAGLEV_M, MAX_BACKENDS, MAX_BACKENDS_PER_SERVICE, MAX_INTERFACES,
-        MAX_SERVICES, RR_TABLE_LEN, ServiceKey, ServiceValue,
+        MAX_SERVICES, MAX_SNAT_ADDRS, RR_TABLE_LEN, ServiceKey, ServiceValue,
     },
     stats::{BackendStats, COUNTER_COUNT, Counter, service_drop_index},
 };
@@ -23,6 +24,11 @@ pub static LOCAL_ADDRS: HashMap<AddrKey, u32> = HashMap::with_max_entries(1024, 
 /// Program-wide flags (`GLOBAL_F_*`) at index `GLOBAL_FLAGS`.
 #[map]
 pub static GLOBAL: Array<u32> = Array::with_max_entries(GLOBAL_ENTRIES, 0);
+
+/// The configured SNAT addresses (`MAX_SNAT_ADDRS` per family): each new flow
+/// takes a port on one of them, so ports per backend grow with their number.
+#[map]
+pub static SNAT_POOL: Array<RawAddr> = Array::with_max_entries(2 * MAX_SNAT_ADDRS, 0);
 
 /// Source rules of new flows, keyed by (scope, IPv4 source prefix).
 #[map]
@@ -103,6 +109,14 @@ pub static FIB_PARAMS: PerCpuArray<bpf_fib_lookup> = PerCpuArray::with_max_entri
 /// MTU of each interface in `TX_PORTS`, by ifindex, written by the daemon.
 #[map]
 pub static IFACE_MTU: HashMap<u32, u32> = HashMap::with_max_entries(MAX_INTERFACES, 0);
+
+/// Per-CPU state of a least-connections scan (see `select::scan_one`).
+#[map]
+pub static SCAN: PerCpuArray<crate::select::Scan> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU state of a new flow's SNAT port search (see `flow::try_port`).
+#[map]
+pub static PORT_PROBE: PerCpuArray<crate::flow::PortProbe> = PerCpuArray::with_max_entries(1, 0);
 
 /// Interfaces the program redirects to, keyed by ifindex.
 #[map]

@@ -16,7 +16,7 @@ use balancer_common::{
 };
 
 use crate::maps::{
-    ACTIVE_CONNS, BACKEND_LOAD, BACKENDS, MAGLEV_TABLE, RR_TABLE, SCAN_CURSOR, SERVICE_SLOTS,
+    ACTIVE_CONNS, BACKEND_LOAD, BACKENDS, MAGLEV_TABLE, RR_TABLE, SCAN, SCAN_CURSOR, SERVICE_SLOTS,
 };
 
 /// Tries of the round-robin sequence before falling back (entries of backends
@@ -63,7 +63,7 @@ fn random_below(n: u32) -> u32 {
 
 /// State of a least-connections scan, shared with its `bpf_loop` callback.
 #[repr(C)]
-struct Scan {
+pub struct Scan {
     base: u32,
     n: u32,
     start: u32,
@@ -79,9 +79,12 @@ struct Scan {
 /// times the paths that lead to a new flow, went past its million-instruction
 /// budget).
 #[inline(never)]
-extern "C" fn scan_one(i: u32, ctx: *mut c_void) -> i64 {
-    // SAFETY: bpf_loop passes the Scan that least_conn gave it.
-    let s = unsafe { &mut *(ctx as *mut Scan) };
+extern "C" fn scan_one(i: u32, _ctx: *mut c_void) -> i64 {
+    let Some(s) = SCAN.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: per-CPU map value, filled by least_conn before the scan.
+    let s = unsafe { &mut *s };
     if i >= s.n {
         return 1;
     }
@@ -114,24 +117,20 @@ fn least_conn(service: &ServiceValue, n: u32) -> Option<u32> {
     let start = (unsafe { *cursor })
         .wrapping_add(unsafe { bpf_get_smp_processor_id() })
         .checked_rem(n)?;
-    let mut scan = Scan {
-        base: service.id * MAX_BACKENDS_PER_SERVICE,
-        n,
-        start,
-        best: u32::MAX,
-        best_slot: 0,
-        best_active: 0,
-        best_cap: 0,
-    };
-    // SAFETY: scan_one has bpf_loop's callback signature and gets a Scan.
-    unsafe {
-        bpf_loop(
-            n,
-            scan_one as *mut c_void,
-            &mut scan as *mut Scan as *mut c_void,
-            0,
-        )
-    };
+    let scan = SCAN.get_ptr_mut(0)?;
+    // SAFETY: per-CPU map value, used by this program run only.
+    let scan = unsafe { &mut *scan };
+    // Field by field: a struct literal would be built on the stack first.
+    scan.base = service.id * MAX_BACKENDS_PER_SERVICE;
+    scan.n = n;
+    scan.start = start;
+    scan.best = u32::MAX;
+    scan.best_slot = 0;
+    scan.best_active = 0;
+    scan.best_cap = 0;
+    // SAFETY: scan_one has bpf_loop's callback signature; it finds the scan in
+    // SCAN (kept off the stack, which is full at this depth).
+    unsafe { bpf_loop(n, scan_one as *mut c_void, core::ptr::null_mut(), 0) };
     if scan.best == u32::MAX {
         return None;
     }

@@ -14,12 +14,16 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use balancer_common::{
+    RawAddr,
     expiry::{SweepLimits, SweepStats},
-    firewall::{GLOBAL_BURST, GLOBAL_RATE, RuleKeyV4, RuleKeyV6, rule_prefix_len},
+    firewall::{
+        GLOBAL_BURST, GLOBAL_RATE, GLOBAL_SNAT_V4, GLOBAL_SNAT_V6, RuleKeyV4, RuleKeyV6,
+        rule_prefix_len,
+    },
     flow::{FlowKey, FlowValue},
     service::{
-        Backend, GLOBAL_FLAGS, MAGLEV_M, MAX_BACKENDS_PER_SERVICE, RR_TABLE_LEN, ServiceKey,
-        ServiceValue,
+        Backend, GLOBAL_FLAGS, MAGLEV_M, MAX_BACKENDS_PER_SERVICE, MAX_SNAT_ADDRS, RR_TABLE_LEN,
+        ServiceKey, ServiceValue,
     },
     stats::{BackendStats, COUNTER_COUNT, Counter, service_drop_index},
 };
@@ -135,6 +139,16 @@ impl Dataplane {
             global.set(GLOBAL_FLAGS, plan.global_flags, 0)?;
             global.set(GLOBAL_RATE, plan.rate, 0)?;
             global.set(GLOBAL_BURST, plan.burst, 0)?;
+            global.set(GLOBAL_SNAT_V4, plan.snat_v4.len() as u32, 0)?;
+            global.set(GLOBAL_SNAT_V6, plan.snat_v6.len() as u32, 0)?;
+        }
+        {
+            let mut pool: Array<&mut MapData, RawAddr> = self.map_mut("SNAT_POOL")?;
+            for (base, addrs) in [(0, &plan.snat_v4), (MAX_SNAT_ADDRS, &plan.snat_v6)] {
+                for (i, ip) in addrs.iter().enumerate() {
+                    pool.set(base + i as u32, crate::addr::raw(*ip).0, 0)?;
+                }
+            }
         }
         {
             let mut rules: LpmTrie<&mut MapData, RuleKeyV4, u32> = self.map_mut("FIREWALL_V4")?;

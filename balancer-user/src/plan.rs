@@ -12,9 +12,9 @@ use balancer_common::{
     service::{
         ADDR_F_DNAT_BACKEND, ADDR_F_SNAT, ADDR_F_VIP, AddrKey, BACKEND_F_HEALTHY,
         BACKEND_F_PRESENT, Backend, GLOBAL_F_DEFAULT_DENY, GLOBAL_F_DNAT, MAGLEV_M, MAX_BACKENDS,
-        MAX_BACKENDS_PER_SERVICE, MAX_SERVICES, RR_TABLE_LEN, SCHED_LEAST_CONN, SCHED_MAGLEV,
-        SCHED_P2C, SCHED_ROUND_ROBIN, SERVICE_F_ALLOW_LIST, SERVICE_F_DNAT, ServiceKey,
-        ServiceValue,
+        MAX_BACKENDS_PER_SERVICE, MAX_SERVICES, MAX_SNAT_ADDRS, RR_TABLE_LEN, SCHED_LEAST_CONN,
+        SCHED_MAGLEV, SCHED_P2C, SCHED_ROUND_ROBIN, SERVICE_F_ALLOW_LIST, SERVICE_F_DNAT,
+        ServiceKey, ServiceValue,
     },
 };
 
@@ -37,6 +37,10 @@ pub struct Plan {
     /// New connections per second and burst per source (0 = unlimited).
     pub rate: u32,
     pub burst: u32,
+    /// `node.snat_addresses` by family: every new full-NAT flow takes a port on
+    /// one of its family's (empty: the backend's own egress address).
+    pub snat_v4: Vec<IpAddr>,
+    pub snat_v6: Vec<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -186,6 +190,19 @@ pub fn plan(
             maglev_table,
         });
     }
+    let (snat_v4, snat_v6): (Vec<IpAddr>, Vec<IpAddr>) = if dnat {
+        (Vec::new(), Vec::new())
+    } else {
+        config.node.snat_addresses.iter().partition(|a| a.is_ipv4())
+    };
+    for ip in snat_v4.iter().chain(&snat_v6) {
+        mark(*ip, ADDR_F_SNAT);
+    }
+    if snat_v4.len().max(snat_v6.len()) > MAX_SNAT_ADDRS as usize {
+        bail!(
+            "more than {MAX_SNAT_ADDRS} SNAT addresses of one family; this version uses {MAX_SNAT_ADDRS}"
+        );
+    }
     let fw = &config.firewall;
     let mut all_rules = rules(SCOPE_BLOCK, &[], &fw.deny);
     all_rules.extend(rules(SCOPE_ALLOW, &fw.allow, &[]));
@@ -212,6 +229,8 @@ pub fn plan(
         firewall_v6,
         rate: fw.new_connections_per_source.rate,
         burst: fw.new_connections_per_source.burst,
+        snat_v4,
+        snat_v6,
     })
 }
 

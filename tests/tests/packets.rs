@@ -382,3 +382,35 @@ fn idle_flows_expire_and_give_back_count_and_port() {
     };
     assert_eq!(fx.dp.sweep(&patient).unwrap().expired, 0);
 }
+
+#[test]
+fn every_snat_address_adds_its_ports() {
+    let config = CONFIG.replace(
+        "snat_addresses = [\"203.0.113.9\"]",
+        "snat_addresses = [\"203.0.113.9\", \"203.0.113.8\"]",
+    );
+    let Some(fx) = Fixture::with_config(&config, 4096) else {
+        return;
+    };
+    // One UDP backend, 32 ports per address: 64 flows, then none.
+    let mut used = std::collections::HashSet::new();
+    for i in 0..64u16 {
+        let (action, out) = fx.run(&udp_frame(CLIENT, VIP, 62000 + i, 53, b"q"), fx.front);
+        assert_eq!(action, XDP_REDIRECT, "flow {i}");
+        let seen = inspect(&out);
+        assert!(
+            used.insert((seen.src, seen.sport)),
+            "address and port reused"
+        );
+        // The reply to that address and port finds the flow.
+        let reply = udp_frame(BACKENDS[0], seen.src, 5353, seen.sport, b"a");
+        let (action, out) = fx.run(&reply, fx.back);
+        assert_eq!(action, XDP_REDIRECT, "reply {i}");
+        assert_eq!(inspect(&out).dport, 62000 + i);
+    }
+    let per_address = |a: [u8; 4]| used.iter().filter(|(s, _)| *s == a).count();
+    assert_eq!((per_address(SNAT), per_address([203, 0, 113, 8])), (32, 32));
+    let (action, _) = fx.run(&udp_frame(CLIENT, VIP, 63000, 53, b"q"), fx.front);
+    assert_eq!(action, XDP_DROP);
+    assert_eq!(fx.dp.counter(Counter::DropSnatExhausted).unwrap(), 1);
+}

@@ -34,6 +34,8 @@ pub const MAX_BACKENDS_PER_SERVICE: usize =
     balancer_common::service::MAX_BACKENDS_PER_SERVICE as usize;
 /// Largest backend weight the data plane of this version computes with.
 pub const MAX_WEIGHT: u32 = balancer_common::sched::MAX_WEIGHT;
+/// SNAT addresses per family that the data plane of this version uses.
+pub const MAX_SNAT_ADDRS: usize = balancer_common::service::MAX_SNAT_ADDRS as usize;
 /// Interfaces the data plane of this version can redirect to.
 pub const MAX_INTERFACES: usize = balancer_common::service::MAX_INTERFACES as usize;
 

@@ -682,6 +682,14 @@ fn limits_of_this_version() {
         service_with_backends("full", 80, MAX_BACKENDS_PER_SERVICE)
     );
     accepted(&text);
+    // 17 SNAT addresses of one family are more than the data plane uses.
+    let many: Vec<String> = (1..=17).map(|i| format!("\"192.0.2.{i}\"")).collect();
+    let text = BASE.replacen(
+        "[node]\n",
+        &format!("[node]\nsnat_addresses = [{}]\n", many.join(", ")),
+        1,
+    );
+    problem(&text, "node.snat_addresses", "at most 16 per family");
     // 17 services of 1,024 are more backends than the data plane holds.
     let services: String = (0..17)
         .map(|i| service_with_backends(&format!("s{i}"), 1000 + i, MAX_BACKENDS_PER_SERVICE))

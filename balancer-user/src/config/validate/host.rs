@@ -6,7 +6,7 @@ use toml::Spanned;
 
 use super::{Checker, interface_name};
 use crate::config::{
-    MAX_INTERFACES, addr,
+    MAX_INTERFACES, MAX_SNAT_ADDRS, addr,
     raw::{At, Part, RawControl, RawFirewall, RawFlows, RawHa, RawNode, Text},
     types::{Control, Firewall, Flows, Forwarding, Ha, Node, RateLimit},
 };
@@ -77,6 +77,14 @@ impl Checker<'_> {
             .as_ref()
             .is_some_and(|list| !list.is_empty());
         let snat_addresses = self.ips("node.snat_addresses", raw.snat_addresses);
+        let v4 = snat_addresses.iter().filter(|a| a.is_ipv4()).count();
+        let per_family = v4.max(snat_addresses.len() - v4);
+        if per_family > MAX_SNAT_ADDRS {
+            let message = format!(
+                "{per_family} addresses of one family; this version uses at most {MAX_SNAT_ADDRS} per family"
+            );
+            self.error("node.snat_addresses", None, message);
+        }
         if forwarding == Forwarding::Dnat && has_snat {
             self.warn(
                 "node.snat_addresses",
