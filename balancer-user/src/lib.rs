@@ -4,6 +4,7 @@ pub mod cli;
 pub mod config;
 pub mod dataplane;
 pub mod expiry;
+pub mod health;
 pub mod netconf;
 pub mod plan;
 pub mod sched;
