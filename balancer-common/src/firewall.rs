@@ -52,7 +52,10 @@ pub const GLOBAL_BURST: u32 = 2;
 /// Number of IPv4 and IPv6 SNAT addresses in `SNAT_POOL`.
 pub const GLOBAL_SNAT_V4: u32 = 3;
 pub const GLOBAL_SNAT_V6: u32 = 4;
-pub const GLOBAL_ENTRIES: u32 = 5;
+/// The `LAYOUT_VERSION` of the daemon that created the maps: pinned maps of
+/// another layout are refused rather than misread.
+pub const GLOBAL_LAYOUT: u32 = 5;
+pub const GLOBAL_ENTRIES: u32 = 6;
 
 /// A source's token bucket, in thousandths of a token.
 #[repr(C)]

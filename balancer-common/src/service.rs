@@ -68,6 +68,9 @@ pub const BACKEND_F_PRESENT: u32 = 1 << 0;
 pub const BACKEND_F_HEALTHY: u32 = 1 << 1;
 /// Keeps its flows but takes no new ones.
 pub const BACKEND_F_DRAINING: u32 = 1 << 2;
+/// Its flows are ended by the next sweep (`on_backend_down = "reset"`, or a
+/// drain that timed out).
+pub const BACKEND_F_PURGE: u32 = 1 << 3;
 
 /// Value of `BACKENDS`.
 #[repr(C)]

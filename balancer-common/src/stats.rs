@@ -22,8 +22,10 @@ pub enum Counter {
     DropMalformed,
     DropNoBackend,
     DropSnatExhausted,
-    /// A TCP segment other than a SYN for a VIP with no flow.
-    DropNoFlow,
+    /// A TCP segment other than a SYN for a VIP with no flow (ended by
+    /// `on_backend_down = "reset"`, expired, or never seen): the host's stack
+    /// answers it with a reset, so that the client learns at once.
+    PassNoFlow,
     DropFlowTableFull,
     /// Refused by a firewall rule or default.
     DropFirewall,
@@ -48,7 +50,7 @@ impl Counter {
         Counter::DropMalformed,
         Counter::DropNoBackend,
         Counter::DropSnatExhausted,
-        Counter::DropNoFlow,
+        Counter::PassNoFlow,
         Counter::DropFlowTableFull,
         Counter::DropFirewall,
         Counter::DropRateLimit,
@@ -69,7 +71,7 @@ impl Counter {
             Counter::DropMalformed => "drop_malformed",
             Counter::DropNoBackend => "drop_no_backend",
             Counter::DropSnatExhausted => "drop_snat_exhausted",
-            Counter::DropNoFlow => "drop_no_flow",
+            Counter::PassNoFlow => "pass_no_flow",
             Counter::DropFlowTableFull => "drop_flow_table_full",
             Counter::DropFirewall => "drop_firewall",
             Counter::DropRateLimit => "drop_rate_limit",

@@ -76,7 +76,9 @@ fn process(ctx: &XdpContext, pkt: &Packet) -> u32 {
     // failover without sync) to the backend it had, so it may open the flow.
     let opens = pkt.may_open_flow() || service.scheduler == SCHED_MAGLEV && pkt.may_resume_flow();
     if !opens {
-        return drop(Counter::DropNoFlow);
+        // The VIP is a local address with no socket on this port: the stack
+        // answers with a reset, which is what the client of an ended flow needs.
+        return pass(Counter::PassNoFlow);
     }
     open_flow(ctx, pkt, &key, service)
 }

@@ -2,7 +2,8 @@
 //! BPF_PROG_TEST_RUN) every sweep interval. It walks `FLOWS` with
 //! `bpf_for_each_map_elem`, removes both entries of every flow idle past its
 //! limit, and gives back its backend's active count (atomically, once, as a
-//! FIN would) and so its SNAT port. No system call per entry, and no race with
+//! FIN would) and so its SNAT port. Flows of a backend marked
+//! `BACKEND_F_PURGE` go whatever their age. No system call per entry, and no race with
 //! packets of the same flow on other CPUs.
 
 use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd, atomic_xchg};
@@ -18,9 +19,10 @@ use balancer_common::{
     PROTO_TCP,
     expiry::{SweepLimits, SweepStats},
     flow::{DIR_REPLY, FlowKey, FlowValue, STATE_ESTABLISHED},
+    service::BACKEND_F_PURGE,
 };
 
-use crate::maps::{ACTIVE_CONNS, FLOWS, SWEEP_LIMITS, SWEEP_STATS};
+use crate::maps::{ACTIVE_CONNS, BACKENDS, FLOWS, SWEEP_LIMITS, SWEEP_STATS};
 
 #[repr(C)]
 struct Sweep {
@@ -86,7 +88,12 @@ extern "C" fn sweep_one(
     } else {
         value.last_seen_ns
     };
-    let limit = if key.proto != PROTO_TCP {
+    let purged = BACKENDS
+        .get(value.backend)
+        .is_some_and(|b| b.flags & BACKEND_F_PURGE != 0);
+    let limit = if purged {
+        0
+    } else if key.proto != PROTO_TCP {
         s.limits.udp_ns
     } else if value.state == STATE_ESTABLISHED {
         s.limits.tcp_established_ns

@@ -3,11 +3,17 @@
 //! of the host's ephemeral range. Every change is recorded so that it can be
 //! undone on exit ([`NetChanges::undo`]).
 
-use std::{ffi::CString, fs, net::IpAddr, process::Command};
+use std::{
+    ffi::CString,
+    fs,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context, Result, anyhow, bail};
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 pub fn ifindex(name: &str) -> Result<u32> {
@@ -103,14 +109,51 @@ fn run_ip(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Changes made to the host, undone in reverse order.
-#[derive(Default)]
+/// Changes made to the host, undone in reverse order. With a `record` file
+/// they survive the daemon: a daemon that takes over pinned state adopts the
+/// previous one's changes, so that its clean stop undoes them all.
+#[derive(Default, Serialize, Deserialize)]
 pub struct NetChanges {
     added: Vec<(IpNet, String)>,
     sysctls: Vec<(String, String)>,
+    #[serde(skip)]
+    record: Option<PathBuf>,
 }
 
 impl NetChanges {
+    /// Changes recorded in `path`, adopted when `adopt` (a previous daemon's
+    /// state is being taken over) and discarded otherwise.
+    pub fn recorded(path: &Path, adopt: bool) -> Self {
+        let mut changes = if adopt {
+            fs::read_to_string(path)
+                .ok()
+                .and_then(|text| serde_json::from_str::<NetChanges>(&text).ok())
+                .unwrap_or_default()
+        } else {
+            NetChanges::default()
+        };
+        changes.record = Some(path.to_path_buf());
+        changes.save();
+        changes
+    }
+
+    fn save(&self) {
+        if let Some(path) = &self.record
+            && let Err(e) = serde_json::to_string(self)
+                .map_err(std::io::Error::other)
+                .and_then(|text| fs::write(path, text))
+        {
+            warn!(path = %path.display(), "cannot record host changes: {e}");
+        }
+    }
+
+    /// Leaves the changes in place for the next daemon (which adopts them).
+    pub fn hand_over(&mut self) {
+        self.added.clear();
+        self.sysctls.clear();
+        self.record = None;
+    }
+
     /// Makes `ip` a local address unless it already is: on the interface among
     /// `interfaces` whose subnet holds it (so that the host answers ARP for it
     /// there), else as a /32 or /128 on the first of them.
@@ -152,6 +195,7 @@ impl NetChanges {
         run_ip(&args)?;
         info!(address = %net, interface = %dev, "added address");
         self.added.push((net, dev));
+        self.save();
         Ok(())
     }
 
@@ -168,6 +212,7 @@ impl NetChanges {
         fs::write(&path, value).with_context(|| format!("setting sysctl {key}={value}"))?;
         info!(%key, %value, %old, "set sysctl");
         self.sysctls.push((path, old));
+        self.save();
         Ok(())
     }
 
@@ -179,6 +224,9 @@ impl NetChanges {
             .context("reading net.ipv4.ip_local_reserved_ports")?;
         let current = current.trim();
         let range = format!("{min}-{max}");
+        if current.split(',').any(|r| r == range) {
+            return Ok(());
+        }
         let value = if current.is_empty() {
             range
         } else {
@@ -199,6 +247,9 @@ impl NetChanges {
             if let Err(e) = fs::write(&path, format!("{old}\n")) {
                 warn!(%path, "cannot restore sysctl to {old}: {e}");
             }
+        }
+        if let Some(path) = self.record.take() {
+            let _ = fs::remove_file(path);
         }
     }
 }

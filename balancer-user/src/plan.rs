@@ -64,11 +64,58 @@ pub struct PlannedBackend {
     pub snat: Option<IpAddr>,
 }
 
+/// Where services and backends live in the maps, and the backends' state: the
+/// running daemon keeps them stable across changes (flows refer to a backend
+/// by index, firewall rules to a service by id).
+pub trait Placement {
+    fn service_id(&self, service: &str) -> u32;
+    /// Index into `BACKENDS` and the per-backend maps.
+    fn backend_index(&self, service: &str, backend: SocketAddr) -> u32;
+    /// `BACKEND_F_*` flags.
+    fn backend_flags(&self, service: &str, backend: SocketAddr) -> u32;
+}
+
+/// Ids and indexes in file order, every backend healthy: a fresh start whose
+/// health is not known, and the packet tests.
+pub struct Sequential<'a>(pub &'a Config);
+
+impl Placement for Sequential<'_> {
+    fn service_id(&self, service: &str) -> u32 {
+        self.0
+            .services
+            .iter()
+            .position(|s| s.name == service)
+            .unwrap_or(0) as u32
+    }
+
+    fn backend_index(&self, service: &str, backend: SocketAddr) -> u32 {
+        let mut index = 0;
+        for s in &self.0.services {
+            if s.name == service {
+                let slot = s.backends.iter().position(|b| b.address == backend);
+                return index + slot.unwrap_or(0) as u32;
+            }
+            index += s.backends.len() as u32;
+        }
+        index
+    }
+
+    fn backend_flags(&self, _: &str, _: SocketAddr) -> u32 {
+        BACKEND_F_PRESENT | BACKEND_F_HEALTHY
+    }
+}
+
+/// [`plan_with`] of [`Sequential`] placement.
+pub fn plan(config: &Config, snat_source: impl FnMut(IpAddr) -> Result<IpAddr>) -> Result<Plan> {
+    plan_with(config, &Sequential(config), snat_source)
+}
+
 /// Builds the map contents. `snat_source` gives the full-NAT source address
 /// towards a backend when `node.snat_addresses` has none of its family (the
 /// address of the egress interface).
-pub fn plan(
+pub fn plan_with(
     config: &Config,
+    placement: &dyn Placement,
     mut snat_source: impl FnMut(IpAddr) -> Result<IpAddr>,
 ) -> Result<Plan> {
     if config.services.len() > MAX_SERVICES as usize {
@@ -86,9 +133,8 @@ pub fn plan(
     };
 
     let mut services = Vec::with_capacity(config.services.len());
-    // Backend indexes are handed out in order, service after service.
-    let mut next_index = 0u32;
-    for (id, svc) in config.services.iter().enumerate() {
+    let mut backend_total = 0usize;
+    for svc in &config.services {
         if svc.backends.len() > MAX_BACKENDS_PER_SERVICE as usize {
             bail!(
                 "service {}: {} backends; this version supports {MAX_BACKENDS_PER_SERVICE}",
@@ -102,9 +148,9 @@ pub fn plan(
             Protocol::Udp => PROTO_UDP,
         };
         mark(svc.vip, ADDR_F_VIP);
-        let id = id as u32;
+        let id = placement.service_id(&svc.name);
         let mut backends = Vec::with_capacity(svc.backends.len());
-        for (slot, b) in svc.backends.iter().enumerate() {
+        for b in &svc.backends {
             let snat = if dnat {
                 mark(b.address.ip(), ADDR_F_DNAT_BACKEND);
                 None
@@ -129,24 +175,33 @@ pub fn plan(
                 snat_addr: snat.map(|ip| raw(ip).0).unwrap_or_default(),
                 port_be: b.address.port().to_be(),
                 family: bfamily,
-                // Health checks arrive with a later version; until then every
-                // configured backend is eligible.
-                flags: BACKEND_F_PRESENT | BACKEND_F_HEALTHY,
+                flags: placement.backend_flags(&svc.name, b.address),
                 weight: b.weight,
                 ..Backend::default()
             };
             backends.push(PlannedBackend {
                 address: b.address,
-                index: next_index + slot as u32,
+                index: placement.backend_index(&svc.name, b.address),
                 entry,
                 snat,
             });
         }
-        next_index += backends.len() as u32;
-        if next_index > MAX_BACKENDS {
+        backend_total += backends.len();
+        if backend_total > MAX_BACKENDS as usize {
             bail!("more than {MAX_BACKENDS} backends in all; this version supports {MAX_BACKENDS}");
         }
-        let weights: Vec<u32> = svc.backends.iter().map(|b| b.weight).collect();
+        // The tables spread over the backends that may take flows now, so that a
+        // Maglev flow of a failed backend moves to the one every node agrees on.
+        let weights: Vec<u32> = backends
+            .iter()
+            .map(|b| {
+                if b.entry.selectable() {
+                    b.entry.weight
+                } else {
+                    0
+                }
+            })
+            .collect();
         let rr_sequence = if svc.scheduler == Scheduler::RoundRobin {
             round_robin_sequence(&weights, RR_TABLE_LEN as usize)
         } else {

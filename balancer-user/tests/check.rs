@@ -238,7 +238,7 @@ fn example_file_is_accepted_with_warnings() {
         run.stderr
     );
     assert!(
-        run.stderr.contains("warning: service[0].health: "),
+        run.stderr.contains("warning: control.metrics: "),
         "{}",
         run.stderr
     );

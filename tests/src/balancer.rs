@@ -21,40 +21,151 @@ pub fn balancer_bin() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/balancer"))
 }
 
+/// Where a daemon keeps its state: its configuration file, admin socket and
+/// a BPF file system of its own for its pinned maps and links, so that a
+/// restarted daemon finds what the killed one left, and nothing outlives the
+/// test (the mount goes on drop, and with it the pinned state).
+pub struct Home {
+    bpffs: PathBuf,
+    dir: TempDir,
+}
+
+impl Home {
+    fn new() -> Result<Home> {
+        let dir = TempDir::new("balancer")?;
+        let bpffs = dir.join("bpf");
+        std::fs::create_dir(&bpffs)?;
+        nix::mount::mount(
+            Some("bpf"),
+            &bpffs,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            Some("mode=0700"),
+        )
+        .with_context(|| format!("mounting a BPF file system at {}", bpffs.display()))?;
+        Ok(Home { bpffs, dir })
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("balancer.toml")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("balancer.sock")
+    }
+
+    pub fn pin_dir(&self) -> PathBuf {
+        self.bpffs.join("balancer")
+    }
+
+    /// Writes `config` with this home's socket and pin directory in `[control]`.
+    pub fn write_config(&self, config: &str) -> Result<()> {
+        let control = format!(
+            "[control]\nsocket = \"{}\"\npin_dir = \"{}\"\n",
+            self.socket().display(),
+            self.pin_dir().display()
+        );
+        let text = if config.contains("[control]\n") {
+            config.replacen("[control]\n", &control, 1)
+        } else {
+            format!("{config}\n{control}")
+        };
+        std::fs::write(self.config_path(), text).context("writing the configuration")
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.bpffs, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
 /// A running `balancer run`; killed on drop if still running.
 pub struct Balancer {
     process: Process,
-    dir: TempDir,
+    home: Home,
 }
 
 impl Balancer {
     /// Writes `config` to a file and starts `balancer run` on it in `ns`,
     /// returning once the daemon says it is running.
     pub fn start(ns: &Netns, config: &str) -> Result<Balancer> {
-        let bin = balancer_bin();
-        if !bin.exists() {
-            bail!(
-                "{} does not exist: build it with `cargo build -p balancer-user` (cargo xtask test does)",
-                bin.display()
-            );
-        }
-        let dir = TempDir::new("balancer")?;
-        let path = dir.join("balancer.toml");
-        std::fs::write(&path, config).context("writing the configuration")?;
-        let mut cmd = ns.command(&bin);
-        cmd.arg("run").arg("--config").arg(&path);
-        let mut process = Process::start(cmd)?;
-        let ready = wait_until(BALANCER_START_TIMEOUT, || {
-            !process.is_running() || process.output_so_far().contains("balancer running")
+        Self::start_with(ns, config, &[])
+    }
+
+    /// [`Balancer::start`] with more arguments to `balancer run`.
+    pub fn start_with(ns: &Netns, config: &str, args: &[&str]) -> Result<Balancer> {
+        let home = Home::new()?;
+        home.write_config(config)?;
+        let process = spawn(ns, &home, args)?;
+        Ok(Balancer { process, home })
+    }
+
+    /// Waits until the daemon's log has a line containing every one of
+    /// `needles`; returns how long that took.
+    pub fn wait_for_log(&self, needles: &[&str], timeout: Duration) -> Result<Duration> {
+        self.wait_for_log_since(0, needles, timeout)
+    }
+
+    /// Where the log is now, for [`Balancer::wait_for_log_since`].
+    pub fn log_mark(&self) -> usize {
+        self.output_so_far().len()
+    }
+
+    /// [`Balancer::wait_for_log`], looking only at what was logged after `mark`.
+    pub fn wait_for_log_since(
+        &self,
+        mark: usize,
+        needles: &[&str],
+        timeout: Duration,
+    ) -> Result<Duration> {
+        let start = std::time::Instant::now();
+        let found = wait_until(timeout, || {
+            let out = self.output_so_far();
+            out.get(mark..)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| needles.iter().all(|n| l.contains(n)))
         });
-        if !ready || !process.is_running() {
+        if !found {
             bail!(
-                "balancer did not start (running: {}):\n{}",
-                process.is_running(),
-                process.output_so_far()
+                "no log line with {needles:?} within {timeout:?}:\n{}",
+                self.output_so_far()
             );
         }
-        Ok(Balancer { process, dir })
+        Ok(start.elapsed())
+    }
+
+    /// Starts a new daemon on the same files and pinned state (after
+    /// [`Balancer::kill`] or a stop that kept the data plane).
+    pub fn restart(&mut self, ns: &Netns, args: &[&str]) -> Result<()> {
+        if self.process.is_running() {
+            bail!("the daemon is still running");
+        }
+        self.process = spawn(ns, &self.home, args)?;
+        Ok(())
+    }
+
+    pub fn signal(&self, signal: Signal) -> Result<()> {
+        self.process.signal(signal)
+    }
+
+    /// SIGKILL: no clean-up at all, as in a crash.
+    pub fn kill(&mut self) -> Result<()> {
+        self.process.kill()?;
+        Ok(())
+    }
+
+    pub fn home(&self) -> &Home {
+        &self.home
+    }
+
+    /// Runs `balancer ARGS --socket SOCKET` (the CLI, outside any namespace:
+    /// the socket is a file) and returns its output.
+    pub fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
+        let mut cmd = std::process::Command::new(balancer_bin());
+        cmd.args(args).arg("--socket").arg(self.home.socket());
+        crate::netns::run_command(&mut cmd, Duration::from_secs(60))
     }
 
     pub fn output_so_far(&self) -> String {
@@ -62,7 +173,7 @@ impl Balancer {
     }
 
     pub fn config_path(&self) -> PathBuf {
-        self.dir.join("balancer.toml")
+        self.home.config_path()
     }
 
     pub fn process(&mut self) -> &mut Process {
@@ -87,4 +198,31 @@ impl Balancer {
         }
         Ok(out)
     }
+}
+
+fn spawn(ns: &Netns, home: &Home, args: &[&str]) -> Result<Process> {
+    let bin = balancer_bin();
+    if !bin.exists() {
+        bail!(
+            "{} does not exist: build it with `cargo build -p balancer-user` (cargo xtask test does)",
+            bin.display()
+        );
+    }
+    let mut cmd = ns.command(&bin);
+    cmd.arg("run")
+        .arg("--config")
+        .arg(home.config_path())
+        .args(args);
+    let mut process = Process::start(cmd)?;
+    let ready = wait_until(BALANCER_START_TIMEOUT, || {
+        !process.is_running() || process.output_so_far().contains("balancer running")
+    });
+    if !ready || !process.is_running() {
+        bail!(
+            "balancer did not start (running: {}):\n{}",
+            process.is_running(),
+            process.output_so_far()
+        );
+    }
+    Ok(process)
 }

@@ -22,17 +22,19 @@ mod balancer;
 mod netns;
 mod nginx;
 mod ping;
+mod role;
 mod servers;
 mod topology;
 mod util;
 
 use std::sync::OnceLock;
 
-pub use balancer::{BALANCER_START_TIMEOUT, Balancer, balancer_bin};
+pub use balancer::{BALANCER_START_TIMEOUT, Balancer, Home, balancer_bin};
 pub use netns::{EXEC_TIMEOUT, Netns, Process};
 pub use nginx::{NGINX_START_TIMEOUT, Nginx, nginx};
 /// For [`Process::signal`].
 pub use nix::sys::signal::Signal;
+pub use role::{AgentEndpoint, RoleEndpoint, agent_endpoint, role_endpoint};
 pub use servers::{
     ServerHandle, TcpClient, UdpClient, tcp_connect, tcp_connect_from, tcp_listener, tcp_request,
     tcp_server, tcp_server_named, udp_connect, udp_request, udp_server, udp_server_named,

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use balancer_tests::{Balancer, Topology, nginx, udp_request, udp_server};
+use balancer_tests::{Balancer, Topology, nginx, udp_request, udp_server, wait_until};
 
 use crate::workspace_root;
 
@@ -55,6 +55,19 @@ pub fn run(requests: u32) -> Result<()> {
         config_path.display()
     );
     let lb = Balancer::start(topo.lb(), &config)?;
+    // Every backend waits for its first health check before it gets flows.
+    lb.wait_for_log_since(
+        0,
+        &["backend up", "203.0.113.13:80"],
+        Duration::from_secs(10),
+    )?;
+    let up = wait_until(Duration::from_secs(10), || {
+        lb.output_so_far().matches("backend up").count() >= 5
+    });
+    if !up {
+        bail!("backends did not come up:\n{}", lb.output_so_far());
+    }
+    println!("demo: health checks passed for all five backends");
 
     println!("demo: {requests} HTTP requests with curl from the client to http://{VIP}/");
     let mut tally: BTreeMap<String, u32> = BTreeMap::new();
@@ -76,7 +89,7 @@ pub fn run(requests: u32) -> Result<()> {
     }
     for (i, server) in web.iter().enumerate() {
         let log = server.access_log();
-        if let Some(line) = log.lines().next() {
+        if let Some(line) = log.lines().find(|l| !l.contains("balancer-health")) {
             println!("  be{} sees the balancer's SNAT address: {line}", i + 1);
         }
     }
@@ -92,8 +105,40 @@ pub fn run(requests: u32) -> Result<()> {
         println!("  ping {i} -> {reply}");
     }
 
+    println!("demo: `balancer status`");
+    print_cli(&lb, &["status"])?;
+
+    println!("demo: stopping nginx on be2: its health check fails (interval 500 ms, fall 2)");
+    let mark = lb.log_mark();
+    let stopped = std::time::Instant::now();
+    drop(web.remove(1));
+    lb.wait_for_log_since(
+        mark,
+        &["backend down", "203.0.113.12:80"],
+        Duration::from_secs(10),
+    )?;
+    println!(
+        "  be2 out of rotation {:?} after nginx stopped",
+        stopped.elapsed()
+    );
+    for i in 1..=4 {
+        let out = topo
+            .client()
+            .exec(
+                "curl",
+                &["-sS", "--max-time", "5", &format!("http://{VIP}/")],
+            )
+            .with_context(|| format!("request {i} after be2 stopped"))?;
+        println!(
+            "  request {i}: {}",
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+    print_cli(&lb, &["status"])?;
+
     println!("demo: stopping the balancer (SIGTERM)");
     let log = lb.stop()?;
+    println!("demo: the balancer's log (events have the target `event`)");
     for line in log
         .lines()
         .filter(|l| l.contains("INFO") || l.contains("WARN"))
@@ -104,5 +149,20 @@ pub fn run(requests: u32) -> Result<()> {
     drop(web);
     drop(topo);
     println!("demo: namespaces removed; done");
+    Ok(())
+}
+
+fn print_cli(lb: &Balancer, args: &[&str]) -> Result<()> {
+    let out = lb.cli(args)?;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("  | {line}");
+    }
+    if !out.status.success() {
+        bail!(
+            "balancer {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     Ok(())
 }

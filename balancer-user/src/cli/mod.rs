@@ -1,3 +1,4 @@
-//! One module per `balancer` subcommand.
+//! One module per group of `balancer` subcommands; `run` is the daemon.
+pub mod admin;
 pub mod check;
-pub mod run;
+mod client;

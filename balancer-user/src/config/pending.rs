@@ -3,10 +3,7 @@
 //! Kept in one place so that a user is never silently ignored, and so that a
 //! line here is deleted when its feature lands.
 
-use super::{
-    problem::Warning,
-    types::{Config, HealthKind, OnBackendDown},
-};
+use super::{problem::Warning, types::Config};
 
 pub fn not_yet_enforced(config: &Config) -> Vec<Warning> {
     let mut warnings = Vec::new();
@@ -26,23 +23,5 @@ pub fn not_yet_enforced(config: &Config) -> Vec<Warning> {
         );
     }
 
-    for (i, service) in config.services.iter().enumerate() {
-        let path = |key: &str| format!("service[{i}].{key}");
-        if service.health.kind != HealthKind::None {
-            warn(
-                path("health"),
-                &format!(
-                    "kind = \"{}\": health checks come later; all backends are treated as healthy",
-                    service.health.kind
-                ),
-            );
-        }
-        if service.on_backend_down == OnBackendDown::Reset {
-            warn(
-                path("on_backend_down"),
-                "\"reset\" comes later (with health checks): a failed backend's flows are kept",
-            );
-        }
-    }
     warnings
 }

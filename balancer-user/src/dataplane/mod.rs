@@ -1,7 +1,12 @@
 //! The loaded XDP program and its maps: load, attach, write a [`Plan`], read
 //! counters. The packet tests drive the program through this same type.
 
-use std::{collections::BTreeMap, net::IpAddr};
+mod pin;
+mod recover;
+
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf};
+
+pub use pin::{MapShape, Pins};
 
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
@@ -11,19 +16,23 @@ use aya::{
         lpm_trie::{Key as LpmKey, LpmTrie},
         xdp::DevMapHash,
     },
-    programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        TestRun, TestRunOptions, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
 };
 use balancer_common::{
-    RawAddr,
+    LAYOUT_VERSION, RawAddr,
     expiry::{SweepLimits, SweepStats},
     firewall::{
-        GLOBAL_BURST, GLOBAL_RATE, GLOBAL_SNAT_V4, GLOBAL_SNAT_V6, RuleKeyV4, RuleKeyV6,
-        rule_prefix_len,
+        GLOBAL_BURST, GLOBAL_LAYOUT, GLOBAL_RATE, GLOBAL_SNAT_V4, GLOBAL_SNAT_V6, RuleKeyV4,
+        RuleKeyV6, rule_prefix_len,
     },
     flow::{FlowKey, FlowValue},
     service::{
-        Backend, GLOBAL_FLAGS, MAGLEV_M, MAX_BACKENDS_PER_SERVICE, MAX_SNAT_ADDRS, RR_TABLE_LEN,
-        ServiceKey, ServiceValue,
+        AddrKey, Backend, GLOBAL_FLAGS, MAGLEV_M, MAX_BACKENDS_PER_SERVICE, MAX_SNAT_ADDRS,
+        RR_TABLE_LEN, ServiceKey, ServiceValue,
     },
     stats::{BackendStats, COUNTER_COUNT, Counter, service_drop_index},
 };
@@ -47,15 +56,54 @@ const SWEEP_PROGRAM: &str = "sweep_flows";
 pub struct Dataplane {
     ebpf: Ebpf,
     attached: Vec<(String, XdpLinkId)>,
+    pins: Option<Pins>,
 }
 
 impl Dataplane {
     /// Loads the program with a flow table of `flow_capacity` entries (both
-    /// directions of a connection take one each).
+    /// directions of a connection take one each), maps of its own.
     pub fn load(flow_capacity: u32) -> Result<Self> {
+        Self::load_with(flow_capacity, None)
+    }
+
+    /// Loads the program on the maps pinned in `pins`, creating and pinning
+    /// those that are not there. Returns whether a previous daemon's state was
+    /// found (then its flows, counts and places are in the maps).
+    pub fn open(pins: Pins, flow_capacity: u32) -> Result<(Self, bool)> {
+        let shapes = pin::shapes(PROGRAM, flow_capacity)?;
+        let existing = pins.existing_state(&shapes)?;
+        let mut dp = Self::load_with(flow_capacity, Some((&pins, &shapes)))?;
+        {
+            let mut global: Array<&mut MapData, u32> = dp.map_mut("GLOBAL")?;
+            let layout = global.get(&GLOBAL_LAYOUT, 0)?;
+            if existing && layout != LAYOUT_VERSION {
+                bail!(pin::incompatible(
+                    pins.dir(),
+                    &format!("map layout {layout}, this version {LAYOUT_VERSION}")
+                ));
+            }
+            global.set(GLOBAL_LAYOUT, LAYOUT_VERSION, 0)?;
+        }
+        dp.pins = Some(pins);
+        Ok((dp, existing))
+    }
+
+    fn load_with(flow_capacity: u32, pins: Option<(&Pins, &[MapShape])>) -> Result<Self> {
         raise_memlock();
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries("FLOWS", flow_capacity)
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries("FLOWS", flow_capacity);
+        let paths: Vec<(&str, PathBuf)> = pins
+            .map(|(pins, shapes)| {
+                shapes
+                    .iter()
+                    .map(|s| (s.name.as_str(), pins.map_path(&s.name)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
             .load(PROGRAM)
             .context("loading the XDP program's maps")?;
         let prog: &mut Xdp = program_mut(&mut ebpf)?;
@@ -70,6 +118,7 @@ impl Dataplane {
         Ok(Self {
             ebpf,
             attached: Vec::new(),
+            pins: None,
         })
     }
 
@@ -83,8 +132,26 @@ impl Dataplane {
 
     /// Attaches to `interface` and lets the program redirect to it. `auto`
     /// tries the driver's native mode and falls back to generic.
+    /// With pinned state, an interface that already has the program (a
+    /// previous daemon's link) gets this one in its place atomically: no packet
+    /// sees the interface without a program.
     pub fn attach(&mut self, interface: &str, mode: ConfigXdpMode) -> Result<()> {
+        let pinned = self.pins.as_ref().map(|p| p.link_path(interface));
         let prog = program_mut(&mut self.ebpf)?;
+        if let Some(path) = pinned.as_ref().filter(|p| p.exists()) {
+            let old = PinnedLink::from_pin(path)
+                .with_context(|| format!("opening the pinned link {}", path.display()))?;
+            let link = XdpLink::try_from(FdLink::from(old))
+                .with_context(|| format!("{} is not an XDP link", path.display()))?;
+            let id = prog
+                .attach_to_link(link)
+                .with_context(|| format!("replacing the program on {interface}"))?;
+            let ifindex = crate::netconf::ifindex(interface)?;
+            self.add_tx_port(ifindex)?;
+            info!(%interface, ifindex, "took over the pinned XDP program");
+            self.attached.push((interface.to_string(), id));
+            return Ok(());
+        }
         let link = match mode {
             ConfigXdpMode::Native => prog.attach(interface, XdpMode::Driver)?,
             ConfigXdpMode::Generic => prog.attach(interface, XdpMode::Skb)?,
@@ -96,10 +163,53 @@ impl Dataplane {
                 }
             },
         };
+        let link = match pinned {
+            Some(path) => {
+                let owned = prog.take_link(link)?;
+                let fd = FdLink::try_from(owned).with_context(|| {
+                    format!("{interface}: the kernel gave no BPF link to pin (too old?)")
+                })?;
+                let pinned = fd
+                    .pin(&path)
+                    .with_context(|| format!("pinning the link at {}", path.display()))?;
+                prog.attach_to_link(XdpLink::try_from(FdLink::from(pinned))?)?
+            }
+            None => link,
+        };
         let ifindex = crate::netconf::ifindex(interface)?;
         self.add_tx_port(ifindex)?;
         info!(%interface, ifindex, ?mode, "attached XDP program");
         self.attached.push((interface.to_string(), link));
+        Ok(())
+    }
+
+    /// Leaves the program attached and the maps pinned for the next daemon
+    /// (an upgrade or a restart): only this process's handles are closed.
+    pub fn hand_over(mut self) {
+        self.attached.clear();
+        info!("left the program attached and its state pinned for the next daemon");
+    }
+
+    /// Detaches from every interface and removes the pinned state.
+    pub fn close(mut self) -> Result<()> {
+        if let Some(pins) = self.pins.take() {
+            pins.remove_all()?;
+        }
+        self.detach_all()
+    }
+
+    /// Interfaces a previous daemon attached to that this configuration does
+    /// not name: the program leaves them.
+    pub fn release_other_interfaces(&mut self, keep: &[String]) -> Result<()> {
+        let Some(pins) = &self.pins else {
+            return Ok(());
+        };
+        for interface in pins.linked_interfaces() {
+            if !keep.contains(&interface) {
+                std::fs::remove_file(pins.link_path(&interface))?;
+                info!(%interface, "detached XDP program (no longer configured)");
+            }
+        }
         Ok(())
     }
 
@@ -128,8 +238,7 @@ impl Dataplane {
     /// Writes services, backends and local addresses of `plan`.
     pub fn apply(&mut self, plan: &Plan) -> Result<()> {
         {
-            let mut addrs: HashMap<&mut MapData, balancer_common::service::AddrKey, u32> =
-                self.map_mut("LOCAL_ADDRS")?;
+            let mut addrs: HashMap<&mut MapData, AddrKey, u32> = self.map_mut("LOCAL_ADDRS")?;
             for (ip, flags) in &plan.local_addrs {
                 addrs.insert(addr_key(*ip), *flags, 0)?;
             }
@@ -223,6 +332,125 @@ impl Dataplane {
                 .insert(svc.key, svc.value, 0)
                 .with_context(|| format!("writing service {}", svc.name))?;
         }
+        Ok(())
+    }
+
+    /// Removes what `plan` no longer has: services, addresses, firewall
+    /// rules. Run after [`Dataplane::apply`] so that nothing is missing in
+    /// between.
+    pub fn remove_stale(&mut self, plan: &Plan) -> Result<()> {
+        {
+            let keep: Vec<ServiceKey> = plan.services.iter().map(|s| s.key).collect();
+            let mut services: HashMap<&mut MapData, ServiceKey, ServiceValue> =
+                self.map_mut("SERVICES")?;
+            let stale: Vec<ServiceKey> = services
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| !keep.contains(k))
+                .collect();
+            for k in stale {
+                services.remove(&k)?;
+            }
+        }
+        {
+            let keep: Vec<AddrKey> = plan
+                .local_addrs
+                .iter()
+                .map(|(ip, _)| addr_key(*ip))
+                .collect();
+            let mut addrs: HashMap<&mut MapData, AddrKey, u32> = self.map_mut("LOCAL_ADDRS")?;
+            let stale: Vec<AddrKey> = addrs
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| !keep.contains(k))
+                .collect();
+            for k in stale {
+                addrs.remove(&k)?;
+            }
+        }
+        {
+            let keep: Vec<(u32, RuleKeyV4)> = plan
+                .firewall_v4
+                .iter()
+                .map(|(scope, net, _)| {
+                    (
+                        rule_prefix_len(net.prefix_len().into()),
+                        RuleKeyV4 {
+                            scope_be: scope.to_be(),
+                            addr: u32::from_ne_bytes(net.network().octets()),
+                        },
+                    )
+                })
+                .collect();
+            let mut rules: LpmTrie<&mut MapData, RuleKeyV4, u32> = self.map_mut("FIREWALL_V4")?;
+            let stale: Vec<LpmKey<RuleKeyV4>> = rules
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| !keep.contains(&(k.prefix_len(), k.data())))
+                .collect();
+            for k in stale {
+                rules.remove(&k)?;
+            }
+        }
+        {
+            let keep: Vec<(u32, RuleKeyV6)> = plan
+                .firewall_v6
+                .iter()
+                .map(|(scope, net, _)| {
+                    (
+                        rule_prefix_len(net.prefix_len().into()),
+                        RuleKeyV6 {
+                            scope_be: scope.to_be(),
+                            addr: crate::addr::raw(IpAddr::V6(net.network())).0,
+                        },
+                    )
+                })
+                .collect();
+            let mut rules: LpmTrie<&mut MapData, RuleKeyV6, u32> = self.map_mut("FIREWALL_V6")?;
+            let stale: Vec<LpmKey<RuleKeyV6>> = rules
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| !keep.contains(&(k.prefix_len(), k.data())))
+                .collect();
+            for k in stale {
+                rules.remove(&k)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites the flags of backend `index`, keeping the rest of its entry.
+    pub fn set_backend_flags(&mut self, index: u32, flags: u32) -> Result<()> {
+        let mut backends: Array<&mut MapData, Backend> = self.map_mut("BACKENDS")?;
+        let mut entry = backends.get(&index, 0)?;
+        entry.flags = flags;
+        backends.set(index, entry, 0)?;
+        Ok(())
+    }
+
+    /// The load a backend's agent reported (percent busy).
+    pub fn set_load(&mut self, index: u32, load_pct: u32) -> Result<()> {
+        let mut load: Array<&mut MapData, u32> = self.map_mut("BACKEND_LOAD")?;
+        load.set(index, load_pct, 0)?;
+        Ok(())
+    }
+
+    /// A backend index that nothing refers to any more: entry, counts, load
+    /// and traffic counters back to zero for whoever gets it next.
+    pub fn clear_backend(&mut self, index: u32) -> Result<()> {
+        {
+            let mut backends: Array<&mut MapData, Backend> = self.map_mut("BACKENDS")?;
+            backends.set(index, Backend::default(), 0)?;
+        }
+        {
+            let mut active: Array<&mut MapData, u64> = self.map_mut("ACTIVE_CONNS")?;
+            active.set(index, 0, 0)?;
+        }
+        self.set_load(index, 0)?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        let mut stats: PerCpuArray<&mut MapData, BackendStats> = self.map_mut("BACKEND_STATS")?;
+        let zero = aya::maps::PerCpuValues::try_from(vec![BackendStats::default(); cpus])?;
+        stats.set(index, zero, 0)?;
         Ok(())
     }
 

@@ -1,0 +1,133 @@
+//! The admin API on `[control].socket`: one JSON request per connection, one
+//! JSON reply, shared by the daemon and the CLI.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Request {
+    Status,
+    /// Re-read the configuration file.
+    Reload,
+    Backend {
+        action: BackendAction,
+        service: String,
+        address: SocketAddr,
+        /// For `add`; the default weight otherwise.
+        #[serde(default)]
+        weight: Option<u32>,
+    },
+    /// Stop the daemon. `keep_dataplane` leaves the program attached and its
+    /// state pinned for the next daemon (an upgrade).
+    Stop {
+        #[serde(default)]
+        keep_dataplane: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendAction {
+    /// Add a backend to a service (until the next reload or restart).
+    Add,
+    /// Remove a backend: no new flows, established ones end or time out.
+    Remove,
+    /// Keep a backend's flows but give it no new ones.
+    Drain,
+    /// Undo a drain.
+    Enable,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    /// One line for a person.
+    pub message: String,
+    /// Every reason a change was refused (a configuration's problems).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+}
+
+impl Reply {
+    pub fn ok(message: impl Into<String>) -> Self {
+        Self {
+            ok: true,
+            message: message.into(),
+            problems: Vec::new(),
+            status: None,
+        }
+    }
+
+    pub fn refused(message: impl Into<String>, problems: Vec<String>) -> Self {
+        Self {
+            ok: false,
+            message: message.into(),
+            problems,
+            status: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub node: String,
+    /// `standalone` until high availability is configured.
+    pub role: String,
+    pub config: String,
+    pub pid: u32,
+    /// Configurations accepted since the daemon started (1 = the first).
+    pub generation: u64,
+    pub last_reload: Option<ReloadOutcome>,
+    /// The daemon took over a previous daemon's pinned state.
+    pub recovered: bool,
+    pub services: Vec<ServiceStatus>,
+    /// Removed backends whose established flows are still running.
+    pub retired: Vec<RetiredStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadOutcome {
+    pub at_unix: u64,
+    pub ok: bool,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub vip: IpAddr,
+    pub port: u16,
+    pub protocol: String,
+    pub scheduler: String,
+    pub health_check: String,
+    pub backends: Vec<BackendStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendStatus {
+    pub address: SocketAddr,
+    pub weight: u32,
+    /// `up`, `down` or `draining`: whether it takes new flows, and why not.
+    pub state: String,
+    /// The health checks' verdict: `up`, `down`, `unknown` or `unchecked`.
+    pub health: String,
+    pub reason: String,
+    /// When the health last changed.
+    pub since_unix: u64,
+    pub draining: bool,
+    pub load_pct: u32,
+    pub active: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetiredStatus {
+    pub service: String,
+    pub address: SocketAddr,
+    pub active: u64,
+    /// Seconds until remaining flows are ended.
+    pub ends_in_s: u64,
+}

@@ -1,0 +1,600 @@
+//! The running daemon's state and every change to it: configuration
+//! (reload, `balancer backend`), health verdicts, agent reports, drains and
+//! retired backends. Each change goes to the kernel maps before it is
+//! reported done.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Result;
+use balancer_common::service::{BACKEND_F_DRAINING, BACKEND_F_PRESENT, BACKEND_F_PURGE};
+use tracing::{debug, error, warn};
+
+use crate::{
+    api::{
+        BackendAction, BackendStatus, ReloadOutcome, Reply, RetiredStatus, ServiceStatus, Status,
+    },
+    config::{self, BackendConfig, Config, Forwarding, HealthKind, Scheduler},
+    dataplane::Dataplane,
+    events,
+    expiry::Timeouts,
+    health::{self, AgentState, HealthChecker},
+    netconf::{self, NetChanges},
+    plan::{self, Plan},
+    runtime::{Chore, Health, Runtime},
+};
+
+pub struct Daemon {
+    pub config_path: PathBuf,
+    pub runtime: Runtime,
+    pub dataplane: Dataplane,
+    pub net: NetChanges,
+    pub checker: HealthChecker,
+    pub timeouts: Timeouts,
+    /// Source address towards each backend when no SNAT address of its family
+    /// is configured: looked up once, not on every change.
+    snat_sources: HashMap<IpAddr, IpAddr>,
+    generation: u64,
+    last_reload: Option<ReloadOutcome>,
+    recovered: bool,
+}
+
+impl Daemon {
+    pub fn new(
+        config_path: PathBuf,
+        runtime: Runtime,
+        dataplane: Dataplane,
+        net: NetChanges,
+        checker: HealthChecker,
+        recovered: bool,
+    ) -> Self {
+        let timeouts = Timeouts::from(&runtime.config().flows);
+        Self {
+            config_path,
+            runtime,
+            dataplane,
+            net,
+            checker,
+            timeouts,
+            snat_sources: HashMap::new(),
+            generation: 1,
+            last_reload: None,
+            recovered,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        self.runtime.config()
+    }
+
+    /// Writes the whole running state to the maps.
+    pub fn sync(&mut self) -> Result<()> {
+        let plan = plan_for(&mut self.snat_sources, &self.runtime)?;
+        self.dataplane.apply(&plan)?;
+        for (index, purged) in self.runtime.retired_indexes().collect::<Vec<_>>() {
+            let purge = if purged { BACKEND_F_PURGE } else { 0 };
+            self.dataplane
+                .set_backend_flags(index, BACKEND_F_PRESENT | BACKEND_F_DRAINING | purge)?;
+        }
+        self.dataplane.remove_stale(&plan)?;
+        for (_, svc) in self.runtime.services() {
+            for b in svc.backends.values() {
+                self.dataplane.set_load(b.index, b.load_pct)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The health checks of the running configuration, continuing from what
+    /// is known.
+    pub fn update_checks(&mut self) {
+        let mut targets = Vec::new();
+        for svc in &self.runtime.config().services {
+            if svc.health.kind == HealthKind::None && svc.health.agent_port.is_none() {
+                continue;
+            }
+            for b in &svc.backends {
+                let initial = match self.runtime.backend(&svc.name, b.address).map(|b| b.health) {
+                    Some(Health::Up) => Some(true),
+                    Some(Health::Down) => Some(false),
+                    _ => None,
+                };
+                targets.push((
+                    health::Target {
+                        service: svc.name.clone(),
+                        backend: b.address,
+                        health: svc.health.clone(),
+                    },
+                    initial,
+                ));
+            }
+        }
+        self.checker.set_targets(targets);
+    }
+
+    /// `balancer reload` and SIGHUP.
+    pub fn reload(&mut self, by: &str) -> Reply {
+        let reply = match config::load(&self.config_path) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    warn!("{}: {}", w.path, w.message);
+                }
+                self.change(loaded.config, by)
+            }
+            Err(e) => {
+                let problems: Vec<String> = e.problems.iter().map(|p| p.to_string()).collect();
+                events::reload_refused(by, &problems);
+                Reply::refused(
+                    format!(
+                        "{}: refused ({} problems); the running configuration stays",
+                        self.config_path.display(),
+                        problems.len()
+                    ),
+                    problems,
+                )
+            }
+        };
+        self.last_reload = Some(ReloadOutcome {
+            at_unix: unix_now(),
+            ok: reply.ok,
+            message: reply.message.clone(),
+        });
+        reply
+    }
+
+    /// Makes `new` the running configuration, as a change: all of it or none.
+    fn change(&mut self, new: Config, by: &str) -> Reply {
+        let restart = needs_restart(self.runtime.config(), &new);
+        if !restart.is_empty() {
+            events::reload_refused(by, &restart);
+            return Reply::refused(
+                "refused: these settings take effect only when the daemon starts; the running configuration stays",
+                restart,
+            );
+        }
+        let mut next = self.runtime.clone();
+        let changes = match next.apply_config(new, Instant::now()) {
+            Ok(c) => c,
+            Err(e) => {
+                events::reload_refused(by, std::slice::from_ref(&e));
+                return Reply::refused(format!("refused: {e}"), vec![e]);
+            }
+        };
+        if let Err(e) = plan_for(&mut self.snat_sources, &next) {
+            let problem = format!("{e:#}");
+            events::reload_refused(by, std::slice::from_ref(&problem));
+            return Reply::refused(format!("refused: {problem}"), vec![problem]);
+        }
+        if let Err(e) = self.own_addresses(next.config()) {
+            let problem = format!("{e:#}");
+            events::reload_refused(by, std::slice::from_ref(&problem));
+            return Reply::refused(format!("refused: {problem}"), vec![problem]);
+        }
+        let previous = std::mem::replace(&mut self.runtime, next);
+        if let Err(e) = self.sync() {
+            error!("applying the new configuration failed: {e:#}; restoring the previous one");
+            self.runtime = previous;
+            if let Err(e) = self.sync() {
+                error!("restoring the previous configuration failed too: {e:#}");
+            }
+            let problem = format!("{e:#}");
+            events::reload_refused(by, std::slice::from_ref(&problem));
+            return Reply::refused(format!("failed: {problem}"), vec![problem]);
+        }
+        self.update_checks();
+        self.timeouts = Timeouts::from(&self.runtime.config().flows);
+        self.generation += 1;
+        for (svc, addr) in &changes.backends_added {
+            events::backend_added(svc, *addr, by);
+        }
+        for (svc, addr) in &changes.backends_removed {
+            events::backend_removed(svc, *addr, by);
+        }
+        let summary = changes.summary();
+        events::reload_accepted(self.generation, by, &summary);
+        Reply::ok(format!(
+            "configuration generation {} running: {summary}",
+            self.generation
+        ))
+    }
+
+    /// VIPs and SNAT addresses of `config` that are not local yet.
+    fn own_addresses(&mut self, config: &Config) -> Result<()> {
+        let mut addresses: Vec<IpAddr> = config.services.iter().map(|s| s.vip).collect();
+        if config.node.forwarding == Forwarding::FullNat {
+            addresses.extend(config.node.snat_addresses.iter().copied());
+        }
+        addresses.sort();
+        addresses.dedup();
+        self.net.ensure_local(&addresses, &config.node.interfaces)
+    }
+
+    /// `balancer backend ACTION SERVICE ADDRESS`.
+    pub fn backend(
+        &mut self,
+        action: BackendAction,
+        service: &str,
+        address: SocketAddr,
+        weight: Option<u32>,
+    ) -> Reply {
+        let Some(svc) = self
+            .runtime
+            .config()
+            .services
+            .iter()
+            .find(|s| s.name == service)
+        else {
+            return Reply::refused(format!("no service named {service:?}"), Vec::new());
+        };
+        let present = svc.backends.iter().any(|b| b.address == address);
+        match action {
+            BackendAction::Add => {
+                if present {
+                    return Reply::refused(
+                        format!("{address} is already a backend of {service}"),
+                        Vec::new(),
+                    );
+                }
+                if address.is_ipv4() != svc.vip.is_ipv4() {
+                    return Reply::refused(
+                        format!(
+                            "{address} is not of the family of {service}'s VIP {}",
+                            svc.vip
+                        ),
+                        Vec::new(),
+                    );
+                }
+                if address.port() == 0 {
+                    return Reply::refused("the backend's port must not be 0", Vec::new());
+                }
+                let weight = weight.unwrap_or(BackendConfig::DEFAULT_WEIGHT);
+                if weight > config::MAX_WEIGHT {
+                    return Reply::refused(
+                        format!("weight {weight} is above {}", config::MAX_WEIGHT),
+                        Vec::new(),
+                    );
+                }
+                if svc.backends.len() >= config::MAX_BACKENDS_PER_SERVICE {
+                    return Reply::refused(
+                        format!(
+                            "{service} has {} backends already",
+                            config::MAX_BACKENDS_PER_SERVICE
+                        ),
+                        Vec::new(),
+                    );
+                }
+                let mut new = self.runtime.config().clone();
+                let svc = new.services.iter_mut().find(|s| s.name == service);
+                svc.expect("found above")
+                    .backends
+                    .push(BackendConfig { address, weight });
+                self.change(new, "backend add")
+            }
+            BackendAction::Remove => {
+                if !present {
+                    return Reply::refused(
+                        format!("{address} is not a backend of {service}"),
+                        Vec::new(),
+                    );
+                }
+                let mut new = self.runtime.config().clone();
+                let svc = new.services.iter_mut().find(|s| s.name == service);
+                svc.expect("found above")
+                    .backends
+                    .retain(|b| b.address != address);
+                self.change(new, "backend remove")
+            }
+            BackendAction::Drain | BackendAction::Enable => {
+                let Some(b) = self.runtime.backend_mut(service, address) else {
+                    return Reply::refused(
+                        format!("{address} is not a backend of {service}"),
+                        Vec::new(),
+                    );
+                };
+                let drain = action == BackendAction::Drain;
+                if drain == b.admin_drain.is_some() {
+                    return Reply::ok(format!(
+                        "{address} of {service} is already {}",
+                        if drain { "draining" } else { "enabled" }
+                    ));
+                }
+                b.admin_drain = drain.then(Instant::now);
+                b.drain_expired = false;
+                if let Err(e) = self.refresh(service, address) {
+                    return Reply::refused(format!("failed: {e:#}"), Vec::new());
+                }
+                if drain {
+                    events::backend_drain(service, address, "admin");
+                } else {
+                    events::backend_enable(service, address, "admin");
+                }
+                Reply::ok(format!(
+                    "{address} of {service} {}",
+                    if drain {
+                        "draining: no new flows, established ones continue"
+                    } else {
+                        "enabled"
+                    }
+                ))
+            }
+        }
+    }
+
+    /// Writes one backend's changed state: its flags, or the service's tables
+    /// when its scheduler spreads over eligible backends only. Ends its flows
+    /// at once when it is to be purged.
+    fn refresh(&mut self, service: &str, address: SocketAddr) -> Result<()> {
+        let Some(b) = self.runtime.backend(service, address) else {
+            return Ok(());
+        };
+        let (index, flags) = (b.index, b.flags());
+        let scheduler = self
+            .runtime
+            .config()
+            .services
+            .iter()
+            .find(|s| s.name == service)
+            .map(|s| s.scheduler);
+        match scheduler {
+            Some(Scheduler::Maglev | Scheduler::RoundRobin) => self.sync()?,
+            _ => self.dataplane.set_backend_flags(index, flags)?,
+        }
+        if flags & BACKEND_F_PURGE != 0 {
+            let before = self.dataplane.active_conns(index).unwrap_or(0);
+            self.sweep_now();
+            events::flows_reset(service, address, "backend down or drain timed out", before);
+        }
+        Ok(())
+    }
+
+    pub fn on_health(&mut self, event: health::Event) {
+        match event {
+            health::Event::Transition {
+                service,
+                backend,
+                healthy,
+                reason,
+            } => {
+                let Some(b) = self.runtime.backend_mut(&service, backend) else {
+                    return;
+                };
+                let new = if healthy { Health::Up } else { Health::Down };
+                if b.health == Health::Unchecked || b.health == new {
+                    return;
+                }
+                b.health = new;
+                b.reason = reason.clone();
+                b.since = SystemTime::now();
+                if healthy {
+                    events::backend_up(&service, backend, &reason);
+                } else {
+                    events::backend_down(&service, backend, &reason);
+                }
+                if let Err(e) = self.refresh(&service, backend) {
+                    error!(%service, %backend, "writing the backend's health: {e:#}");
+                }
+            }
+            health::Event::Checked { .. } => {}
+            health::Event::Agent {
+                service,
+                backend,
+                report,
+            } => {
+                let Some(b) = self.runtime.backend_mut(&service, backend) else {
+                    return;
+                };
+                let (was_drain, was_down) = (b.agent_drain, b.agent_down);
+                if let Some(load) = report.load_pct {
+                    b.load_pct = load.min(100);
+                }
+                if let Some(state) = report.state {
+                    b.agent_drain = state == AgentState::Drain;
+                    b.agent_down = state == AgentState::Down;
+                }
+                let (index, load) = (b.index, b.load_pct);
+                let (drain, down) = (b.agent_drain, b.agent_down);
+                if let Err(e) = self.dataplane.set_load(index, load) {
+                    error!(%service, %backend, "writing the backend's load: {e:#}");
+                }
+                events::backend_load(&service, backend, load);
+                if drain != was_drain {
+                    if drain {
+                        events::backend_drain(&service, backend, "agent");
+                    } else {
+                        events::backend_enable(&service, backend, "agent");
+                    }
+                }
+                if down != was_down {
+                    if down {
+                        events::backend_down(&service, backend, "its agent said down");
+                    } else {
+                        events::backend_up(&service, backend, "its agent said up");
+                    }
+                }
+                if (drain, down) != (was_drain, was_down)
+                    && let Err(e) = self.refresh(&service, backend)
+                {
+                    error!(%service, %backend, "writing the backend's state: {e:#}");
+                }
+            }
+        }
+    }
+
+    /// Expiry of idle flows.
+    pub fn sweep(&mut self) {
+        self.sweep_now();
+    }
+
+    /// Retired backends and drains: cheap (one count per backend), so more
+    /// often than the sweep, and an operator sees a drain end soon after its
+    /// last connection.
+    pub fn housekeep(&mut self) {
+        let chores = {
+            let dp = &self.dataplane;
+            self.runtime
+                .housekeeping(Instant::now(), |i| dp.active_conns(i).unwrap_or(0))
+        };
+        let mut purge = false;
+        for chore in chores {
+            match chore {
+                Chore::Free { index } => {
+                    if let Err(e) = self.dataplane.clear_backend(index) {
+                        error!(index, "clearing a freed backend: {e:#}");
+                    }
+                    events::backend_freed(index);
+                }
+                Chore::Purge { index } => {
+                    let flags = BACKEND_F_PRESENT | BACKEND_F_DRAINING | BACKEND_F_PURGE;
+                    if let Err(e) = self.dataplane.set_backend_flags(index, flags) {
+                        error!(index, "purging a retired backend: {e:#}");
+                    }
+                    purge = true;
+                }
+                Chore::DrainExpired { service, backend } => {
+                    if let Err(e) = self.refresh(&service, backend) {
+                        error!(%service, %backend, "ending a drained backend's flows: {e:#}");
+                    }
+                }
+            }
+        }
+        if purge {
+            self.sweep_now();
+        }
+    }
+
+    fn sweep_now(&mut self) {
+        match self.dataplane.sweep(&self.timeouts) {
+            Ok(s) if s.expired > 0 => debug!(
+                scanned = s.scanned,
+                expired = s.expired,
+                released = s.released,
+                "expired flows"
+            ),
+            Ok(_) => {}
+            Err(e) => warn!("flow sweep failed: {e:#}"),
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        let mut services = Vec::new();
+        for svc in &self.runtime.config().services {
+            let mut backends = Vec::new();
+            for cfg in &svc.backends {
+                let Some(b) = self.runtime.backend(&svc.name, cfg.address) else {
+                    continue;
+                };
+                backends.push(BackendStatus {
+                    address: cfg.address,
+                    weight: cfg.weight,
+                    state: b.state_word().into(),
+                    health: b.health.as_str().into(),
+                    reason: b.reason.clone(),
+                    since_unix: b
+                        .since
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                    draining: b.draining(),
+                    load_pct: b.load_pct,
+                    active: self.dataplane.active_conns(b.index).unwrap_or(0),
+                });
+            }
+            services.push(ServiceStatus {
+                name: svc.name.clone(),
+                vip: svc.vip,
+                port: svc.port,
+                protocol: svc.protocol.to_string(),
+                scheduler: svc.scheduler.to_string(),
+                health_check: svc.health.kind.to_string(),
+                backends,
+            });
+        }
+        let now = Instant::now();
+        let retired = self
+            .runtime
+            .retired()
+            .iter()
+            .map(|r| RetiredStatus {
+                service: r.service.clone(),
+                address: r.address,
+                active: self.dataplane.active_conns(r.index).unwrap_or(0),
+                ends_in_s: r.deadline.saturating_duration_since(now).as_secs(),
+            })
+            .collect();
+        Status {
+            node: self.runtime.config().node.name.clone(),
+            role: "standalone".into(),
+            config: self.config_path.display().to_string(),
+            pid: std::process::id(),
+            generation: self.generation,
+            last_reload: self.last_reload.clone(),
+            recovered: self.recovered,
+            services,
+            retired,
+        }
+    }
+
+    /// Flows in the table, for the restart event.
+    pub fn flow_entries(&self) -> usize {
+        self.dataplane.flow_entries().unwrap_or(0)
+    }
+}
+
+fn plan_for(snat_sources: &mut HashMap<IpAddr, IpAddr>, runtime: &Runtime) -> Result<Plan> {
+    plan::plan_with(runtime.config(), runtime, |dst| {
+        if let Some(src) = snat_sources.get(&dst) {
+            return Ok(*src);
+        }
+        let src = netconf::route_source(dst)?;
+        snat_sources.insert(dst, src);
+        Ok(src)
+    })
+}
+
+/// Settings the daemon reads only when it starts.
+pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut check = |changed: bool, key: &str| {
+        if changed {
+            out.push(format!("{key} changed: restart the daemon to apply it"));
+        }
+    };
+    check(
+        old.node.interfaces != new.node.interfaces,
+        "node.interfaces",
+    );
+    check(old.node.xdp_mode != new.node.xdp_mode, "node.xdp_mode");
+    check(
+        old.node.forwarding != new.node.forwarding,
+        "node.forwarding",
+    );
+    check(
+        old.node.snat_port_range != new.node.snat_port_range,
+        "node.snat_port_range",
+    );
+    check(old.flows.capacity != new.flows.capacity, "flows.capacity");
+    check(old.control != new.control, "control");
+    out
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
+
+impl Daemon {
+    /// After a restart: what was taken over, for the event log.
+    pub fn report_recovery(&self) {
+        let backends = self.runtime.services().map(|(_, s)| s.backends.len()).sum();
+        events::restart_recovered(
+            self.runtime.services().count(),
+            backends,
+            self.flow_entries(),
+        );
+    }
+}

@@ -1,0 +1,179 @@
+//! The running configuration and everything the daemon learned since: where
+//! each service and backend lives in the maps, health, drains, retired
+//! backends whose flows are still ending. Pure (no kernel, no clock other than
+//! what is passed in), so that every change is testable without root.
+//!
+//! Map places are stable: a backend keeps its index for as long as it is
+//! configured, because its flows and active count refer to it by index, and a
+//! removed backend's index is reused only once its flows are gone.
+
+mod backend;
+mod diff;
+mod recover;
+
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use balancer_common::service::{MAX_BACKENDS, MAX_SERVICES};
+
+pub use backend::{BackendState, Health};
+pub use diff::Changes;
+pub use recover::{Recovered, RecoveredBackend, RecoveredService};
+
+use crate::{config::Config, plan::Placement};
+
+#[derive(Debug, Clone)]
+pub struct ServiceState {
+    pub id: u32,
+    pub backends: BTreeMap<SocketAddr, BackendState>,
+}
+
+/// A backend no longer configured whose flows may still be running.
+#[derive(Debug, Clone)]
+pub struct Retired {
+    pub service: String,
+    pub address: SocketAddr,
+    pub index: u32,
+    pub since: Instant,
+    /// After this its remaining flows are ended.
+    pub deadline: Instant,
+    pub purged: bool,
+}
+
+/// What [`Runtime::housekeeping`] asks of the data plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chore {
+    /// A retired backend has no flows left: clear its entry and counters.
+    Free { index: u32 },
+    /// A retired backend's drain timed out: end its flows.
+    Purge { index: u32 },
+    /// A drained backend's drain timed out: end its flows (it stays configured).
+    DrainExpired {
+        service: String,
+        backend: SocketAddr,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    config: Config,
+    services: BTreeMap<String, ServiceState>,
+    retired: Vec<Retired>,
+    free_ids: BTreeSet<u32>,
+    free_indexes: BTreeSet<u32>,
+}
+
+impl Runtime {
+    /// A fresh start: nothing in the maps yet.
+    pub fn new(config: Config) -> Result<Self, String> {
+        let mut rt = Self::empty(config.clone());
+        rt.apply_config(config, Instant::now())?;
+        Ok(rt)
+    }
+
+    fn empty(config: Config) -> Self {
+        Self {
+            config,
+            services: BTreeMap::new(),
+            retired: Vec::new(),
+            free_ids: (0..MAX_SERVICES).collect(),
+            free_indexes: (0..MAX_BACKENDS).collect(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn service(&self, name: &str) -> Option<&ServiceState> {
+        self.services.get(name)
+    }
+
+    pub fn services(&self) -> impl Iterator<Item = (&String, &ServiceState)> {
+        self.services.iter()
+    }
+
+    pub fn retired(&self) -> &[Retired] {
+        &self.retired
+    }
+
+    pub fn backend_mut(&mut self, service: &str, backend: SocketAddr) -> Option<&mut BackendState> {
+        self.services.get_mut(service)?.backends.get_mut(&backend)
+    }
+
+    pub fn backend(&self, service: &str, backend: SocketAddr) -> Option<&BackendState> {
+        self.services.get(service)?.backends.get(&backend)
+    }
+
+    /// Indexes of retired backends: their `BACKENDS` entries say draining
+    /// until they are freed.
+    pub fn retired_indexes(&self) -> impl Iterator<Item = (u32, bool)> + '_ {
+        self.retired.iter().map(|r| (r.index, r.purged))
+    }
+
+    /// Retired backends whose flows are gone are freed; those past their
+    /// deadline are purged; drains past `drain_timeout_s` expire.
+    /// `active` gives a backend's active connections.
+    pub fn housekeeping(&mut self, now: Instant, active: impl Fn(u32) -> u64) -> Vec<Chore> {
+        let mut chores = Vec::new();
+        let mut kept = Vec::with_capacity(self.retired.len());
+        for mut r in std::mem::take(&mut self.retired) {
+            if active(r.index) == 0 || (r.purged && now >= r.deadline + PURGE_GRACE) {
+                chores.push(Chore::Free { index: r.index });
+                self.free_indexes.insert(r.index);
+            } else {
+                if now >= r.deadline && !r.purged {
+                    r.purged = true;
+                    chores.push(Chore::Purge { index: r.index });
+                }
+                kept.push(r);
+            }
+        }
+        self.retired = kept;
+        for svc in &self.config.services {
+            let timeout = Duration::from_secs(svc.drain_timeout_s.into());
+            let Some(state) = self.services.get_mut(&svc.name) else {
+                continue;
+            };
+            for (addr, b) in &mut state.backends {
+                if let Some(since) = b.admin_drain
+                    && !b.drain_expired
+                    && now >= since + timeout
+                    && active(b.index) > 0
+                {
+                    b.drain_expired = true;
+                    chores.push(Chore::DrainExpired {
+                        service: svc.name.clone(),
+                        backend: *addr,
+                    });
+                }
+            }
+        }
+        chores
+    }
+}
+
+/// How long after a purge a retired backend is freed even if its count did
+/// not reach 0 (a flow evicted from the LRU table leaves its count behind).
+const PURGE_GRACE: Duration = Duration::from_secs(5);
+
+impl Placement for Runtime {
+    fn service_id(&self, service: &str) -> u32 {
+        self.services.get(service).map_or(0, |s| s.id)
+    }
+
+    fn backend_index(&self, service: &str, backend: SocketAddr) -> u32 {
+        self.backend(service, backend).map_or(0, |b| b.index)
+    }
+
+    fn backend_flags(&self, service: &str, backend: SocketAddr) -> u32 {
+        self.backend(service, backend)
+            .map_or(0, BackendState::flags)
+    }
+}
