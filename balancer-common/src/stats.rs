@@ -33,9 +33,12 @@ pub enum Counter {
     DropRateLimit,
     /// An ICMP error about a tracked flow, translated and sent on.
     IcmpRelayed,
+    /// An ARP packet about a floating address while this node's HA lease has
+    /// run out (its daemon stopped renewing it): the active node answers.
+    DropArpNotActive,
 }
 
-pub const COUNTER_COUNT: u32 = Counter::IcmpRelayed as u32 + 1;
+pub const COUNTER_COUNT: u32 = Counter::DropArpNotActive as u32 + 1;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -55,6 +58,7 @@ impl Counter {
         Counter::DropFirewall,
         Counter::DropRateLimit,
         Counter::IcmpRelayed,
+        Counter::DropArpNotActive,
     ];
 
     /// Stable name for output and metrics.
@@ -76,6 +80,7 @@ impl Counter {
             Counter::DropFirewall => "drop_firewall",
             Counter::DropRateLimit => "drop_rate_limit",
             Counter::IcmpRelayed => "icmp_relayed",
+            Counter::DropArpNotActive => "drop_arp_not_active",
         }
     }
 }

@@ -40,6 +40,7 @@ pub fn balancer(ctx: XdpContext) -> u32 {
         Parsed::IcmpError(err) => return icmp::relay(&ctx, &err),
         Parsed::Pass(counter) => return pass(counter),
         Parsed::Malformed => return drop(Counter::DropMalformed),
+        Parsed::Drop(counter) => return drop(counter),
     };
     process(&ctx, &pkt)
 }

@@ -122,6 +122,13 @@ pub static PORT_PROBE: PerCpuArray<crate::flow::PortProbe> = PerCpuArray::with_m
 #[map]
 pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_INTERFACES, 0);
 
+/// Until when (`bpf_ktime_get_ns`) the floating addresses are this node's:
+/// the HA thread renews it while active. 0: no high availability, always ours.
+/// Once it runs out (the daemon died) ARP about them is dropped, so that only
+/// the node that took over answers for them.
+#[map]
+pub static HA_LEASE: Array<u64> = Array::with_max_entries(1, 0);
+
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 

@@ -2,11 +2,11 @@
 
 use core::mem::size_of;
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
 use balancer_common::{
     FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, RawAddr,
     flow::FlowKey,
-    service::{ADDR_F_DNAT_BACKEND, AddrKey, GLOBAL_F_DNAT, GLOBAL_FLAGS},
+    service::{ADDR_F_DNAT_BACKEND, ADDR_F_SNAT, ADDR_F_VIP, AddrKey, GLOBAL_F_DNAT, GLOBAL_FLAGS},
     stats::Counter,
 };
 use network_types::{
@@ -16,10 +16,11 @@ use network_types::{
     udp::UdpHdr,
 };
 
-use crate::maps::{GLOBAL, LOCAL_ADDRS};
+use crate::maps::{GLOBAL, HA_LEASE, LOCAL_ADDRS};
 
 const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
 const ETH_P_IPV6_BE: u16 = 0x86ddu16.to_be();
+const ETH_P_ARP_BE: u16 = 0x0806u16.to_be();
 const PROTO_ICMP: u8 = 1;
 const PROTO_ICMPV6: u8 = 58;
 const IPV6_HOP_BY_HOP: u8 = 0;
@@ -44,6 +45,7 @@ pub enum Parsed {
     Pass(Counter),
     /// Addressed to a VIP or SNAT address but its headers do not add up.
     Malformed,
+    Drop(Counter),
 }
 
 /// An ICMP or ICMPv6 error message and where its parts are in the frame.
@@ -127,8 +129,40 @@ pub fn parse(ctx: &XdpContext) -> Parsed {
     match unsafe { (*eth).ether_type } {
         ETH_P_IP_BE => parse_ipv4(ctx, EthHdr::LEN),
         ETH_P_IPV6_BE => parse_ipv6(ctx, EthHdr::LEN),
+        ETH_P_ARP_BE => arp(ctx),
         _ => Parsed::Pass(Counter::PassNotForUs),
     }
+}
+
+/// ARP about a floating address is this host's to answer only while its HA
+/// lease runs.
+#[inline(always)]
+fn arp(ctx: &XdpContext) -> Parsed {
+    // Ethernet/IPv4 ARP: the target protocol address is its last 4 of 28 bytes.
+    let Some(arp) = ptr_at::<[u8; 28]>(ctx, EthHdr::LEN) else {
+        return Parsed::Pass(Counter::PassNotForUs);
+    };
+    // SAFETY: bounds checked by ptr_at.
+    let a = unsafe { &*arp };
+    let key = AddrKey {
+        addr: [u32::from_ne_bytes([a[24], a[25], a[26], a[27]]), 0, 0, 0],
+        family: FAMILY_V4,
+        _pad: [0; 3],
+    };
+    // SAFETY: the value is read at once, not kept.
+    let flags = unsafe { LOCAL_ADDRS.get(&key) }.copied().unwrap_or(0);
+    let floating = flags & (ADDR_F_VIP | ADDR_F_SNAT) != 0;
+    if floating && lease_expired() {
+        return Parsed::Drop(Counter::DropArpNotActive);
+    }
+    Parsed::Pass(Counter::PassNotForUs)
+}
+
+#[inline(always)]
+fn lease_expired() -> bool {
+    let lease = HA_LEASE.get(0).copied().unwrap_or(0);
+    // SAFETY: a helper without arguments.
+    lease != 0 && unsafe { bpf_ktime_get_ns() } > lease
 }
 
 /// An IPv6 address as the map types hold it: four words in wire order.

@@ -87,6 +87,9 @@ pub struct Status {
     pub services: Vec<ServiceStatus>,
     /// Removed backends whose established flows are still running.
     pub retired: Vec<RetiredStatus>,
+    /// High availability: role, peers, last transition (absent when standalone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<crate::ha::HaStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod events;
 pub mod expiry;
+pub mod ha;
 pub mod health;
 pub mod netconf;
 pub mod plan;

@@ -81,6 +81,41 @@ pub fn host_addresses() -> Result<Vec<(String, IpNet)>> {
 }
 
 /// The source address the host would use towards `dst`.
+/// Removes whichever of `addresses` the host has (not recorded: these are
+/// floating addresses a stopped node left behind).
+pub fn remove_addresses(addresses: &[IpAddr]) -> Result<()> {
+    for (dev, net) in host_addresses()? {
+        if addresses.contains(&net.addr()) {
+            run_ip(&["addr", "del", &net.to_string(), "dev", &dev])?;
+            info!(address = %net, interface = %dev, "removed a floating address left behind");
+        }
+    }
+    Ok(())
+}
+
+/// The interface that holds `ip`, if any.
+pub fn interface_of(ip: IpAddr) -> Result<Option<String>> {
+    Ok(host_addresses()?
+        .into_iter()
+        .find(|(_, net)| net.addr() == ip)
+        .map(|(dev, _)| dev))
+}
+
+/// Whether `interface` is up with a carrier (`operstate` up; a veth whose
+/// peer is down says `lowerlayerdown`).
+pub fn interface_up(interface: &str) -> bool {
+    fs::read_to_string(format!("/sys/class/net/{interface}/operstate"))
+        .is_ok_and(|s| matches!(s.trim(), "up" | "unknown"))
+}
+
+/// Whether an XDP program is attached to `interface`.
+pub fn xdp_attached(interface: &str) -> Result<bool> {
+    let out = run_ip(&["-j", "-d", "link", "show", "dev", interface])?;
+    let links: Vec<serde_json::Value> =
+        serde_json::from_str(&out).context("parsing `ip -j link show`")?;
+    Ok(links.iter().any(|l| l.get("xdp").is_some()))
+}
+
 pub fn route_source(dst: IpAddr) -> Result<IpAddr> {
     #[derive(Deserialize)]
     struct Route {

@@ -233,7 +233,7 @@ fn example_file_is_accepted_with_warnings() {
         run.stderr
     );
     assert!(
-        run.stderr.contains("warning: ha.enabled: "),
+        run.stderr.contains("warning: ha.sync_flows: "),
         "{}",
         run.stderr
     );
@@ -260,7 +260,7 @@ fn json_report_of_the_example() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|w| w["path"] == "ha.enabled")
+            .any(|w| w["path"] == "ha.sync_flows")
     );
 }
 

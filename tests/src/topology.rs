@@ -34,6 +34,11 @@ pub mod addrs {
     pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
     pub const LB_FRONT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
     pub const LB_BACK6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1);
+    /// The second balancer host of a topology built with `standby(true)`.
+    pub const LB2_FRONT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
+    pub const LB2_BACK: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 3);
+    pub const LB2_FRONT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 3);
+    pub const LB2_BACK6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 3);
     /// Prefix lengths of the client and backend networks.
     pub const PREFIX_LEN4: u8 = 24;
     pub const PREFIX_LEN6: u8 = 64;
@@ -75,6 +80,9 @@ pub mod ifnames {
     /// Switch-side peers (in `sw`) of the lb's `front` and `back`.
     pub const SW_LB_FRONT: &str = "lbf";
     pub const SW_LB_BACK: &str = "lbb";
+    /// Switch-side peers of the second balancer host's `front` and `back`.
+    pub const SW_LB2_FRONT: &str = "lbf2";
+    pub const SW_LB2_BACK: &str = "lbb2";
     /// Switch-side peer (in `sw`) of the client's `eth0`.
     pub const SW_CLIENT: &str = "c";
 
@@ -90,6 +98,7 @@ pub struct TopologyBuilder {
     hint: String,
     backends: usize,
     ipv6: bool,
+    standby: bool,
 }
 
 impl Default for TopologyBuilder {
@@ -98,6 +107,7 @@ impl Default for TopologyBuilder {
             hint: String::new(),
             backends: 2,
             ipv6: true,
+            standby: false,
         }
     }
 }
@@ -121,6 +131,13 @@ impl TopologyBuilder {
         self
     }
 
+    /// A second balancer host `lb2` on both bridges (`front` 198.51.100.3,
+    /// `back` 203.0.113.3), for high availability.
+    pub fn standby(mut self, on: bool) -> Self {
+        self.standby = on;
+        self
+    }
+
     pub fn build(self) -> Result<Topology> {
         Topology::build(self)
     }
@@ -135,6 +152,7 @@ pub struct Topology {
     // Field order is drop order: hosts first, the switch last.
     client: Netns,
     lb: Netns,
+    lb2: Option<Netns>,
     backends: Vec<Netns>,
     sw: Netns,
 }
@@ -168,6 +186,7 @@ impl Topology {
         let sw = ns("sw")?;
         let client = ns("client")?;
         let lb = ns("lb")?;
+        let lb2 = if b.standby { Some(ns("lb2")?) } else { None };
         let mut backends = Vec::with_capacity(b.backends);
         for i in 1..=b.backends {
             backends.push(ns(&format!("be{i}"))?);
@@ -177,6 +196,7 @@ impl Topology {
             ipv6: b.ipv6,
             client,
             lb,
+            lb2,
             backends,
             sw,
         };
@@ -208,6 +228,7 @@ impl Topology {
         // Hosts: no DAD anywhere, so IPv6 addresses (link-local ones too) work at once.
         let hosts = std::iter::once(&self.client)
             .chain(std::iter::once(&self.lb))
+            .chain(self.lb2.iter())
             .chain(self.backends.iter());
         for h in hosts {
             h.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
@@ -228,35 +249,20 @@ impl Topology {
         lines.push(format!("link set {HOST} up"));
         self.client.ip_batch(&lines)?;
 
-        // lb
-        let mut lines = vec![
-            veth_line(LB_FRONT, &self.sw, SW_LB_FRONT),
-            veth_line(LB_BACK, &self.sw, SW_LB_BACK),
-            addr_add_line(
-                LB_FRONT,
-                &format!("{}/{}", addrs::LB_FRONT, addrs::PREFIX_LEN4),
-            ),
-            addr_add_line(
-                LB_BACK,
-                &format!("{}/{}", addrs::LB_BACK, addrs::PREFIX_LEN4),
-            ),
-        ];
-        if v6 {
-            lines.push(addr_add_line(
-                LB_FRONT,
-                &format!("{}/{}", addrs::LB_FRONT6, addrs::PREFIX_LEN6),
-            ));
-            lines.push(addr_add_line(
-                LB_BACK,
-                &format!("{}/{}", addrs::LB_BACK6, addrs::PREFIX_LEN6),
-            ));
-        }
-        lines.push(format!("link set {LB_FRONT} up"));
-        lines.push(format!("link set {LB_BACK} up"));
-        self.lb.ip_batch(&lines)?;
-        self.lb.sysctl("net.ipv4.ip_forward", "1")?;
-        if v6 {
-            self.lb.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        // lb (and lb2)
+        self.wire_lb(
+            &self.lb,
+            (addrs::LB_FRONT, addrs::LB_BACK),
+            (addrs::LB_FRONT6, addrs::LB_BACK6),
+            (SW_LB_FRONT, SW_LB_BACK),
+        )?;
+        if let Some(lb2) = &self.lb2 {
+            self.wire_lb(
+                lb2,
+                (addrs::LB2_FRONT, addrs::LB2_BACK),
+                (addrs::LB2_FRONT6, addrs::LB2_BACK6),
+                (SW_LB2_FRONT, SW_LB2_BACK),
+            )?;
         }
 
         // backends: on-link only, no default route (the balancer does full NAT).
@@ -285,6 +291,10 @@ impl Topology {
             format!("link set {SW_LB_FRONT} master {BRIDGE_FRONT} up"),
             format!("link set {SW_LB_BACK} master {BRIDGE_BACK} up"),
         ];
+        if self.lb2.is_some() {
+            lines.push(format!("link set {SW_LB2_FRONT} master {BRIDGE_FRONT} up"));
+            lines.push(format!("link set {SW_LB2_BACK} master {BRIDGE_BACK} up"));
+        }
         for i in 1..=self.backends.len() {
             lines.push(format!(
                 "link set {} master {BRIDGE_BACK} up",
@@ -296,11 +306,52 @@ impl Topology {
         // Checksums are filled in before frames reach the lb's XDP program, XDP_TX'd or
         // redirected frames are accepted, and the lb's veths can receive redirected frames
         // (their peers have NAPI through GRO). See TOOLCHAIN.md, "XDP on veth pairs".
-        for dev in [SW_LB_FRONT, SW_LB_BACK] {
+        let mut sw_ports = vec![SW_LB_FRONT, SW_LB_BACK];
+        if self.lb2.is_some() {
+            sw_ports.extend([SW_LB2_FRONT, SW_LB2_BACK]);
+        }
+        for dev in sw_ports {
             self.sw.ethtool_k(dev, &[("tx", false), ("gro", true)])?;
         }
-        for dev in [LB_FRONT, LB_BACK] {
-            self.lb.ethtool_k(dev, &[("tx", false)])?;
+        for lb in std::iter::once(&self.lb).chain(self.lb2.iter()) {
+            for dev in [LB_FRONT, LB_BACK] {
+                lb.ethtool_k(dev, &[("tx", false)])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn wire_lb(
+        &self,
+        lb: &Netns,
+        (front, back): (Ipv4Addr, Ipv4Addr),
+        (front6, back6): (Ipv6Addr, Ipv6Addr),
+        (sw_front, sw_back): (&str, &str),
+    ) -> Result<()> {
+        use ifnames::*;
+        let v6 = self.ipv6;
+        let mut lines = vec![
+            veth_line(LB_FRONT, &self.sw, sw_front),
+            veth_line(LB_BACK, &self.sw, sw_back),
+            addr_add_line(LB_FRONT, &format!("{front}/{}", addrs::PREFIX_LEN4)),
+            addr_add_line(LB_BACK, &format!("{back}/{}", addrs::PREFIX_LEN4)),
+        ];
+        if v6 {
+            lines.push(addr_add_line(
+                LB_FRONT,
+                &format!("{front6}/{}", addrs::PREFIX_LEN6),
+            ));
+            lines.push(addr_add_line(
+                LB_BACK,
+                &format!("{back6}/{}", addrs::PREFIX_LEN6),
+            ));
+        }
+        lines.push(format!("link set {LB_FRONT} up"));
+        lines.push(format!("link set {LB_BACK} up"));
+        lb.ip_batch(&lines)?;
+        lb.sysctl("net.ipv4.ip_forward", "1")?;
+        if v6 {
+            lb.sysctl("net.ipv6.conf.all.forwarding", "1")?;
         }
         Ok(())
     }
@@ -322,6 +373,14 @@ impl Topology {
     /// The balancer host (`front`: 198.51.100.1/24, `back`: 203.0.113.1/24; forwarding on).
     pub fn lb(&self) -> &Netns {
         &self.lb
+    }
+
+    /// The second balancer host (`front` 198.51.100.3/24, `back`
+    /// 203.0.113.3/24) of a topology built with `standby(true)`. Panics otherwise.
+    pub fn lb2(&self) -> &Netns {
+        self.lb2
+            .as_ref()
+            .expect("topology built without standby(true)")
     }
 
     /// The switch namespace holding the bridges `brf` and `brb`.
@@ -410,6 +469,7 @@ impl Topology {
     /// All namespaces of the topology.
     pub fn namespaces(&self) -> Vec<&Netns> {
         let mut v = vec![&self.client, &self.lb];
+        v.extend(self.lb2.iter());
         v.extend(self.backends.iter());
         v.push(&self.sw);
         v

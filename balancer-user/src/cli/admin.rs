@@ -113,6 +113,41 @@ pub fn render_status(status: &Status, now: u64) -> String {
             ""
         }
     );
+    if let Some(ha) = &status.ha {
+        let _ = writeln!(
+            out,
+            "ha: {}  priority {} (effective {}){}",
+            ha.role,
+            ha.priority,
+            ha.effective_priority,
+            if ha.conditions.is_empty() {
+                String::new()
+            } else {
+                format!("  conditions: {}", ha.conditions.join("; "))
+            }
+        );
+        for p in &ha.peers {
+            let _ = writeln!(
+                out,
+                "  peer {}: {}  priority {}  {} (heard {} ms ago)",
+                p.node,
+                p.role,
+                p.priority,
+                if p.alive { "alive" } else { "DEAD" },
+                p.last_heard_ms
+            );
+        }
+        if let Some(t) = &ha.last_transition {
+            let _ = writeln!(
+                out,
+                "  last transition {} -> {} {} ago: {}",
+                t.from,
+                t.to,
+                age(now.saturating_sub(t.at_unix)),
+                t.reason
+            );
+        }
+    }
     if let Some(r) = &status.last_reload {
         let _ = writeln!(
             out,
@@ -211,6 +246,7 @@ mod tests {
                 }],
             }],
             retired: Vec::new(),
+            ha: None,
         };
         let text = render_status(&status, 1090);
         assert!(

@@ -9,10 +9,10 @@ pub fn not_yet_enforced(config: &Config) -> Vec<Warning> {
     let mut warnings = Vec::new();
     let mut warn = |path: String, message: &str| warnings.push(Warning::new(path, message));
 
-    if config.ha.enabled {
+    if config.ha.enabled && config.ha.sync_flows {
         warn(
-            "ha.enabled".into(),
-            "high availability comes later: this node runs standalone, owns no floating address and sends no heartbeats",
+            "ha.sync_flows".into(),
+            "flow-state sync comes later: after a takeover, established connections are reset (new ones work at once)",
         );
     }
 

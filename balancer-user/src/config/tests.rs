@@ -142,7 +142,7 @@ fn example_file_loads_as_it_is() {
     assert_eq!(config.services[3].health.port, Some(8008));
     assert_eq!(config.services[3].on_backend_down, OnBackendDown::Reset);
     // The example uses features this version does not enforce: each is said.
-    for path in ["ha.enabled", "control.metrics"] {
+    for path in ["ha.sync_flows", "control.metrics"] {
         assert!(
             loaded.warnings.iter().any(|w| w.path == path),
             "no warning for {path}: {:#?}",
@@ -953,7 +953,7 @@ fn features_not_enforced_yet_are_each_said() {
     );
     let loaded = accepted(&text);
     for (path, needle) in [
-        ("ha.enabled", "comes later"),
+        ("ha.sync_flows", "comes later"),
         ("control.metrics", "comes later"),
     ] {
         warning(&loaded, path, needle);

@@ -2,12 +2,25 @@
 //! sysctls on the XDP interfaces, the floating addresses, and the SNAT ports
 //! kept out of the host's ephemeral range.
 
+use std::net::IpAddr;
+
 use anyhow::Result;
 
 use crate::{
     config::{Config, Forwarding},
     netconf::{self, NetChanges},
 };
+
+/// VIPs and SNAT addresses: what moves to the active node.
+pub fn floating_addresses(config: &Config) -> Vec<IpAddr> {
+    let mut addresses: Vec<_> = config.services.iter().map(|s| s.vip).collect();
+    if config.node.forwarding == Forwarding::FullNat {
+        addresses.extend(config.node.snat_addresses.iter().copied());
+    }
+    addresses.sort();
+    addresses.dedup();
+    addresses
+}
 
 /// Forwarding on the XDP interfaces (the FIB lookup and the stack's fallback
 /// path need it), the floating addresses, and the SNAT port reservation.
@@ -25,13 +38,10 @@ pub fn prepare(config: &Config, net: &mut NetChanges) -> Result<()> {
         net.sysctl(&format!("net.ipv4.conf.{interface}.accept_local"), "1")?;
         net.sysctl(&format!("net.ipv4.conf.{interface}.rp_filter"), "0")?;
     }
-    let mut addresses: Vec<_> = config.services.iter().map(|s| s.vip).collect();
-    if config.node.forwarding == Forwarding::FullNat {
-        addresses.extend(config.node.snat_addresses.iter().copied());
+    // With high availability the active node owns them (the HA thread).
+    if !config.ha.enabled {
+        net.ensure_local(&floating_addresses(config), &config.node.interfaces)?;
     }
-    addresses.sort();
-    addresses.dedup();
-    net.ensure_local(&addresses, &config.node.interfaces)?;
     if config.node.forwarding == Forwarding::FullNat {
         let (min, max) = config.node.snat_port_range;
         net.reserve_ports(min, max)?;

@@ -26,6 +26,7 @@ use crate::{
     api::{Reply, Request},
     config,
     dataplane::{Dataplane, Pins},
+    ha,
     health::HealthChecker,
     netconf::NetChanges,
     runtime::Runtime,
@@ -97,6 +98,27 @@ fn init_logging(format: LogFormat) {
 }
 
 const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often tracked conditions are looked at and the HA watchdog is fed.
+const HA_CONDITIONS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+fn start_ha(daemon: &Daemon) -> Result<ha::HaHandle> {
+    let config = daemon.config();
+    let key_file = config
+        .ha
+        .auth_key_file
+        .as_ref()
+        .context("ha.auth_key_file is required")?;
+    let key = ha::read_key(key_file)?;
+    let inputs = daemon.ha_inputs(true, &ha::Inputs::default());
+    ha::start(
+        &config.node.name,
+        &config.ha,
+        key,
+        config.node.interfaces.clone(),
+        &config.control.pin_dir,
+        inputs,
+    )
+}
 
 /// How the loop ended.
 enum Stop {
@@ -171,6 +193,18 @@ async fn serve(config_path: &Path, config: config::Config, options: Options) -> 
     if recovered {
         daemon.report_recovery();
     }
+    if daemon.config().ha.enabled {
+        let started = start_ha(&daemon);
+        match started {
+            Ok(handle) => daemon.ha = Some(handle),
+            Err(e) => {
+                if let Err(close) = daemon.dataplane.close() {
+                    warn!("removing the pinned state: {close:#}");
+                }
+                return Err(e);
+            }
+        }
+    }
     let backends: usize = daemon
         .config()
         .services
@@ -189,10 +223,23 @@ async fn serve(config_path: &Path, config: config::Config, options: Options) -> 
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
     housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ha_tick = tokio::time::interval(HA_CONDITIONS_INTERVAL);
+    ha_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ha_ticks = 0u64;
+    let mut ha_inputs = ha::Inputs::default();
     let stop = loop {
         tokio::select! {
             _ = sweep.tick() => daemon.sweep(),
             _ = housekeeping.tick() => daemon.housekeep(),
+            _ = ha_tick.tick(), if daemon.ha.is_some() => {
+                ha_ticks += 1;
+                // The XDP attachment costs a process spawn: once a second.
+                ha_inputs = daemon.ha_inputs(ha_ticks % 4 == 1, &ha_inputs);
+                if let Some(h) = &daemon.ha {
+                    h.set_inputs(ha_inputs.clone());
+                    h.pet();
+                }
+            }
             Some(event) = health_rx.recv() => daemon.on_health(event),
             Some((request, reply)) = calls.recv() => {
                 let (answer, stop) = handle(&mut daemon, request);
@@ -216,6 +263,9 @@ async fn serve(config_path: &Path, config: config::Config, options: Options) -> 
             }
         }
     };
+    if let Some(h) = daemon.ha.take() {
+        h.stop();
+    }
     let Daemon {
         dataplane, mut net, ..
     } = daemon;

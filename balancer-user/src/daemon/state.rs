@@ -18,10 +18,11 @@ use crate::{
     api::{
         BackendAction, BackendStatus, ReloadOutcome, Reply, RetiredStatus, ServiceStatus, Status,
     },
-    config::{self, BackendConfig, Config, Forwarding, HealthKind, Scheduler},
+    config::{self, BackendConfig, Config, HealthKind, Scheduler},
     dataplane::Dataplane,
     events,
     expiry::Timeouts,
+    ha,
     health::{self, AgentState, HealthChecker},
     netconf::{self, NetChanges},
     plan::{self, Plan},
@@ -34,6 +35,7 @@ pub struct Daemon {
     pub dataplane: Dataplane,
     pub net: NetChanges,
     pub checker: HealthChecker,
+    pub ha: Option<ha::HaHandle>,
     pub timeouts: Timeouts,
     /// Source address towards each backend when no SNAT address of its family
     /// is configured: looked up once, not on every change.
@@ -59,6 +61,7 @@ impl Daemon {
             dataplane,
             net,
             checker,
+            ha: None,
             timeouts,
             snat_sources: HashMap::new(),
             generation: 1,
@@ -202,15 +205,66 @@ impl Daemon {
         ))
     }
 
-    /// VIPs and SNAT addresses of `config` that are not local yet.
+    /// VIPs and SNAT addresses of `config` that are not local yet (with high
+    /// availability, the HA thread's job when active).
     fn own_addresses(&mut self, config: &Config) -> Result<()> {
-        let mut addresses: Vec<IpAddr> = config.services.iter().map(|s| s.vip).collect();
-        if config.node.forwarding == Forwarding::FullNat {
-            addresses.extend(config.node.snat_addresses.iter().copied());
+        if config.ha.enabled {
+            return Ok(());
         }
-        addresses.sort();
-        addresses.dedup();
+        let addresses = super::host::floating_addresses(config);
         self.net.ensure_local(&addresses, &config.node.interfaces)
+    }
+
+    /// What the HA thread needs to know: tracked conditions, the floating
+    /// addresses. `check_xdp` asks the kernel whether the program is still
+    /// attached (a process spawn, so not on every tick).
+    pub fn ha_inputs(&self, check_xdp: bool, previous: &ha::Inputs) -> ha::Inputs {
+        let config = self.runtime.config();
+        let mut faults = Vec::new();
+        for interface in &config.ha.track_interfaces {
+            if !netconf::interface_up(interface) {
+                faults.push(format!("tracked interface {interface} is down"));
+            }
+        }
+        if check_xdp {
+            for interface in &config.node.interfaces {
+                if !netconf::xdp_attached(interface).unwrap_or(false) {
+                    faults.push(format!("the XDP program is not attached to {interface}"));
+                }
+            }
+        } else {
+            faults.extend(
+                previous
+                    .faults
+                    .iter()
+                    .filter(|f| f.starts_with("the XDP program"))
+                    .cloned(),
+            );
+        }
+        let mut penalty_reasons = Vec::new();
+        for svc in &config.services {
+            let Some(state) = self.runtime.service(&svc.name) else {
+                continue;
+            };
+            // Unknown (not checked yet) is not down: a starting node must not
+            // look worse than it is.
+            let down = |b: &crate::runtime::BackendState| {
+                b.health == crate::runtime::Health::Down || b.agent_down
+            };
+            if !state.backends.is_empty() && state.backends.values().all(down) {
+                penalty_reasons.push(format!("every backend of {} is down here", svc.name));
+            }
+        }
+        let penalty = (penalty_reasons.len() as u32 * HA_PENALTY_PER_SERVICE).min(255) as u8;
+        ha::Inputs {
+            faults,
+            penalty,
+            penalty_reasons,
+            addresses: super::host::floating_addresses(config),
+            digest: ha::advert::digest(
+                &serde_json::to_string(&config.services).unwrap_or_default(),
+            ),
+        }
     }
 
     /// `balancer backend ACTION SERVICE ADDRESS`.
@@ -526,7 +580,11 @@ impl Daemon {
             .collect();
         Status {
             node: self.runtime.config().node.name.clone(),
-            role: "standalone".into(),
+            role: self
+                .ha
+                .as_ref()
+                .map_or_else(|| "standalone".into(), |h| h.status().role),
+            ha: self.ha.as_ref().map(|h| h.status()),
             config: self.config_path.display().to_string(),
             pid: std::process::id(),
             generation: self.generation,
@@ -554,6 +612,10 @@ fn plan_for(snat_sources: &mut HashMap<IpAddr, IpAddr>, runtime: &Runtime) -> Re
     })
 }
 
+/// Priority a node gives up for each service whose backends are all down on
+/// it, so that a peer that still reaches them outranks it.
+const HA_PENALTY_PER_SERVICE: u32 = 50;
+
 /// Settings the daemon reads only when it starts.
 pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     let mut out = Vec::new();
@@ -577,6 +639,7 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     );
     check(old.flows.capacity != new.flows.capacity, "flows.capacity");
     check(old.control != new.control, "control");
+    check(old.ha != new.ha, "ha");
     out
 }
 

@@ -1,0 +1,362 @@
+//! High availability end to end: two balancer hosts (`lb` as lb-a, `lb2` as
+//! lb-b) on the client and backend bridges, real daemons, real adverts.
+
+use std::{
+    net::SocketAddr,
+    os::unix::fs::PermissionsExt,
+    path::Path,
+    time::{Duration, Instant, SystemTime},
+};
+
+use balancer_tests::{
+    Balancer, TempDir, Topology, addrs, require_root, tcp_connect, tcp_server, wait_until,
+};
+use balancer_user::ha::advert::{self, Advert, Codec, Role};
+use serde_json::Value;
+
+const VIP: &str = "198.51.100.10";
+const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+fn vip() -> SocketAddr {
+    SocketAddr::new(VIP.parse().unwrap(), 80)
+}
+
+fn key_file(dir: &TempDir, mode: u32) -> String {
+    let path = dir.join("ha.key");
+    std::fs::write(&path, KEY).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path.display().to_string()
+}
+
+fn config(name: &str, priority: u8, peer: &str, preempt: bool, key: &str) -> String {
+    let backends: Vec<String> = (1..=3)
+        .map(|i| format!("{{ address = \"{}:8080\" }}", addrs::backend(i)))
+        .collect();
+    format!(
+        r#"
+[node]
+name = "{name}"
+interfaces = ["front", "back"]
+snat_addresses = ["203.0.113.9"]
+
+[control]
+metrics = "off"
+
+[ha]
+enabled = true
+interface = "front"
+peers = ["{peer}"]
+priority = {priority}
+advert_interval_ms = 100
+dead_after = 3
+preempt = {preempt}
+auth_key_file = "{key}"
+sync_flows = false
+track_interfaces = ["front", "back"]
+
+[[service]]
+name = "web"
+vip = "{VIP}"
+port = 80
+protocol = "tcp"
+health = {{ kind = "tcp", interval_ms = 200, timeout_ms = 100, rise = 1, fall = 2 }}
+backends = [{}]
+"#,
+        backends.join(", ")
+    )
+}
+
+struct Pair {
+    topo: Topology,
+    a: Balancer,
+    b: Balancer,
+    _servers: Vec<balancer_tests::ServerHandle>,
+    _keys: TempDir,
+}
+
+fn pair(hint: &str, preempt: bool) -> Pair {
+    let topo = Topology::builder()
+        .hint(hint)
+        .backends(3)
+        .standby(true)
+        .build()
+        .unwrap();
+    let servers = (1..=3)
+        .map(|i| {
+            tcp_server(
+                topo.backend(i),
+                SocketAddr::new(addrs::backend(i).into(), 8080),
+            )
+            .unwrap()
+        })
+        .collect();
+    let keys = TempDir::new("hakey").unwrap();
+    let key = key_file(&keys, 0o600);
+    let a = Balancer::start(
+        topo.lb(),
+        &config("lb-a", 200, "198.51.100.3", preempt, &key),
+    )
+    .unwrap();
+    let b = Balancer::start(
+        topo.lb2(),
+        &config("lb-b", 100, "198.51.100.1", preempt, &key),
+    )
+    .unwrap();
+    Pair {
+        topo,
+        a,
+        b,
+        _servers: servers,
+        _keys: keys,
+    }
+}
+
+fn ha(lb: &Balancer) -> Value {
+    let out = lb.cli(&["status", "--json"]).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
+    reply["status"]["ha"].clone()
+}
+
+fn role(lb: &Balancer) -> String {
+    ha(lb)["role"].as_str().unwrap_or_default().to_string()
+}
+
+fn wait_roles(a: &Balancer, want_a: &str, b: &Balancer, want_b: &str) {
+    let ok = wait_until(Duration::from_secs(10), || {
+        role(a) == want_a && role(b) == want_b
+    });
+    assert!(
+        ok,
+        "roles a={} b={}, wanted {want_a}/{want_b}\n--- a:\n{}\n--- b:\n{}",
+        role(a),
+        role(b),
+        a.output_so_far(),
+        b.output_so_far()
+    );
+}
+
+fn has_vip(ns: &balancer_tests::Netns) -> bool {
+    ns.ip(&["-j", "addr", "show", "dev", "front"])
+        .unwrap()
+        .contains(VIP)
+}
+
+/// One request on a fresh connection with a short connect timeout.
+fn request(topo: &Topology) -> bool {
+    let Ok(mut c) = tcp_connect(topo.client(), vip(), Duration::from_millis(100)) else {
+        return false;
+    };
+    c.request("ping").is_ok()
+}
+
+/// Time from now until a request succeeds again, sampling every few ms.
+fn gap_until_served(topo: &Topology, since: Instant) -> Duration {
+    for _ in 0..2000 {
+        if request(topo) {
+            return since.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "never served again"
+        );
+    }
+    panic!("never served again");
+}
+
+#[test]
+fn the_higher_priority_node_is_active_owns_the_vip_and_status_says_so() {
+    if !require_root() {
+        return;
+    }
+    let p = pair("haup", true);
+    wait_roles(&p.a, "active", &p.b, "standby");
+    assert!(has_vip(p.topo.lb()) && !has_vip(p.topo.lb2()));
+    assert!(request(&p.topo));
+    let out = p.b.cli(&["status"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("role standby"), "{text}");
+    assert!(
+        text.contains("peer lb-a: active  priority 200  alive"),
+        "{text}"
+    );
+    assert!(text.contains("last transition init -> standby"), "{text}");
+    let status = ha(&p.a);
+    assert_eq!(status["effective_priority"], 200);
+    assert!(status["adverts_received"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn failover_when_the_active_host_loses_its_link_then_preemption_on_recovery() {
+    if !require_root() {
+        return;
+    }
+    let p = pair("halink", true);
+    wait_roles(&p.a, "active", &p.b, "standby");
+    assert!(request(&p.topo));
+
+    let down = Instant::now();
+    p.topo.lb().ip(&["link", "set", "front", "down"]).unwrap();
+    let gap = gap_until_served(&p.topo, down);
+    eprintln!("front link down on the active host: served again after {gap:?}");
+    // dead_after 3 x 100 ms, then the takeover and its announcement.
+    assert!(gap < Duration::from_secs(1), "gap {gap:?}");
+    wait_roles(&p.a, "standby", &p.b, "active");
+    assert!(has_vip(p.topo.lb2()));
+    let reason = ha(&p.a)["last_transition"]["reason"].to_string();
+    assert!(
+        reason.contains("fault") && reason.contains("tracked interface front is down"),
+        "{reason}"
+    );
+
+    // The link comes back: lb-a outranks lb-b and preempts.
+    p.topo.lb().ip(&["link", "set", "front", "up"]).unwrap();
+    wait_roles(&p.a, "active", &p.b, "standby");
+    assert!(
+        ha(&p.a)["last_transition"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("preempting lb-b")
+    );
+    let ok = wait_until(Duration::from_secs(5), || request(&p.topo));
+    assert!(ok, "served by lb-a again");
+}
+
+#[test]
+fn failover_when_the_active_daemon_is_killed_and_no_preemption_after() {
+    if !require_root() {
+        return;
+    }
+    let mut p = pair("hakill", false);
+    wait_roles(&p.a, "active", &p.b, "standby");
+    let killed = Instant::now();
+    p.a.kill().unwrap();
+    // Its program still forwards: the service never stops; lb-b takes over.
+    let gap = gap_until_served(&p.topo, killed);
+    let ok = wait_until(Duration::from_secs(5), || role(&p.b) == "active");
+    assert!(ok, "lb-b takes over:\n{}", p.b.output_so_far());
+    eprintln!(
+        "active daemon killed: lb-b active after {:?}, first failed-request gap {gap:?}",
+        killed.elapsed()
+    );
+    assert!(killed.elapsed() < Duration::from_secs(1) + gap);
+    assert!(request(&p.topo));
+
+    // lb-a restarts on its pinned state; without preemption it stays standby.
+    p.a.restart(p.topo.lb(), &[]).unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    wait_roles(&p.a, "standby", &p.b, "active");
+    assert!(!has_vip(p.topo.lb()), "the restarted node released the VIP");
+    assert!(request(&p.topo));
+}
+
+#[test]
+fn forged_replayed_and_unknown_adverts_are_ignored_and_counted() {
+    if !require_root() {
+        return;
+    }
+    let p = pair("haforge", true);
+    wait_roles(&p.a, "active", &p.b, "standby");
+    let b_addr = SocketAddr::new("198.51.100.3".parse().unwrap(), advert::PORT);
+    let now = SystemTime::now();
+    let claim = |seq: u64| Advert {
+        node: "lb-a".into(),
+        role: Role::Standby,
+        priority: 0,
+        seq,
+        digest: [0; 8],
+    };
+    // Forged: another key, claiming lb-a gave up.
+    let forged = Codec::new(
+        b"not the key at all, not at all".to_vec(),
+        Duration::from_secs(2),
+    )
+    .encode(&claim(advert::micros(now)));
+    // Replayed: the right key, a sequence lb-b has already passed.
+    let replayed = Codec::new(KEY.as_bytes().to_vec(), Duration::from_secs(2))
+        .encode(&claim(advert::micros(now) - 50_000));
+    // Stale: the right key, ten seconds old.
+    let stale = Codec::new(KEY.as_bytes().to_vec(), Duration::from_secs(2))
+        .encode(&claim(advert::micros(now - Duration::from_secs(10))));
+    p.topo.lb().run(|| {
+        let s = std::net::UdpSocket::bind("198.51.100.1:0").unwrap();
+        for wire in [&forged, &replayed, &stale] {
+            for _ in 0..5 {
+                s.send_to(wire, b_addr).unwrap();
+            }
+        }
+    });
+    // From the client: not a peer at all.
+    p.topo.client().run(|| {
+        let s = std::net::UdpSocket::bind("198.51.100.2:0").unwrap();
+        s.send_to(&forged, b_addr).unwrap();
+    });
+    let ok = wait_until(Duration::from_secs(3), || {
+        let r = &ha(&p.b)["adverts_rejected"];
+        r["forged"] == 5 && r["replayed"] == 5 && r["stale"] == 5 && r["unknown_sender"] == 1
+    });
+    assert!(ok, "{}", ha(&p.b)["adverts_rejected"]);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(role(&p.b), "standby", "nothing forged moved the role");
+    assert!(p.b.output_so_far().contains("advert ignored"));
+}
+
+#[test]
+fn split_brain_heals_to_the_rightful_owner() {
+    if !require_root() {
+        return;
+    }
+    let p = pair("hasplit", true);
+    wait_roles(&p.a, "active", &p.b, "standby");
+    // A partition between the two hosts only: adverts cannot pass.
+    p.topo
+        .lb()
+        .ip(&["route", "add", "prohibit", "198.51.100.3/32"])
+        .unwrap();
+    p.topo
+        .lb2()
+        .ip(&["route", "add", "prohibit", "198.51.100.1/32"])
+        .unwrap();
+    wait_roles(&p.a, "active", &p.b, "active");
+    let healed = Instant::now();
+    p.topo
+        .lb()
+        .ip(&["route", "del", "prohibit", "198.51.100.3/32"])
+        .unwrap();
+    p.topo
+        .lb2()
+        .ip(&["route", "del", "prohibit", "198.51.100.1/32"])
+        .unwrap();
+    wait_roles(&p.a, "active", &p.b, "standby");
+    eprintln!(
+        "split brain healed {:?} after the partition ended",
+        healed.elapsed()
+    );
+    assert!(healed.elapsed() < Duration::from_millis(500));
+    assert!(ha(&p.b)["split_brains"].as_u64().unwrap() >= 1);
+    assert!(!has_vip(p.topo.lb2()));
+    assert!(p.b.output_so_far().contains("both nodes active"));
+    let ok = wait_until(Duration::from_secs(5), || request(&p.topo));
+    assert!(ok);
+}
+
+#[test]
+fn a_key_file_others_can_read_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let topo = Topology::builder()
+        .hint("hakeym")
+        .backends(1)
+        .build()
+        .unwrap();
+    let keys = TempDir::new("hakey").unwrap();
+    let key = key_file(&keys, 0o644);
+    let err = Balancer::start(topo.lb(), &config("lb-a", 200, "198.51.100.3", true, &key))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("readable by every user"), "{err}");
+    assert!(Path::new(&key).exists());
+}
