@@ -82,3 +82,23 @@ impl FlowValue {
 }
 
 crate::user_pod!(FlowKey, FlowValue);
+
+/// `FLOW_EVENTS` record kinds.
+pub const SYNC_NEW: u32 = 1;
+pub const SYNC_CLOSED: u32 = 2;
+
+/// A flow-table change the active node streams to the standby (`FLOW_EVENTS`
+/// ring buffer, with `GLOBAL_F_SYNC`). `SYNC_NEW`: the forward entry's key and
+/// value. `SYNC_CLOSED`: the reply entry's key (which the forward value names)
+/// and the forward value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncEvent {
+    pub kind: u32,
+    pub _pad: u32,
+    pub key: FlowKey,
+    pub value: FlowValue,
+}
+const _: () = assert!(core::mem::size_of::<SyncEvent>() == 128);
+
+crate::user_pod!(SyncEvent);

@@ -123,5 +123,7 @@ pub const GLOBAL_FLAGS: u32 = 0;
 pub const GLOBAL_F_DNAT: u32 = 1 << 0;
 /// `firewall.default = "deny"`.
 pub const GLOBAL_F_DEFAULT_DENY: u32 = 1 << 1;
+/// High availability with flow sync: flow changes go to `FLOW_EVENTS`.
+pub const GLOBAL_F_SYNC: u32 = 1 << 2;
 
 crate::user_pod!(ServiceKey, ServiceValue, Backend, AddrKey);

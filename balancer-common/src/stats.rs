@@ -36,9 +36,12 @@ pub enum Counter {
     /// An ARP packet about a floating address while this node's HA lease has
     /// run out (its daemon stopped renewing it): the active node answers.
     DropArpNotActive,
+    /// A flow change the sync ring buffer had no room for (the daemon fell
+    /// behind): the standby misses it.
+    SyncLost,
 }
 
-pub const COUNTER_COUNT: u32 = Counter::DropArpNotActive as u32 + 1;
+pub const COUNTER_COUNT: u32 = Counter::SyncLost as u32 + 1;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -59,6 +62,7 @@ impl Counter {
         Counter::DropRateLimit,
         Counter::IcmpRelayed,
         Counter::DropArpNotActive,
+        Counter::SyncLost,
     ];
 
     /// Stable name for output and metrics.
@@ -81,6 +85,7 @@ impl Counter {
             Counter::DropRateLimit => "drop_rate_limit",
             Counter::IcmpRelayed => "icmp_relayed",
             Counter::DropArpNotActive => "drop_arp_not_active",
+            Counter::SyncLost => "sync_lost",
         }
     }
 }

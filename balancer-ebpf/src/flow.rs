@@ -143,7 +143,7 @@ pub fn on_packet(flow: &mut FlowValue, pkt: &Packet) {
     let tcp_end = pkt.is_tcp_end();
     if flow.direction == DIR_FORWARD {
         if tcp_end {
-            release(flow);
+            release(flow, pkt);
         }
         return;
     }
@@ -163,7 +163,7 @@ pub fn on_packet(flow: &mut FlowValue, pkt: &Packet) {
         // SAFETY: a map value pointer is valid for the duration of the program.
         let forward = unsafe { &mut *forward };
         if tcp_end {
-            release(forward);
+            release(forward, pkt);
         } else if forward.state == STATE_NEW {
             forward.state = STATE_ESTABLISHED;
         }
@@ -173,15 +173,16 @@ pub fn on_packet(flow: &mut FlowValue, pkt: &Packet) {
 /// Marks a forward entry closing and gives its backend's active count back, once:
 /// both ends may send their FIN at the same time on two CPUs.
 #[inline(always)]
-fn release(forward: &mut FlowValue) {
+fn release(forward: &mut FlowValue, pkt: &Packet) {
     forward.state = STATE_CLOSING;
     // SAFETY: the field is 4-byte aligned inside a map value that outlives this call.
     let was = unsafe { atomic_xchg::<u32, { Relaxed }>(&mut forward.released, 1) };
-    if was == 0
-        && let Some(active) = ACTIVE_CONNS.get_ptr_mut(forward.backend)
-    {
-        // SAFETY: 8-byte aligned map value; the count was raised at creation.
-        unsafe { atomic_xadd::<u64, u64, { Relaxed }>(active, u64::MAX) };
+    if was == 0 {
+        if let Some(active) = ACTIVE_CONNS.get_ptr_mut(forward.backend) {
+            // SAFETY: 8-byte aligned map value; the count was raised at creation.
+            unsafe { atomic_xadd::<u64, u64, { Relaxed }>(active, u64::MAX) };
+        }
+        crate::sync::closed(forward, pkt.proto, pkt.family);
     }
 }
 
@@ -329,5 +330,6 @@ pub fn create(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceVa
         // SAFETY: 8-byte aligned map value.
         unsafe { atomic_xadd::<u64, u64, { Relaxed }>(active, 1) };
     }
+    crate::sync::new_flow(key, forward);
     Created::Flow(forward)
 }

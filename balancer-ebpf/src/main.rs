@@ -19,6 +19,7 @@ mod nat;
 mod parse;
 mod select;
 mod sweep;
+mod sync;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use balancer_common::{

@@ -3,7 +3,7 @@
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, bpf_fib_lookup},
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use balancer_common::{
     RawAddr,
@@ -128,6 +128,10 @@ pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_INTERFACES, 0
 /// the node that took over answers for them.
 #[map]
 pub static HA_LEASE: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Flow changes for the standby (`SyncEvent`s), when `GLOBAL_F_SYNC` is set.
+#[map]
+pub static FLOW_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);

@@ -111,6 +111,7 @@ extern "C" fn sweep_one(
             unsafe { atomic_xadd::<u64, u64, { Relaxed }>(active, u64::MAX) };
         }
         s.stats.released += 1;
+        crate::sync::closed(value, key.proto, key.family);
     }
     // Either may be gone already (the LRU, or a packet racing us): fine.
     if FLOWS.remove(&peer_key).is_ok() {

@@ -11,10 +11,10 @@ use balancer_common::{
     firewall::{RULE_ALLOW, RULE_DENY, SCOPE_ALLOW, SCOPE_BLOCK},
     service::{
         ADDR_F_DNAT_BACKEND, ADDR_F_SNAT, ADDR_F_VIP, AddrKey, BACKEND_F_HEALTHY,
-        BACKEND_F_PRESENT, Backend, GLOBAL_F_DEFAULT_DENY, GLOBAL_F_DNAT, MAGLEV_M, MAX_BACKENDS,
-        MAX_BACKENDS_PER_SERVICE, MAX_SERVICES, MAX_SNAT_ADDRS, RR_TABLE_LEN, SCHED_LEAST_CONN,
-        SCHED_MAGLEV, SCHED_P2C, SCHED_ROUND_ROBIN, SERVICE_F_ALLOW_LIST, SERVICE_F_DNAT,
-        ServiceKey, ServiceValue,
+        BACKEND_F_PRESENT, Backend, GLOBAL_F_DEFAULT_DENY, GLOBAL_F_DNAT, GLOBAL_F_SYNC, MAGLEV_M,
+        MAX_BACKENDS, MAX_BACKENDS_PER_SERVICE, MAX_SERVICES, MAX_SNAT_ADDRS, RR_TABLE_LEN,
+        SCHED_LEAST_CONN, SCHED_MAGLEV, SCHED_P2C, SCHED_ROUND_ROBIN, SERVICE_F_ALLOW_LIST,
+        SERVICE_F_DNAT, ServiceKey, ServiceValue,
     },
 };
 
@@ -275,6 +275,9 @@ pub fn plan_with(
     let mut global_flags = if dnat { GLOBAL_F_DNAT } else { 0 };
     if fw.default == FirewallAction::Deny {
         global_flags |= GLOBAL_F_DEFAULT_DENY;
+    }
+    if config.ha.enabled && config.ha.sync_flows {
+        global_flags |= GLOBAL_F_SYNC;
     }
     Ok(Plan {
         services,

@@ -28,7 +28,7 @@ fn key_file(dir: &TempDir, mode: u32) -> String {
     path.display().to_string()
 }
 
-fn config(name: &str, priority: u8, peer: &str, preempt: bool, key: &str) -> String {
+fn config(name: &str, priority: u8, peer: &str, preempt: bool, key: &str, sync: bool) -> String {
     let backends: Vec<String> = (1..=3)
         .map(|i| format!("{{ address = \"{}:8080\" }}", addrs::backend(i)))
         .collect();
@@ -51,7 +51,7 @@ advert_interval_ms = 100
 dead_after = 3
 preempt = {preempt}
 auth_key_file = "{key}"
-sync_flows = false
+sync_flows = {sync}
 track_interfaces = ["front", "back"]
 
 [[service]]
@@ -75,6 +75,10 @@ struct Pair {
 }
 
 fn pair(hint: &str, preempt: bool) -> Pair {
+    pair_with(hint, preempt, false)
+}
+
+fn pair_with(hint: &str, preempt: bool, sync: bool) -> Pair {
     let topo = Topology::builder()
         .hint(hint)
         .backends(3)
@@ -94,12 +98,12 @@ fn pair(hint: &str, preempt: bool) -> Pair {
     let key = key_file(&keys, 0o600);
     let a = Balancer::start(
         topo.lb(),
-        &config("lb-a", 200, "198.51.100.3", preempt, &key),
+        &config("lb-a", 200, "198.51.100.3", preempt, &key, sync),
     )
     .unwrap();
     let b = Balancer::start(
         topo.lb2(),
-        &config("lb-b", 100, "198.51.100.1", preempt, &key),
+        &config("lb-b", 100, "198.51.100.1", preempt, &key, sync),
     )
     .unwrap();
     Pair {
@@ -241,7 +245,9 @@ fn failover_when_the_active_daemon_is_killed_and_no_preemption_after() {
         killed.elapsed()
     );
     assert!(killed.elapsed() < Duration::from_secs(1) + gap);
-    assert!(request(&p.topo));
+    // While the neighbours' caches move over, a new connection may meet the
+    // old node on one side and the new one on the other; it settles at once.
+    assert!(wait_until(Duration::from_secs(2), || request(&p.topo)));
 
     // lb-a restarts on its pinned state; without preemption it stays standby.
     p.a.restart(p.topo.lb(), &[]).unwrap();
@@ -353,10 +359,65 @@ fn a_key_file_others_can_read_is_refused() {
         .unwrap();
     let keys = TempDir::new("hakey").unwrap();
     let key = key_file(&keys, 0o644);
-    let err = Balancer::start(topo.lb(), &config("lb-a", 200, "198.51.100.3", true, &key))
-        .err()
-        .expect("refused")
-        .to_string();
+    let err = Balancer::start(
+        topo.lb(),
+        &config("lb-a", 200, "198.51.100.3", true, &key, false),
+    )
+    .err()
+    .expect("refused")
+    .to_string();
     assert!(err.contains("readable by every user"), "{err}");
     assert!(Path::new(&key).exists());
+}
+
+#[test]
+fn with_flow_sync_established_connections_survive_a_failover() {
+    if !require_root() {
+        return;
+    }
+    let p = pair_with("hasync", true, true);
+    wait_roles(&p.a, "active", &p.b, "standby");
+    let ok = wait_until(Duration::from_secs(5), || request(&p.topo));
+    assert!(ok);
+    let mut conns: Vec<_> = (0..30)
+        .map(|i| {
+            let mut c = tcp_connect(p.topo.client(), vip(), Duration::from_secs(5)).unwrap();
+            let line = format!("before {i}");
+            let reply = c.request(&line).unwrap();
+            (reply.split_once(' ').unwrap().0.to_string(), c)
+        })
+        .collect();
+    // The standby has them all (plus the probe's, closed again).
+    let ok = wait_until(Duration::from_secs(5), || {
+        ha(&p.b)["sync_installed"].as_u64().unwrap_or(0) >= 31
+    });
+    assert!(ok, "{}", ha(&p.b));
+
+    let down = Instant::now();
+    p.topo.lb().ip(&["link", "set", "front", "down"]).unwrap();
+    wait_roles(&p.a, "standby", &p.b, "active");
+    let mut survived = 0;
+    for (i, (name, c)) in conns.iter_mut().enumerate() {
+        let line = format!("after {i}");
+        match c.request(&line) {
+            Ok(reply) if reply == format!("{name} {line}") => survived += 1,
+            other => eprintln!("connection {i} on {name}: {other:?}"),
+        }
+    }
+    eprintln!(
+        "flow sync: {survived} of {} established connections kept working through the failover ({:?})",
+        conns.len(),
+        down.elapsed()
+    );
+    assert_eq!(survived, conns.len());
+    // Counts on the new active node: the 30 held connections.
+    let out = p.b.cli(&["status", "--json"]).unwrap();
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let active: u64 = status["status"]["services"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["active"].as_u64().unwrap())
+        .sum();
+    assert_eq!(active, 30, "{}", status["status"]["services"]);
 }

@@ -9,13 +9,6 @@ pub fn not_yet_enforced(config: &Config) -> Vec<Warning> {
     let mut warnings = Vec::new();
     let mut warn = |path: String, message: &str| warnings.push(Warning::new(path, message));
 
-    if config.ha.enabled && config.ha.sync_flows {
-        warn(
-            "ha.sync_flows".into(),
-            "flow-state sync comes later: after a takeover, established connections are reset (new ones work at once)",
-        );
-    }
-
     if config.control.metrics.is_some() {
         warn(
             "control.metrics".into(),

@@ -9,6 +9,7 @@ pub mod advert;
 mod announce;
 pub mod election;
 mod lease;
+pub mod sync;
 
 use std::{
     collections::BTreeMap,
@@ -25,7 +26,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
-use tokio::{net::UdpSocket, sync::watch};
+use tokio::{io::unix::AsyncFd, net::UdpSocket, sync::watch};
 use tracing::{debug, info, warn};
 
 use self::{
@@ -66,6 +67,12 @@ pub struct HaStatus {
     pub adverts_received: u64,
     pub adverts_rejected: BTreeMap<String, u64>,
     pub split_brains: u64,
+    /// Flow sync: records sent (active) and installed or ended (standby).
+    pub sync_sent: u64,
+    pub sync_installed: u64,
+    pub sync_closed: u64,
+    pub sync_unmatched: u64,
+    pub sync_rejected: u64,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
@@ -171,6 +178,22 @@ pub fn start(
     ))
     .with_context(|| format!("binding the HA port {}", advert::PORT))?;
     socket.set_nonblocking(true)?;
+    let flow_sync = if config.sync_flows {
+        let socket = std::net::UdpSocket::bind(SocketAddr::new(
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            sync::PORT,
+        ))
+        .with_context(|| format!("binding the flow sync port {}", sync::PORT))?;
+        socket.set_nonblocking(true)?;
+        Some(FlowSync {
+            socket,
+            source: sync::Source::open(pin_dir)?,
+            sink: sync::Sink::open(pin_dir)?,
+            wire: sync::Wire::new(key.clone(), name),
+        })
+    } else {
+        None
+    };
     let (inputs_tx, inputs_rx) = watch::channel(inputs);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let alive_ms = Arc::new(AtomicU64::new(now_ms()));
@@ -210,7 +233,7 @@ pub fn start(
                 .enable_all()
                 .build()
                 .expect("a runtime for the HA thread");
-            rt.block_on(node.run(socket, inputs_rx, stop_rx));
+            rt.block_on(node.run(socket, flow_sync, inputs_rx, stop_rx));
         })?;
     Ok(HaHandle {
         inputs: inputs_tx,
@@ -219,6 +242,13 @@ pub fn start(
         stop: Some(stop_tx),
         thread: Some(thread),
     })
+}
+
+struct FlowSync {
+    socket: std::net::UdpSocket,
+    source: sync::Source,
+    sink: sync::Sink,
+    wire: sync::Wire,
 }
 
 struct Node {
@@ -240,6 +270,7 @@ impl Node {
     async fn run(
         mut self,
         socket: std::net::UdpSocket,
+        flow_sync: Option<FlowSync>,
         mut inputs: watch::Receiver<Inputs>,
         mut stop: tokio::sync::oneshot::Receiver<()>,
     ) {
@@ -250,6 +281,29 @@ impl Node {
                 return;
             }
         };
+        let (sync_socket, mut ring, mut sink, mut wire) = match flow_sync {
+            Some(f) => {
+                // SAFETY: the ring's descriptor is owned by the Source, which
+                // the AsyncFd owns for its whole life.
+                let ring = unsafe {
+                    AsyncFd::register_with_interest(f.source, tokio::io::Interest::READABLE)
+                };
+                match (UdpSocket::from_std(f.socket), ring) {
+                    (Ok(s), Ok(r)) => (Some(s), Some(r), Some(f.sink), Some(f.wire)),
+                    (s, r) => {
+                        warn!(
+                            "flow sync disabled: {:?} {:?}",
+                            s.err(),
+                            r.err().map(|e| e.to_string())
+                        );
+                        (None, None, None, None)
+                    }
+                }
+            }
+            None => (None, None, None, None),
+        };
+        let mut sync_buf = vec![0u8; 2048];
+        let mut records = Vec::new();
         let interval = Duration::from_millis(self.config.advert_interval_ms.into());
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -284,6 +338,23 @@ impl Node {
                     }
                     self.refresh_addresses(&current);
                 }
+                ready = readable(ring.as_mut()) => {
+                    if let Ok(mut guard) = ready {
+                        records.clear();
+                        guard.get_inner_mut().drain(&mut records);
+                        guard.clear_ready();
+                        if self.election.role() == Role::Active
+                            && let (Some(s), Some(w)) = (&sync_socket, wire.as_mut())
+                        {
+                            self.send_sync(s, w, &records).await;
+                        }
+                    }
+                }
+                received = recv(sync_socket.as_ref(), &mut sync_buf) => {
+                    if let (Ok((n, from)), Some(w), Some(sink)) = (received, wire.as_mut(), sink.as_mut()) {
+                        self.receive_sync(&sync_buf[..n], from, w, sink);
+                    }
+                }
                 _ = &mut stop => break,
             }
         }
@@ -294,6 +365,57 @@ impl Node {
             self.apply(t, &current);
         }
         self.send(&socket, 0, &current).await;
+    }
+
+    async fn send_sync(&self, socket: &UdpSocket, wire: &mut sync::Wire, records: &[sync::Record]) {
+        for batch in records.chunks(sync::BATCH) {
+            let datagram = wire.encode(batch);
+            for peer in &self.config.peers {
+                let to = match peer {
+                    IpAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), sync::PORT),
+                    v6 => SocketAddr::new(*v6, sync::PORT),
+                };
+                if let Err(e) = socket.send_to(&datagram, to).await {
+                    debug!(peer = %peer, "flow sync send: {e}");
+                }
+            }
+            self.lock().sync_sent += batch.len() as u64;
+        }
+    }
+
+    fn receive_sync(
+        &self,
+        data: &[u8],
+        from: SocketAddr,
+        wire: &mut sync::Wire,
+        sink: &mut sync::Sink,
+    ) {
+        let source = match from.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        if !self.config.peers.contains(&source) {
+            self.lock().sync_rejected += 1;
+            return;
+        }
+        let records = match wire.decode(data) {
+            Ok(r) => r,
+            Err(why) => {
+                self.lock().sync_rejected += 1;
+                debug!(%source, why, "flow sync datagram ignored");
+                return;
+            }
+        };
+        // An active node keeps its own table (two active nodes resolve soon).
+        if self.election.role() == Role::Active {
+            return;
+        }
+        let mut applied = sync::Applied::default();
+        sink.apply(&records, &mut applied);
+        let mut s = self.lock();
+        s.sync_installed += applied.installed;
+        s.sync_closed += applied.closed;
+        s.sync_unmatched += applied.unmatched;
     }
 
     fn effective(&self, inputs: &Inputs) -> u8 {
@@ -504,4 +626,21 @@ impl Node {
 
 fn now_ms() -> u64 {
     advert::micros(SystemTime::now()) / 1000
+}
+
+/// Readiness of the flow-event ring, or never without sync.
+async fn readable(
+    ring: Option<&mut AsyncFd<sync::Source>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, sync::Source>> {
+    match ring {
+        Some(r) => r.readable_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv(socket: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    match socket {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
 }

@@ -1,0 +1,69 @@
+//! Flow changes for the standby node: a new flow's forward entry, and the end
+//! of a flow (FIN, RST, expiry), into the `FLOW_EVENTS` ring buffer that the
+//! daemon's HA thread streams to its peer. Only with `GLOBAL_F_SYNC`: without
+//! high availability the hot path pays one array lookup.
+
+use balancer_common::{
+    flow::{FlowKey, FlowValue, SYNC_CLOSED, SYNC_NEW, SyncEvent},
+    service::{GLOBAL_F_SYNC, GLOBAL_FLAGS},
+    stats::Counter,
+};
+
+use crate::maps::{FLOW_EVENTS, GLOBAL, count};
+
+#[inline(always)]
+fn enabled() -> bool {
+    GLOBAL
+        .get(GLOBAL_FLAGS)
+        .is_some_and(|f| f & GLOBAL_F_SYNC != 0)
+}
+
+/// A flow was created: `key` and `forward` are its forward entry.
+#[inline(never)]
+pub fn new_flow(key: &FlowKey, forward: &FlowValue) {
+    if !enabled() {
+        return;
+    }
+    let Some(mut entry) = FLOW_EVENTS.reserve::<SyncEvent>(0) else {
+        count(Counter::SyncLost);
+        return;
+    };
+    let e = entry.as_mut_ptr();
+    // SAFETY: the reserved record is ours until submitted; written field by
+    // field so that no 128-byte value is built on the stack.
+    unsafe {
+        (*e).kind = SYNC_NEW;
+        (*e)._pad = 0;
+        (*e).key = *key;
+        (*e).value = *forward;
+    }
+    entry.submit(0);
+}
+
+/// A flow ended: `forward` is its forward entry, whose rewrite names the reply
+/// entry's key.
+#[inline(never)]
+pub fn closed(forward: &FlowValue, proto: u8, family: u8) {
+    if !enabled() {
+        return;
+    }
+    let Some(mut entry) = FLOW_EVENTS.reserve::<SyncEvent>(0) else {
+        count(Counter::SyncLost);
+        return;
+    };
+    let e = entry.as_mut_ptr();
+    // SAFETY: as above.
+    unsafe {
+        (*e).kind = SYNC_CLOSED;
+        (*e)._pad = 0;
+        (*e).key.src = forward.new_dst;
+        (*e).key.dst = forward.new_src;
+        (*e).key.sport_be = forward.new_dport_be;
+        (*e).key.dport_be = forward.new_sport_be;
+        (*e).key.proto = proto;
+        (*e).key.family = family;
+        (*e).key._pad = [0; 2];
+        (*e).value = *forward;
+    }
+    entry.submit(0);
+}
