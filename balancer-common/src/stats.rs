@@ -39,9 +39,13 @@ pub enum Counter {
     /// A flow change the sync ring buffer had no room for (the daemon fell
     /// behind): the standby misses it.
     SyncLost,
+    /// A new flow's first packet on a high-availability node that is not
+    /// active (a frame flooded by a switch, or a neighbour cache not moved over
+    /// yet): the active node takes new flows.
+    DropNotActive,
 }
 
-pub const COUNTER_COUNT: u32 = Counter::SyncLost as u32 + 1;
+pub const COUNTER_COUNT: u32 = Counter::DropNotActive as u32 + 1;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -63,6 +67,7 @@ impl Counter {
         Counter::IcmpRelayed,
         Counter::DropArpNotActive,
         Counter::SyncLost,
+        Counter::DropNotActive,
     ];
 
     /// Stable name for output and metrics.
@@ -86,6 +91,7 @@ impl Counter {
             Counter::IcmpRelayed => "icmp_relayed",
             Counter::DropArpNotActive => "drop_arp_not_active",
             Counter::SyncLost => "sync_lost",
+            Counter::DropNotActive => "drop_not_active",
         }
     }
 }

@@ -90,6 +90,9 @@ fn process(ctx: &XdpContext, pkt: &Packet) -> u32 {
 /// BPF stack.
 #[inline(never)]
 fn open_flow(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceValue) -> u32 {
+    if parse::lease_expired() {
+        return drop(Counter::DropNotActive);
+    }
     if let Err(reason) = firewall::admit(pkt, service) {
         maps::count_service_drop(service.id, reason);
         return drop(reason);

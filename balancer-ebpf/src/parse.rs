@@ -158,8 +158,10 @@ fn arp(ctx: &XdpContext) -> Parsed {
     Parsed::Pass(Counter::PassNotForUs)
 }
 
+/// This node is in a high-availability pair and not the active one (or its
+/// daemon stopped renewing the lease).
 #[inline(always)]
-fn lease_expired() -> bool {
+pub fn lease_expired() -> bool {
     let lease = HA_LEASE.get(0).copied().unwrap_or(0);
     // SAFETY: a helper without arguments.
     lease != 0 && unsafe { bpf_ktime_get_ns() } > lease

@@ -11,6 +11,10 @@ use balancer_common::{
 
 use crate::maps::{FLOW_EVENTS, GLOBAL, count};
 
+/// The daemon drains the ring on a timer: a wake-up per flow would cost it
+/// more than the record.
+const BPF_RB_NO_WAKEUP: u64 = 1;
+
 #[inline(always)]
 fn enabled() -> bool {
     GLOBAL
@@ -37,7 +41,7 @@ pub fn new_flow(key: &FlowKey, forward: &FlowValue) {
         (*e).key = *key;
         (*e).value = *forward;
     }
-    entry.submit(0);
+    entry.submit(BPF_RB_NO_WAKEUP);
 }
 
 /// A flow ended: `forward` is its forward entry, whose rewrite names the reply
@@ -65,5 +69,5 @@ pub fn closed(forward: &FlowValue, proto: u8, family: u8) {
         (*e).key._pad = [0; 2];
         (*e).value = *forward;
     }
-    entry.submit(0);
+    entry.submit(BPF_RB_NO_WAKEUP);
 }

@@ -156,6 +156,11 @@ impl Balancer {
         Ok(())
     }
 
+    /// The daemon's process id (`ip netns exec` execs it).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     pub fn home(&self) -> &Home {
         &self.home
     }

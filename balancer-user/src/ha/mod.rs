@@ -26,7 +26,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
-use tokio::{io::unix::AsyncFd, net::UdpSocket, sync::watch};
+use tokio::{net::UdpSocket, sync::watch};
 use tracing::{debug, info, warn};
 
 use self::{
@@ -37,6 +37,10 @@ use crate::{config::Ha, netconf::NetChanges};
 
 /// A daemon loop silent this long counts as hung: the node yields its role.
 const WATCHDOG: Duration = Duration::from_secs(3);
+/// How often the flow-event ring is drained into datagrams: the standby lags
+/// the active node by at most this (plus the network), and the daemon wakes
+/// up 200 times a second instead of once per flow.
+const SYNC_LINGER: Duration = Duration::from_millis(5);
 /// Announcements after a takeover: at once and a few times after, in case the
 /// first is lost.
 const ANNOUNCE_REPEATS: u32 = 3;
@@ -281,27 +285,21 @@ impl Node {
                 return;
             }
         };
-        let (sync_socket, mut ring, mut sink, mut wire) = match flow_sync {
-            Some(f) => {
-                // SAFETY: the ring's descriptor is owned by the Source, which
-                // the AsyncFd owns for its whole life.
-                let ring = unsafe {
-                    AsyncFd::register_with_interest(f.source, tokio::io::Interest::READABLE)
-                };
-                match (UdpSocket::from_std(f.socket), ring) {
-                    (Ok(s), Ok(r)) => (Some(s), Some(r), Some(f.sink), Some(f.wire)),
-                    (s, r) => {
-                        warn!(
-                            "flow sync disabled: {:?} {:?}",
-                            s.err(),
-                            r.err().map(|e| e.to_string())
-                        );
-                        (None, None, None, None)
-                    }
+        let (sync_socket, mut source, mut sink, mut wire) = match flow_sync {
+            Some(f) => match UdpSocket::from_std(f.socket) {
+                Ok(s) => (Some(s), Some(f.source), Some(f.sink), Some(f.wire)),
+                Err(e) => {
+                    warn!("flow sync disabled: {e}");
+                    (None, None, None, None)
                 }
-            }
+            },
             None => (None, None, None, None),
         };
+        let mut sync_drain = source.as_ref().map(|_| {
+            let mut t = tokio::time::interval(SYNC_LINGER);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
         let mut sync_buf = vec![0u8; 2048];
         let mut records = Vec::new();
         let interval = Duration::from_millis(self.config.advert_interval_ms.into());
@@ -338,16 +336,17 @@ impl Node {
                     }
                     self.refresh_addresses(&current);
                 }
-                ready = readable(ring.as_mut()) => {
-                    if let Ok(mut guard) = ready {
+                _ = drain_tick(sync_drain.as_mut()) => {
+                    if let Some(source) = source.as_mut() {
+                        source.drain(&mut records);
+                    }
+                    if self.election.role() != Role::Active {
                         records.clear();
-                        guard.get_inner_mut().drain(&mut records);
-                        guard.clear_ready();
-                        if self.election.role() == Role::Active
-                            && let (Some(s), Some(w)) = (&sync_socket, wire.as_mut())
-                        {
-                            self.send_sync(s, w, &records).await;
-                        }
+                    } else if !records.is_empty()
+                        && let (Some(s), Some(w)) = (&sync_socket, wire.as_mut())
+                    {
+                        self.send_sync(s, w, &records).await;
+                        records.clear();
                     }
                 }
                 received = recv(sync_socket.as_ref(), &mut sync_buf) => {
@@ -628,12 +627,12 @@ fn now_ms() -> u64 {
     advert::micros(SystemTime::now()) / 1000
 }
 
-/// Readiness of the flow-event ring, or never without sync.
-async fn readable(
-    ring: Option<&mut AsyncFd<sync::Source>>,
-) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, sync::Source>> {
-    match ring {
-        Some(r) => r.readable_mut().await,
+/// The next drain of the flow-event ring, or never without sync.
+async fn drain_tick(t: Option<&mut tokio::time::Interval>) {
+    match t {
+        Some(t) => {
+            t.tick().await;
+        }
         None => std::future::pending().await,
     }
 }
@@ -644,3 +643,4 @@ async fn recv(socket: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(us
         None => std::future::pending().await,
     }
 }
+

@@ -13,7 +13,6 @@
 
 use std::{
     collections::HashMap as StdHashMap,
-    net::IpAddr,
     path::Path,
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -21,9 +20,9 @@ use std::{
 use anyhow::{Context, Result};
 use aya::maps::{Array, HashMap, Map, MapData, RingBuf};
 use balancer_common::{
-    FAMILY_V6, RawAddr,
+    RawAddr,
     flow::{DIR_FORWARD, DIR_REPLY, FlowKey, FlowValue, SYNC_CLOSED, SYNC_NEW, SyncEvent},
-    service::{Backend, MAX_BACKENDS_PER_SERVICE, ServiceKey, ServiceValue},
+    service::{BACKEND_F_PRESENT, Backend, MAX_BACKENDS_PER_SERVICE, ServiceKey, ServiceValue},
 };
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -196,11 +195,6 @@ pub struct Source {
     pub ring: RingBuf<MapData>,
 }
 
-impl std::os::fd::AsRawFd for Source {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.ring.as_raw_fd()
-    }
-}
 
 impl Source {
     pub fn open(pin_dir: &Path) -> Result<Self> {
@@ -228,6 +222,9 @@ impl Source {
 
 /// The standby side: this node's maps.
 pub struct Sink {
+    /// Backend index by (service, backend address, port), checked against
+    /// `BACKENDS` on use: a reload may move backends.
+    known: StdHashMap<(ServiceKey, RawAddr, u16), u32>,
     flows: HashMap<MapData, FlowKey, FlowValue>,
     services: HashMap<MapData, ServiceKey, ServiceValue>,
     slots: Array<MapData, u32>,
@@ -256,6 +253,7 @@ impl Sink {
             })
         };
         Ok(Self {
+            known: StdHashMap::new(),
             flows: HashMap::try_from(open("FLOWS")?)?,
             services: HashMap::try_from(open("SERVICES")?)?,
             slots: Array::try_from(open("SERVICE_SLOTS")?)?,
@@ -280,22 +278,33 @@ impl Sink {
     }
 
     /// This node's index of the record's backend, under the service of its VIP.
-    fn backend_index(&self, r: &Record) -> Option<u32> {
+    fn backend_index(&mut self, r: &Record) -> Option<u32> {
         let key = ServiceKey {
             vip: r.dst,
             port_be: r.dport_be,
             proto: r.proto,
             family: r.family,
         };
+        let cache_key = (key, r.backend, r.backend_port_be);
+        if let Some(&index) = self.known.get(&cache_key)
+            && let Ok(b) = self.backends.get(&index, 0)
+            && b.addr == r.backend
+            && b.port_be == r.backend_port_be
+            && b.flags & BACKEND_F_PRESENT != 0
+        {
+            return Some(index);
+        }
         let svc = self.services.get(&key, 0).ok()?;
-        (0..svc.backend_count.min(MAX_BACKENDS_PER_SERVICE)).find_map(|slot| {
+        let found = (0..svc.backend_count.min(MAX_BACKENDS_PER_SERVICE)).find_map(|slot| {
             let index = self
                 .slots
                 .get(&(svc.id * MAX_BACKENDS_PER_SERVICE + slot), 0)
                 .ok()?;
             let b = self.backends.get(&index, 0).ok()?;
             (b.addr == r.backend && b.port_be == r.backend_port_be).then_some(index)
-        })
+        })?;
+        self.known.insert(cache_key, found);
+        Some(found)
     }
 
     fn install(&mut self, r: &Record) -> bool {
@@ -383,18 +392,6 @@ fn kernel_now() -> u64 {
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// For logs: an address of a record.
-pub fn addr(raw: RawAddr, family: u8) -> IpAddr {
-    crate::addr::from_raw(
-        raw,
-        if family == FAMILY_V6 {
-            FAMILY_V6
-        } else {
-            family
-        },
-    )
 }
 
 #[cfg(test)]

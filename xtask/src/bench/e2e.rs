@@ -9,10 +9,10 @@
 //! the committed HEAD alone (see `binary`); `BALANCER_BIN` names a balancer
 //! binary to measure instead of the release build that it makes by default.
 
-mod binary;
-mod measure;
+pub(super) mod binary;
+pub(super) mod measure;
 mod modes;
-mod report;
+pub(super) mod report;
 
 use std::{
     cell::Cell,
@@ -199,7 +199,7 @@ pub fn run() -> Result<()> {
         truncated: truncated.as_deref(),
     });
     let path = workspace_root().join("BENCHMARKS.md");
-    report::write_section(&path, &section)?;
+    report::write_section(&path, "## End to end", &section)?;
     eprintln!(
         "e2e: done in {:.0} s; wrote the `## End to end` section of {}",
         elapsed.as_secs_f64(),

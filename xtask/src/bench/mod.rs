@@ -1,6 +1,7 @@
-//! `cargo xtask bench [packet|e2e|memory|all]`.
+//! `cargo xtask bench [packet|e2e|memory|failover|all]`.
 
 mod e2e;
+mod failover;
 mod host;
 mod memory;
 mod packet;
@@ -12,11 +13,13 @@ pub fn run(which: &str) -> Result<()> {
         "packet" => packet::run(),
         "e2e" => e2e::run(),
         "memory" => memory::run(),
+        "failover" => failover::run(),
         "all" => {
             packet::run()?;
             e2e::run()?;
-            memory::run()
+            memory::run()?;
+            failover::run()
         }
-        other => bail!("unknown benchmark {other:?}: packet, e2e, memory or all"),
+        other => bail!("unknown benchmark {other:?}: packet, e2e, memory, failover or all"),
     }
 }

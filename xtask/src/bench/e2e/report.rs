@@ -356,17 +356,18 @@ pub fn reading(runs: &[Run]) -> String {
 
 /// Replaces the `## End to end` section of `path` (up to the next `## ` heading or the
 /// end) with `section`, or appends it; creates the file with `# Benchmarks` if missing.
-pub fn write_section(path: &Path, section: &str) -> Result<()> {
-    const HEADING: &str = "## End to end";
+/// Replaces the section under `heading` (up to the next `## `) with `section`,
+/// or appends it.
+pub fn write_section(path: &Path, heading: &str, section: &str) -> Result<()> {
     let old = match std::fs::read_to_string(path) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => "# Benchmarks\n\n".to_string(),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     let section = format!("{}\n", section.trim_end());
-    let new = match find_heading(&old, HEADING) {
+    let new = match find_heading(&old, heading) {
         Some(start) => {
-            let after = start + HEADING.len();
+            let after = start + heading.len();
             let end = find_next_h2(&old, after).unwrap_or(old.len());
             let rest = &old[end..];
             if rest.is_empty() {
@@ -430,7 +431,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("B.md");
         let _ = std::fs::remove_file(&p);
-        write_section(&p, "## End to end\n\nfirst\n").unwrap();
+        write_section(&p, "## End to end", "## End to end\n\nfirst\n").unwrap();
         assert_eq!(
             std::fs::read_to_string(&p).unwrap(),
             "# Benchmarks\n\n## End to end\n\nfirst\n"
@@ -440,7 +441,7 @@ mod tests {
             "# Benchmarks\n\n## Per packet\n\nx\n\n## End to end\n\nold\n\n## Later\n\ny\n",
         )
         .unwrap();
-        write_section(&p, "## End to end\n\nnew\n").unwrap();
+        write_section(&p, "## End to end", "## End to end\n\nnew\n").unwrap();
         assert_eq!(
             std::fs::read_to_string(&p).unwrap(),
             "# Benchmarks\n\n## Per packet\n\nx\n\n## End to end\n\nnew\n\n## Later\n\ny\n"
