@@ -30,7 +30,7 @@ mod util;
 use std::sync::OnceLock;
 
 pub use balancer::{BALANCER_START_TIMEOUT, Balancer, Home, balancer_bin};
-pub use netns::{EXEC_TIMEOUT, Netns, Process};
+pub use netns::{EXEC_TIMEOUT, Netns, Process, run_command};
 pub use nginx::{NGINX_START_TIMEOUT, Nginx, nginx};
 /// For [`Process::signal`].
 pub use nix::sys::signal::Signal;
@@ -70,6 +70,19 @@ pub fn require_program(name: &str) -> bool {
         ))
     };
     skip_or_panic(&res, &format!("needs {name}"))
+}
+
+/// Whether the executable `path` exists (a program outside `PATH`, such as
+/// PostgreSQL's `/usr/lib/postgresql/15/bin/initdb`); otherwise behaves like
+/// [`require_root`], with `install` (e.g. `apt-get install -y postgresql-15`)
+/// in the message.
+pub fn require_file(path: &std::path::Path, install: &str) -> bool {
+    let res = if is_executable(path) {
+        Ok(())
+    } else {
+        Err(format!("{} not found ({install})", path.display()))
+    };
+    skip_or_panic(&res, &format!("needs {}", path.display()))
 }
 
 fn is_executable(p: &std::path::Path) -> bool {

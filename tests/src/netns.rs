@@ -506,7 +506,7 @@ fn check_output(what: &str, out: &Output) -> Result<()> {
 }
 
 /// Runs `cmd` to completion (stdin null), killing its process group after `timeout`.
-pub(crate) fn run_command(cmd: &mut Command, timeout: Duration) -> Result<Output> {
+pub fn run_command(cmd: &mut Command, timeout: Duration) -> Result<Output> {
     run_command_input(cmd, None, timeout)
 }
 

@@ -8,7 +8,8 @@ use anyhow::{Context, Result};
 use crate::{cargo, run as run_cmd};
 
 /// Debian packages: LLVM for bpf-linker, and the programs the tests and the
-/// demo drive (iproute2, ethtool, nginx, curl), bpftool for inspection.
+/// demo drive (iproute2, ethtool, nginx, curl, PostgreSQL), bpftool for
+/// inspection (and the PostgreSQL test's drop counters).
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "bpftool",
@@ -22,6 +23,10 @@ const APT_PACKAGES: &[&str] = &[
     "iperf3",
     "haproxy",
     "nftables",
+    // tests/tests/postgres.rs and examples/postgres-ha: servers, pg_basebackup,
+    // psql and pgbench of version 15 under /usr/lib/postgresql/15/bin.
+    "postgresql-15",
+    "postgresql-client-15",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
