@@ -288,7 +288,7 @@ pub fn run() -> Result<()> {
     );
     let _ = writeln!(
         sec,
-        "Left out: flows older than the standby (a standby that starts after connections were opened learns only newer ones; there is no bulk transfer yet), and a sync datagram lost on the wire is not resent: its flows reset after a takeover. The `kill -9` failover is in tests/tests/ha.rs: the killed node's program keeps forwarding until the peer's announcements move the neighbours, so no request failed there."
+        "Left out: flows older than the standby (a standby that starts after connections were opened learns only newer ones; there is no bulk transfer yet), and a sync datagram lost on the wire is not resent: its flows reset after a takeover. The `kill -9` failover is in tests/tests/ha.rs: the killed node's program keeps forwarding the flows it has while the neighbours still send to it, takes no new ones once its lease runs out (`dead_after` intervals), and stops answering ARP for the floating addresses, so the peer's announcements win."
     );
     let path = workspace_root().join("BENCHMARKS.md");
     write_section(&path, "## Failover", &sec)?;
