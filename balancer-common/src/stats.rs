@@ -20,6 +20,8 @@ pub enum Counter {
     NewFlow,
     /// Headers cut short or lengths that do not add up, towards a VIP or SNAT address.
     DropMalformed,
+    /// No backend of the service may take a new flow: not forwarded; the
+    /// host's stack refuses it (a TCP reset, ICMP port unreachable for UDP).
     DropNoBackend,
     DropSnatExhausted,
     /// A TCP segment other than a SYN for a VIP with no flow (ended by

@@ -107,6 +107,12 @@ fn open_flow(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceVal
         }
         Created::Refused(reason) => {
             maps::count_service_drop(service.id, reason);
+            if reason == Counter::DropNoBackend {
+                // The host has the VIP and no socket on the port: it answers
+                // with a reset (ICMP port unreachable for UDP), so that clients
+                // fail at once instead of retrying into silence.
+                return pass(reason);
+            }
             drop(reason)
         }
     }

@@ -417,3 +417,20 @@ fn every_snat_address_adds_its_ports() {
     assert_eq!(action, XDP_DROP);
     assert_eq!(fx.dp.counter(Counter::DropSnatExhausted).unwrap(), 1);
 }
+
+/// With every backend down, a SYN is refused at once by the host (it has the
+/// VIP and no socket on the port), not left to time out.
+#[test]
+fn no_healthy_backend_leaves_the_syn_to_the_host_unchanged_and_counts_it() {
+    let Some(mut fx) = Fixture::new() else { return };
+    for index in 0..3 {
+        fx.dp
+            .set_backend_flags(index, balancer_common::service::BACKEND_F_PRESENT)
+            .unwrap();
+    }
+    let syn = tcp_frame(CLIENT, VIP, 52001, 80, "S", b"");
+    let (action, out) = fx.run(&syn, fx.front);
+    assert_eq!((action, out), (XDP_PASS, syn));
+    assert_eq!(fx.dp.counter(Counter::DropNoBackend).unwrap(), 1);
+    assert_eq!(fx.dp.flow_entries().unwrap(), 0);
+}

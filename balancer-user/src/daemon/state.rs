@@ -399,8 +399,10 @@ impl Daemon {
         }
         if flags & BACKEND_F_PURGE != 0 {
             let before = self.dataplane.active_conns(index).unwrap_or(0);
-            self.sweep_now();
-            events::flows_reset(service, address, "backend down or drain timed out", before);
+            if before > 0 {
+                self.sweep_now();
+                events::flows_reset(service, address, "backend down or drain timed out", before);
+            }
         }
         Ok(())
     }

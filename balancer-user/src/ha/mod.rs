@@ -643,4 +643,3 @@ async fn recv(socket: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(us
         None => std::future::pending().await,
     }
 }
-

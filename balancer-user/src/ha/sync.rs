@@ -195,7 +195,6 @@ pub struct Source {
     pub ring: RingBuf<MapData>,
 }
 
-
 impl Source {
     pub fn open(pin_dir: &Path) -> Result<Self> {
         let path = pin_dir.join("maps").join("FLOW_EVENTS");
