@@ -79,6 +79,10 @@ fn pair(hint: &str, preempt: bool) -> Pair {
 }
 
 fn pair_with(hint: &str, preempt: bool, sync: bool) -> Pair {
+    pair_prio(hint, preempt, sync, 200)
+}
+
+fn pair_prio(hint: &str, preempt: bool, sync: bool, priority_a: u8) -> Pair {
     let topo = Topology::builder()
         .hint(hint)
         .backends(3)
@@ -98,7 +102,7 @@ fn pair_with(hint: &str, preempt: bool, sync: bool) -> Pair {
     let key = key_file(&keys, 0o600);
     let a = Balancer::start(
         topo.lb(),
-        &config("lb-a", 200, "198.51.100.3", preempt, &key, sync),
+        &config("lb-a", priority_a, "198.51.100.3", preempt, &key, sync),
     )
     .unwrap();
     let b = Balancer::start(
@@ -233,8 +237,19 @@ fn failover_when_the_active_daemon_is_killed_and_no_preemption_after() {
     if !require_root() {
         return;
     }
-    let mut p = pair("hakill", false);
+    let mut p = pair_with("hakill", false, true);
     wait_roles(&p.a, "active", &p.b, "standby");
+    let mut conns: Vec<_> = (0..10)
+        .map(|i| {
+            let mut c = tcp_connect(p.topo.client(), vip(), Duration::from_secs(5)).unwrap();
+            let reply = c.request(&format!("before {i}")).unwrap();
+            (reply.split_once(' ').unwrap().0.to_string(), c)
+        })
+        .collect();
+    let ok = wait_until(Duration::from_secs(5), || {
+        ha(&p.b)["sync_installed"].as_u64().unwrap_or(0) >= 10
+    });
+    assert!(ok, "{}", ha(&p.b));
     let killed = Instant::now();
     p.a.kill().unwrap();
     // Its program still forwards: the service never stops; lb-b takes over.
@@ -249,6 +264,11 @@ fn failover_when_the_active_daemon_is_killed_and_no_preemption_after() {
     // While the neighbours' caches move over, a new connection may meet the
     // old node on one side and the new one on the other; it settles at once.
     assert!(wait_until(Duration::from_secs(2), || request(&p.topo)));
+    // With flow sync the established connections carry on through lb-b.
+    for (i, (name, c)) in conns.iter_mut().enumerate() {
+        let line = format!("after {i}");
+        assert_eq!(c.request(&line).unwrap(), format!("{name} {line}"));
+    }
 
     // lb-a restarts on its pinned state; without preemption it stays standby.
     p.a.restart(p.topo.lb(), &[]).unwrap();
@@ -421,4 +441,47 @@ fn with_flow_sync_established_connections_survive_a_failover() {
         .map(|b| b["active"].as_u64().unwrap())
         .sum();
     assert_eq!(active, 30, "{}", status["status"]["services"]);
+}
+
+#[test]
+fn an_active_node_that_cannot_reach_the_backends_yields_to_one_that_can() {
+    if !require_root() {
+        return;
+    }
+    // Priorities 120 and 100: losing every backend of a service costs 50.
+    let p = pair_prio("hareach", true, false, 120);
+    wait_roles(&p.a, "active", &p.b, "standby");
+    for i in 1..=3 {
+        let route = format!("{}/32", addrs::backend(i));
+        p.topo
+            .lb()
+            .ip(&["route", "add", "prohibit", &route])
+            .unwrap();
+    }
+    wait_roles(&p.a, "standby", &p.b, "active");
+    let status = ha(&p.a);
+    assert_eq!(status["effective_priority"], 70, "{status}");
+    assert!(
+        status["conditions"]
+            .to_string()
+            .contains("every backend of web is down here"),
+        "{status}"
+    );
+    assert!(
+        status["last_transition"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("fell to 70"),
+        "{status}"
+    );
+    assert!(wait_until(Duration::from_secs(3), || request(&p.topo)));
+    // Reachable again: lb-a's checks pass, its priority is back, it preempts.
+    for i in 1..=3 {
+        let route = format!("{}/32", addrs::backend(i));
+        p.topo
+            .lb()
+            .ip(&["route", "del", "prohibit", &route])
+            .unwrap();
+    }
+    wait_roles(&p.a, "active", &p.b, "standby");
 }
