@@ -8,6 +8,7 @@ pub mod dataplane;
 pub mod events;
 pub mod expiry;
 pub mod health;
+pub mod metrics;
 pub mod netconf;
 pub mod plan;
 pub mod runtime;

@@ -16,12 +16,5 @@ pub fn not_yet_enforced(config: &Config) -> Vec<Warning> {
         );
     }
 
-    if config.control.metrics.is_some() {
-        warn(
-            "control.metrics".into(),
-            "the metrics endpoint comes later: nothing listens there yet",
-        );
-    }
-
     warnings
 }
