@@ -230,3 +230,171 @@ fn names_follow_the_prometheus_conventions() {
         }
     }
 }
+
+// --- monitoring/: the dashboard, the scrape example and the alerts ---------
+
+const MONITORING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../monitoring");
+
+/// Metric families of a full exposition (Prometheus text names).
+fn exported_names() -> Vec<String> {
+    prometheus_from_openmetrics(&rendered())
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect()
+}
+
+/// Every `balancer_...` metric name in a PromQL expression.
+fn names_in(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("balancer_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        out.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    out
+}
+
+fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    ("expr" | "definition", serde_json::Value::String(s)) => out.push(s.clone()),
+                    _ => exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| exprs(v, out)),
+        _ => {}
+    }
+}
+
+fn dashboard_exprs() -> Vec<String> {
+    let text = std::fs::read_to_string(format!("{MONITORING}/grafana-dashboard.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let mut ids = std::collections::BTreeSet::new();
+    for p in dash["panels"].as_array().unwrap() {
+        assert!(ids.insert(p["id"].as_u64().unwrap()), "panel id twice: {p}");
+        assert!(p["gridPos"]["w"].as_u64().unwrap() <= 24);
+    }
+    let mut out = Vec::new();
+    exprs(&dash, &mut out);
+    assert!(out.len() > 20, "{out:?}");
+    out
+}
+
+#[test]
+fn the_dashboard_and_the_alerts_use_only_exported_metrics() {
+    let exported = exported_names();
+    let known = |name: &str| {
+        exported.iter().any(|f| {
+            name == f
+                || ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|s| name.strip_suffix(s) == Some(f))
+        })
+    };
+    let alerts = std::fs::read_to_string(format!("{MONITORING}/balancer-alerts.yml")).unwrap();
+    let mut used = std::collections::BTreeSet::new();
+    for expr in dashboard_exprs().iter().chain([&alerts]) {
+        for name in names_in(expr) {
+            assert!(known(&name), "{name} is not exported (in {expr})");
+            used.insert(name);
+        }
+    }
+    // The dashboard shows what the issue asks for.
+    for family in [
+        "balancer_backend_connections_total",
+        "balancer_backend_active_connections",
+        "balancer_backend_packets_total",
+        "balancer_backend_bytes_total",
+        "balancer_backend_health_state",
+        "balancer_health_check_duration_seconds_bucket",
+        "balancer_backend_weight",
+        "balancer_backend_load_ratio",
+        "balancer_backend_draining",
+        "balancer_dropped_packets_total",
+        "balancer_service_dropped_packets_total",
+        "balancer_flow_table_entries",
+        "balancer_flow_table_evictions_total",
+        "balancer_backend_snat_ports",
+        "balancer_ha_role",
+        "balancer_build_info",
+        "balancer_config_generation",
+        "balancer_config_last_reload_success",
+    ] {
+        assert!(
+            used.contains(family),
+            "the dashboard does not show {family}"
+        );
+    }
+}
+
+/// `promtool` for the checks below; None (and a note) where it is missing,
+/// a failure under `CI=true` (`cargo xtask setup` installs it).
+fn promtool() -> Option<&'static str> {
+    let found = std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "promtool not found (apt-get install prometheus; cargo xtask setup does)"
+        );
+        eprintln!("SKIPPED: needs promtool");
+        return None;
+    }
+    Some("promtool")
+}
+
+#[test]
+fn the_dashboard_queries_and_the_monitoring_files_pass_promtool() {
+    let Some(promtool) = promtool() else {
+        return;
+    };
+    let check = |args: &[&str]| {
+        let out = std::process::Command::new(promtool)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    check(&["check", "config", &format!("{MONITORING}/prometheus.yml")]);
+    check(&[
+        "check",
+        "rules",
+        &format!("{MONITORING}/balancer-alerts.yml"),
+    ]);
+    // The dashboard's queries as recording rules: promtool parses each.
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, e) in dashboard_exprs().iter().enumerate() {
+        if e.starts_with("label_values(") {
+            continue;
+        }
+        let e = e
+            .replace("$__rate_interval", "5m")
+            .replace("$instance", ".*")
+            .replace("$service", ".*");
+        rules.push_str(&format!(
+            "      - record: dashboard_query_{i}\n        expr: {}\n",
+            serde_json::to_string(&e).unwrap()
+        ));
+    }
+    let dir = std::env::temp_dir().join(format!("balancer-dashboard-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("dashboard-rules.yml");
+    std::fs::write(&path, rules).unwrap();
+    check(&["check", "rules", path.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
