@@ -34,7 +34,8 @@ enum Task {
         /// Which: `packet` (per-packet cost, BPF_PROG_TEST_RUN), `e2e` (requests
         /// and throughput through namespaces against HAProxy and nftables),
         /// `memory` (kernel map bytes per flow, the daemon's resident memory
-        /// with 10,000 backends and 1,000,000 flows), or `all`.
+        /// with 10,000 backends and 1,000,000 flows), `metrics` (a scrape with
+        /// 10,000 backends), or `all`.
         #[arg(default_value = "all")]
         which: String,
     },

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use crate::{cargo, run as run_cmd};
 
 /// Debian packages: LLVM for bpf-linker, and the programs the tests and the
-/// demo drive (iproute2, ethtool, nginx, curl), bpftool for inspection.
+/// demo drive (iproute2, ethtool, nginx, curl, promtool), bpftool for inspection.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "bpftool",
@@ -16,6 +16,8 @@ const APT_PACKAGES: &[&str] = &[
     "ethtool",
     "nginx",
     "curl",
+    // `promtool check metrics` judges a real scrape in the metrics tests.
+    "prometheus",
     // `cargo xtask bench e2e`: the load generators and the load balancers it
     // compares against.
     "wrk",
