@@ -25,7 +25,36 @@ pub struct SweepStats {
     pub removed_entries: u64,
     /// Active counts given back (flows that ended without a FIN or RST).
     pub released: u64,
+    /// Entries left in the table when the sweep ended, both directions (as
+    /// far as a walk that packets race can tell).
+    pub kept_entries: u64,
+    /// Numbers the sweeps: the [`BackendSweep`] entries this sweep wrote carry it.
+    pub generation: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<SweepStats>() == 32);
+const _: () = assert!(core::mem::size_of::<SweepStats>() == 48);
 
-crate::user_pod!(SweepLimits, SweepStats);
+/// What the last sweep found per backend (`SWEEP_BACKENDS`, indexed like
+/// `BACKENDS`). An entry whose `generation` is not the last sweep's was not
+/// written by it: its backend had no reply entries then.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendSweep {
+    pub generation: u32,
+    /// Reply entries of the backend's flows that the sweep kept: in full NAT,
+    /// the SNAT ports the backend's flows hold.
+    pub reply_entries: u32,
+}
+const _: () = assert!(core::mem::size_of::<BackendSweep>() == 8);
+
+impl SweepStats {
+    /// The generation that follows `self`'s (never 0, which the map starts with).
+    pub const fn next_generation(&self) -> u32 {
+        match self.generation.wrapping_add(1) {
+            0 => 1,
+            g => g,
+        }
+    }
+}
+
+crate::user_pod!(SweepLimits, SweepStats, BackendSweep);

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use balancer_common::{
     RawAddr,
-    expiry::{SweepLimits, SweepStats},
+    expiry::{BackendSweep, SweepLimits, SweepStats},
     firewall::{Bucket, GLOBAL_ENTRIES, RuleKeyV4, RuleKeyV6},
     flow::{FlowKey, FlowValue},
     service::{
@@ -74,6 +74,10 @@ pub static SWEEP_LIMITS: Array<SweepLimits> = Array::with_max_entries(1, 0);
 /// What the last sweep did, read by the daemon.
 #[map]
 pub static SWEEP_STATS: Array<SweepStats> = Array::with_max_entries(1, 0);
+
+/// What the last sweep kept per backend (reply entries: SNAT ports in use).
+#[map]
+pub static SWEEP_BACKENDS: Array<BackendSweep> = Array::with_max_entries(MAX_BACKENDS, 0);
 
 /// Load percentage per backend slot, written by the daemon (0 = idle).
 #[map]

@@ -5,6 +5,10 @@
 //! FIN would) and so its SNAT port. Flows of a backend marked
 //! `BACKEND_F_PURGE` go whatever their age. No system call per entry, and no race with
 //! packets of the same flow on other CPUs.
+//!
+//! On the way it counts what it keeps: entries in all (the table's fill level)
+//! and, per backend, the reply entries (in full NAT, the SNAT ports held), for
+//! the daemon's metrics.
 
 use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd, atomic_xchg};
 
@@ -17,12 +21,12 @@ use aya_ebpf::{
 };
 use balancer_common::{
     PROTO_TCP,
-    expiry::{SweepLimits, SweepStats},
+    expiry::{BackendSweep, SweepLimits, SweepStats},
     flow::{DIR_REPLY, FlowKey, FlowValue, STATE_ESTABLISHED},
     service::BACKEND_F_PURGE,
 };
 
-use crate::maps::{ACTIVE_CONNS, BACKENDS, FLOWS, SWEEP_LIMITS, SWEEP_STATS};
+use crate::maps::{ACTIVE_CONNS, BACKENDS, FLOWS, SWEEP_BACKENDS, SWEEP_LIMITS, SWEEP_STATS};
 
 #[repr(C)]
 struct Sweep {
@@ -36,11 +40,15 @@ pub fn sweep_flows(_ctx: XdpContext) -> u32 {
     let Some(limits) = SWEEP_LIMITS.get(0) else {
         return xdp_action::XDP_ABORTED;
     };
+    let generation = SWEEP_STATS.get(0).map_or(1, SweepStats::next_generation);
     let mut sweep = Sweep {
         // The clock flow timestamps come from.
         now: unsafe { bpf_ktime_get_coarse_ns() },
         limits: *limits,
-        stats: SweepStats::default(),
+        stats: SweepStats {
+            generation,
+            ..SweepStats::default()
+        },
     };
     // SAFETY: FLOWS is a map definition (its address is what the helper takes),
     // and sweep_one has the callback signature bpf_for_each_map_elem expects.
@@ -75,9 +83,15 @@ extern "C" fn sweep_one(
     let peer_key = value.peer_key(key.proto, key.family);
     let peer = FLOWS.get_ptr(&peer_key);
     if value.direction == DIR_REPLY {
-        if peer.is_none() && s.now.saturating_sub(value.last_seen_ns) >= s.limits.longest_ns {
-            let _ = FLOWS.remove(key);
-            s.stats.removed_entries += 1;
+        // One with its forward entry is counted (or removed) with it.
+        if peer.is_none() {
+            if s.now.saturating_sub(value.last_seen_ns) >= s.limits.longest_ns {
+                let _ = FLOWS.remove(key);
+                s.stats.removed_entries += 1;
+            } else {
+                s.stats.kept_entries += 1;
+                count_reply(value.backend, s.stats.generation);
+            }
         }
         return 0;
     }
@@ -101,6 +115,11 @@ extern "C" fn sweep_one(
         s.limits.tcp_transitory_ns
     };
     if s.now.saturating_sub(last) < limit {
+        s.stats.kept_entries += 1;
+        if peer.is_some() {
+            s.stats.kept_entries += 1;
+            count_reply(value.backend, s.stats.generation);
+        }
         return 0;
     }
     s.stats.expired += 1;
@@ -121,4 +140,20 @@ extern "C" fn sweep_one(
         s.stats.removed_entries += 1;
     }
     0
+}
+
+/// One more kept reply entry of `backend` in this sweep's count.
+#[inline(always)]
+fn count_reply(backend: u32, generation: u32) {
+    if let Some(b) = SWEEP_BACKENDS.get_ptr_mut(backend) {
+        // SAFETY: a map value pointer; the sweep is the only writer.
+        let b = unsafe { &mut *b };
+        if b.generation != generation {
+            *b = BackendSweep {
+                generation,
+                reply_entries: 0,
+            };
+        }
+        b.reply_entries += 1;
+    }
 }

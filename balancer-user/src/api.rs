@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "cmd", rename_all = "kebab-case")]
 pub enum Request {
     Status,
+    /// Counters per service and backend (`balancer stats`).
+    Stats,
     /// Re-read the configuration file.
     Reload,
     Backend {
@@ -50,6 +52,8 @@ pub struct Reply {
     pub problems: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<Box<crate::metrics::Snapshot>>,
 }
 
 impl Reply {
@@ -59,6 +63,7 @@ impl Reply {
             message: message.into(),
             problems: Vec::new(),
             status: None,
+            stats: None,
         }
     }
 
@@ -68,6 +73,7 @@ impl Reply {
             message: message.into(),
             problems,
             status: None,
+            stats: None,
         }
     }
 }

@@ -67,6 +67,41 @@ enum Command {
         #[command(flatten)]
         connect: Connect,
     },
+    /// Counters per service and backend: packets, bytes, connections, drops by reason.
+    Stats {
+        /// Ask again every second and show rates (Ctrl-C stops).
+        #[arg(long)]
+        watch: bool,
+        /// With --watch: stop after this many refreshes.
+        #[arg(long, requires = "watch")]
+        count: Option<u64>,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// The flow table (client, VIP, backend, state, age), read from the
+    /// pinned maps; one line, or with --json one JSON object, per connection.
+    Flows {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The pinned state, overriding the configuration's `[control].pin_dir`.
+        #[arg(long)]
+        pin_dir: Option<PathBuf>,
+        /// Only flows of this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only flows to this backend (ADDRESS or ADDRESS:PORT).
+        #[arg(long)]
+        backend: Option<String>,
+        /// Only flows from this client (ADDRESS or PREFIX/LEN).
+        #[arg(long)]
+        client: Option<String>,
+        /// At most this many flows.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Make the running daemon re-read its configuration file; exit status 2 when it refuses it.
     Reload {
         #[command(flatten)]
@@ -105,6 +140,35 @@ fn main() -> ExitCode {
         } => daemon::main(&config, daemon::Options { fresh, log_format }),
         Command::Check { config, json } => cli::check::main(&config, json),
         Command::Status { connect } => cli::admin::status(connect.target(), connect.json),
+        Command::Stats {
+            watch,
+            count,
+            connect,
+        } => cli::stats::main(
+            connect.target(),
+            cli::stats::Options {
+                json: connect.json,
+                watch,
+                count,
+            },
+        ),
+        Command::Flows {
+            config,
+            pin_dir,
+            service,
+            backend,
+            client,
+            limit,
+            json,
+        } => cli::flows::main(cli::flows::Options {
+            config,
+            pin_dir,
+            service,
+            backend,
+            client,
+            json,
+            limit,
+        }),
         Command::Reload { connect } => cli::admin::reload(connect.target(), connect.json),
         Command::Backend {
             action,

@@ -222,21 +222,12 @@ fn missing_file_is_refused_with_its_name() {
 }
 
 #[test]
-fn example_file_is_accepted_with_warnings() {
+fn example_file_is_accepted_without_warnings() {
+    // Every setting it uses is enforced by this version.
     let run = check(Path::new(EXAMPLE), &[]);
     assert_eq!(run.code, Some(0), "stderr:\n{}", run.stderr);
     assert_eq!(run.stdout, "ok: 5 services, 13 backends (node lb-a)\n");
-    assert!(!run.stderr.is_empty());
-    assert!(
-        run.stderr.lines().all(|l| l.starts_with("warning: ")),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("warning: control.metrics: "),
-        "{}",
-        run.stderr
-    );
+    assert_eq!(run.stderr, "");
 }
 
 #[test]
@@ -250,13 +241,7 @@ fn json_report_of_the_example() {
         report["summary"],
         serde_json::json!({ "node": "lb-a", "services": 5, "backends": 13 })
     );
-    assert!(
-        report["warnings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|w| w["path"] == "control.metrics")
-    );
+    assert_eq!(report["warnings"], serde_json::json!([]));
 }
 
 /// The demo configuration ships with the repository; it must always check clean.

@@ -387,6 +387,43 @@ fn idle_flows_expire_and_give_back_count_and_port() {
 }
 
 #[test]
+fn sweeps_count_the_entries_and_the_snat_ports_they_keep() {
+    let Some(mut fx) = Fixture::new() else { return };
+    // 5 UDP flows to the dns backend, one established TCP flow to web.
+    for i in 0..5u16 {
+        let frame = udp_frame(CLIENT, VIP, 34000 + i, 53, b"q");
+        assert_eq!(fx.run(&frame, fx.front).0, XDP_REDIRECT);
+    }
+    let (_, out) = fx.run(&tcp_frame(CLIENT, VIP, 34100, 80, "S", b""), fx.front);
+    let fwd = inspect(&out);
+    fx.run(
+        &tcp_frame(fwd.dst, SNAT, 8080, fwd.sport, "SA", b""),
+        fx.back,
+    );
+    let web = BACKENDS.iter().position(|b| *b == fwd.dst).unwrap() as u32;
+    let patient = Timeouts {
+        udp: Duration::from_secs(60),
+        ..no_idle_allowed()
+    };
+    let first = fx.dp.sweep(&patient).unwrap();
+    assert_eq!((first.scanned, first.kept_entries), (12, 12));
+    let ports = fx.dp.all_sweep_backends(4, first.generation).unwrap();
+    let mut want = [0; 4];
+    want[web as usize] = 1;
+    want[DNS_BACKEND as usize] = 5;
+    assert_eq!(ports, want);
+    // The UDP flows expire: their entries and ports are no longer counted.
+    let second = fx.dp.sweep(&no_idle_allowed()).unwrap();
+    assert_eq!(second.generation, first.generation + 1);
+    assert_eq!((second.expired, second.kept_entries), (5, 2));
+    want[DNS_BACKEND as usize] = 0;
+    assert_eq!(
+        fx.dp.all_sweep_backends(4, second.generation).unwrap(),
+        want
+    );
+}
+
+#[test]
 fn every_snat_address_adds_its_ports() {
     let config = CONFIG.replace(
         "snat_addresses = [\"203.0.113.9\"]",

@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 use crate::{cargo, run as run_cmd};
 
 /// Debian packages: LLVM for bpf-linker, and the programs the tests and the
-/// demo drive (iproute2, ethtool, nginx, curl, PostgreSQL), bpftool for
-/// inspection (and the PostgreSQL test's drop counters).
+/// demo drive (iproute2, ethtool, nginx, curl, PostgreSQL, promtool), bpftool
+/// for inspection (and the PostgreSQL test's drop counters).
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "bpftool",
@@ -17,6 +17,8 @@ const APT_PACKAGES: &[&str] = &[
     "ethtool",
     "nginx",
     "curl",
+    // `promtool check metrics` judges a real scrape in the metrics tests.
+    "prometheus",
     // `cargo xtask bench e2e`: the load generators and the load balancers it
     // compares against.
     "wrk",

@@ -2,3 +2,5 @@
 pub mod admin;
 pub mod check;
 mod client;
+pub mod flows;
+pub mod stats;

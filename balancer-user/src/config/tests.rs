@@ -141,12 +141,15 @@ fn example_file_loads_as_it_is() {
     assert_eq!(config.services[2].scheduler, Scheduler::Maglev);
     assert_eq!(config.services[3].health.port, Some(8008));
     assert_eq!(config.services[3].on_backend_down, OnBackendDown::Reset);
-    // The example uses features this version does not enforce: each is said.
-    assert!(
-        loaded.warnings.iter().any(|w| w.path == "control.metrics"),
-        "no warning for control.metrics: {:#?}",
-        loaded.warnings
-    );
+    // Everything the example uses is enforced: nothing to warn about.
+    for path in ["ha.enabled", "ha.sync_flows", "control.metrics"] {
+        assert!(
+            !loaded.warnings.iter().any(|w| w.path == path),
+            "{path}: {:#?}",
+            loaded.warnings
+        );
+    }
+    assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
 }
 
 #[test]
@@ -950,11 +953,11 @@ fn features_not_enforced_yet_are_each_said() {
         "default = \"deny\"\nallow = [\"198.51.100.0/24\", \"2001:db8::/32\"]",
     );
     let loaded = accepted(&text);
-    warning(&loaded, "control.metrics", "comes later");
     // Enforced now: said nothing about.
     for enforced in [
         "ha.enabled",
         "ha.sync_flows",
+        "control.metrics",
         "service[0].health",
         "service[3].on_backend_down",
         "service[5].health",
@@ -965,6 +968,7 @@ fn features_not_enforced_yet_are_each_said() {
         "service[0].allow",
         "service[2].scheduler",
         "service[5].scheduler",
+        "control.metrics",
     ] {
         assert!(
             !loaded.warnings.iter().any(|w| w.path == enforced),
@@ -976,12 +980,14 @@ fn features_not_enforced_yet_are_each_said() {
 
 #[test]
 fn a_plain_file_has_no_warnings() {
+    // The metrics endpoint is on by default, and says nothing.
+    let loaded = accepted(&with_health("{ kind = \"none\" }"));
+    assert_eq!(loaded.warnings, []);
     let text = format!(
-        "{}\n[control]\nmetrics = \"off\"\n",
+        "{}\n[control]\nmetrics = \"198.51.100.1:9108\"\n",
         with_health("{ kind = \"none\" }")
     );
-    let loaded = accepted(&text);
-    assert_eq!(loaded.warnings, []);
+    assert_eq!(accepted(&text).warnings, []);
 }
 
 // --- files ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 
 mod control;
 mod host;
+mod scrape;
 mod state;
 
 use std::{
@@ -136,6 +137,7 @@ async fn serve(config_path: &Path, config: config::Config, options: Options) -> 
     // Before touching any pinned state: a second daemon must not take over
     // the first one's maps under it.
     let (socket, mut calls) = ControlSocket::bind(&config.control.socket)?;
+    let (_metrics, mut scrapes) = scrape::listen(&config.control)?;
     let pins = Pins::prepare(&config.control.pin_dir, options.fresh)?;
     let (dataplane, recovered) = Dataplane::open(pins, config.flows.capacity)?;
     let record = host_record(socket.path());
@@ -241,6 +243,7 @@ async fn serve(config_path: &Path, config: config::Config, options: Options) -> 
                 }
             }
             Some(event) = health_rx.recv() => daemon.on_health(event),
+            Some(scrape) = scrapes.recv() => daemon.answer_scrape(scrape),
             Some((request, reply)) = calls.recv() => {
                 let (answer, stop) = handle(&mut daemon, request);
                 let _ = reply.send(answer);
@@ -291,6 +294,7 @@ fn handle(daemon: &mut Daemon, request: Request) -> (Reply, Option<Stop>) {
             (reply, None)
         }
         Request::Reload => (daemon.reload("admin"), None),
+        Request::Stats => (daemon.stats_reply(), None),
         Request::Backend {
             action,
             service,

@@ -24,6 +24,7 @@ use crate::{
     expiry::Timeouts,
     ha,
     health::{self, AgentState, HealthChecker},
+    metrics::Metrics,
     netconf::{self, NetChanges},
     plan::{self, Plan},
     runtime::{Chore, Health, Runtime},
@@ -43,6 +44,8 @@ pub struct Daemon {
     generation: u64,
     last_reload: Option<ReloadOutcome>,
     recovered: bool,
+    /// What the metrics need beside the kernel's counters (daemon/scrape.rs).
+    pub metrics: Metrics,
 }
 
 impl Daemon {
@@ -67,6 +70,7 @@ impl Daemon {
             generation: 1,
             last_reload: None,
             recovered,
+            metrics: Metrics::new(),
         }
     }
 
@@ -146,6 +150,7 @@ impl Daemon {
             ok: reply.ok,
             message: reply.message.clone(),
         });
+        self.metrics.reloaded(reply.ok);
         reply
     }
 
@@ -434,7 +439,12 @@ impl Daemon {
                     error!(%service, %backend, "writing the backend's health: {e:#}");
                 }
             }
-            health::Event::Checked { .. } => {}
+            health::Event::Checked {
+                service,
+                backend,
+                ok,
+                duration,
+            } => self.metrics.checked(&service, backend, ok, duration),
             health::Event::Agent {
                 service,
                 backend,
@@ -523,7 +533,7 @@ impl Daemon {
     }
 
     fn sweep_now(&mut self) {
-        match self.dataplane.sweep(&self.timeouts) {
+        match self.sweep_recorded() {
             Ok(s) if s.expired > 0 => debug!(
                 scanned = s.scanned,
                 expired = s.expired,
@@ -595,6 +605,14 @@ impl Daemon {
             services,
             retired,
         }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn last_reload(&self) -> Option<&ReloadOutcome> {
+        self.last_reload.as_ref()
     }
 
     /// Flows in the table, for the restart event.

@@ -1,6 +1,8 @@
 //! The loaded XDP program and its maps: load, attach, write a [`Plan`], read
 //! counters. The packet tests drive the program through this same type.
 
+pub mod batch;
+mod counters;
 mod pin;
 mod recover;
 

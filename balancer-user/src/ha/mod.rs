@@ -77,6 +77,9 @@ pub struct HaStatus {
     pub sync_closed: u64,
     pub sync_unmatched: u64,
     pub sync_rejected: u64,
+    /// Age of the last flow-sync datagram when it arrived, by the sender's clock.
+    #[serde(default)]
+    pub sync_lag_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
@@ -398,7 +401,11 @@ impl Node {
             return;
         }
         let records = match wire.decode(data) {
-            Ok(r) => r,
+            Ok((sent_us, r)) => {
+                let lag = advert::micros(SystemTime::now()).saturating_sub(sent_us);
+                self.lock().sync_lag_ms = Some(lag as f64 / 1000.0);
+                r
+            }
             Err(why) => {
                 self.lock().sync_rejected += 1;
                 debug!(%source, why, "flow sync datagram ignored");

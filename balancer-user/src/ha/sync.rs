@@ -143,7 +143,12 @@ impl Wire {
     }
 
     pub fn encode(&mut self, records: &[Record]) -> Vec<u8> {
-        self.seq += 1;
+        // The send time in µs, so that the standby can tell the lag; never
+        // less than the last, so that it stays a replay guard.
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        self.seq = now.max(self.seq + 1);
         let name = &self.name.as_bytes()[..self.name.len().min(64)];
         let mut out = Vec::with_capacity(16 + name.len() + records.len() * RECORD + MAC_LEN);
         out.extend_from_slice(MAGIC);
@@ -161,8 +166,8 @@ impl Wire {
         out
     }
 
-    /// The records of an authentic datagram not seen before.
-    pub fn decode(&mut self, data: &[u8]) -> Result<Vec<Record>, &'static str> {
+    /// The send time (µs) and records of an authentic datagram not seen before.
+    pub fn decode(&mut self, data: &[u8]) -> Result<(u64, Vec<Record>), &'static str> {
         if data.len() < 6 + 10 + MAC_LEN || &data[..4] != MAGIC || data[4] != VERSION {
             return Err("malformed");
         }
@@ -186,7 +191,10 @@ impl Wire {
             return Err("replayed");
         }
         self.last_seq.insert(name, seq);
-        Ok(records.chunks_exact(RECORD).map(Record::read).collect())
+        Ok((
+            seq,
+            records.chunks_exact(RECORD).map(Record::read).collect(),
+        ))
     }
 }
 
@@ -421,7 +429,7 @@ mod tests {
         let batch = vec![record(1), record(2)];
         let wire = tx.encode(&batch);
         assert!(wire.len() < 1400 || batch.len() > BATCH);
-        assert_eq!(rx.decode(&wire), Ok(batch));
+        assert_eq!(rx.decode(&wire).map(|(_, r)| r), Ok(batch));
         assert_eq!(rx.decode(&wire), Err("replayed"));
         let mut forged = tx.encode(&[record(1)]);
         forged[20] ^= 1;

@@ -185,9 +185,9 @@ struct MapRow {
 
 /// `VmRSS` and `VmHWM`, KiB.
 #[derive(Debug, Clone, Copy, Default)]
-struct Rss {
-    rss_kb: u64,
-    hwm_kb: u64,
+pub(super) struct Rss {
+    pub(super) rss_kb: u64,
+    pub(super) hwm_kb: u64,
 }
 
 /// One phase of the large daemon's life.
@@ -384,7 +384,7 @@ fn start_daemon(lb: &Netns, path: &Path) -> Result<Process> {
 }
 
 /// SIGTERM, and a clean exit within 30 s.
-fn stop_daemon(mut daemon: Process) -> Result<()> {
+pub(super) fn stop_daemon(mut daemon: Process) -> Result<()> {
     daemon.signal(Signal::SIGTERM)?;
     let status = daemon
         .wait_timeout(Duration::from_secs(30))?
@@ -565,7 +565,7 @@ fn count_config(config: &str) -> (usize, usize) {
 }
 
 /// The daemon's pid: `ip netns exec` execs it in place; should it fork, its child.
-fn daemon_pid(p: &Process) -> Result<u32> {
+pub(super) fn daemon_pid(p: &Process) -> Result<u32> {
     let pid = p.pid();
     let bin = std::fs::canonicalize(balancer_bin())?;
     let is_daemon =
@@ -594,13 +594,13 @@ fn stat_field(stat: &str, n: usize) -> Option<u64> {
 }
 
 /// utime + stime of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> Result<u64> {
+pub(super) fn cpu_ticks(pid: u32) -> Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     Ok(stat_field(&stat, 14).unwrap_or(0) + stat_field(&stat, 15).unwrap_or(0))
 }
 
-fn tick() -> Duration {
+pub(super) fn tick() -> Duration {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
     Duration::from_secs(1) / hz as u32
@@ -639,7 +639,7 @@ fn wait_sweep(pid: u32, timeout: Duration) -> Result<Duration> {
     Ok(tick() * (cpu_ticks(pid)? - first) as u32)
 }
 
-fn rss(pid: u32) -> Result<Rss> {
+pub(super) fn rss(pid: u32) -> Result<Rss> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb = |name: &str| -> u64 {
         status
@@ -999,7 +999,7 @@ fn checksum(acc: u32, data: &[u8]) -> u16 {
 // --- report ----------------------------------------------------------------
 
 /// 1234567 → "1,234,567".
-fn group(n: u64) -> String {
+pub(super) fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {

@@ -1,9 +1,10 @@
-//! `cargo xtask bench [packet|e2e|memory|failover|all]`.
+//! `cargo xtask bench [packet|e2e|memory|failover|metrics|all]`.
 
 mod e2e;
 mod failover;
 mod host;
 mod memory;
+mod metrics;
 mod packet;
 
 use anyhow::{Result, bail};
@@ -14,12 +15,16 @@ pub fn run(which: &str) -> Result<()> {
         "e2e" => e2e::run(),
         "memory" => memory::run(),
         "failover" => failover::run(),
+        "metrics" => metrics::run(),
         "all" => {
             packet::run()?;
             e2e::run()?;
             memory::run()?;
-            failover::run()
+            failover::run()?;
+            metrics::run()
         }
-        other => bail!("unknown benchmark {other:?}: packet, e2e, memory, failover or all"),
+        other => {
+            bail!("unknown benchmark {other:?}: packet, e2e, memory, failover, metrics or all")
+        }
     }
 }

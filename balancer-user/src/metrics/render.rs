@@ -1,0 +1,566 @@
+//! A [`Snapshot`] and the health-check histograms as metrics, in the
+//! OpenMetrics text format that prometheus-client writes. Every family the
+//! daemon exports is written here, in this order (the README lists them).
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{
+        DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet, text::encode,
+    },
+    metrics::{MetricType, histogram::Histogram},
+    registry::Registry,
+};
+
+use super::{
+    snapshot::{HEALTH_STATES, Outcome, Snapshot, drop_reasons, outcome},
+    text::PrometheusText,
+};
+use balancer_common::stats::Counter;
+
+/// The health-check figures of one backend.
+#[derive(Debug, Clone)]
+pub struct CheckFigures {
+    pub service: String,
+    pub backend: String,
+    pub durations: Histogram,
+    pub failures: u64,
+}
+
+/// Roles a node can have; one is 1, the others 0.
+const ROLES: [&str; 4] = ["active", "standby", "init", "standalone"];
+
+/// Renders `snapshot` and `checks` as an OpenMetrics exposition (ending in
+/// `# EOF`).
+pub fn openmetrics(snapshot: Snapshot, checks: Vec<CheckFigures>) -> String {
+    let registry = registry(snapshot, checks);
+    let mut out = String::with_capacity(4096);
+    encode(&mut out, &registry).expect("writing to a String cannot fail");
+    out
+}
+
+/// The same in the Prometheus text format, converted as it is written.
+pub fn prometheus(snapshot: Snapshot, checks: Vec<CheckFigures>) -> String {
+    let registry = registry(snapshot, checks);
+    let mut out = String::with_capacity(4096);
+    encode(&mut PrometheusText::new(&mut out), &registry).expect("writing to a String cannot fail");
+    out
+}
+
+fn registry(snapshot: Snapshot, checks: Vec<CheckFigures>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Scrape { snapshot, checks }));
+    registry
+}
+
+#[derive(Debug)]
+struct Scrape {
+    snapshot: Snapshot,
+    checks: Vec<CheckFigures>,
+}
+
+type Fmt = Result<(), std::fmt::Error>;
+
+fn counter(m: &mut MetricEncoder, labels: &impl EncodeLabelSet, v: u64) -> Fmt {
+    m.encode_family(labels)?
+        .encode_counter::<NoLabelSet, u64, u64>(&v, None)
+}
+
+fn gauge<V: prometheus_client::encoding::EncodeGaugeValue>(
+    m: &mut MetricEncoder,
+    labels: &impl EncodeLabelSet,
+    v: V,
+) -> Fmt {
+    m.encode_family(labels)?.encode_gauge(&v)
+}
+
+fn single_counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Fmt {
+    e.encode_descriptor(name, help, None, MetricType::Counter)?
+        .encode_counter::<NoLabelSet, u64, u64>(&v, None)
+}
+
+fn single_gauge<V: prometheus_client::encoding::EncodeGaugeValue>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: V,
+) -> Fmt {
+    e.encode_descriptor(name, help, None, MetricType::Gauge)?
+        .encode_gauge(&v)
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut e: DescriptorEncoder) -> Fmt {
+        let s = &self.snapshot;
+        self.process(&mut e, s)?;
+        self.dataplane(&mut e, s)?;
+        self.flow_table(&mut e, s)?;
+        self.services(&mut e, s)?;
+        self.backends(&mut e, s)?;
+        self.health_checks(&mut e)
+    }
+}
+
+impl Scrape {
+    fn process(&self, e: &mut DescriptorEncoder, s: &Snapshot) -> Fmt {
+        let layout = s.layout_version.to_string();
+        e.encode_descriptor(
+            "balancer_build",
+            "The running balancer: its version and the kernel map layout it uses",
+            None,
+            MetricType::Info,
+        )?
+        .encode_info(&[("version", s.version.as_str()), ("layout", layout.as_str())])?;
+        single_gauge(
+            e,
+            "balancer_start_time_seconds",
+            "When the daemon started, seconds since the Unix epoch",
+            s.started_unix as i64,
+        )?;
+        single_gauge(
+            e,
+            "balancer_config_generation",
+            "Configurations accepted since the daemon started (1 = the one it started with)",
+            s.generation as i64,
+        )?;
+        single_gauge(
+            e,
+            "balancer_config_last_reload_success",
+            "Whether the last reload was accepted (1 also when there was none)",
+            i64::from(s.last_reload.as_ref().is_none_or(|r| r.ok)),
+        )?;
+        if let Some(r) = &s.last_reload {
+            single_gauge(
+                e,
+                "balancer_config_last_reload_timestamp_seconds",
+                "When the last reload was tried, seconds since the Unix epoch",
+                r.at_unix as i64,
+            )?;
+        }
+        let mut m = e.encode_descriptor(
+            "balancer_config_reloads",
+            "Reloads (balancer reload, SIGHUP) by result",
+            None,
+            MetricType::Counter,
+        )?;
+        counter(&mut m, &[("result", "accepted")], s.reloads_accepted)?;
+        counter(&mut m, &[("result", "refused")], s.reloads_refused)?;
+        let mut m = e.encode_descriptor(
+            "balancer_ha_role",
+            "The node's role: 1 for the one it has",
+            None,
+            MetricType::Gauge,
+        )?;
+        for role in ROLES {
+            gauge(&mut m, &[("role", role)], i64::from(s.role == role))?;
+        }
+        if let Some(ha) = &s.ha {
+            self.ha(e, s, ha)?;
+        }
+        Ok(())
+    }
+
+    fn ha(&self, e: &mut DescriptorEncoder, s: &Snapshot, ha: &crate::ha::HaStatus) -> Fmt {
+        single_gauge(
+            e,
+            "balancer_ha_priority",
+            "The configured priority",
+            i64::from(ha.priority),
+        )?;
+        single_gauge(
+            e,
+            "balancer_ha_effective_priority",
+            "The priority the node advertises: configured less what tracked conditions take (0: a fault)",
+            i64::from(ha.effective_priority),
+        )?;
+        let mut m = e.encode_descriptor(
+            "balancer_ha_transitions",
+            "Role changes of this node, by from and to (the reason is in the event log)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (key, n) in &ha.transitions {
+            let (from, to) = key.split_once("_to_").unwrap_or((key.as_str(), ""));
+            counter(&mut m, &[("from", from), ("to", to)], *n)?;
+        }
+        single_counter(
+            e,
+            "balancer_ha_adverts_sent",
+            "Adverts sent to peers",
+            ha.adverts_sent,
+        )?;
+        single_counter(
+            e,
+            "balancer_ha_adverts_received",
+            "Adverts accepted from peers",
+            ha.adverts_received,
+        )?;
+        let mut m = e.encode_descriptor(
+            "balancer_ha_adverts_rejected",
+            "Adverts ignored, by reason (forged, replayed, stale, malformed, unknown_sender)",
+            None,
+            MetricType::Counter,
+        )?;
+        for reason in ["forged", "replayed", "stale", "malformed", "unknown_sender"] {
+            let n = ha.adverts_rejected.get(reason).copied().unwrap_or(0);
+            counter(&mut m, &[("reason", reason)], n)?;
+        }
+        single_counter(
+            e,
+            "balancer_ha_split_brains",
+            "Times this node and a peer were active at once",
+            ha.split_brains,
+        )?;
+        let mut m = e.encode_descriptor(
+            "balancer_ha_sync_records",
+            "Flow-sync records: sent (active), installed, closed or unmatched (standby), rejected datagrams, lost (no room in the ring)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (what, n) in [
+            ("sent", ha.sync_sent),
+            ("installed", ha.sync_installed),
+            ("closed", ha.sync_closed),
+            ("unmatched", ha.sync_unmatched),
+            ("rejected", ha.sync_rejected),
+            ("lost", s.counter(Counter::SyncLost)),
+        ] {
+            counter(&mut m, &[("result", what)], n)?;
+        }
+        if let Some(lag) = ha.sync_lag_ms {
+            single_gauge(
+                e,
+                "balancer_ha_sync_lag_seconds",
+                "How old the last flow-sync datagram was when it arrived (the nodes' clocks must agree)",
+                lag / 1000.0,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn dataplane(&self, e: &mut DescriptorEncoder, s: &Snapshot) -> Fmt {
+        let mut m = e.encode_descriptor(
+            "balancer_forwarded_packets",
+            "Packets the XDP program sent on, by how (tx: out of the interface it came in on; redirect: another)",
+            None,
+            MetricType::Counter,
+        )?;
+        for c in Counter::ALL {
+            if let Outcome::Forwarded(via) = outcome(c) {
+                counter(&mut m, &[("via", via)], s.counter(c))?;
+            }
+        }
+        let mut m = e.encode_descriptor(
+            "balancer_passed_packets",
+            "Packets the XDP program gave to the host's stack, by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for c in Counter::ALL {
+            if let Outcome::Passed(reason) = outcome(c) {
+                counter(&mut m, &[("reason", reason)], s.counter(c))?;
+            }
+        }
+        let mut m = e.encode_descriptor(
+            "balancer_dropped_packets",
+            "Packets the XDP program dropped, by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for (c, reason) in drop_reasons() {
+            counter(&mut m, &[("reason", reason)], s.counter(c))?;
+        }
+        single_counter(
+            e,
+            "balancer_connections",
+            "New flows (TCP connections, UDP flows) the XDP program opened",
+            s.counter(Counter::NewFlow),
+        )?;
+        single_counter(
+            e,
+            "balancer_icmp_relayed_packets",
+            "ICMP errors about tracked flows, translated and sent on",
+            s.counter(Counter::IcmpRelayed),
+        )?;
+        if !s.snat_ports_per_backend.is_empty() {
+            let mut m = e.encode_descriptor(
+                "balancer_snat_ports_per_backend",
+                "SNAT ports each backend's flows can hold at once (port range times SNAT addresses), by family",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (family, ports) in &s.snat_ports_per_backend {
+                gauge(&mut m, &[("family", family.as_str())], *ports as i64)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flow_table(&self, e: &mut DescriptorEncoder, s: &Snapshot) -> Fmt {
+        let t = &s.flow_table;
+        single_gauge(
+            e,
+            "balancer_flow_table_max_entries",
+            "Entries the flow table holds at most (flows.capacity); each flow takes two",
+            t.capacity as i64,
+        )?;
+        if let Some(entries) = t.entries {
+            single_gauge(
+                e,
+                "balancer_flow_table_entries",
+                "Entries in the flow table when the last sweep ended",
+                entries as i64,
+            )?;
+        }
+        single_counter(
+            e,
+            "balancer_flow_table_evictions",
+            "Entries the flow table's LRU evicted to make room, derived at each sweep (created minus removed minus left); a lower bound",
+            t.evictions,
+        )?;
+        single_counter(
+            e,
+            "balancer_flows_expired",
+            "Flows the sweeps removed as idle past their timeout",
+            t.expired,
+        )?;
+        if let Some(at) = t.last_sweep_unix_ms {
+            single_gauge(
+                e,
+                "balancer_flow_sweep_timestamp_seconds",
+                "When the last flow sweep ran, seconds since the Unix epoch",
+                at as f64 / 1000.0,
+            )?;
+            single_gauge(
+                e,
+                "balancer_flow_sweep_duration_seconds",
+                "How long the last flow sweep took",
+                t.last_sweep_s,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn services(&self, e: &mut DescriptorEncoder, s: &Snapshot) -> Fmt {
+        let mut m = e.encode_descriptor(
+            "balancer_service",
+            "A configured service: its address, protocol and scheduler",
+            None,
+            MetricType::Info,
+        )?;
+        for svc in &s.services {
+            let (vip, port) = (svc.vip.to_string(), svc.port.to_string());
+            m.encode_info(&[
+                ("service", svc.name.as_str()),
+                ("vip", vip.as_str()),
+                ("port", port.as_str()),
+                ("protocol", svc.protocol.as_str()),
+                ("scheduler", svc.scheduler.as_str()),
+            ])?;
+        }
+        let mut m = e.encode_descriptor(
+            "balancer_service_dropped_packets",
+            "New flows of a service dropped, by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for svc in &s.services {
+            for (_, reason) in drop_reasons() {
+                let v = svc.drops.get(reason).copied().unwrap_or(0);
+                counter(
+                    &mut m,
+                    &[("service", svc.name.as_str()), ("reason", reason)],
+                    v,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn backends(&self, e: &mut DescriptorEncoder, s: &Snapshot) -> Fmt {
+        // Label values once: the address is written by every family.
+        let rows: Vec<(&str, String, &super::snapshot::BackendSnapshot)> = s
+            .services
+            .iter()
+            .flat_map(|svc| {
+                svc.backends
+                    .iter()
+                    .map(move |b| (svc.name.as_str(), b.address.to_string(), b))
+            })
+            .collect();
+        let mut m = e.encode_descriptor(
+            "balancer_backend_packets",
+            "Packets of a backend's flows, by direction (to_backend: from the clients; to_client: the replies)",
+            None,
+            MetricType::Counter,
+        )?;
+        for &(svc, ref addr, b) in &rows {
+            let addr = addr.as_str();
+            for (dir, v) in [
+                ("to_backend", b.packets_to_backend),
+                ("to_client", b.packets_to_client),
+            ] {
+                counter(
+                    &mut m,
+                    &[("service", svc), ("backend", addr), ("direction", dir)],
+                    v,
+                )?;
+            }
+        }
+        let mut m = e.encode_descriptor(
+            "balancer_backend_bytes",
+            "Bytes (IP packets, headers included) of a backend's flows, by direction",
+            None,
+            MetricType::Counter,
+        )?;
+        for &(svc, ref addr, b) in &rows {
+            let addr = addr.as_str();
+            for (dir, v) in [
+                ("to_backend", b.bytes_to_backend),
+                ("to_client", b.bytes_to_client),
+            ] {
+                counter(
+                    &mut m,
+                    &[("service", svc), ("backend", addr), ("direction", dir)],
+                    v,
+                )?;
+            }
+        }
+        let mut m = e.encode_descriptor(
+            "balancer_backend_connections",
+            "New connections (flows) sent to a backend",
+            None,
+            MetricType::Counter,
+        )?;
+        for &(svc, ref addr, b) in &rows {
+            let addr = addr.as_str();
+            counter(
+                &mut m,
+                &[("service", svc), ("backend", addr)],
+                b.connections,
+            )?;
+        }
+        let mut m = e.encode_descriptor(
+            "balancer_backend_active_connections",
+            "A backend's open connections (opened minus ended by a FIN, RST or expiry)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for &(svc, ref addr, b) in &rows {
+            let addr = addr.as_str();
+            gauge(
+                &mut m,
+                &[("service", svc), ("backend", addr)],
+                b.active as i64,
+            )?;
+        }
+        let mut m = e.encode_descriptor(
+            "balancer_backend_health_state",
+            "A backend's health as the checks say: 1 for the state it is in (up, down, unknown: not checked yet, unchecked: no checks)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for &(svc, ref addr, b) in &rows {
+            let addr = addr.as_str();
+            for state in HEALTH_STATES {
+                gauge(
+                    &mut m,
+                    &[("service", svc), ("backend", addr), ("state", state)],
+                    i64::from(b.health == state),
+                )?;
+            }
+        }
+        let mut m = e.encode_descriptor(
+            "balancer_backend_weight",
+            "A backend's configured weight",
+            None,
+            MetricType::Gauge,
+        )?;
+        for &(svc, ref addr, b) in &rows {
+            let addr = addr.as_str();
+            gauge(
+                &mut m,
+                &[("service", svc), ("backend", addr)],
+                i64::from(b.weight),
+            )?;
+        }
+        let mut m = e.encode_descriptor(
+            "balancer_backend_load_ratio",
+            "The load a backend's agent reported, 0 to 1 (0 without an agent)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for &(svc, ref addr, b) in &rows {
+            let addr = addr.as_str();
+            gauge(
+                &mut m,
+                &[("service", svc), ("backend", addr)],
+                f64::from(b.load_pct) / 100.0,
+            )?;
+        }
+        let mut m = e.encode_descriptor(
+            "balancer_backend_draining",
+            "1 while a backend is drained (by balancer backend drain or its agent): no new flows",
+            None,
+            MetricType::Gauge,
+        )?;
+        for &(svc, ref addr, b) in &rows {
+            let addr = addr.as_str();
+            gauge(
+                &mut m,
+                &[("service", svc), ("backend", addr)],
+                i64::from(b.draining),
+            )?;
+        }
+        if rows.iter().any(|(_, _, b)| b.snat_ports.is_some()) {
+            let mut m = e.encode_descriptor(
+                "balancer_backend_snat_ports",
+                "SNAT ports a backend's flows held at the last sweep (of balancer_snat_ports_per_backend)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for &(svc, ref addr, b) in &rows {
+                let addr = addr.as_str();
+                if let Some(ports) = b.snat_ports {
+                    gauge(&mut m, &[("service", svc), ("backend", addr)], ports as i64)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn health_checks(&self, e: &mut DescriptorEncoder) -> Fmt {
+        if self.checks.is_empty() {
+            return Ok(());
+        }
+        let mut m = e.encode_descriptor(
+            "balancer_health_check_duration_seconds",
+            "How long a backend's health checks took, failed ones included",
+            None,
+            MetricType::Histogram,
+        )?;
+        for c in &self.checks {
+            let labels = [
+                ("service", c.service.as_str()),
+                ("backend", c.backend.as_str()),
+            ];
+            c.durations.encode(m.encode_family(&labels)?)?;
+        }
+        let mut m = e.encode_descriptor(
+            "balancer_health_check_failures",
+            "A backend's health checks that failed",
+            None,
+            MetricType::Counter,
+        )?;
+        for c in &self.checks {
+            counter(
+                &mut m,
+                &[
+                    ("service", c.service.as_str()),
+                    ("backend", c.backend.as_str()),
+                ],
+                c.failures,
+            )?;
+        }
+        Ok(())
+    }
+}
