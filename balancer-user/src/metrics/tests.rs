@@ -238,7 +238,15 @@ const MONITORING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../monitoring");
 
 /// Metric families of a full exposition (Prometheus text names).
 fn exported_names() -> Vec<String> {
-    prometheus_from_openmetrics(&rendered())
+    // With high availability too: its families exist only then.
+    let mut ha = snapshot();
+    ha.role = "active".into();
+    ha.ha = Some(crate::ha::HaStatus {
+        sync_lag_ms: Some(1.0),
+        ..Default::default()
+    });
+    let text = rendered() + &openmetrics(ha, Metrics::new().check_figures(|_, _| true));
+    prometheus_from_openmetrics(&text)
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .map(|l| l.split(' ').next().unwrap().to_string())
