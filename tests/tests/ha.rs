@@ -246,7 +246,10 @@ fn the_higher_priority_node_is_active_owns_the_vip_and_status_says_so() {
     assert!(text.contains("last transition init -> standby"), "{text}");
     let status = ha(&p.a);
     assert_eq!(status["effective_priority"], 200);
-    assert!(status["adverts_received"].as_u64().unwrap() > 0);
+    let heard = wait_until(Duration::from_secs(3), || {
+        ha(&p.a)["adverts_received"].as_u64().unwrap_or(0) > 0
+    });
+    assert!(heard, "{}", ha(&p.a));
     let metrics = scrape(p.topo.lb(), "198.51.100.1");
     for line in [
         "balancer_ha_role{role=\"active\"} 1",
