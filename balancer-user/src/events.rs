@@ -64,3 +64,22 @@ pub fn restart_recovered(services: usize, backends: usize, flows: usize) {
         "took over the pinned state of the previous daemon"
     );
 }
+
+/// The tracked conditions of high availability changed: faults (priority 0)
+/// and what took priority off.
+pub fn ha_conditions(faults: &[String], penalties: &[String], penalty: u8) {
+    if faults.is_empty() && penalties.is_empty() {
+        info!(target: TARGET, event = "ha_conditions", "tracked conditions all clear");
+    } else {
+        let faults = faults.join("; ");
+        let penalties = penalties.join("; ");
+        warn!(
+            target: TARGET,
+            event = "ha_conditions",
+            faults,
+            penalties,
+            penalty,
+            "tracked conditions changed"
+        );
+    }
+}

@@ -255,7 +255,7 @@ fn the_higher_priority_node_is_active_owns_the_vip_and_status_says_so() {
         "balancer_ha_role{role=\"active\"} 1",
         "balancer_ha_role{role=\"standby\"} 0",
         "balancer_ha_effective_priority 200",
-        "balancer_ha_transitions_total{from=\"init\",to=\"active\"} 1",
+        "balancer_ha_transitions_total{from=\"init\",to=\"active\",reason=\"peer_dead\"} 1",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),
@@ -577,6 +577,12 @@ fn an_active_node_that_cannot_reach_the_backends_yields_to_one_that_can() {
         "{status}"
     );
     assert!(wait_until(Duration::from_secs(3), || request(&p.topo)));
+    let log = p.a.output_so_far();
+    assert!(
+        log.lines().any(|l| l.contains("tracked conditions changed")
+            && l.contains("every backend of web is down here")),
+        "the condition is an event:\n{log}"
+    );
     // Reachable again: lb-a's checks pass, its priority is back, it preempts.
     for i in 1..=3 {
         let route = format!("{}/32", addrs::backend(i));

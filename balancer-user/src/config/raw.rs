@@ -109,6 +109,9 @@ pub(super) struct RawHa {
     pub auth_key_file: Option<Text>,
     pub sync_flows: Option<bool>,
     pub track_interfaces: Option<Vec<Text>>,
+    pub track_xdp: Option<bool>,
+    pub track_backends: Option<bool>,
+    pub watchdog_ms: Option<Spanned<u32>>,
 }
 
 /// A `[[service]]` table, read in three parts so that a mistake in one backend

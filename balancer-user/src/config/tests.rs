@@ -787,6 +787,25 @@ fn ha_numbers() {
     assert_eq!(accepted(&text).config.ha.priority, 254);
 }
 
+#[test]
+fn ha_tracked_conditions_are_on_by_default_and_each_can_be_turned_off() {
+    let on = accepted(&format!("{BASE}\n[ha]\npriority = 100\n"))
+        .config
+        .ha;
+    assert!(on.track_xdp && on.track_backends);
+    assert_eq!(on.watchdog_ms, 3000);
+    let text =
+        format!("{BASE}\n[ha]\ntrack_xdp = false\ntrack_backends = false\nwatchdog_ms = 0\n");
+    let off = accepted(&text).config.ha;
+    assert!(!off.track_xdp && !off.track_backends);
+    assert_eq!(off.watchdog_ms, 0);
+    problem(
+        &format!("{BASE}\n[ha]\ntrack_xdp = \"yes\"\n"),
+        "ha.track_xdp",
+        "",
+    );
+}
+
 // --- health ------------------------------------------------------------------------
 
 fn with_health(health: &str) -> String {

@@ -107,6 +107,12 @@ pub struct Ha {
     pub auth_key_file: Option<PathBuf>,
     pub sync_flows: bool,
     pub track_interfaces: Vec<String>,
+    /// The XDP program detached from an interface is a fault.
+    pub track_xdp: bool,
+    /// Every service whose backends are all down here takes priority off.
+    pub track_backends: bool,
+    /// A daemon loop silent this long is a fault; 0 turns the watchdog off.
+    pub watchdog_ms: u32,
 }
 
 impl Default for Ha {
@@ -123,6 +129,9 @@ impl Default for Ha {
             auth_key_file: None,
             sync_flows: true,
             track_interfaces: Vec::new(),
+            track_xdp: true,
+            track_backends: true,
+            watchdog_ms: 3000,
         }
     }
 }

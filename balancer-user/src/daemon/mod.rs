@@ -236,7 +236,11 @@ async fn serve(config_path: &Path, config: config::Config, options: Options) -> 
             _ = ha_tick.tick(), if daemon.ha.is_some() => {
                 ha_ticks += 1;
                 // The XDP attachment costs a process spawn: once a second.
-                ha_inputs = daemon.ha_inputs(ha_ticks % 4 == 1, &ha_inputs);
+                let next = daemon.ha_inputs(ha_ticks % 4 == 1, &ha_inputs);
+                if next.faults != ha_inputs.faults || next.penalty_reasons != ha_inputs.penalty_reasons {
+                    crate::events::ha_conditions(&next.faults, &next.penalty_reasons, next.penalty);
+                }
+                ha_inputs = next;
                 if let Some(h) = &daemon.ha {
                     h.set_inputs(ha_inputs.clone());
                     h.pet();

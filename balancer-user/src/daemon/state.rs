@@ -231,7 +231,9 @@ impl Daemon {
                 faults.push(format!("tracked interface {interface} is down"));
             }
         }
-        if check_xdp {
+        if !config.ha.track_xdp {
+            // Not a tracked condition.
+        } else if check_xdp {
             for interface in &config.node.interfaces {
                 if !netconf::xdp_attached(interface).unwrap_or(false) {
                     faults.push(format!("the XDP program is not attached to {interface}"));
@@ -247,7 +249,7 @@ impl Daemon {
             );
         }
         let mut penalty_reasons = Vec::new();
-        for svc in &config.services {
+        for svc in config.services.iter().filter(|_| config.ha.track_backends) {
             let Some(state) = self.runtime.service(&svc.name) else {
                 continue;
             };

@@ -30,6 +30,9 @@ pub struct Peer {
 pub struct Transition {
     pub from: Role,
     pub to: Role,
+    /// A word for metrics: fault, split_brain, priority_fell, preempt,
+    /// active_peer, outranked, peer_dead, no_active_peer, stopping.
+    pub cause: &'static str,
     pub reason: String,
 }
 
@@ -148,6 +151,7 @@ impl Election {
             return Some(Transition {
                 from,
                 to: Role::Standby,
+                cause: "fault",
                 reason: "fault: effective priority 0 (a tracked condition failed)".into(),
             });
         }
@@ -170,9 +174,10 @@ impl Election {
         let outranked_by = live
             .iter()
             .find(|(name, p)| Self::outranks((p.priority, name), me));
-        let (to, reason) = match (self.role, active_peer) {
+        let (to, cause, reason) = match (self.role, active_peer) {
             (Role::Active, Some((name, p))) if Self::outranks((p.priority, name), me) => (
                 Role::Standby,
+                "split_brain",
                 format!(
                     "{name} (priority {}) is active too and outranks us (priority {mine})",
                     p.priority
@@ -181,6 +186,7 @@ impl Election {
             (Role::Active, _) => match outranked_by {
                 Some((name, p)) if mine < self.base => (
                     Role::Standby,
+                    "priority_fell",
                     format!(
                         "our priority fell to {mine} (tracked conditions) and {name} (priority {}) outranks us",
                         p.priority
@@ -192,6 +198,7 @@ impl Election {
                 if self.preempt && mine > 0 && Self::outranks(me, (p.priority, name)) {
                     (
                         Role::Active,
+                        "preempt",
                         format!("preempting {name} (priority {} < {mine})", p.priority),
                     )
                 } else if self.role == Role::Standby {
@@ -199,6 +206,7 @@ impl Election {
                 } else {
                     (
                         Role::Standby,
+                        "active_peer",
                         format!("{name} (priority {}) is active", p.priority),
                     )
                 }
@@ -210,6 +218,7 @@ impl Election {
                     }
                     (
                         Role::Standby,
+                        "outranked",
                         format!(
                             "{name} (priority {}) outranks us (priority {mine})",
                             p.priority
@@ -218,6 +227,7 @@ impl Election {
                 }
                 None if live.is_empty() => (
                     Role::Active,
+                    "peer_dead",
                     format!(
                         "no peer heard for {} ms (dead_after {} x {} ms)",
                         self.dead_time().as_millis(),
@@ -227,6 +237,7 @@ impl Election {
                 ),
                 None => (
                     Role::Active,
+                    "no_active_peer",
                     format!("no active peer and none outranks us (priority {mine})"),
                 ),
             },
@@ -235,7 +246,12 @@ impl Election {
             return None;
         }
         let from = std::mem::replace(&mut self.role, to);
-        Some(Transition { from, to, reason })
+        Some(Transition {
+            from,
+            to,
+            cause,
+            reason,
+        })
     }
 
     /// Gives up the role at once (stopping, or a fault that must not wait
@@ -248,6 +264,7 @@ impl Election {
         Some(Transition {
             from: Role::Active,
             to: Role::Standby,
+            cause: "stopping",
             reason: reason.to_string(),
         })
     }

@@ -35,8 +35,6 @@ use self::{
 };
 use crate::{config::Ha, netconf::NetChanges};
 
-/// A daemon loop silent this long counts as hung: the node yields its role.
-const WATCHDOG: Duration = Duration::from_secs(3);
 /// How often the flow-event ring is drained into datagrams: the standby lags
 /// the active node by at most this (plus the network), and the daemon wakes
 /// up 200 times a second instead of once per flow.
@@ -66,6 +64,7 @@ pub struct HaStatus {
     pub conditions: Vec<String>,
     pub peers: Vec<PeerStatus>,
     pub last_transition: Option<TransitionStatus>,
+    /// Role changes by `from|to|cause`.
     pub transitions: BTreeMap<String, u64>,
     pub adverts_sent: u64,
     pub adverts_received: u64,
@@ -432,8 +431,10 @@ impl Node {
         }
     }
 
+    /// The daemon loop has been silent past `watchdog_ms` (0: not watched).
     fn watchdog_expired(&self) -> bool {
-        now_ms().saturating_sub(self.alive_ms.load(Ordering::Relaxed)) > WATCHDOG.as_millis() as u64
+        let limit = u64::from(self.config.watchdog_ms);
+        limit > 0 && now_ms().saturating_sub(self.alive_ms.load(Ordering::Relaxed)) > limit
     }
 
     async fn send(&mut self, socket: &UdpSocket, priority: u8, inputs: &Inputs) {
@@ -521,6 +522,7 @@ impl Node {
             event = "ha_transition",
             from = t.from.as_str(),
             to = t.to.as_str(),
+            cause = t.cause,
             reason = %t.reason,
             "HA role {} -> {}",
             t.from.as_str(),
@@ -529,7 +531,7 @@ impl Node {
         {
             let mut s = self.lock();
             *s.transitions
-                .entry(format!("{}_to_{}", t.from.as_str(), t.to.as_str()))
+                .entry(format!("{}|{}|{}", t.from.as_str(), t.to.as_str(), t.cause))
                 .or_default() += 1;
             s.role = t.to.as_str().into();
             s.last_transition = Some(TransitionStatus {

@@ -174,13 +174,22 @@ impl Scrape {
         )?;
         let mut m = e.encode_descriptor(
             "balancer_ha_transitions",
-            "Role changes of this node, by from and to (the reason is in the event log)",
+            "Role changes of this node, by from, to and reason (fault, split_brain, priority_fell, preempt, active_peer, outranked, peer_dead, no_active_peer, stopping); the event log has the details",
             None,
             MetricType::Counter,
         )?;
         for (key, n) in &ha.transitions {
-            let (from, to) = key.split_once("_to_").unwrap_or((key.as_str(), ""));
-            counter(&mut m, &[("from", from), ("to", to)], *n)?;
+            let mut parts = key.splitn(3, '|');
+            let (from, to, reason) = (
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+            );
+            counter(
+                &mut m,
+                &[("from", from), ("to", to), ("reason", reason)],
+                *n,
+            )?;
         }
         single_counter(
             e,

@@ -329,6 +329,11 @@ impl Checker<'_> {
             auth_key_file,
             sync_flows: raw.sync_flows.unwrap_or(default.sync_flows),
             track_interfaces,
+            track_xdp: raw.track_xdp.unwrap_or(default.track_xdp),
+            track_backends: raw.track_backends.unwrap_or(default.track_backends),
+            watchdog_ms: raw
+                .watchdog_ms
+                .map_or(default.watchdog_ms, |v| *v.get_ref()),
         }
     }
 }
