@@ -35,8 +35,9 @@ pub enum Counter {
     DropRateLimit,
     /// An ICMP error about a tracked flow, translated and sent on.
     IcmpRelayed,
-    /// An ARP packet about a floating address while this node's HA lease has
-    /// run out (its daemon stopped renewing it): the active node answers.
+    /// An ARP packet or IPv6 neighbour solicitation about a floating address
+    /// while this node's HA lease has run out (its daemon stopped renewing it):
+    /// the active node answers.
     DropArpNotActive,
     /// A flow change the sync ring buffer had no room for (the daemon fell
     /// behind): the standby misses it.

@@ -21,6 +21,7 @@ use crate::maps::{GLOBAL, HA_LEASE, LOCAL_ADDRS};
 const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
 const ETH_P_IPV6_BE: u16 = 0x86ddu16.to_be();
 const ETH_P_ARP_BE: u16 = 0x0806u16.to_be();
+const ICMPV6_NEIGHBOUR_SOLICITATION: u8 = 135;
 const PROTO_ICMP: u8 = 1;
 const PROTO_ICMPV6: u8 = 58;
 const IPV6_HOP_BY_HOP: u8 = 0;
@@ -158,6 +159,30 @@ fn arp(ctx: &XdpContext) -> Parsed {
     Parsed::Pass(Counter::PassNotForUs)
 }
 
+/// A neighbour solicitation (no extension headers, as they are sent) for a
+/// floating address while this node's HA lease has run out: IPv6's ARP.
+#[inline(always)]
+fn solicits_floating_not_ours(ctx: &XdpContext, l3_off: usize) -> bool {
+    // ICMPv6 type, code, checksum, reserved, then the 16-byte target.
+    let Some(ns) = ptr_at::<[u8; 24]>(ctx, l3_off + Ipv6Hdr::LEN) else {
+        return false;
+    };
+    // SAFETY: bounds checked by ptr_at.
+    let ns = unsafe { &*ns };
+    if ns[0] != ICMPV6_NEIGHBOUR_SOLICITATION || !lease_expired() {
+        return false;
+    }
+    let w = |i: usize| u32::from_ne_bytes([ns[i], ns[i + 1], ns[i + 2], ns[i + 3]]);
+    let key = AddrKey {
+        addr: [w(8), w(12), w(16), w(20)],
+        family: FAMILY_V6,
+        _pad: [0; 3],
+    };
+    // SAFETY: the value is read at once, not kept.
+    let flags = unsafe { LOCAL_ADDRS.get(&key) }.copied().unwrap_or(0);
+    flags & (ADDR_F_VIP | ADDR_F_SNAT) != 0
+}
+
 /// This node is in a high-availability pair and not the active one (or its
 /// daemon stopped renewing the lease).
 #[inline(always)]
@@ -186,6 +211,9 @@ fn parse_ipv6(ctx: &XdpContext, l3_off: usize) -> Parsed {
     let src = words(&ip.src_addr);
     let dst = words(&ip.dst_addr);
     let Some(dst_flags) = ours(src, dst, FAMILY_V6) else {
+        if ip.next_hdr == PROTO_ICMPV6 && solicits_floating_not_ours(ctx, l3_off) {
+            return Parsed::Drop(Counter::DropArpNotActive);
+        }
         return Parsed::Pass(Counter::PassNotForUs);
     };
     if ip.vcf[0] >> 4 != 6 {

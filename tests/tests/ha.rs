@@ -15,6 +15,7 @@ use balancer_user::ha::advert::{self, Advert, Codec, Role};
 use serde_json::Value;
 
 const VIP: &str = "198.51.100.10";
+const VIP6: &str = "2001:db8:1::10";
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 
 fn vip() -> SocketAddr {
@@ -38,12 +39,15 @@ fn config(name: &str, priority: u8, peer: &str, preempt: bool, key: &str, sync: 
     let backends: Vec<String> = (1..=3)
         .map(|i| format!("{{ address = \"{}:8080\" }}", addrs::backend(i)))
         .collect();
+    let backends6: Vec<String> = (1..=3)
+        .map(|i| format!("{{ address = \"[{}]:8080\" }}", addrs::backend6(i)))
+        .collect();
     format!(
         r#"
 [node]
 name = "{name}"
 interfaces = ["front", "back"]
-snat_addresses = ["203.0.113.9"]
+snat_addresses = ["203.0.113.9", "2001:db8:2::9"]
 
 [control]
 metrics = "{metrics}:9108"
@@ -67,8 +71,17 @@ port = 80
 protocol = "tcp"
 health = {{ kind = "tcp", interval_ms = 200, timeout_ms = 100, rise = 1, fall = 2 }}
 backends = [{}]
+
+[[service]]
+name = "web6"
+vip = "{VIP6}"
+port = 80
+protocol = "tcp"
+health = {{ kind = "tcp", interval_ms = 200, timeout_ms = 100, rise = 1, fall = 2 }}
+backends = [{}]
 "#,
-        backends.join(", ")
+        backends.join(", "),
+        backends6.join(", ")
     )
 }
 
@@ -96,12 +109,12 @@ fn pair_prio(hint: &str, preempt: bool, sync: bool, priority_a: u8) -> Pair {
         .build()
         .unwrap();
     let servers = (1..=3)
-        .map(|i| {
-            tcp_server(
-                topo.backend(i),
+        .flat_map(|i| {
+            [
                 SocketAddr::new(addrs::backend(i).into(), 8080),
-            )
-            .unwrap()
+                SocketAddr::new(addrs::backend6(i).into(), 8080),
+            ]
+            .map(|addr| tcp_server(topo.backend(i), addr).unwrap())
         })
         .collect();
     let keys = TempDir::new("hakey").unwrap();
@@ -206,7 +219,11 @@ fn has_vip(ns: &balancer_tests::Netns) -> bool {
 
 /// One request on a fresh connection with a short connect timeout.
 fn request(topo: &Topology) -> bool {
-    let Ok(mut c) = tcp_connect(topo.client(), vip(), Duration::from_millis(100)) else {
+    request_to(topo, vip())
+}
+
+fn request_to(topo: &Topology, to: SocketAddr) -> bool {
+    let Ok(mut c) = tcp_connect(topo.client(), to, Duration::from_millis(100)) else {
         return false;
     };
     c.request("ping").is_ok()
@@ -283,6 +300,10 @@ fn failover_when_the_active_host_loses_its_link_then_preemption_on_recovery() {
     let p = pair("halink", true);
     wait_roles(&p.a, "active", &p.b, "standby");
     assert!(request(&p.topo));
+    let vip6 = SocketAddr::new(VIP6.parse().unwrap(), 80);
+    assert!(wait_until(Duration::from_secs(3), || request_to(
+        &p.topo, vip6
+    )));
 
     let down = Instant::now();
     p.topo.lb().ip(&["link", "set", "front", "down"]).unwrap();
@@ -292,6 +313,13 @@ fn failover_when_the_active_host_loses_its_link_then_preemption_on_recovery() {
     assert!(gap < Duration::from_secs(1), "gap {gap:?}");
     wait_roles(&p.a, "standby", &p.b, "active");
     assert!(has_vip(p.topo.lb2()));
+    // The IPv6 VIP moved too: lb-b's unsolicited neighbour advertisement
+    // overrode the client's cache entry for it.
+    let vip6 = SocketAddr::new(VIP6.parse().unwrap(), 80);
+    assert!(
+        wait_until(Duration::from_secs(2), || request_to(&p.topo, vip6)),
+        "the IPv6 VIP answers through lb-b"
+    );
     let reason = ha(&p.a)["last_transition"]["reason"].to_string();
     assert!(
         reason.contains("fault") && reason.contains("tracked interface front is down"),

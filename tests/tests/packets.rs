@@ -471,3 +471,52 @@ fn no_healthy_backend_leaves_the_syn_to_the_host_unchanged_and_counts_it() {
     assert_eq!(fx.dp.counter(Counter::DropNoBackend).unwrap(), 1);
     assert_eq!(fx.dp.flow_entries().unwrap(), 0);
 }
+
+/// ARP and neighbour solicitations about a VIP are the host's to answer while
+/// this node holds the HA lease (or has no HA), and dropped once it ran out:
+/// a killed active node must stop drawing its clients.
+#[test]
+fn arp_and_neighbour_solicitation_for_a_vip_stop_when_the_ha_lease_runs_out() {
+    // Both families: an IPv6 VIP beside the IPv4 ones.
+    let config = CONFIG.replace(
+        "snat_addresses = [\"203.0.113.9\"]",
+        "snat_addresses = [\"203.0.113.9\", \"2001:db8:2::9\"]",
+    ) + "\n[[service]]\nname = \"web6\"\nvip = \"2001:db8:1::10\"\nport = 80\nprotocol = \"tcp\"\nhealth = { kind = \"none\" }\nbackends = [{ address = \"[2001:db8:2::11]:8080\" }]\n";
+    let Some(mut fx) = Fixture::with_config(&config, 4096) else {
+        return;
+    };
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&CLIENT_MAC);
+    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&CLIENT_MAC);
+    arp.extend_from_slice(&CLIENT);
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&VIP);
+    let mut ns = vec![0x33, 0x33, 0xff, 0, 0, 0x10];
+    ns.extend_from_slice(&CLIENT_MAC);
+    ns.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, 24, 58, 255]);
+    ns.extend_from_slice(&CLIENT6);
+    ns.extend_from_slice(&[0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 0x10]);
+    ns.extend_from_slice(&[135, 0, 0, 0, 0, 0, 0, 0]);
+    ns.extend_from_slice(&VIP6);
+    let mut other = arp.clone();
+    other[38..42].copy_from_slice(&[198, 51, 100, 99]);
+    // No HA (lease 0), then a lease that runs: the host answers.
+    for lease in [0, u64::MAX] {
+        fx.dp.set_ha_lease(lease).unwrap();
+        for frame in [&arp, &ns, &other] {
+            let (action, out) = fx.run(frame, fx.front);
+            assert_eq!((action, &out), (XDP_PASS, frame), "lease {lease}");
+        }
+    }
+    // Run out (1 ns after boot): dropped, except for an address not ours.
+    fx.dp.set_ha_lease(1).unwrap();
+    assert_eq!(fx.run(&arp, fx.front).0, XDP_DROP);
+    assert_eq!(fx.run(&ns, fx.front).0, XDP_DROP);
+    assert_eq!(fx.run(&other, fx.front).0, XDP_PASS);
+    assert_eq!(fx.dp.counter(Counter::DropArpNotActive).unwrap(), 2);
+    // And no new flow opens while not active.
+    let syn = tcp_frame(CLIENT, VIP, 52002, 80, "S", b"");
+    assert_eq!(fx.run(&syn, fx.front).0, XDP_DROP);
+    assert_eq!(fx.dp.counter(Counter::DropNotActive).unwrap(), 1);
+}

@@ -421,6 +421,15 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Sets `HA_LEASE` (the HA thread writes it through its pin; the packet
+    /// tests through here): 0 no high availability, else until when
+    /// (`bpf_ktime_get_ns`) this node answers for the floating addresses.
+    pub fn set_ha_lease(&mut self, until_ns: u64) -> Result<()> {
+        let mut lease: Array<&mut MapData, u64> = self.map_mut("HA_LEASE")?;
+        lease.set(0, until_ns, 0)?;
+        Ok(())
+    }
+
     /// Rewrites the flags of backend `index`, keeping the rest of its entry.
     pub fn set_backend_flags(&mut self, index: u32, flags: u32) -> Result<()> {
         let mut backends: Array<&mut MapData, Backend> = self.map_mut("BACKENDS")?;
