@@ -16,7 +16,7 @@ pub mod stats;
 
 /// Bumped whenever a key or value below changes shape; pinned state from another
 /// version is refused instead of misread.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;

@@ -110,6 +110,19 @@ pub struct AddrKey {
 }
 const _: () = assert!(core::mem::size_of::<AddrKey>() == 20);
 
+/// Words of `ADDR_FILTER`: one bit per hash of an address, set for every key
+/// of `LOCAL_ADDRS`, so that a packet that is not ours (most of a host's) costs
+/// an array read instead of a hash lookup. A set bit only says "look it up".
+pub const ADDR_FILTER_WORDS: u32 = 1024;
+
+/// The `ADDR_FILTER` bit of an address (wire-order words, as in `AddrKey`).
+#[inline(always)]
+pub fn addr_filter_bit(addr: &RawAddr) -> u32 {
+    let x = addr[0] ^ addr[1] ^ addr[2] ^ addr[3];
+    let x = x ^ (x >> 16);
+    x & (ADDR_FILTER_WORDS * 64 - 1)
+}
+
 /// `LOCAL_ADDRS` value bits.
 pub const ADDR_F_VIP: u32 = 1 << 0;
 pub const ADDR_F_SNAT: u32 = 1 << 1;
@@ -127,3 +140,20 @@ pub const GLOBAL_F_DEFAULT_DENY: u32 = 1 << 1;
 pub const GLOBAL_F_SYNC: u32 = 1 << 2;
 
 crate::user_pod!(ServiceKey, ServiceValue, Backend, AddrKey);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_bits_stay_in_the_map_and_spread() {
+        let mut seen = [false; 16];
+        for i in 0..4096u32 {
+            let addr = [u32::from_be(0xc633_6400 | (i & 0xff)), 0, 0, i >> 8];
+            let bit = addr_filter_bit(&addr);
+            assert!(bit < ADDR_FILTER_WORDS * 64);
+            seen[(bit % 16) as usize] = true;
+        }
+        assert!(seen.iter().all(|s| *s));
+    }
+}

@@ -11,8 +11,8 @@ use balancer_common::{
     firewall::{Bucket, GLOBAL_ENTRIES, RuleKeyV4, RuleKeyV6},
     flow::{FlowKey, FlowValue},
     service::{
-        AddrKey, Backend, MAGLEV_M, MAX_BACKENDS, MAX_BACKENDS_PER_SERVICE, MAX_INTERFACES,
-        MAX_SERVICES, MAX_SNAT_ADDRS, RR_TABLE_LEN, ServiceKey, ServiceValue,
+        ADDR_FILTER_WORDS, AddrKey, Backend, MAGLEV_M, MAX_BACKENDS, MAX_BACKENDS_PER_SERVICE,
+        MAX_INTERFACES, MAX_SERVICES, MAX_SNAT_ADDRS, RR_TABLE_LEN, ServiceKey, ServiceValue,
     },
     stats::{BackendStats, COUNTER_COUNT, Counter, service_drop_index},
 };
@@ -20,6 +20,10 @@ use balancer_common::{
 /// VIP and SNAT addresses: the one lookup a packet that is not ours costs.
 #[map]
 pub static LOCAL_ADDRS: HashMap<AddrKey, u32> = HashMap::with_max_entries(1024, 0);
+
+/// A bit per address hash of every `LOCAL_ADDRS` key (`addr_filter_bit`).
+#[map]
+pub static ADDR_FILTER: Array<u64> = Array::with_max_entries(ADDR_FILTER_WORDS, 0);
 
 /// Program-wide flags (`GLOBAL_F_*`) at index `GLOBAL_FLAGS`.
 #[map]

@@ -6,7 +6,10 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
 use balancer_common::{
     FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, RawAddr,
     flow::FlowKey,
-    service::{ADDR_F_DNAT_BACKEND, ADDR_F_SNAT, ADDR_F_VIP, AddrKey, GLOBAL_F_DNAT, GLOBAL_FLAGS},
+    service::{
+        ADDR_F_DNAT_BACKEND, ADDR_F_SNAT, ADDR_F_VIP, AddrKey, GLOBAL_F_DNAT, GLOBAL_FLAGS,
+        addr_filter_bit,
+    },
     stats::Counter,
 };
 use network_types::{
@@ -16,7 +19,7 @@ use network_types::{
     udp::UdpHdr,
 };
 
-use crate::maps::{GLOBAL, HA_LEASE, LOCAL_ADDRS};
+use crate::maps::{ADDR_FILTER, GLOBAL, HA_LEASE, LOCAL_ADDRS};
 
 const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
 const ETH_P_IPV6_BE: u16 = 0x86ddu16.to_be();
@@ -367,17 +370,27 @@ fn icmp_error(
 /// (recognised by source), or `None` when the packet is not for us.
 #[inline(always)]
 fn ours(src: RawAddr, dst: RawAddr, family: u8) -> Option<u32> {
-    let key = AddrKey {
-        addr: dst,
-        family,
-        _pad: [0; 3],
-    };
-    match LOCAL_ADDRS.get_ptr(&key) {
-        // SAFETY: a map value pointer is valid for the duration of the program.
-        Some(flags) => Some(unsafe { *flags }),
-        None if from_dnat_backend(src, family) => Some(0),
-        None => None,
+    if maybe_local(&dst) {
+        let key = AddrKey {
+            addr: dst,
+            family,
+            _pad: [0; 3],
+        };
+        if let Some(flags) = LOCAL_ADDRS.get_ptr(&key) {
+            // SAFETY: a map value pointer is valid for the duration of the program.
+            return Some(unsafe { *flags });
+        }
     }
+    from_dnat_backend(src, family).then_some(0)
+}
+
+/// Whether `addr` may be a key of `LOCAL_ADDRS` (an inlined array read).
+#[inline(always)]
+fn maybe_local(addr: &RawAddr) -> bool {
+    let bit = addr_filter_bit(addr);
+    ADDR_FILTER
+        .get(bit / 64)
+        .is_some_and(|word| word & (1u64 << (bit % 64)) != 0)
 }
 
 /// Replies of DNAT backends go to the client's address; they are recognised by
@@ -387,7 +400,7 @@ fn from_dnat_backend(src: RawAddr, family: u8) -> bool {
     let dnat = GLOBAL
         .get(GLOBAL_FLAGS)
         .is_some_and(|flags| flags & GLOBAL_F_DNAT != 0);
-    if !dnat {
+    if !dnat || !maybe_local(&src) {
         return false;
     }
     let key = AddrKey {

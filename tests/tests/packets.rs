@@ -520,3 +520,37 @@ fn arp_and_neighbour_solicitation_for_a_vip_stop_when_the_ha_lease_runs_out() {
     assert_eq!(fx.run(&syn, fx.front).0, XDP_DROP);
     assert_eq!(fx.dp.counter(Counter::DropNotActive).unwrap(), 1);
 }
+
+/// A VIP added at run time is looked at at once (its address filter bit is
+/// set with it), and one removed is the host's again.
+#[test]
+fn vips_added_and_removed_at_run_time_are_filtered_in_and_out() {
+    let Some(mut fx) = Fixture::new() else { return };
+    let new_vip = [198, 51, 100, 20];
+    let syn = tcp_frame(CLIENT, new_vip, 52003, 80, "S", b"");
+    assert_eq!(
+        fx.run(&syn, fx.front),
+        (XDP_PASS, syn.clone()),
+        "not a VIP yet"
+    );
+    let with = CONFIG.to_string()
+        + "\n[[service]]\nname = \"late\"\nvip = \"198.51.100.20\"\nport = 80\nprotocol = \"tcp\"\nhealth = { kind = \"none\" }\nbackends = [{ address = \"203.0.113.11:8080\" }]\n";
+    let apply = |fx: &mut Fixture, text: &str| {
+        let cfg = balancer_user::config::parse(text).unwrap().config;
+        let plan = balancer_user::plan::plan(&cfg, |_| unreachable!()).unwrap();
+        fx.dp.apply(&plan).unwrap();
+        fx.dp.remove_stale(&plan).unwrap();
+    };
+    apply(&mut fx, &with);
+    assert_eq!(fx.run(&syn, fx.front).0, XDP_REDIRECT, "a VIP now");
+    apply(&mut fx, CONFIG);
+    let other = tcp_frame(CLIENT, new_vip, 52004, 80, "S", b"");
+    assert_eq!(
+        fx.run(&other, fx.front),
+        (XDP_PASS, other.clone()),
+        "the host's again"
+    );
+    // The VIPs that stayed still work.
+    let kept = tcp_frame(CLIENT, VIP, 52005, 80, "S", b"");
+    assert_eq!(fx.run(&kept, fx.front).0, XDP_REDIRECT);
+}

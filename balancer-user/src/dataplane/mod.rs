@@ -33,8 +33,8 @@ use balancer_common::{
     },
     flow::{FlowKey, FlowValue},
     service::{
-        AddrKey, Backend, GLOBAL_FLAGS, MAGLEV_M, MAX_BACKENDS_PER_SERVICE, MAX_SNAT_ADDRS,
-        RR_TABLE_LEN, ServiceKey, ServiceValue,
+        ADDR_FILTER_WORDS, AddrKey, Backend, GLOBAL_FLAGS, MAGLEV_M, MAX_BACKENDS_PER_SERVICE,
+        MAX_SNAT_ADDRS, RR_TABLE_LEN, ServiceKey, ServiceValue, addr_filter_bit,
     },
     stats::{BackendStats, COUNTER_COUNT, Counter, service_drop_index},
 };
@@ -245,6 +245,9 @@ impl Dataplane {
                 addrs.insert(addr_key(*ip), *flags, 0)?;
             }
         }
+        // Bits only added here: the addresses are in LOCAL_ADDRS before the
+        // filter lets packets look. `remove_stale` clears what is left over.
+        self.write_addr_filter(plan, true)?;
         {
             let mut global: Array<&mut MapData, u32> = self.map_mut("GLOBAL")?;
             global.set(GLOBAL_FLAGS, plan.global_flags, 0)?;
@@ -370,6 +373,7 @@ impl Dataplane {
                 addrs.remove(&k)?;
             }
         }
+        self.write_addr_filter(plan, false)?;
         {
             let keep: Vec<(u32, RuleKeyV4)> = plan
                 .firewall_v4
@@ -416,6 +420,25 @@ impl Dataplane {
                 .collect();
             for k in stale {
                 rules.remove(&k)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `ADDR_FILTER` for the addresses of `plan`: with `keep`, bits already
+    /// set stay (a stale bit only costs a lookup); without, exactly the plan's.
+    fn write_addr_filter(&mut self, plan: &Plan, keep: bool) -> Result<()> {
+        let mut words = vec![0u64; ADDR_FILTER_WORDS as usize];
+        for (ip, _) in &plan.local_addrs {
+            let bit = addr_filter_bit(&addr_key(*ip).addr);
+            words[(bit / 64) as usize] |= 1 << (bit % 64);
+        }
+        let mut filter: Array<&mut MapData, u64> = self.map_mut("ADDR_FILTER")?;
+        for (i, want) in words.into_iter().enumerate() {
+            let now = filter.get(&(i as u32), 0)?;
+            let next = if keep { now | want } else { want };
+            if next != now {
+                filter.set(i as u32, next, 0)?;
             }
         }
         Ok(())
