@@ -82,7 +82,6 @@ fn send(ctx: &XdpContext, err: &IcmpError, entry: &mut FlowValue) -> u32 {
         tcp_flags: 0,
         l4_off: err.icmp_off,
         ip_len: err.ip_len,
-        dst_flags: 0,
     };
     forward::forward(ctx, &pkt, entry)
 }

@@ -60,7 +60,9 @@ fn process(ctx: &XdpContext, pkt: &Packet) -> u32 {
 
     // No flow: only a VIP:port can start one; anything else addressed to an SNAT
     // address is the host's own traffic (health checks, for one).
-    if pkt.dst_flags & ADDR_F_VIP == 0 {
+    // Only now, with no flow: most packets of ours have one and skip this.
+    let flags = parse::local_flags(&key.src, &key.dst, key.family);
+    if flags == parse::NOT_OURS || flags & ADDR_F_VIP == 0 {
         return pass(Counter::PassNotForUs);
     }
     let service_key = ServiceKey {

@@ -74,8 +74,6 @@ pub struct Packet {
     pub l4_off: usize,
     /// IP total length (IPv6: header and payload), host order.
     pub ip_len: u16,
-    /// `LOCAL_ADDRS` flags of the destination.
-    pub dst_flags: u32,
 }
 
 impl Packet {
@@ -211,14 +209,31 @@ fn parse_ipv6(ctx: &XdpContext, l3_off: usize) -> Parsed {
     };
     // SAFETY: bounds checked by ptr_at.
     let ip = unsafe { &*ip };
+    if ip.next_hdr == PROTO_ICMPV6 && solicits_floating_not_ours(ctx, l3_off) {
+        return Parsed::Drop(Counter::DropArpNotActive);
+    }
     let src = words(&ip.src_addr);
     let dst = words(&ip.dst_addr);
-    let Some(dst_flags) = ours(src, dst, FAMILY_V6) else {
-        if ip.next_hdr == PROTO_ICMPV6 && solicits_floating_not_ours(ctx, l3_off) {
-            return Parsed::Drop(Counter::DropArpNotActive);
-        }
+    if !maybe_ours(&src, &dst) {
         return Parsed::Pass(Counter::PassNotForUs);
-    };
+    }
+    match parse_ipv6_further(ctx, l3_off, ip, src, dst) {
+        Parsed::Malformed if local_flags(&src, &dst, FAMILY_V6) == NOT_OURS => {
+            Parsed::Pass(Counter::PassNotForUs)
+        }
+        parsed => parsed,
+    }
+}
+
+/// An IPv6 packet that may be ours (see [`maybe_ours`]).
+#[inline(always)]
+fn parse_ipv6_further(
+    ctx: &XdpContext,
+    l3_off: usize,
+    ip: &Ipv6Hdr,
+    src: RawAddr,
+    dst: RawAddr,
+) -> Parsed {
     if ip.vcf[0] >> 4 != 6 {
         return Parsed::Malformed;
     }
@@ -279,7 +294,6 @@ fn parse_ipv6(ctx: &XdpContext, l3_off: usize) -> Parsed {
         } else {
             total as u16
         },
-        dst_flags,
     })
 }
 
@@ -366,22 +380,38 @@ fn icmp_error(
     })
 }
 
-/// `LOCAL_ADDRS` flags of the destination, or 0 for a reply of a DNAT backend
-/// (recognised by source), or `None` when the packet is not for us.
+/// What [`local_flags`] says of a packet that is not ours.
+pub const NOT_OURS: u32 = u32::MAX;
+
+/// Whether the packet may be ours: its destination, or with DNAT its source,
+/// passes the address filter. Exact only with [`local_flags`], which the
+/// packets that have a flow (most of ours) never need.
 #[inline(always)]
-fn ours(src: RawAddr, dst: RawAddr, family: u8) -> Option<u32> {
-    if maybe_local(&dst) {
+fn maybe_ours(src: &RawAddr, dst: &RawAddr) -> bool {
+    maybe_local(dst) || dnat_enabled() && maybe_local(src)
+}
+
+/// `LOCAL_ADDRS` flags of the destination, 0 for a reply of a DNAT backend
+/// (recognised by source), or [`NOT_OURS`]. Not inlined: its key stays off the
+/// entry function's stack.
+#[inline(never)]
+pub fn local_flags(src: &RawAddr, dst: &RawAddr, family: u8) -> u32 {
+    if maybe_local(dst) {
         let key = AddrKey {
-            addr: dst,
+            addr: *dst,
             family,
             _pad: [0; 3],
         };
         if let Some(flags) = LOCAL_ADDRS.get_ptr(&key) {
             // SAFETY: a map value pointer is valid for the duration of the program.
-            return Some(unsafe { *flags });
+            return unsafe { *flags };
         }
     }
-    from_dnat_backend(src, family).then_some(0)
+    if from_dnat_backend(*src, family) {
+        0
+    } else {
+        NOT_OURS
+    }
 }
 
 /// Whether `addr` may be a key of `LOCAL_ADDRS` (an inlined array read).
@@ -393,14 +423,18 @@ fn maybe_local(addr: &RawAddr) -> bool {
         .is_some_and(|word| word & (1u64 << (bit % 64)) != 0)
 }
 
+#[inline(always)]
+fn dnat_enabled() -> bool {
+    GLOBAL
+        .get(GLOBAL_FLAGS)
+        .is_some_and(|flags| flags & GLOBAL_F_DNAT != 0)
+}
+
 /// Replies of DNAT backends go to the client's address; they are recognised by
 /// their source, looked up only when some service uses DNAT.
 #[inline(always)]
 fn from_dnat_backend(src: RawAddr, family: u8) -> bool {
-    let dnat = GLOBAL
-        .get(GLOBAL_FLAGS)
-        .is_some_and(|flags| flags & GLOBAL_F_DNAT != 0);
-    if !dnat || !maybe_local(&src) {
+    if !dnat_enabled() || !maybe_local(&src) {
         return false;
     }
     let key = AddrKey {
@@ -423,12 +457,28 @@ fn parse_ipv4(ctx: &XdpContext, l3_off: usize) -> Parsed {
     let ip = unsafe { &*ip };
     let dst = [u32::from_ne_bytes(ip.dst_addr), 0, 0, 0];
     let src = [u32::from_ne_bytes(ip.src_addr), 0, 0, 0];
-    let Some(dst_flags) = ours(src, dst, FAMILY_V4) else {
+    if !maybe_ours(&src, &dst) {
         return Parsed::Pass(Counter::PassNotForUs);
-    };
+    }
+    match parse_ipv4_further(ctx, l3_off, ip, src, dst) {
+        Parsed::Malformed if local_flags(&src, &dst, FAMILY_V4) == NOT_OURS => {
+            Parsed::Pass(Counter::PassNotForUs)
+        }
+        parsed => parsed,
+    }
+}
 
-    // From here on the packet is for us: anything inconsistent is dropped, never
-    // forwarded.
+/// An IPv4 packet that may be ours (see [`maybe_ours`]). Anything inconsistent
+/// in one that is ours is dropped, never forwarded; the caller makes sure that
+/// a malformed packet is ours before it is dropped.
+#[inline(always)]
+fn parse_ipv4_further(
+    ctx: &XdpContext,
+    l3_off: usize,
+    ip: &Ipv4Hdr,
+    src: RawAddr,
+    dst: RawAddr,
+) -> Parsed {
     let ihl = (ip.vihl & 0x0f) as usize;
     if ip.vihl >> 4 != 4 || ihl < 5 {
         return Parsed::Malformed;
@@ -462,6 +512,5 @@ fn parse_ipv4(ctx: &XdpContext, l3_off: usize) -> Parsed {
         tcp_flags,
         l4_off,
         ip_len,
-        dst_flags,
     })
 }
