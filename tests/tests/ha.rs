@@ -329,13 +329,20 @@ fn failover_when_the_active_host_loses_its_link_then_preemption_on_recovery() {
     // The link comes back: lb-a outranks lb-b and preempts.
     p.topo.lb().ip(&["link", "set", "front", "up"]).unwrap();
     wait_roles(&p.a, "active", &p.b, "standby");
-    // Either it heard lb-b first and preempted it, or it spoke first and
-    // lb-b, outranked, stepped down.
-    let reason = ha(&p.a)["last_transition"]["reason"].to_string();
+    // Whether it heard lb-b first and preempted it, or spoke first (no live
+    // peer yet, or none active that outranks it) and lb-b, outranked, stepped
+    // down: lb-a took the role back by rank.
+    let last = ha(&p.a)["last_transition"].clone();
+    let reason = last["reason"].to_string();
+    assert_eq!(last["to"], "active", "{last}");
     assert!(
-        reason.contains("preempting lb-b") || reason.contains("none outranks us"),
+        ["preempting lb-b", "none outranks us", "no peer heard"]
+            .iter()
+            .any(|r| reason.contains(r)),
         "{reason}"
     );
+    let b_last = ha(&p.b)["last_transition"].clone();
+    assert_eq!(b_last["to"], "standby", "{b_last}");
     let ok = wait_until(Duration::from_secs(5), || request(&p.topo));
     assert!(ok, "served by lb-a again");
 }
@@ -480,7 +487,10 @@ fn split_brain_heals_to_the_rightful_owner() {
         "split brain healed {:?} after the partition ended",
         healed.elapsed()
     );
-    assert!(healed.elapsed() < Duration::from_millis(500));
+    // The daemon resolves it at the first advert either side hears (at most
+    // one interval after the routes are back); this bound also holds the two
+    // `ip route del` and the CLI polling on a busy machine.
+    assert!(healed.elapsed() < Duration::from_secs(1));
     assert!(ha(&p.b)["split_brains"].as_u64().unwrap() >= 1);
     assert!(!has_vip(p.topo.lb2()));
     assert!(p.b.output_so_far().contains("both nodes active"));
