@@ -631,3 +631,50 @@ fn an_active_node_that_cannot_reach_the_backends_yields_to_one_that_can() {
     }
     wait_roles(&p.a, "active", &p.b, "standby");
 }
+
+#[test]
+fn a_node_restarted_without_ha_on_pinned_state_opens_flows_again() {
+    if !require_root() {
+        return;
+    }
+    let topo = Topology::builder()
+        .hint("haoff")
+        .backends(3)
+        .build()
+        .unwrap();
+    let _servers: Vec<_> = (1..=3)
+        .map(|i| {
+            tcp_server(
+                topo.backend(i),
+                SocketAddr::new(addrs::backend(i).into(), 8080),
+            )
+            .unwrap()
+        })
+        .collect();
+    let keys = TempDir::new("hakey").unwrap();
+    let key = key_file(&keys, 0o600);
+    let with_ha = config("lb-a", 200, "198.51.100.3", true, &key, false);
+    let mut lb = Balancer::start(topo.lb(), &with_ha).unwrap();
+    // Alone: active once dead_after intervals passed without a peer.
+    assert!(wait_until(Duration::from_secs(5), || role(&lb) == "active"));
+    assert!(wait_until(Duration::from_secs(3), || request(&topo)));
+    // Stopped keeping the data plane: the lease lapses, no new flows open.
+    let out = lb.cli(&["stop", "--keep-dataplane"]).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        lb.process()
+            .wait_timeout(Duration::from_secs(5))
+            .unwrap()
+            .is_some()
+    );
+    // Restarted standalone on the same pinned maps: its flows again.
+    lb.home()
+        .write_config(&with_ha.replace("enabled = true", "enabled = false"))
+        .unwrap();
+    lb.restart(topo.lb(), &[]).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(3), || request(&topo)),
+        "{}",
+        lb.output_so_far()
+    );
+}

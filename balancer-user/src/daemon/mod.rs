@@ -170,6 +170,11 @@ async fn serve(config_path: &Path, config: config::Config, options: Options) -> 
 
     let started = async {
         host::prepare(daemon.runtime.config(), &mut daemon.net)?;
+        if !daemon.config().ha.enabled {
+            // Pinned state of a node that had [ha] may hold a lapsed lease,
+            // under which the program opens no flows: standalone owns them.
+            daemon.dataplane.set_ha_lease(0)?;
+        }
         daemon.sync()?;
         let interfaces = daemon.config().node.interfaces.clone();
         daemon.dataplane.release_other_interfaces(&interfaces)?;
