@@ -9,6 +9,7 @@ pub mod events;
 pub mod expiry;
 pub mod ha;
 pub mod health;
+pub mod ktime;
 pub mod metrics;
 pub mod netconf;
 pub mod plan;

@@ -41,7 +41,9 @@ pub use servers::{
     wait_tcp_ready,
 };
 pub use topology::{Topology, TopologyBuilder, addrs, ifnames};
-pub use util::{TempDir, netns_names, netns_with_prefix, unique_prefix, wait_until};
+pub use util::{
+    TempDir, netns_names, netns_with_prefix, promtool_check_metrics, unique_prefix, wait_until,
+};
 
 /// Whether the namespace tests can run here (root, `ip`, namespaces can be created).
 ///

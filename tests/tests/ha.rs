@@ -161,36 +161,15 @@ fn scrape(ns: &balancer_tests::Netns, addr: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `promtool check metrics` on a scrape (Debian's prometheus package).
+/// `promtool check metrics` on a scrape.
 fn promtool_accepts(text: &str) {
-    use std::{
-        io::Write,
-        process::{Command, Stdio},
-    };
     // Not installed outside CI: said and skipped (under CI=true it fails).
     if !balancer_tests::require_program("promtool") {
         return;
     }
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if let Err(e) = balancer_tests::promtool_check_metrics(text) {
+        panic!("{e:#}\n{text}");
+    }
 }
 
 fn role(lb: &Balancer) -> String {

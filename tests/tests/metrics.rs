@@ -474,26 +474,9 @@ fn counters_match_the_traffic_sent_and_promtool_accepts_a_scrape() {
     assert!(text.contains("balancer_build_info{version=\""), "{text}");
 
     // promtool on the real scrape.
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if let Err(e) = balancer_tests::promtool_check_metrics(&text) {
+        panic!("{e:#}\n{text}");
+    }
 
     // OpenMetrics for who asks for it.
     let (om, head) = scrape_with(&topo, Some("application/openmetrics-text; version=1.0.0"));

@@ -29,7 +29,7 @@ use serde::Serialize;
 use crate::{
     addr::from_raw,
     config::{self, Control, Protocol},
-    dataplane::batch,
+    dataplane::{batch, open_pinned_map},
 };
 
 pub struct Options {
@@ -172,21 +172,18 @@ fn run(options: &Options, out: &mut impl Write) -> Result<String> {
         });
     }
     let backends = read_backends(&pin_dir)?;
-    let flows_path = pin_dir.join("maps").join("FLOWS");
-    let data = MapData::from_pin(&flows_path).with_context(|| {
+    let map = open_pinned_map(&pin_dir, "FLOWS").with_context(|| {
         format!(
-            "opening {} (is the balancer running, as root, with control.pin_dir {}?)",
-            flows_path.display(),
+            "is the balancer running, as root, with control.pin_dir {}?",
             pin_dir.display()
         )
     })?;
-    let map = Map::from_map_data(data)?;
     let table: BpfHashMap<&MapData, FlowKey, FlowValue> = BpfHashMap::try_from(&map)?;
     let fd = match &map {
         Map::LruHashMap(d) | Map::HashMap(d) => d.fd().as_fd(),
-        _ => bail!("{} is not a hash map", flows_path.display()),
+        _ => bail!("the pinned map FLOWS is not a hash map"),
     };
-    let now = monotonic_coarse_ns();
+    let now = crate::ktime::coarse_ns();
     if !options.json {
         writeln!(
             out,
@@ -309,9 +306,7 @@ fn describe(
 
 /// Backend addresses by index, from the pinned `BACKENDS` map.
 fn read_backends(pin_dir: &Path) -> Result<Vec<Option<SocketAddr>>> {
-    let path = pin_dir.join("maps").join("BACKENDS");
-    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
-    let map = Map::from_map_data(data)?;
+    let map = open_pinned_map(pin_dir, "BACKENDS")?;
     let backends: Array<&MapData, Backend> = Array::try_from(&map)?;
     let raw: Vec<Backend> = batch::array(
         aya::maps::IterableMap::map(&backends).fd().as_fd(),
@@ -336,15 +331,4 @@ fn proto_number(p: Protocol) -> u8 {
 
 fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
-}
-
-/// The clock the program stamps flows with (`bpf_ktime_get_coarse_ns`).
-fn monotonic_coarse_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec for the call to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -110,7 +110,7 @@ fn start_ha(daemon: &Daemon) -> Result<ha::HaHandle> {
         .as_ref()
         .context("ha.auth_key_file is required")?;
     let key = ha::read_key(key_file)?;
-    let inputs = daemon.ha_inputs(true, &ha::Inputs::default());
+    let inputs = daemon.ha_inputs(&daemon.xdp_faults());
     ha::start(
         &config.node.name,
         &config.ha,
@@ -234,6 +234,7 @@ async fn serve(config_path: &Path, config: config::Config, options: Options) -> 
     ha_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ha_ticks = 0u64;
     let mut ha_inputs = ha::Inputs::default();
+    let mut xdp_faults = Vec::new();
     let stop = loop {
         tokio::select! {
             _ = sweep.tick() => daemon.sweep(),
@@ -241,7 +242,10 @@ async fn serve(config_path: &Path, config: config::Config, options: Options) -> 
             _ = ha_tick.tick(), if daemon.ha.is_some() => {
                 ha_ticks += 1;
                 // The XDP attachment costs a process spawn: once a second.
-                let next = daemon.ha_inputs(ha_ticks % 4 == 1, &ha_inputs);
+                if ha_ticks % 4 == 1 {
+                    xdp_faults = daemon.xdp_faults();
+                }
+                let next = daemon.ha_inputs(&xdp_faults);
                 if next.faults != ha_inputs.faults || next.penalty_reasons != ha_inputs.penalty_reasons {
                     crate::events::ha_conditions(&next.faults, &next.penalty_reasons, next.penalty);
                 }

@@ -220,10 +220,26 @@ impl Daemon {
         self.net.ensure_local(&addresses, &config.node.interfaces)
     }
 
-    /// What the HA thread needs to know: tracked conditions, the floating
-    /// addresses. `check_xdp` asks the kernel whether the program is still
-    /// attached (a process spawn, so not on every tick).
-    pub fn ha_inputs(&self, check_xdp: bool, previous: &ha::Inputs) -> ha::Inputs {
+    /// Interfaces the program is no longer attached to, as fault reasons
+    /// (none unless `ha.track_xdp`). Asks the kernel: a process spawn per
+    /// interface, so the caller does not ask on every tick.
+    pub fn xdp_faults(&self) -> Vec<String> {
+        let config = self.runtime.config();
+        if !config.ha.track_xdp {
+            return Vec::new();
+        }
+        config
+            .node
+            .interfaces
+            .iter()
+            .filter(|i| !netconf::xdp_attached(i).unwrap_or(false))
+            .map(|i| format!("the XDP program is not attached to {i}"))
+            .collect()
+    }
+
+    /// What the HA thread needs to know: tracked conditions (with the last
+    /// [`Daemon::xdp_faults`]), the floating addresses.
+    pub fn ha_inputs(&self, xdp_faults: &[String]) -> ha::Inputs {
         let config = self.runtime.config();
         let mut faults = Vec::new();
         for interface in &config.ha.track_interfaces {
@@ -231,23 +247,7 @@ impl Daemon {
                 faults.push(format!("tracked interface {interface} is down"));
             }
         }
-        if !config.ha.track_xdp {
-            // Not a tracked condition.
-        } else if check_xdp {
-            for interface in &config.node.interfaces {
-                if !netconf::xdp_attached(interface).unwrap_or(false) {
-                    faults.push(format!("the XDP program is not attached to {interface}"));
-                }
-            }
-        } else {
-            faults.extend(
-                previous
-                    .faults
-                    .iter()
-                    .filter(|f| f.starts_with("the XDP program"))
-                    .cloned(),
-            );
-        }
+        faults.extend_from_slice(xdp_faults);
         let mut penalty_reasons = Vec::new();
         for svc in config.services.iter().filter(|_| config.ha.track_backends) {
             let Some(state) = self.runtime.service(&svc.name) else {

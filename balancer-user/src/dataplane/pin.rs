@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use aya::maps::MapInfo;
+use aya::maps::{Map, MapData, MapInfo};
 use tracing::info;
 
 /// `statfs` type of a BPF file system.
@@ -71,7 +71,7 @@ impl Pins {
     }
 
     pub fn map_path(&self, name: &str) -> PathBuf {
-        self.dir.join("maps").join(name)
+        map_path(&self.dir, name)
     }
 
     pub fn link_path(&self, interface: &str) -> PathBuf {
@@ -158,6 +158,19 @@ impl Pins {
         let _ = fs::remove_dir(&self.dir);
         Ok(())
     }
+}
+
+fn map_path(pin_dir: &Path, name: &str) -> PathBuf {
+    pin_dir.join("maps").join(name)
+}
+
+/// Map `name` as a daemon pinned it under `pin_dir`, for the readers that do
+/// not load the program: the HA thread, `balancer flows`.
+pub fn open_pinned_map(pin_dir: &Path, name: &str) -> Result<Map> {
+    let path = map_path(pin_dir, name);
+    let data = MapData::from_pin(&path)
+        .with_context(|| format!("opening the pinned map {}", path.display()))?;
+    Map::from_map_data(data).with_context(|| format!("the pinned map {}", path.display()))
 }
 
 pub fn incompatible(dir: &Path, why: &str) -> String {

@@ -372,10 +372,7 @@ impl Node {
         for batch in records.chunks(sync::BATCH) {
             let datagram = wire.encode(batch);
             for peer in &self.config.peers {
-                let to = match peer {
-                    IpAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), sync::PORT),
-                    v6 => SocketAddr::new(*v6, sync::PORT),
-                };
+                let to = peer_socket(*peer, sync::PORT);
                 if let Err(e) = socket.send_to(&datagram, to).await {
                     debug!(peer = %peer, "flow sync send: {e}");
                 }
@@ -391,10 +388,7 @@ impl Node {
         wire: &mut sync::Wire,
         sink: &mut sync::Sink,
     ) {
-        let source = match from.ip() {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            v4 => v4,
-        };
+        let source = from.ip().to_canonical();
         if !self.config.peers.contains(&source) {
             self.lock().sync_rejected += 1;
             return;
@@ -447,10 +441,7 @@ impl Node {
         };
         let wire = self.codec.encode(&advert);
         for peer in &self.config.peers {
-            let to = match peer {
-                IpAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), advert::PORT),
-                v6 => SocketAddr::new(*v6, advert::PORT),
-            };
+            let to = peer_socket(*peer, advert::PORT);
             match socket.send_to(&wire, to).await {
                 Ok(_) => self.lock().adverts_sent += 1,
                 Err(e) => debug!(peer = %peer, "HA send: {e}"),
@@ -459,10 +450,7 @@ impl Node {
     }
 
     fn receive(&mut self, data: &[u8], from: SocketAddr, inputs: &Inputs) {
-        let source = match from.ip() {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            v4 => v4,
-        };
+        let source = from.ip().to_canonical();
         let reject = |status: &Mutex<HaStatus>, why: &str| {
             *status
                 .lock()
@@ -651,4 +639,14 @@ async fn recv(socket: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(us
         Some(s) => s.recv_from(buf).await,
         None => std::future::pending().await,
     }
+}
+
+/// Where a peer is reached from the dual-stack HA sockets: an IPv4 peer as
+/// its IPv4-mapped IPv6 address.
+fn peer_socket(peer: IpAddr, port: u16) -> SocketAddr {
+    let ip = match peer {
+        IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
+        v6 => v6,
+    };
+    SocketAddr::new(ip, port)
 }

@@ -11,14 +11,10 @@
 //! Datagram: `"LBSY"` | version u8 | name length u8 | name | sequence u64 |
 //! records u16 | records (76 bytes each) | HMAC-SHA256 [32].
 
-use std::{
-    collections::HashMap as StdHashMap,
-    path::Path,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::{collections::HashMap as StdHashMap, path::Path, time::SystemTime};
 
 use anyhow::{Context, Result};
-use aya::maps::{Array, HashMap, Map, MapData, RingBuf};
+use aya::maps::{Array, HashMap, MapData, RingBuf};
 use balancer_common::{
     RawAddr,
     flow::{DIR_FORWARD, DIR_REPLY, FlowKey, FlowValue, SYNC_CLOSED, SYNC_NEW, SyncEvent},
@@ -26,6 +22,9 @@ use balancer_common::{
 };
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+use super::advert::micros;
+use crate::{dataplane::open_pinned_map, ktime};
 
 /// UDP port of the flow sync.
 pub const PORT: u16 = super::advert::PORT + 1;
@@ -135,9 +134,7 @@ impl Wire {
             key,
             name: name.to_string(),
             // Above anything a previous run of this node sent.
-            seq: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as u64),
+            seq: micros(SystemTime::now()),
             last_seq: StdHashMap::new(),
         }
     }
@@ -145,10 +142,7 @@ impl Wire {
     pub fn encode(&mut self, records: &[Record]) -> Vec<u8> {
         // The send time in µs, so that the standby can tell the lag; never
         // less than the last, so that it stays a replay guard.
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        self.seq = now.max(self.seq + 1);
+        self.seq = micros(SystemTime::now()).max(self.seq + 1);
         let name = &self.name.as_bytes()[..self.name.len().min(64)];
         let mut out = Vec::with_capacity(16 + name.len() + records.len() * RECORD + MAC_LEN);
         out.extend_from_slice(MAGIC);
@@ -205,11 +199,9 @@ pub struct Source {
 
 impl Source {
     pub fn open(pin_dir: &Path) -> Result<Self> {
-        let path = pin_dir.join("maps").join("FLOW_EVENTS");
-        let data = MapData::from_pin(&path)
-            .with_context(|| format!("opening the pinned map {}", path.display()))?;
+        let map = open_pinned_map(pin_dir, "FLOW_EVENTS")?;
         Ok(Self {
-            ring: RingBuf::try_from(Map::RingBuf(data)).context("FLOW_EVENTS")?,
+            ring: RingBuf::try_from(map).context("FLOW_EVENTS")?,
         })
     }
 
@@ -249,16 +241,7 @@ pub struct Applied {
 
 impl Sink {
     pub fn open(pin_dir: &Path) -> Result<Self> {
-        let open = |name: &str| -> Result<Map> {
-            let path = pin_dir.join("maps").join(name);
-            let data = MapData::from_pin(&path)
-                .with_context(|| format!("opening the pinned map {}", path.display()))?;
-            Ok(match name {
-                "FLOWS" => Map::LruHashMap(data),
-                "SERVICES" => Map::HashMap(data),
-                _ => Map::Array(data),
-            })
-        };
+        let open = |name| open_pinned_map(pin_dir, name);
         Ok(Self {
             known: StdHashMap::new(),
             flows: HashMap::try_from(open("FLOWS")?)?,
@@ -330,7 +313,7 @@ impl Sink {
         if self.flows.get(&forward_key, 0).is_ok() {
             return true;
         }
-        let now = kernel_now();
+        let now = ktime::coarse_ns();
         // Next hops are this node's to learn (nh_ifindex 0).
         let forward = FlowValue {
             new_src: r.new_src,
@@ -391,14 +374,6 @@ impl Sink {
         let _ = self.flows.remove(&reply_key);
         true
     }
-}
-
-/// The clock flow timestamps come from (`bpf_ktime_get_coarse_ns`).
-fn kernel_now() -> u64 {
-    // SAFETY: ts is a valid timespec for the call to fill.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 #[cfg(test)]

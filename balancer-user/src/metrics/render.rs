@@ -12,7 +12,7 @@ use prometheus_client::{
 };
 
 use super::{
-    snapshot::{HEALTH_STATES, Outcome, Snapshot, drop_reasons, outcome},
+    snapshot::{BackendSnapshot, HEALTH_STATES, Outcome, Snapshot, drop_reasons, outcome},
     text::PrometheusText,
 };
 use balancer_common::stats::Counter;
@@ -71,6 +71,27 @@ fn gauge<V: prometheus_client::encoding::EncodeGaugeValue>(
     v: V,
 ) -> Fmt {
     m.encode_family(labels)?.encode_gauge(&v)
+}
+
+/// Each backend's row: service, address, figures.
+type BackendRow<'a> = (&'a str, String, &'a BackendSnapshot);
+
+/// A gauge family with one sample per backend (labels `service`, `backend`);
+/// a backend whose `value` is `None` has no sample.
+fn backend_gauge<V: prometheus_client::encoding::EncodeGaugeValue>(
+    e: &mut DescriptorEncoder,
+    rows: &[BackendRow],
+    name: &str,
+    help: &str,
+    value: impl Fn(&BackendSnapshot) -> Option<V>,
+) -> Fmt {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (svc, addr, b) in rows {
+        if let Some(v) = value(b) {
+            gauge(&mut m, &[("service", *svc), ("backend", addr.as_str())], v)?;
+        }
+    }
+    Ok(())
 }
 
 fn single_counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Fmt {
@@ -387,7 +408,7 @@ impl Scrape {
 
     fn backends(&self, e: &mut DescriptorEncoder, s: &Snapshot) -> Fmt {
         // Label values once: the address is written by every family.
-        let rows: Vec<(&str, String, &super::snapshot::BackendSnapshot)> = s
+        let rows: Vec<BackendRow> = s
             .services
             .iter()
             .flat_map(|svc| {
@@ -448,20 +469,13 @@ impl Scrape {
                 b.connections,
             )?;
         }
-        let mut m = e.encode_descriptor(
+        backend_gauge(
+            e,
+            &rows,
             "balancer_backend_active_connections",
             "A backend's open connections (opened minus ended by a FIN, RST or expiry)",
-            None,
-            MetricType::Gauge,
+            |b| Some(b.active as i64),
         )?;
-        for &(svc, ref addr, b) in &rows {
-            let addr = addr.as_str();
-            gauge(
-                &mut m,
-                &[("service", svc), ("backend", addr)],
-                b.active as i64,
-            )?;
-        }
         let mut m = e.encode_descriptor(
             "balancer_backend_health_state",
             "A backend's health as the checks say: 1 for the state it is in (up, down, unknown: not checked yet, unchecked: no checks)",
@@ -478,61 +492,35 @@ impl Scrape {
                 )?;
             }
         }
-        let mut m = e.encode_descriptor(
+        backend_gauge(
+            e,
+            &rows,
             "balancer_backend_weight",
             "A backend's configured weight",
-            None,
-            MetricType::Gauge,
+            |b| Some(i64::from(b.weight)),
         )?;
-        for &(svc, ref addr, b) in &rows {
-            let addr = addr.as_str();
-            gauge(
-                &mut m,
-                &[("service", svc), ("backend", addr)],
-                i64::from(b.weight),
-            )?;
-        }
-        let mut m = e.encode_descriptor(
+        backend_gauge(
+            e,
+            &rows,
             "balancer_backend_load_ratio",
             "The load a backend's agent reported, 0 to 1 (0 without an agent)",
-            None,
-            MetricType::Gauge,
+            |b| Some(f64::from(b.load_pct) / 100.0),
         )?;
-        for &(svc, ref addr, b) in &rows {
-            let addr = addr.as_str();
-            gauge(
-                &mut m,
-                &[("service", svc), ("backend", addr)],
-                f64::from(b.load_pct) / 100.0,
-            )?;
-        }
-        let mut m = e.encode_descriptor(
+        backend_gauge(
+            e,
+            &rows,
             "balancer_backend_draining",
             "1 while a backend is drained (by balancer backend drain or its agent): no new flows",
-            None,
-            MetricType::Gauge,
+            |b| Some(i64::from(b.draining)),
         )?;
-        for &(svc, ref addr, b) in &rows {
-            let addr = addr.as_str();
-            gauge(
-                &mut m,
-                &[("service", svc), ("backend", addr)],
-                i64::from(b.draining),
-            )?;
-        }
         if rows.iter().any(|(_, _, b)| b.snat_ports.is_some()) {
-            let mut m = e.encode_descriptor(
+            backend_gauge(
+                e,
+                &rows,
                 "balancer_backend_snat_ports",
                 "SNAT ports a backend's flows held at the last sweep (of balancer_snat_ports_per_backend)",
-                None,
-                MetricType::Gauge,
+                |b| b.snat_ports.map(|ports| ports as i64),
             )?;
-            for &(svc, ref addr, b) in &rows {
-                let addr = addr.as_str();
-                if let Some(ports) = b.snat_ports {
-                    gauge(&mut m, &[("service", svc), ("backend", addr)], ports as i64)?;
-                }
-            }
         }
         Ok(())
     }
