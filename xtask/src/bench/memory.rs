@@ -37,7 +37,6 @@ use anyhow::{Context, Result, bail, ensure};
 use balancer_tests::{Netns, Process, Signal, TempDir, Topology, balancer_bin, wait_until};
 
 use super::host::{HostInfo, host_info};
-use crate::{cargo, workspace_root};
 
 /// Flows to track: the figure. Each takes two entries (both directions).
 const FLOWS: u32 = 1_000_000;
@@ -67,25 +66,8 @@ pub fn run() -> Result<()> {
     if !balancer_tests::require_root() || !balancer_tests::require_program("bpftool") {
         bail!("the memory benchmark needs root and bpftool");
     }
-    // BALANCER_BIN names a binary to measure instead of building the release one.
-    if std::env::var_os("BALANCER_BIN").is_none() {
-        crate::run(cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "balancer-user",
-            "--bin",
-            "balancer",
-        ]))?;
-        // SAFETY: no other thread of this process reads or writes the environment
-        // now (the benchmark has not started any yet).
-        unsafe {
-            std::env::set_var(
-                "BALANCER_BIN",
-                workspace_root().join("target/release/balancer"),
-            )
-        };
-    }
+    // BALANCER_BIN names a binary to measure; else the release build of the tree.
+    super::e2e::binary::prepare()?;
     eprintln!("memory: balancer binary {}", balancer_bin().display());
     let started = Instant::now();
     let host = host_info(&[("bpftool", &["version"])]);

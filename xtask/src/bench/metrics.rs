@@ -27,7 +27,6 @@ use super::{
     host::host_info,
     memory::{cpu_ticks, daemon_pid, group, rss, stop_daemon, tick},
 };
-use crate::{cargo, workspace_root};
 
 const SERVICES: u32 = 200;
 const BACKENDS_PER_SERVICE: u32 = 50;
@@ -43,24 +42,8 @@ pub fn run() -> Result<()> {
     if !balancer_tests::require_root() {
         bail!("the metrics benchmark needs root");
     }
-    if std::env::var_os("BALANCER_BIN").is_none() {
-        crate::run(cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "balancer-user",
-            "--bin",
-            "balancer",
-        ]))?;
-        // SAFETY: no other thread of this process reads or writes the
-        // environment now (the benchmark has not started any yet).
-        unsafe {
-            std::env::set_var(
-                "BALANCER_BIN",
-                workspace_root().join("target/release/balancer"),
-            )
-        };
-    }
+    // BALANCER_BIN names a binary to measure; else the release build of the tree.
+    super::e2e::binary::prepare()?;
     eprintln!("metrics: balancer binary {}", balancer_bin().display());
     let host = host_info(&[]);
     let topo = Topology::builder()
