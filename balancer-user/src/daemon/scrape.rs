@@ -104,13 +104,13 @@ impl Daemon {
     pub fn snapshot(&self) -> Result<Snapshot> {
         let config = self.runtime.config();
         let dp = &self.dataplane;
-        let (mut backends_len, mut services_len) = (0, 0);
-        for (_, svc) in self.runtime.services() {
-            services_len = services_len.max(svc.id + 1);
-            for b in svc.backends.values() {
-                backends_len = backends_len.max(b.index + 1);
-            }
-        }
+        let backends_len = self.runtime.index_bound();
+        let services_len = self
+            .runtime
+            .services()
+            .map(|(_, svc)| svc.id + 1)
+            .max()
+            .unwrap_or(0);
         let traffic = dp.all_backend_stats(backends_len)?;
         let active = dp.all_active_conns(backends_len)?;
         let drops = dp.all_service_drops(services_len)?;
@@ -192,10 +192,7 @@ impl Daemon {
             version: env!("CARGO_PKG_VERSION").into(),
             layout_version: LAYOUT_VERSION,
             started_unix: self.metrics.started_unix(),
-            role: self
-                .ha
-                .as_ref()
-                .map_or_else(|| "standalone".into(), |h| h.status().role),
+            role: self.role(),
             ha: self.ha.as_ref().map(|h| h.status()),
             generation: self.generation(),
             last_reload: self.last_reload().cloned(),

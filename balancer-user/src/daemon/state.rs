@@ -547,7 +547,20 @@ impl Daemon {
         }
     }
 
+    /// `standalone` without high availability, else the HA thread's role.
+    pub fn role(&self) -> String {
+        self.ha
+            .as_ref()
+            .map_or_else(|| "standalone".into(), |h| h.status().role)
+    }
+
     pub fn status(&self) -> Status {
+        // One batch read for every backend's count.
+        let counts = self
+            .dataplane
+            .all_active_conns(self.runtime.index_bound())
+            .unwrap_or_default();
+        let active = |index: u32| counts.get(index as usize).copied().unwrap_or(0);
         let mut services = Vec::new();
         for svc in &self.runtime.config().services {
             let mut backends = Vec::new();
@@ -567,7 +580,7 @@ impl Daemon {
                         .map_or(0, |d| d.as_secs()),
                     draining: b.draining(),
                     load_pct: b.load_pct,
-                    active: self.dataplane.active_conns(b.index).unwrap_or(0),
+                    active: active(b.index),
                 });
             }
             services.push(ServiceStatus {
@@ -588,16 +601,13 @@ impl Daemon {
             .map(|r| RetiredStatus {
                 service: r.service.clone(),
                 address: r.address,
-                active: self.dataplane.active_conns(r.index).unwrap_or(0),
+                active: active(r.index),
                 ends_in_s: r.deadline.saturating_duration_since(now).as_secs(),
             })
             .collect();
         Status {
             node: self.runtime.config().node.name.clone(),
-            role: self
-                .ha
-                .as_ref()
-                .map_or_else(|| "standalone".into(), |h| h.status().role),
+            role: self.role(),
             ha: self.ha.as_ref().map(|h| h.status()),
             config: self.config_path.display().to_string(),
             pid: std::process::id(),

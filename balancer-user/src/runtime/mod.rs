@@ -111,6 +111,18 @@ impl Runtime {
         self.services.get(service)?.backends.get(&backend)
     }
 
+    /// One past the highest backend index in use (configured or retired):
+    /// how much of the per-backend maps to read.
+    pub fn index_bound(&self) -> u32 {
+        let configured = self
+            .services
+            .values()
+            .flat_map(|s| s.backends.values())
+            .map(|b| b.index);
+        let retired = self.retired.iter().map(|r| r.index);
+        configured.chain(retired).max().map_or(0, |i| i + 1)
+    }
+
     /// Indexes of retired backends: their `BACKENDS` entries say draining
     /// until they are freed.
     pub fn retired_indexes(&self) -> impl Iterator<Item = (u32, bool)> + '_ {

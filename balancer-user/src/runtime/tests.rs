@@ -165,3 +165,19 @@ fn recovery_keeps_places_and_verdicts_and_retires_what_the_file_dropped() {
     assert!(changes.services_added.contains(&"dns".to_string()));
     assert_ne!(rt.service("dns").unwrap().id, 7);
 }
+
+#[test]
+fn the_index_bound_covers_configured_and_retired_backends() {
+    let mut rt = Runtime::new(config(&[A, B])).unwrap();
+    let highest = |rt: &Runtime| {
+        rt.services()
+            .flat_map(|(_, s)| s.backends.values().map(|b| b.index))
+            .chain(rt.retired().iter().map(|r| r.index))
+            .max()
+            .unwrap()
+    };
+    assert_eq!(rt.index_bound(), highest(&rt) + 1);
+    let b_index = rt.backend("web", addr(B)).unwrap().index;
+    rt.apply_config(config(&[A]), Instant::now()).unwrap();
+    assert!(rt.index_bound() > b_index, "B is retired, still counted");
+}
