@@ -106,7 +106,10 @@ impl Backend {
 pub struct AddrKey {
     pub addr: RawAddr,
     pub family: u8,
-    pub _pad: [u8; 3],
+    // Two fields rather than `[u8; 3]`: the program zeroes an odd-sized array
+    // with a call to a byte-by-byte `memset`.
+    pub _pad0: u8,
+    pub _pad1: u16,
 }
 const _: () = assert!(core::mem::size_of::<AddrKey>() == 20);
 

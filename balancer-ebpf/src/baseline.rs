@@ -3,8 +3,23 @@
 //! the same way as the balancer. Not part of the `balancer` binary.
 #![no_std]
 #![no_main]
+// Map keys and values go by reference, as in the balancer.
+#![allow(clippy::needless_borrows_for_generic_args)]
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{map, xdp},
+    maps::{LruHashMap, PerCpuArray},
+    programs::XdpContext,
+};
+
+/// Shaped like the balancer's flow table (40-byte key, 80-byte value) and as
+/// large as the benchmark's, so that one insert costs what one of its inserts does.
+#[map]
+static BASELINE_LRU: LruHashMap<[u64; 5], [u64; 10]> = LruHashMap::with_max_entries(1 << 21, 0);
+
+#[map]
+static BASELINE_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[xdp]
 pub fn baseline_pass(_ctx: XdpContext) -> u32 {
@@ -28,6 +43,26 @@ pub fn baseline_mac_swap(ctx: XdpContext) -> u32 {
         *macs = swapped;
     }
     xdp_action::XDP_TX
+}
+
+/// Inserts one fresh key into an LRU hash map and passes: the floor under a
+/// new flow, which inserts at least one entry.
+#[xdp]
+pub fn baseline_lru_insert(_ctx: XdpContext) -> u32 {
+    let Some(seq) = BASELINE_SEQ.get_ptr_mut(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: this CPU's slot, used by this run only.
+    let n = unsafe {
+        *seq += 1;
+        *seq
+    };
+    let key = [n, 0, 0, 0, 0];
+    let value = [n; 10];
+    match BASELINE_LRU.insert(&key, &value, 0) {
+        Ok(()) => xdp_action::XDP_PASS,
+        Err(_) => xdp_action::XDP_ABORTED,
+    }
 }
 
 #[cfg(not(test))]

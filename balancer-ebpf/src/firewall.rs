@@ -83,7 +83,8 @@ fn within_rate(pkt: &Packet) -> bool {
     let key = AddrKey {
         addr: pkt.src,
         family: pkt.family,
-        _pad: [0; 3],
+        _pad0: 0,
+        _pad1: 0,
     };
     match RATE_BUCKETS.get_ptr_mut(&key) {
         // Concurrent updates from two CPUs may each take a token from the same

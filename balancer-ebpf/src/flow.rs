@@ -1,6 +1,9 @@
 //! Flow creation (backend choice, SNAT port, both entries) and per-packet state.
 
-use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd, atomic_xchg};
+use core::{
+    intrinsics::{AtomicOrdering::Relaxed, atomic_xadd, atomic_xchg},
+    ptr::write_volatile,
+};
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -9,7 +12,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use balancer_common::{
-    FAMILY_V6,
+    FAMILY_V6, RawAddr,
     firewall::{GLOBAL_SNAT_V4, GLOBAL_SNAT_V6},
     flow::{
         DIR_FORWARD, DIR_REPLY, FlowKey, FlowValue, STATE_CLOSING, STATE_ESTABLISHED, STATE_NEW,
@@ -22,8 +25,8 @@ use balancer_common::{
 use network_types::eth::EthHdr;
 
 use crate::{
-    forward,
-    maps::{ACTIVE_CONNS, BACKENDS, FLOWS, GLOBAL, PORT_PROBE, SCRATCH, SNAT_POOL},
+    copy, forward,
+    maps::{ACTIVE_CONNS, BACKENDS, FLOWS, GLOBAL, PORT_CURSOR, PORT_PROBE, SCRATCH, SNAT_POOL},
     parse::{Packet, ptr_at},
     select,
 };
@@ -66,10 +69,13 @@ extern "C" fn try_port(i: u32, _ctx: *mut c_void) -> i64 {
         let Some(addr) = SNAT_POOL.get(p.pool_base + k) else {
             return 1;
         };
-        p.reply_key.dst = *addr;
-        p.offset = unsafe { bpf_get_prandom_u32() }
-            .checked_rem(p.span)
-            .unwrap_or(0);
+        copy::addr(&mut p.reply_key.dst, addr);
+        if i > 0 {
+            // The cursor's address was full around it: a random start on the next.
+            p.offset = unsafe { bpf_get_prandom_u32() }
+                .checked_rem(p.span)
+                .unwrap_or(0);
+        }
     }
     if attempt >= p.span {
         // A small range, walked whole for this address: the next one.
@@ -186,6 +192,38 @@ fn release(forward: &mut FlowValue, pkt: &Packet) {
     }
 }
 
+/// A new entry, field by field: a struct literal would be built on the stack
+/// and copied into place with a byte-by-byte `memmove`. No next hop yet.
+#[inline(always)]
+fn fill(
+    v: &mut FlowValue,
+    new_src: &RawAddr,
+    new_dst: &RawAddr,
+    (new_sport_be, new_dport_be): (u16, u16),
+    backend: u32,
+    now: u64,
+    direction: u8,
+) {
+    copy::addr(&mut v.new_src, new_src);
+    copy::addr(&mut v.new_dst, new_dst);
+    v.new_sport_be = new_sport_be;
+    v.new_dport_be = new_dport_be;
+    v.backend = backend;
+    v.created_ns = now;
+    v.last_seen_ns = now;
+    // Volatile: adjacent zero stores would be merged into a `memset` call.
+    // SAFETY: fields of a valid, exclusively borrowed value.
+    unsafe {
+        write_volatile(&mut v.state, STATE_NEW);
+        write_volatile(&mut v.direction, direction);
+        write_volatile(&mut v.nh_mtu, 0);
+        write_volatile(&mut v.released, 0);
+        write_volatile(&mut v.nh_ifindex, 0);
+    }
+    copy::bytes(&mut v.nh_dmac, &[0; 6]);
+    copy::bytes(&mut v.nh_smac, &[0; 6]);
+}
+
 /// Chooses a backend and an SNAT port and records both directions of the flow.
 #[inline(always)]
 pub fn create(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceValue) -> Created {
@@ -214,37 +252,40 @@ pub fn create(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceVa
     };
     // SAFETY: per-CPU map values, used by this program run only.
     let (reply, forward) = unsafe { (&mut *reply, &mut *forward) };
-    *reply = FlowValue {
-        new_src: key.dst,
-        new_dst: key.src,
-        new_sport_be: key.dport_be,
-        new_dport_be: key.sport_be,
-        backend: backend_idx,
-        created_ns: now,
-        last_seen_ns: now,
-        state: STATE_NEW,
-        direction: DIR_REPLY,
-        // SAFETY: reading the xdp_md of the running program.
-        nh_ifindex: unsafe { (*ctx.ctx).ingress_ifindex },
-        // SAFETY: as above.
-        nh_mtu: forward::mtu_of(unsafe { (*ctx.ctx).ingress_ifindex }),
-        nh_dmac: came_from,
-        nh_smac: arrived_at,
-        ..FlowValue::default()
+    fill(
+        reply,
+        &key.dst,
+        &key.src,
+        (key.dport_be, key.sport_be),
+        backend_idx,
+        now,
+        DIR_REPLY,
+    );
+    // SAFETY: reading the xdp_md of the running program.
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    reply.nh_ifindex = ingress;
+    reply.nh_mtu = forward::mtu_of(ingress);
+    copy::bytes(&mut reply.nh_dmac, &came_from);
+    copy::bytes(&mut reply.nh_smac, &arrived_at);
+    let Some(probe) = PORT_PROBE.get_ptr_mut(0) else {
+        return Created::Refused(Counter::DropSnatExhausted);
     };
-    let mut reply_key = FlowKey {
-        src: backend.addr,
-        dst: new_src,
-        sport_be: backend.port_be,
-        dport_be: key.sport_be,
-        proto: pkt.proto,
-        family: pkt.family,
-        _pad: [0; 2],
-    };
+    // SAFETY: per-CPU map value, used by this program run only.
+    let probe = unsafe { &mut *probe };
+    // Built in place: the SNAT port search changes it, and a copy of it on the
+    // stack would go through `memmove`.
+    let reply_key = &mut probe.reply_key;
+    copy::addr(&mut reply_key.src, &backend.addr);
+    copy::addr(&mut reply_key.dst, &new_src);
+    reply_key.sport_be = backend.port_be;
+    reply_key.dport_be = key.sport_be;
+    reply_key.proto = pkt.proto;
+    reply_key.family = pkt.family;
+    reply_key._pad = [0; 2];
 
     let snat_port_be = if dnat {
         if FLOWS
-            .insert(&reply_key, &*reply, BPF_NOEXIST as u64)
+            .insert(&probe.reply_key, &*reply, BPF_NOEXIST as u64)
             .is_err()
         {
             return Created::Refused(Counter::DropSnatExhausted);
@@ -257,17 +298,22 @@ pub fn create(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceVa
             return Created::Refused(Counter::DropSnatExhausted);
         }
         let span = max - min + 1;
-        let Some(offset) = unsafe { bpf_get_prandom_u32() }.checked_rem(span) else {
+        let Some(cursor) = PORT_CURSOR.get_ptr_mut(backend_idx) else {
+            return Created::Refused(Counter::DropSnatExhausted);
+        };
+        // SAFETY: this CPU's slot, used by this program run only.
+        let cursor = unsafe { &mut *cursor };
+        // A random start the first time, so that CPUs take turns in different places.
+        let start = if *cursor == 0 {
+            unsafe { bpf_get_prandom_u32() }
+        } else {
+            *cursor
+        };
+        let Some(offset) = start.checked_rem(span) else {
             return Created::Refused(Counter::DropSnatExhausted);
         };
         let (pool_base, pool_len) = snat_pool(pkt.family);
-        let Some(probe) = PORT_PROBE.get_ptr_mut(0) else {
-            return Created::Refused(Counter::DropSnatExhausted);
-        };
-        // SAFETY: per-CPU map value, used by this program run only.
-        let probe = unsafe { &mut *probe };
         // Field by field: a struct literal would be built on the stack first.
-        probe.reply_key = reply_key;
         probe.min = min;
         probe.span = span;
         probe.offset = offset;
@@ -289,41 +335,34 @@ pub fn create(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceVa
                 0,
             )
         };
-        reply_key = probe.reply_key;
         let found = if probe.found != 0 {
             Some(probe.found_be)
         } else {
             None
         };
         match found {
-            Some(port_be) => port_be,
+            Some(port_be) => {
+                *cursor = probe.offset + 1;
+                port_be
+            }
             None => return Created::Refused(Counter::DropSnatExhausted),
         }
     };
-    *forward = FlowValue {
-        // The SNAT address the port was found on (the reply key's destination).
-        new_src: reply_key.dst,
-        new_dst: backend.addr,
-        new_sport_be: snat_port_be,
-        new_dport_be: backend.port_be,
-        backend: backend_idx,
-        created_ns: now,
-        last_seen_ns: now,
-        state: STATE_NEW,
-        direction: DIR_FORWARD,
-        ..FlowValue::default()
-    };
-    // Learned before the insert, so that the entry holds it from the start; an
-    // unresolved neighbour leaves it to be looked up again by the next packet.
-    if let Ok(hop) = forward::lookup(ctx, pkt, forward) {
-        forward.nh_ifindex = hop.ifindex;
-        forward.nh_mtu = hop.mtu;
-        forward.nh_dmac = hop.dmac;
-        forward.nh_smac = hop.smac;
-    }
+    // The SNAT address the port was found on (the reply key's destination).
+    fill(
+        forward,
+        &probe.reply_key.dst,
+        &backend.addr,
+        (snat_port_be, backend.port_be),
+        backend_idx,
+        now,
+        DIR_FORWARD,
+    );
+    // Learned before the insert, so that the entry holds it from the start.
+    forward::learn_backend_hop(ctx, pkt, forward, backend_idx, now);
     if FLOWS.insert(key, &*forward, 0).is_err() {
         // Best effort: an orphaned reply entry only ages out of the LRU.
-        let _ = FLOWS.remove(&reply_key);
+        let _ = FLOWS.remove(&probe.reply_key);
         return Created::Refused(Counter::DropFlowTableFull);
     }
     if let Some(active) = ACTIVE_CONNS.get_ptr_mut(backend_idx) {

@@ -11,11 +11,12 @@ use aya_ebpf::{
     helpers::bpf_fib_lookup,
     programs::XdpContext,
 };
-use balancer_common::{FAMILY_V6, flow::FlowValue, stats::Counter};
+use balancer_common::{FAMILY_V6, RawAddr, flow::FlowValue, stats::Counter};
 use network_types::eth::EthHdr;
 
 use crate::{
-    maps::{FIB_PARAMS, IFACE_MTU, TX_PORTS, count},
+    copy,
+    maps::{BACKEND_HOPS, FIB_PARAMS, IFACE_MTU, TX_PORTS, count},
     parse::{Packet, ptr_at},
 };
 
@@ -58,6 +59,78 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet, flow: &mut FlowValue) -> u32 {
     transmit(ctx, flow)
 }
 
+/// How long a backend's next hop is reused for its new flows before the FIB
+/// is asked again: a FIB lookup is about a sixth of a new flow's cost, and a
+/// neighbour that changes its Ethernet address is followed within this time.
+const HOP_CACHE_NS: u64 = 1_000_000_000;
+
+/// A backend's next hop as the FIB gave it for one of its recent new flows.
+#[repr(C)]
+pub struct CachedHop {
+    /// The backend it was learned for: indexes are reused for other backends.
+    addr: RawAddr,
+    learned_ns: u64,
+    /// Where the flow came in, an input of the lookup.
+    ingress: u32,
+    /// 0: nothing cached.
+    ifindex: u32,
+    mtu: u32,
+    dmac: [u8; 6],
+    smac: [u8; 6],
+}
+
+/// Learns a new forward entry's next hop: this CPU's cached one for its
+/// backend while it is recent, else the FIB's, which is then cached. Flows of
+/// one backend within `HOP_CACHE_NS` therefore share a path even where the FIB
+/// would spread them over equal-cost routes. An unresolved neighbour leaves
+/// the entry without a next hop, to be looked up by its next packet.
+#[inline(always)]
+pub fn learn_backend_hop(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    flow: &mut FlowValue,
+    backend_idx: u32,
+    now: u64,
+) {
+    let Some(cached) = BACKEND_HOPS.get_ptr_mut(backend_idx) else {
+        return;
+    };
+    // SAFETY: this CPU's slot, used by this program run only.
+    let cached = unsafe { &mut *cached };
+    // SAFETY: reading the xdp_md of the running program.
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    if cached.ifindex != 0
+        && cached.ingress == ingress
+        && now.wrapping_sub(cached.learned_ns) < HOP_CACHE_NS
+        && pkt.ip_len as u32 <= cached.mtu
+        && cached.addr == flow.new_dst
+    {
+        flow.nh_ifindex = cached.ifindex;
+        flow.nh_mtu = cached.mtu as u16;
+        copy::bytes(&mut flow.nh_dmac, &cached.dmac);
+        copy::bytes(&mut flow.nh_smac, &cached.smac);
+        return;
+    }
+    let Ok(hop) = lookup(ctx, pkt, flow) else {
+        return;
+    };
+    flow.nh_ifindex = hop.ifindex;
+    flow.nh_mtu = hop.mtu;
+    copy::bytes(&mut flow.nh_dmac, &hop.dmac);
+    copy::bytes(&mut flow.nh_smac, &hop.smac);
+    if hop.mtu == 0 {
+        // No recorded MTU: every packet of the flow takes the lookup anyway.
+        return;
+    }
+    copy::addr(&mut cached.addr, &flow.new_dst);
+    cached.learned_ns = now;
+    cached.ingress = ingress;
+    cached.ifindex = hop.ifindex;
+    cached.mtu = hop.mtu as u32;
+    copy::bytes(&mut cached.dmac, &hop.dmac);
+    copy::bytes(&mut cached.smac, &hop.smac);
+}
+
 /// The FIB's next hop for the packet as `flow` translates it, or the counter
 /// that says why there is none. Not inlined, and its request kept in a per-CPU
 /// map: on the 512-byte BPF stack it would crowd the callers' frames.
@@ -69,7 +142,7 @@ pub fn lookup(ctx: &XdpContext, pkt: &Packet, flow: &FlowValue) -> Result<NextHo
     // SAFETY: per-CPU map value, used by this program run only; an all-zero
     // bpf_fib_lookup is a valid (empty) request.
     let params = unsafe {
-        *params = core::mem::zeroed();
+        copy::zero_words(params);
         &mut *params
     };
     params.l4_protocol = pkt.proto;
@@ -120,8 +193,8 @@ fn transmit(ctx: &XdpContext, flow: &FlowValue) -> u32 {
     };
     // SAFETY: bounds checked by ptr_at.
     unsafe {
-        (*eth).dst_addr = flow.nh_dmac;
-        (*eth).src_addr = flow.nh_smac;
+        copy::bytes(&raw mut (*eth).dst_addr, &flow.nh_dmac);
+        copy::bytes(&raw mut (*eth).src_addr, &flow.nh_smac);
     }
     // SAFETY: reading the xdp_md of the running program.
     if flow.nh_ifindex == unsafe { (*ctx.ctx).ingress_ifindex } {

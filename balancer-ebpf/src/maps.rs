@@ -126,6 +126,18 @@ pub static SCAN: PerCpuArray<crate::select::Scan> = PerCpuArray::with_max_entrie
 #[map]
 pub static PORT_PROBE: PerCpuArray<crate::flow::PortProbe> = PerCpuArray::with_max_entries(1, 0);
 
+/// Per-CPU, per-backend offset of the next SNAT port to try: ports handed out
+/// in turn are freed in about the order they were taken, so the first try
+/// usually finds a free one however full the range is.
+#[map]
+pub static PORT_CURSOR: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+/// Per-CPU, per-backend next hop of recent new flows (see
+/// `forward::learn_backend_hop`).
+#[map]
+pub static BACKEND_HOPS: PerCpuArray<crate::forward::CachedHop> =
+    PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
 /// Interfaces the program redirects to, keyed by ifindex.
 #[map]
 pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_INTERFACES, 0);

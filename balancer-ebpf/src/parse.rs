@@ -149,7 +149,8 @@ fn arp(ctx: &XdpContext) -> Parsed {
     let key = AddrKey {
         addr: [u32::from_ne_bytes([a[24], a[25], a[26], a[27]]), 0, 0, 0],
         family: FAMILY_V4,
-        _pad: [0; 3],
+        _pad0: 0,
+        _pad1: 0,
     };
     // SAFETY: the value is read at once, not kept.
     let flags = unsafe { LOCAL_ADDRS.get(&key) }.copied().unwrap_or(0);
@@ -177,7 +178,8 @@ fn solicits_floating_not_ours(ctx: &XdpContext, l3_off: usize) -> bool {
     let key = AddrKey {
         addr: [w(8), w(12), w(16), w(20)],
         family: FAMILY_V6,
-        _pad: [0; 3],
+        _pad0: 0,
+        _pad1: 0,
     };
     // SAFETY: the value is read at once, not kept.
     let flags = unsafe { LOCAL_ADDRS.get(&key) }.copied().unwrap_or(0);
@@ -400,7 +402,8 @@ pub fn local_flags(src: &RawAddr, dst: &RawAddr, family: u8) -> u32 {
         let key = AddrKey {
             addr: *dst,
             family,
-            _pad: [0; 3],
+            _pad0: 0,
+            _pad1: 0,
         };
         if let Some(flags) = LOCAL_ADDRS.get_ptr(&key) {
             // SAFETY: a map value pointer is valid for the duration of the program.
@@ -440,7 +443,8 @@ fn from_dnat_backend(src: RawAddr, family: u8) -> bool {
     let key = AddrKey {
         addr: src,
         family,
-        _pad: [0; 3],
+        _pad0: 0,
+        _pad1: 0,
     };
     LOCAL_ADDRS
         .get_ptr(&key)

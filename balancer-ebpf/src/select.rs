@@ -126,8 +126,12 @@ fn least_conn(service: &ServiceValue, n: u32) -> Option<u32> {
     scan.start = start;
     scan.best = u32::MAX;
     scan.best_slot = 0;
-    scan.best_active = 0;
-    scan.best_cap = 0;
+    // Volatile: two adjacent zero stores would be merged into a `memset` call.
+    // SAFETY: fields of a valid, exclusively borrowed value.
+    unsafe {
+        core::ptr::write_volatile(&mut scan.best_active, 0);
+        core::ptr::write_volatile(&mut scan.best_cap, 0);
+    }
     // SAFETY: scan_one has bpf_loop's callback signature; it finds the scan in
     // SCAN (kept off the stack, which is full at this depth).
     unsafe { bpf_loop(n, scan_one as *mut c_void, core::ptr::null_mut(), 0) };

@@ -309,7 +309,8 @@ pub fn addr_key(ip: IpAddr) -> AddrKey {
     AddrKey {
         addr,
         family,
-        _pad: [0; 3],
+        _pad0: 0,
+        _pad1: 0,
     }
 }
 

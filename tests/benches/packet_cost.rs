@@ -105,7 +105,12 @@ fn median(v: &[f64]) -> f64 {
 }
 
 fn main() {
-    let Some(fx) = Fixture::with_config(BENCH_CONFIG, 1 << 21) else {
+    let Some(fx) = Fixture::with_config(
+        BENCH_CONFIG,
+        std::env::var("BENCH_CAP")
+            .map(|v| v.parse().unwrap())
+            .unwrap_or(1 << 21),
+    ) else {
         return;
     };
     let baseline_path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -116,7 +121,7 @@ fn main() {
             baseline_path.display()
         )
     });
-    for name in ["baseline_pass", "baseline_mac_swap"] {
+    for name in ["baseline_pass", "baseline_mac_swap", "baseline_lru_insert"] {
         let p: &mut Xdp = baseline.program_mut(name).unwrap().try_into().unwrap();
         p.load().unwrap();
     }
@@ -127,6 +132,11 @@ fn main() {
         .unwrap();
     let mac_swap: &Xdp = baseline
         .program("baseline_mac_swap")
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let lru_insert: &Xdp = baseline
+        .program("baseline_lru_insert")
         .unwrap()
         .try_into()
         .unwrap();
@@ -164,6 +174,14 @@ fn main() {
             prog: mac_swap,
             ifindex: fx.front,
             action: XDP_TX,
+            frames: fixed(est.clone()),
+            means: vec![],
+        },
+        Case {
+            name: "one LRU hash insert, fresh key (baseline)",
+            prog: lru_insert,
+            ifindex: fx.front,
+            action: XDP_PASS,
             frames: fixed(est.clone()),
             means: vec![],
         },

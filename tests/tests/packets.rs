@@ -554,3 +554,80 @@ fn vips_added_and_removed_at_run_time_are_filtered_in_and_out() {
     let kept = tcp_frame(CLIENT, VIP, 52005, 80, "S", b"");
     assert_eq!(fx.run(&kept, fx.front).0, XDP_REDIRECT);
 }
+
+/// New flows reuse their backend's next hop for up to a second rather than
+/// asking the FIB each time: the Ethernet destination still always belongs to
+/// the backend the packet is addressed to, when a backend's index passes to
+/// another backend at once, and after its neighbour's address changes within
+/// the second.
+#[test]
+fn new_flows_take_the_next_hop_of_the_backend_they_are_addressed_to() {
+    let Some(mut fx) = Fixture::new() else { return };
+    let mut sport = 53000u16;
+    let mut open = |fx: &Fixture| {
+        sport += 1;
+        let (action, out) = fx.run(&tcp_frame(CLIENT, VIP, sport, 80, "S", b""), fx.front);
+        assert_eq!(action, XDP_REDIRECT, "flow from port {sport}");
+        inspect(&out)
+    };
+    for _ in 0..6 {
+        let seen = open(&fx);
+        assert_eq!(seen.eth_dst, backend_mac(seen.dst));
+    }
+    // The same indexes, the backends in the other order: the hops cached a
+    // moment ago belong to other addresses now.
+    let reversed = CONFIG.replace(
+        "{ address = \"203.0.113.11:8080\" },\n  { address = \"203.0.113.12:8080\" },\n  { address = \"203.0.113.13:8080\" },",
+        "{ address = \"203.0.113.13:8080\" },\n  { address = \"203.0.113.12:8080\" },\n  { address = \"203.0.113.11:8080\" },",
+    );
+    assert_ne!(reversed, CONFIG);
+    let cfg = balancer_user::config::parse(&reversed).unwrap().config;
+    let plan = balancer_user::plan::plan(&cfg, |_| unreachable!()).unwrap();
+    fx.dp.apply(&plan).unwrap();
+    for _ in 0..6 {
+        let seen = open(&fx);
+        assert_eq!(seen.eth_dst, backend_mac(seen.dst), "after the reorder");
+    }
+    // A backend's neighbour moves to another Ethernet address: new flows
+    // follow it once the cached hop is a second old.
+    let moved = [0x02, 0, 0, 0, 0x0f, 0x11];
+    sh(&format!(
+        "ip neigh replace 203.0.113.11 lladdr {} dev back nud permanent",
+        mac(moved)
+    ));
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut seen_moved = 0;
+    for _ in 0..9 {
+        let seen = open(&fx);
+        if seen.dst == BACKENDS[0] {
+            assert_eq!(seen.eth_dst, moved, "a second after the move");
+            seen_moved += 1;
+        } else {
+            assert_eq!(seen.eth_dst, backend_mac(seen.dst));
+        }
+    }
+    assert!(seen_moved > 0, "no new flow went to the moved backend");
+}
+
+/// Ports of a range larger than the tries per flow are handed out in turn
+/// from where the last flow's was found, so the range fills to its last port
+/// without refusing a flow while one is free.
+#[test]
+fn a_large_snat_range_fills_to_its_last_port_without_refusals() {
+    let config = CONFIG.replace("40000-40031", "40000-40299");
+    let Some(fx) = Fixture::with_config(&config, 4096) else {
+        return;
+    };
+    let mut used = std::collections::HashSet::new();
+    for i in 0..300u16 {
+        let (action, out) = fx.run(&udp_frame(CLIENT, VIP, 30000 + i, 53, b"q"), fx.front);
+        assert_eq!(action, XDP_REDIRECT, "flow {i} of 300");
+        let port = inspect(&out).sport;
+        assert!((40000..40300).contains(&port));
+        assert!(used.insert(port), "port {port} handed out twice");
+    }
+    assert_eq!(fx.dp.counter(Counter::DropSnatExhausted).unwrap(), 0);
+    let (action, _) = fx.run(&udp_frame(CLIENT, VIP, 31000, 53, b"q"), fx.front);
+    assert_eq!(action, XDP_DROP, "the range is full");
+    assert_eq!(fx.dp.counter(Counter::DropSnatExhausted).unwrap(), 1);
+}
