@@ -2,7 +2,7 @@
 //! the order), then the per-source new-connection rate. Established flows never
 //! come here.
 
-use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key};
+use aya_ebpf::maps::lpm_trie::Key;
 use balancer_common::{
     FAMILY_V6,
     firewall::{
@@ -79,7 +79,7 @@ fn within_rate(pkt: &Packet) -> bool {
         return true;
     }
     let burst = GLOBAL.get(GLOBAL_BURST).copied().unwrap_or(rate);
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = crate::clock::now_ns();
     let key = AddrKey {
         addr: pkt.src,
         family: pkt.family,

@@ -8,7 +8,7 @@ use core::{
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     cty::c_void,
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_loop},
+    helpers::{bpf_get_prandom_u32, bpf_loop},
     programs::XdpContext,
 };
 use balancer_common::{
@@ -25,7 +25,7 @@ use balancer_common::{
 use network_types::eth::EthHdr;
 
 use crate::{
-    copy, forward,
+    clock, copy, forward,
     maps::{ACTIVE_CONNS, BACKENDS, FLOWS, GLOBAL, PORT_CURSOR, PORT_PROBE, SCRATCH, SNAT_POOL},
     parse::{Packet, ptr_at},
     select,
@@ -145,7 +145,7 @@ const SCRATCH_FORWARD: u32 = 1;
 /// of the backend's active count when the connection ends.
 #[inline(always)]
 pub fn on_packet(flow: &mut FlowValue, pkt: &Packet) {
-    flow.last_seen_ns = unsafe { bpf_ktime_get_coarse_ns() };
+    flow.last_seen_ns = clock::now_ns();
     let tcp_end = pkt.is_tcp_end();
     if flow.direction == DIR_FORWARD {
         if tcp_end {
@@ -233,7 +233,7 @@ pub fn create(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceVa
     let Some(backend) = BACKENDS.get(backend_idx) else {
         return Created::Refused(Counter::DropNoBackend);
     };
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = clock::now_ns();
     let dnat = service.flags & SERVICE_F_DNAT != 0;
     let new_src = if dnat { key.src } else { backend.snat_addr };
 

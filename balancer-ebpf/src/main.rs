@@ -10,6 +10,7 @@
 // 512-byte BPF stack.
 #![allow(clippy::needless_borrows_for_generic_args)]
 
+mod clock;
 mod copy;
 mod firewall;
 mod flow;

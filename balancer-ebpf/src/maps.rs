@@ -138,6 +138,10 @@ pub static PORT_CURSOR: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_BAC
 pub static BACKEND_HOPS: PerCpuArray<crate::forward::CachedHop> =
     PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
 
+/// Per-CPU reading of the coarse clock and the tick it was read in (see `clock`).
+#[map]
+pub static CLOCK: PerCpuArray<crate::clock::Reading> = PerCpuArray::with_max_entries(1, 0);
+
 /// Interfaces the program redirects to, keyed by ifindex.
 #[map]
 pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_INTERFACES, 0);
