@@ -14,35 +14,56 @@ pub fn fold(mut sum: u64) -> u16 {
     sum as u16
 }
 
+/// What a 32-bit word of the covered data changing from `old` to `new` adds
+/// to the one's-complement sum. Changes add up, so that a packet's are folded
+/// into its checksum once, by [`apply`].
+#[inline(always)]
+pub fn delta_u32(old: u32, new: u32) -> u64 {
+    ((!old) >> 16) as u64 + ((!old) & 0xffff) as u64 + (new >> 16) as u64 + (new & 0xffff) as u64
+}
+
+/// [`delta_u32`] for a 16-bit word.
+#[inline(always)]
+pub fn delta_u16(old: u16, new: u16) -> u64 {
+    (!old) as u64 + new as u64
+}
+
+/// [`delta_u32`] for an address of `words` words (as read from the wire).
+#[inline(always)]
+pub fn delta_addr(old: &[u32; 4], new: &[u32; 4], words: usize) -> u64 {
+    let mut delta = 0;
+    let mut i = 0;
+    while i < 4 {
+        if i < words {
+            delta += delta_u32(old[i], new[i]);
+        }
+        i += 1;
+    }
+    delta
+}
+
+/// `check` after changes that add up to `delta`.
+#[inline(always)]
+pub fn apply(check: u16, delta: u64) -> u16 {
+    !fold((!check) as u64 + delta)
+}
+
 /// `check` after a 32-bit word of the covered data changed from `old` to `new`.
 #[inline(always)]
 pub fn replace_u32(check: u16, old: u32, new: u32) -> u16 {
-    let sum = (!check) as u64
-        + ((!old) >> 16) as u64
-        + ((!old) & 0xffff) as u64
-        + (new >> 16) as u64
-        + (new & 0xffff) as u64;
-    !fold(sum)
+    apply(check, delta_u32(old, new))
 }
 
 /// `check` after a 16-bit word of the covered data changed from `old` to `new`.
 #[inline(always)]
 pub fn replace_u16(check: u16, old: u16, new: u16) -> u16 {
-    let sum = (!check) as u64 + (!old) as u64 + new as u64;
-    !fold(sum)
+    apply(check, delta_u16(old, new))
 }
 
 /// `check` after an address (`words` as read from the wire) changed.
 #[inline(always)]
-pub fn replace_addr(mut check: u16, old: &[u32; 4], new: &[u32; 4], words: usize) -> u16 {
-    let mut i = 0;
-    while i < 4 {
-        if i < words {
-            check = replace_u32(check, old[i], new[i]);
-        }
-        i += 1;
-    }
-    check
+pub fn replace_addr(check: u16, old: &[u32; 4], new: &[u32; 4], words: usize) -> u16 {
+    apply(check, delta_addr(old, new, words))
 }
 
 /// The checksum of `data` (one's complement of the one's-complement sum of its
@@ -108,6 +129,28 @@ mod tests {
             let c = replace_u16(u16::from_ne_bytes([h[10], h[11]]), old, new);
             h[10..12].copy_from_slice(&c.to_ne_bytes());
             assert_eq!(checksum(0, &h), 0, "ttl {ttl}");
+        }
+    }
+
+    #[test]
+    fn deltas_folded_once_equal_changes_applied_one_by_one() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..10_000 {
+            let check = next() as u16;
+            let (o1, n1, o2, n2) = (next() as u32, next() as u32, next() as u32, next() as u32);
+            let (o3, n3) = (next() as u16, next() as u16);
+            let one_by_one = replace_u16(replace_u32(replace_u32(check, o1, n1), o2, n2), o3, n3);
+            let summed = apply(
+                check,
+                delta_u32(o1, n1) + delta_u32(o2, n2) + delta_u16(o3, n3),
+            );
+            assert_eq!(summed, one_by_one, "check {check:#x}");
         }
     }
 

@@ -15,20 +15,20 @@ use crate::parse::{Packet, ptr_at};
 /// already checked that the IP and L4 headers are within the frame.
 #[inline(always)]
 pub fn translate(ctx: &XdpContext, pkt: &Packet, flow: &FlowValue) {
-    // Address words the L4 pseudo-header checksum covers.
-    let words = if pkt.family == FAMILY_V6 {
+    // The addresses' change, which the L4 pseudo-header checksum covers (and
+    // IPv4's header checksum too); each checksum is folded once.
+    let addr_delta = if pkt.family == FAMILY_V6 {
         rewrite_ipv6(ctx, flow);
-        4
+        csum::delta_addr(&pkt.src, &flow.new_src, 4) + csum::delta_addr(&pkt.dst, &flow.new_dst, 4)
     } else {
-        rewrite_ipv4(ctx, flow);
-        1
+        let delta = csum::delta_u32(pkt.src[0], flow.new_src[0])
+            + csum::delta_u32(pkt.dst[0], flow.new_dst[0]);
+        rewrite_ipv4(ctx, flow, delta);
+        delta
     };
-    let l4_check = |check: u16| {
-        let mut check = csum::replace_addr(check, &pkt.src, &flow.new_src, words);
-        check = csum::replace_addr(check, &pkt.dst, &flow.new_dst, words);
-        check = csum::replace_u16(check, pkt.sport_be, flow.new_sport_be);
-        csum::replace_u16(check, pkt.dport_be, flow.new_dport_be)
-    };
+    let l4_delta = addr_delta
+        + csum::delta_u16(pkt.sport_be, flow.new_sport_be)
+        + csum::delta_u16(pkt.dport_be, flow.new_dport_be);
     match pkt.proto {
         PROTO_TCP => {
             let Some(tcp) = ptr_at::<TcpHdr>(ctx, pkt.l4_off) else {
@@ -36,7 +36,7 @@ pub fn translate(ctx: &XdpContext, pkt: &Packet, flow: &FlowValue) {
             };
             // SAFETY: bounds checked by ptr_at; the program has the frame to itself.
             let tcp = unsafe { &mut *tcp };
-            tcp.check = l4_check(u16::from_ne_bytes(tcp.check)).to_ne_bytes();
+            tcp.check = csum::apply(u16::from_ne_bytes(tcp.check), l4_delta).to_ne_bytes();
             tcp.source = flow.new_sport_be.to_ne_bytes();
             tcp.dest = flow.new_dport_be.to_ne_bytes();
         }
@@ -50,7 +50,7 @@ pub fn translate(ctx: &XdpContext, pkt: &Packet, flow: &FlowValue) {
             // A UDP checksum of 0 means "none" (IPv4) or is invalid (IPv6):
             // either way it is not made up here.
             if old != 0 {
-                let mut check = l4_check(old);
+                let mut check = csum::apply(old, l4_delta);
                 if check == 0 {
                     check = 0xffff;
                 }
@@ -63,21 +63,18 @@ pub fn translate(ctx: &XdpContext, pkt: &Packet, flow: &FlowValue) {
     }
 }
 
+/// `addr_delta`: the addresses' change, as the parser read them (the same
+/// words as the header's).
 #[inline(always)]
-fn rewrite_ipv4(ctx: &XdpContext, flow: &FlowValue) {
+fn rewrite_ipv4(ctx: &XdpContext, flow: &FlowValue, addr_delta: u64) {
     let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
         return;
     };
     // SAFETY: bounds checked by ptr_at; the program has the frame to itself.
     let ip = unsafe { &mut *ip };
-    let old_src = u32::from_ne_bytes(ip.src_addr);
-    let old_dst = u32::from_ne_bytes(ip.dst_addr);
     ip.src_addr = flow.new_src[0].to_ne_bytes();
     ip.dst_addr = flow.new_dst[0].to_ne_bytes();
-    let mut check = u16::from_ne_bytes(ip.check);
-    check = csum::replace_u32(check, old_src, flow.new_src[0]);
-    check = csum::replace_u32(check, old_dst, flow.new_dst[0]);
-    ip.check = check.to_ne_bytes();
+    ip.check = csum::apply(u16::from_ne_bytes(ip.check), addr_delta).to_ne_bytes();
 }
 
 /// IPv6 has no header checksum: only the addresses change.
