@@ -32,12 +32,12 @@ pub fn admit(pkt: &Packet, service: &ServiceValue) -> Result<(), Counter> {
 /// The action of the longest rule of `scope` that matches the packet's source.
 #[inline(always)]
 fn rule(scope: u32, pkt: &Packet) -> Option<u32> {
-    if pkt.family == FAMILY_V6 {
+    if pkt.key.family == FAMILY_V6 {
         let key = Key::new(
             rule_prefix_len(128),
             RuleKeyV6 {
                 scope_be: scope.to_be(),
-                addr: pkt.src,
+                addr: pkt.key.src,
             },
         );
         FIREWALL_V6.get(&key).copied()
@@ -46,7 +46,7 @@ fn rule(scope: u32, pkt: &Packet) -> Option<u32> {
             rule_prefix_len(32),
             RuleKeyV4 {
                 scope_be: scope.to_be(),
-                addr: pkt.src[0],
+                addr: pkt.key.src[0],
             },
         );
         FIREWALL_V4.get(&key).copied()
@@ -81,8 +81,8 @@ fn within_rate(pkt: &Packet) -> bool {
     let burst = GLOBAL.get(GLOBAL_BURST).copied().unwrap_or(rate);
     let now = crate::clock::now_ns();
     let key = AddrKey {
-        addr: pkt.src,
-        family: pkt.family,
+        addr: pkt.key.src,
+        family: pkt.key.family,
         _pad0: 0,
         _pad1: 0,
     };

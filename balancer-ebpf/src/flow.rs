@@ -164,7 +164,7 @@ pub fn on_packet(flow: &mut FlowValue, pkt: &Packet) {
     } else {
         STATE_ESTABLISHED
     };
-    let forward_key = flow.peer_key(pkt.proto, pkt.family);
+    let forward_key = flow.peer_key(pkt.key.proto, pkt.key.family);
     if let Some(forward) = FLOWS.get_ptr_mut(&forward_key) {
         // SAFETY: a map value pointer is valid for the duration of the program.
         let forward = unsafe { &mut *forward };
@@ -188,7 +188,7 @@ fn release(forward: &mut FlowValue, pkt: &Packet) {
             // SAFETY: 8-byte aligned map value; the count was raised at creation.
             unsafe { atomic_xadd::<u64, u64, { Relaxed }>(active, u64::MAX) };
         }
-        crate::sync::closed(forward, pkt.proto, pkt.family);
+        crate::sync::closed(forward, pkt.key.proto, pkt.key.family);
     }
 }
 
@@ -279,8 +279,8 @@ pub fn create(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceVa
     copy::addr(&mut reply_key.dst, &new_src);
     reply_key.sport_be = backend.port_be;
     reply_key.dport_be = key.sport_be;
-    reply_key.proto = pkt.proto;
-    reply_key.family = pkt.family;
+    reply_key.proto = pkt.key.proto;
+    reply_key.family = pkt.key.family;
     reply_key._pad = [0; 2];
 
     let snat_port_be = if dnat {
@@ -312,7 +312,7 @@ pub fn create(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceVa
         let Some(offset) = start.checked_rem(span) else {
             return Created::Refused(Counter::DropSnatExhausted);
         };
-        let (pool_base, pool_len) = snat_pool(pkt.family);
+        let (pool_base, pool_len) = snat_pool(pkt.key.family);
         // Field by field: a struct literal would be built on the stack first.
         probe.min = min;
         probe.span = span;

@@ -145,13 +145,13 @@ pub fn lookup(ctx: &XdpContext, pkt: &Packet, flow: &FlowValue) -> Result<NextHo
         copy::zero_words(params);
         &mut *params
     };
-    params.l4_protocol = pkt.proto;
+    params.l4_protocol = pkt.key.proto;
     params.sport = flow.new_sport_be;
     params.dport = flow.new_dport_be;
     params.__bindgen_anon_1.tot_len = pkt.ip_len;
     // SAFETY: reading the xdp_md of the running program.
     params.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    if pkt.family == FAMILY_V6 {
+    if pkt.key.family == FAMILY_V6 {
         params.family = AF_INET6;
         params.__bindgen_anon_3.ipv6_src = flow.new_src;
         params.__bindgen_anon_4.ipv6_dst = flow.new_dst;

@@ -73,12 +73,15 @@ pub fn relay(ctx: &XdpContext, err: &IcmpError) -> u32 {
 #[inline(never)]
 fn send(ctx: &XdpContext, err: &IcmpError, entry: &mut FlowValue) -> u32 {
     let pkt = Packet {
-        src: entry.new_src,
-        dst: entry.new_dst,
-        sport_be: 0,
-        dport_be: 0,
-        proto: if err.family == FAMILY_V6 { 58 } else { 1 },
-        family: err.family,
+        key: FlowKey {
+            src: entry.new_src,
+            dst: entry.new_dst,
+            sport_be: 0,
+            dport_be: 0,
+            proto: if err.family == FAMILY_V6 { 58 } else { 1 },
+            family: err.family,
+            _pad: [0; 2],
+        },
         tcp_flags: 0,
         l4_off: err.icmp_off,
         ip_len: err.ip_len,

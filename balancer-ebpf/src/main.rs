@@ -50,8 +50,8 @@ pub fn balancer(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn process(ctx: &XdpContext, pkt: &Packet) -> u32 {
-    let key = pkt.flow_key();
-    if let Some(flow) = maps::FLOWS.get_ptr_mut(&key) {
+    let key = &pkt.key;
+    if let Some(flow) = maps::FLOWS.get_ptr_mut(key) {
         // SAFETY: a map value pointer is valid for the duration of the program.
         let flow = unsafe { &mut *flow };
         flow::on_packet(flow, pkt);
@@ -86,7 +86,7 @@ fn process(ctx: &XdpContext, pkt: &Packet) -> u32 {
         // answers with a reset, which is what the client of an ended flow needs.
         return pass(Counter::PassNoFlow);
     }
-    open_flow(ctx, pkt, &key, service)
+    open_flow(ctx, pkt, key, service)
 }
 
 /// A new flow's first packet. Not inlined: the flow's two entries would

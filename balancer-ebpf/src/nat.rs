@@ -17,19 +17,20 @@ use crate::parse::{Packet, ptr_at};
 pub fn translate(ctx: &XdpContext, pkt: &Packet, flow: &FlowValue) {
     // The addresses' change, which the L4 pseudo-header checksum covers (and
     // IPv4's header checksum too); each checksum is folded once.
-    let addr_delta = if pkt.family == FAMILY_V6 {
+    let addr_delta = if pkt.key.family == FAMILY_V6 {
         rewrite_ipv6(ctx, flow);
-        csum::delta_addr(&pkt.src, &flow.new_src, 4) + csum::delta_addr(&pkt.dst, &flow.new_dst, 4)
+        csum::delta_addr(&pkt.key.src, &flow.new_src, 4)
+            + csum::delta_addr(&pkt.key.dst, &flow.new_dst, 4)
     } else {
-        let delta = csum::delta_u32(pkt.src[0], flow.new_src[0])
-            + csum::delta_u32(pkt.dst[0], flow.new_dst[0]);
+        let delta = csum::delta_u32(pkt.key.src[0], flow.new_src[0])
+            + csum::delta_u32(pkt.key.dst[0], flow.new_dst[0]);
         rewrite_ipv4(ctx, flow, delta);
         delta
     };
     let l4_delta = addr_delta
-        + csum::delta_u16(pkt.sport_be, flow.new_sport_be)
-        + csum::delta_u16(pkt.dport_be, flow.new_dport_be);
-    match pkt.proto {
+        + csum::delta_u16(pkt.key.sport_be, flow.new_sport_be)
+        + csum::delta_u16(pkt.key.dport_be, flow.new_dport_be);
+    match pkt.key.proto {
         PROTO_TCP => {
             let Some(tcp) = ptr_at::<TcpHdr>(ctx, pkt.l4_off) else {
                 return;

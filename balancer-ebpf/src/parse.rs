@@ -63,12 +63,8 @@ pub struct IcmpError {
 
 /// What the rest of the program needs of a TCP or UDP packet to one of our addresses.
 pub struct Packet {
-    pub src: RawAddr,
-    pub dst: RawAddr,
-    pub sport_be: u16,
-    pub dport_be: u16,
-    pub proto: u8,
-    pub family: u8,
+    /// Its flow's key, which the flow table is looked up with as it is.
+    pub key: FlowKey,
     pub tcp_flags: u8,
     /// Offset of the L4 header in the frame.
     pub l4_off: usize,
@@ -77,35 +73,22 @@ pub struct Packet {
 }
 
 impl Packet {
-    #[inline(always)]
-    pub fn flow_key(&self) -> FlowKey {
-        FlowKey {
-            src: self.src,
-            dst: self.dst,
-            sport_be: self.sport_be,
-            dport_be: self.dport_be,
-            proto: self.proto,
-            family: self.family,
-            _pad: [0; 2],
-        }
-    }
-
     /// UDP always; TCP only with a SYN that is not a SYN-ACK.
     #[inline(always)]
     pub fn may_open_flow(&self) -> bool {
-        self.proto == PROTO_UDP
+        self.key.proto == PROTO_UDP
             || self.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN
     }
 
     /// A TCP segment of an existing connection (not a reset, not a new one).
     #[inline(always)]
     pub fn may_resume_flow(&self) -> bool {
-        self.proto == PROTO_TCP && self.tcp_flags & (TCP_SYN | TCP_RST) == 0
+        self.key.proto == PROTO_TCP && self.tcp_flags & (TCP_SYN | TCP_RST) == 0
     }
 
     #[inline(always)]
     pub fn is_tcp_end(&self) -> bool {
-        self.proto == PROTO_TCP && self.tcp_flags & (TCP_FIN | TCP_RST) != 0
+        self.key.proto == PROTO_TCP && self.tcp_flags & (TCP_FIN | TCP_RST) != 0
     }
 }
 
@@ -283,12 +266,15 @@ fn parse_ipv6_further(
         Err(parsed) => return parsed,
     };
     Parsed::Packet(Packet {
-        src,
-        dst,
-        sport_be,
-        dport_be,
-        proto: next,
-        family: FAMILY_V6,
+        key: FlowKey {
+            src,
+            dst,
+            sport_be,
+            dport_be,
+            proto: next,
+            family: FAMILY_V6,
+            _pad: [0; 2],
+        },
         tcp_flags,
         l4_off,
         ip_len: if total > u16::MAX as usize {
@@ -507,12 +493,15 @@ fn parse_ipv4_further(
         Err(parsed) => return parsed,
     };
     Parsed::Packet(Packet {
-        src,
-        dst,
-        sport_be,
-        dport_be,
-        proto,
-        family: FAMILY_V4,
+        key: FlowKey {
+            src,
+            dst,
+            sport_be,
+            dport_be,
+            proto,
+            family: FAMILY_V4,
+            _pad: [0; 2],
+        },
         tcp_flags,
         l4_off,
         ip_len,
