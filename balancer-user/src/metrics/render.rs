@@ -94,6 +94,33 @@ fn backend_gauge<V: prometheus_client::encoding::EncodeGaugeValue>(
     Ok(())
 }
 
+/// A counter family with two samples per backend (labels `service`,
+/// `backend`, `direction`): `value` gives the to_backend and to_client figures.
+fn backend_directional_counter(
+    e: &mut DescriptorEncoder,
+    rows: &[BackendRow],
+    name: &str,
+    help: &str,
+    value: impl Fn(&BackendSnapshot) -> (u64, u64),
+) -> Fmt {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (svc, addr, b) in rows {
+        let (to_backend, to_client) = value(b);
+        for (dir, v) in [("to_backend", to_backend), ("to_client", to_client)] {
+            counter(
+                &mut m,
+                &[
+                    ("service", *svc),
+                    ("backend", addr.as_str()),
+                    ("direction", dir),
+                ],
+                v,
+            )?;
+        }
+    }
+    Ok(())
+}
+
 fn single_counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Fmt {
     e.encode_descriptor(name, help, None, MetricType::Counter)?
         .encode_counter::<NoLabelSet, u64, u64>(&v, None)
@@ -417,44 +444,20 @@ impl Scrape {
                     .map(move |b| (svc.name.as_str(), b.address.to_string(), b))
             })
             .collect();
-        let mut m = e.encode_descriptor(
+        backend_directional_counter(
+            e,
+            &rows,
             "balancer_backend_packets",
             "Packets of a backend's flows, by direction (to_backend: from the clients; to_client: the replies)",
-            None,
-            MetricType::Counter,
+            |b| (b.packets_to_backend, b.packets_to_client),
         )?;
-        for &(svc, ref addr, b) in &rows {
-            let addr = addr.as_str();
-            for (dir, v) in [
-                ("to_backend", b.packets_to_backend),
-                ("to_client", b.packets_to_client),
-            ] {
-                counter(
-                    &mut m,
-                    &[("service", svc), ("backend", addr), ("direction", dir)],
-                    v,
-                )?;
-            }
-        }
-        let mut m = e.encode_descriptor(
+        backend_directional_counter(
+            e,
+            &rows,
             "balancer_backend_bytes",
             "Bytes (IP packets, headers included) of a backend's flows, by direction",
-            None,
-            MetricType::Counter,
+            |b| (b.bytes_to_backend, b.bytes_to_client),
         )?;
-        for &(svc, ref addr, b) in &rows {
-            let addr = addr.as_str();
-            for (dir, v) in [
-                ("to_backend", b.bytes_to_backend),
-                ("to_client", b.bytes_to_client),
-            ] {
-                counter(
-                    &mut m,
-                    &[("service", svc), ("backend", addr), ("direction", dir)],
-                    v,
-                )?;
-            }
-        }
         let mut m = e.encode_descriptor(
             "balancer_backend_connections",
             "New connections (flows) sent to a backend",
