@@ -22,7 +22,7 @@
 //!   age out after `tcp_transitory_timeout_s`, set to 90 s here). The peak is reset
 //!   (`/proc/PID/clear_refs`) at the start of each phase, so each `VmHWM` is the
 //!   peak of its phase. Sweeps are seen in the daemon's CPU time (an idle daemon
-//!   uses none) and in its debug log (`expired idle flows`).
+//!   uses none) and in its debug log (`expired flows`).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -258,7 +258,13 @@ fn measure(lb: &Netns, config: &str, fill: bool) -> Result<Measured> {
         // RCU grace period, by a worker): wait until that is over.
         let before = Kernel::settled()?;
         let t0 = Instant::now();
-        let daemon = start_daemon(lb, &path)?;
+        // The sweep's debug line says how many flows each sweep expired.
+        let daemon = start_daemon(
+            lb,
+            &path,
+            "info,balancer_user::daemon::state=debug",
+            START_TIMEOUT,
+        )?;
         m.start_time = t0.elapsed();
         let pid = daemon_pid(&daemon)?;
         // The first sweep runs at once (empty table); let the daemon settle.
@@ -343,16 +349,21 @@ fn measure(lb: &Netns, config: &str, fill: bool) -> Result<Measured> {
     stop_daemon(daemon).map(|()| m)
 }
 
-/// `balancer run --config PATH` in `lb`, once it says it is running.
-fn start_daemon(lb: &Netns, path: &Path) -> Result<Process> {
+/// `balancer run --config PATH` in `lb` with `RUST_LOG=rust_log`, once it
+/// says it is running (within `timeout`).
+pub(super) fn start_daemon(
+    lb: &Netns,
+    path: &Path,
+    rust_log: &str,
+    timeout: Duration,
+) -> Result<Process> {
     let mut cmd = lb.command(balancer_bin());
     cmd.arg("run")
         .arg("--config")
         .arg(path)
-        // The sweep's debug line says how many flows each sweep expired.
-        .env("RUST_LOG", "info,balancer_user::cli::run=debug");
+        .env("RUST_LOG", rust_log);
     let mut daemon = Process::start(cmd)?;
-    let ready = wait_until(START_TIMEOUT, || {
+    let ready = wait_until(timeout, || {
         !daemon.is_running() || daemon.output_so_far().contains("balancer running")
     });
     if !ready || !daemon.is_running() {
@@ -508,10 +519,10 @@ fn fill_and_sweep(
     Ok(())
 }
 
-/// `(scanned, expired)` of every `expired idle flows` line.
+/// `(scanned, expired)` of every sweep's `expired flows` line.
 fn sweeps_logged(log: &str) -> Vec<(u64, u64)> {
     log.lines()
-        .filter(|l| l.contains("expired idle flows"))
+        .filter(|l| l.contains("expired flows"))
         .map(|l| (field(l, "scanned="), field(l, "expired=")))
         .collect()
 }

@@ -16,16 +16,15 @@ use std::{
     fmt::Write as _,
     io::{Read, Write},
     net::TcpStream,
-    path::Path,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use balancer_tests::{Netns, Process, TempDir, Topology, balancer_bin, wait_until};
+use balancer_tests::{Netns, TempDir, Topology, balancer_bin};
 
 use super::{
     host::host_info,
-    memory::{cpu_ticks, daemon_pid, group, rss, stop_daemon, tick},
+    memory::{cpu_ticks, daemon_pid, group, rss, start_daemon, stop_daemon, tick},
 };
 
 const SERVICES: u32 = 200;
@@ -119,7 +118,12 @@ fn measure(lb: &Netns, config: &str, checks: bool) -> Result<Measured> {
     let dir = TempDir::new("bench-metrics")?;
     let path = dir.join("balancer.toml");
     std::fs::write(&path, config)?;
-    let daemon = start(lb, &path)?;
+    let daemon = start_daemon(
+        lb,
+        &path,
+        "info,balancer_user::daemon::scrape=debug",
+        START_TIMEOUT,
+    )?;
     let pid = daemon_pid(&daemon)?;
     if checks {
         std::thread::sleep(CHECKS_SETTLE);
@@ -180,26 +184,6 @@ fn measure(lb: &Netns, config: &str, checks: bool) -> Result<Measured> {
     }
     stop_daemon(daemon)?;
     Ok(m)
-}
-
-fn start(lb: &Netns, path: &Path) -> Result<Process> {
-    let mut cmd = lb.command(balancer_bin());
-    cmd.arg("run")
-        .arg("--config")
-        .arg(path)
-        .env("RUST_LOG", "info,balancer_user::daemon::scrape=debug");
-    let mut daemon = Process::start(cmd)?;
-    let ready = wait_until(START_TIMEOUT, || {
-        !daemon.is_running() || daemon.output_so_far().contains("balancer running")
-    });
-    if !ready || !daemon.is_running() {
-        bail!(
-            "balancer did not start (running: {}):\n{}",
-            daemon.is_running(),
-            daemon.output_so_far()
-        );
-    }
-    Ok(daemon)
 }
 
 /// One `GET /metrics` from inside `lb`; the body.
