@@ -38,6 +38,7 @@ use balancer_common::{
     },
     stats::{BackendStats, COUNTER_COUNT, Counter, service_drop_index},
 };
+use ipnet::{Ipv4Net, Ipv6Net};
 use tracing::{info, warn};
 
 use crate::{
@@ -264,36 +265,8 @@ impl Dataplane {
                 }
             }
         }
-        {
-            let mut rules: LpmTrie<&mut MapData, RuleKeyV4, u32> = self.map_mut("FIREWALL_V4")?;
-            for (scope, net, action) in &plan.firewall_v4 {
-                let key = LpmKey::new(
-                    rule_prefix_len(net.prefix_len().into()),
-                    RuleKeyV4 {
-                        scope_be: scope.to_be(),
-                        addr: u32::from_ne_bytes(net.network().octets()),
-                    },
-                );
-                rules
-                    .insert(&key, action, 0)
-                    .with_context(|| format!("writing firewall rule {net}"))?;
-            }
-        }
-        {
-            let mut rules: LpmTrie<&mut MapData, RuleKeyV6, u32> = self.map_mut("FIREWALL_V6")?;
-            for (scope, net, action) in &plan.firewall_v6 {
-                let key = LpmKey::new(
-                    rule_prefix_len(net.prefix_len().into()),
-                    RuleKeyV6 {
-                        scope_be: scope.to_be(),
-                        addr: crate::addr::raw(IpAddr::V6(net.network())).0,
-                    },
-                );
-                rules
-                    .insert(&key, action, 0)
-                    .with_context(|| format!("writing firewall rule {net}"))?;
-            }
-        }
+        self.write_rules("FIREWALL_V4", &plan.firewall_v4, rule_v4)?;
+        self.write_rules("FIREWALL_V6", &plan.firewall_v6, rule_v6)?;
         {
             let mut slots: Array<&mut MapData, u32> = self.map_mut("SERVICE_SLOTS")?;
             for svc in &plan.services {
@@ -374,53 +347,47 @@ impl Dataplane {
             }
         }
         self.write_addr_filter(plan, false)?;
-        {
-            let keep: Vec<(u32, RuleKeyV4)> = plan
-                .firewall_v4
-                .iter()
-                .map(|(scope, net, _)| {
-                    (
-                        rule_prefix_len(net.prefix_len().into()),
-                        RuleKeyV4 {
-                            scope_be: scope.to_be(),
-                            addr: u32::from_ne_bytes(net.network().octets()),
-                        },
-                    )
-                })
-                .collect();
-            let mut rules: LpmTrie<&mut MapData, RuleKeyV4, u32> = self.map_mut("FIREWALL_V4")?;
-            let stale: Vec<LpmKey<RuleKeyV4>> = rules
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| !keep.contains(&(k.prefix_len(), k.data())))
-                .collect();
-            for k in stale {
-                rules.remove(&k)?;
-            }
+        self.remove_stale_rules("FIREWALL_V4", &plan.firewall_v4, rule_v4)?;
+        self.remove_stale_rules("FIREWALL_V6", &plan.firewall_v6, rule_v6)?;
+        Ok(())
+    }
+
+    /// Writes one family's firewall rules (scope, network, action) to `map`,
+    /// keyed by `key`.
+    fn write_rules<N: std::fmt::Display, K: aya::Pod>(
+        &mut self,
+        map: &str,
+        rules: &[(u32, N, u32)],
+        key: fn(u32, &N) -> (u32, K),
+    ) -> Result<()> {
+        let mut trie: LpmTrie<&mut MapData, K, u32> = self.map_mut(map)?;
+        for (scope, net, action) in rules {
+            let (prefix_len, k) = key(*scope, net);
+            trie.insert(&LpmKey::new(prefix_len, k), action, 0)
+                .with_context(|| format!("writing firewall rule {net}"))?;
         }
-        {
-            let keep: Vec<(u32, RuleKeyV6)> = plan
-                .firewall_v6
-                .iter()
-                .map(|(scope, net, _)| {
-                    (
-                        rule_prefix_len(net.prefix_len().into()),
-                        RuleKeyV6 {
-                            scope_be: scope.to_be(),
-                            addr: crate::addr::raw(IpAddr::V6(net.network())).0,
-                        },
-                    )
-                })
-                .collect();
-            let mut rules: LpmTrie<&mut MapData, RuleKeyV6, u32> = self.map_mut("FIREWALL_V6")?;
-            let stale: Vec<LpmKey<RuleKeyV6>> = rules
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| !keep.contains(&(k.prefix_len(), k.data())))
-                .collect();
-            for k in stale {
-                rules.remove(&k)?;
-            }
+        Ok(())
+    }
+
+    /// Removes from `map` the rules that are not among `rules`.
+    fn remove_stale_rules<N, K: aya::Pod + PartialEq>(
+        &mut self,
+        map: &str,
+        rules: &[(u32, N, u32)],
+        key: fn(u32, &N) -> (u32, K),
+    ) -> Result<()> {
+        let keep: Vec<(u32, K)> = rules
+            .iter()
+            .map(|(scope, net, _)| key(*scope, net))
+            .collect();
+        let mut trie: LpmTrie<&mut MapData, K, u32> = self.map_mut(map)?;
+        let stale: Vec<LpmKey<K>> = trie
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !keep.contains(&(k.prefix_len(), k.data())))
+            .collect();
+        for k in stale {
+            trie.remove(&k)?;
         }
         Ok(())
     }
@@ -604,6 +571,28 @@ impl Dataplane {
             .ok_or_else(|| anyhow!("map {name} missing from the object"))?;
         T::try_from(map).with_context(|| format!("map {name}"))
     }
+}
+
+/// The `FIREWALL_V4` key (prefix length, data) of a rule.
+fn rule_v4(scope: u32, net: &Ipv4Net) -> (u32, RuleKeyV4) {
+    (
+        rule_prefix_len(net.prefix_len().into()),
+        RuleKeyV4 {
+            scope_be: scope.to_be(),
+            addr: u32::from_ne_bytes(net.network().octets()),
+        },
+    )
+}
+
+/// The `FIREWALL_V6` key (prefix length, data) of a rule.
+fn rule_v6(scope: u32, net: &Ipv6Net) -> (u32, RuleKeyV6) {
+    (
+        rule_prefix_len(net.prefix_len().into()),
+        RuleKeyV6 {
+            scope_be: scope.to_be(),
+            addr: crate::addr::raw(IpAddr::V6(net.network())).0,
+        },
+    )
 }
 
 fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
