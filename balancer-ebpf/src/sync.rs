@@ -22,9 +22,11 @@ fn enabled() -> bool {
         .is_some_and(|f| f & GLOBAL_F_SYNC != 0)
 }
 
-/// A flow was created: `key` and `forward` are its forward entry.
-#[inline(never)]
-pub fn new_flow(key: &FlowKey, forward: &FlowValue) {
+/// A record of `kind` for the ring, filled by `fill` field by field (so that
+/// no 128-byte value is built on the stack) and submitted; counted as lost
+/// when the ring is full. Nothing without sync.
+#[inline(always)]
+fn record(kind: u32, fill: impl FnOnce(*mut SyncEvent)) {
     if !enabled() {
         return;
     }
@@ -33,33 +35,31 @@ pub fn new_flow(key: &FlowKey, forward: &FlowValue) {
         return;
     };
     let e = entry.as_mut_ptr();
-    // SAFETY: the reserved record is ours until submitted; written field by
-    // field so that no 128-byte value is built on the stack.
+    // SAFETY: the reserved record is ours until submitted.
     unsafe {
-        (*e).kind = SYNC_NEW;
+        (*e).kind = kind;
         (*e)._pad = 0;
+    }
+    fill(e);
+    entry.submit(BPF_RB_NO_WAKEUP);
+}
+
+/// A flow was created: `key` and `forward` are its forward entry.
+#[inline(never)]
+pub fn new_flow(key: &FlowKey, forward: &FlowValue) {
+    // SAFETY: a reserved record, ours until submitted.
+    record(SYNC_NEW, |e| unsafe {
         (*e).key = *key;
         (*e).value = *forward;
-    }
-    entry.submit(BPF_RB_NO_WAKEUP);
+    });
 }
 
 /// A flow ended: `forward` is its forward entry, whose rewrite names the reply
 /// entry's key.
 #[inline(never)]
 pub fn closed(forward: &FlowValue, proto: u8, family: u8) {
-    if !enabled() {
-        return;
-    }
-    let Some(mut entry) = FLOW_EVENTS.reserve::<SyncEvent>(0) else {
-        count(Counter::SyncLost);
-        return;
-    };
-    let e = entry.as_mut_ptr();
     // SAFETY: as above.
-    unsafe {
-        (*e).kind = SYNC_CLOSED;
-        (*e)._pad = 0;
+    record(SYNC_CLOSED, |e| unsafe {
         (*e).key.src = forward.new_dst;
         (*e).key.dst = forward.new_src;
         (*e).key.sport_be = forward.new_dport_be;
@@ -68,6 +68,5 @@ pub fn closed(forward: &FlowValue, proto: u8, family: u8) {
         (*e).key.family = family;
         (*e).key._pad = [0; 2];
         (*e).value = *forward;
-    }
-    entry.submit(BPF_RB_NO_WAKEUP);
+    });
 }
