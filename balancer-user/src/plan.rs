@@ -66,13 +66,15 @@ pub struct PlannedBackend {
 
 /// Where services and backends live in the maps, and the backends' state: the
 /// running daemon keeps them stable across changes (flows refer to a backend
-/// by index, firewall rules to a service by id).
+/// by index, `SERVICES` entries and firewall rules to a service by id). A
+/// service or backend that has no place is `None`: the plan is refused rather
+/// than written to another one's place.
 pub trait Placement {
-    fn service_id(&self, service: &str) -> u32;
+    fn service_id(&self, service: &str) -> Option<u32>;
     /// Index into `BACKENDS` and the per-backend maps.
-    fn backend_index(&self, service: &str, backend: SocketAddr) -> u32;
+    fn backend_index(&self, service: &str, backend: SocketAddr) -> Option<u32>;
     /// `BACKEND_F_*` flags.
-    fn backend_flags(&self, service: &str, backend: SocketAddr) -> u32;
+    fn backend_flags(&self, service: &str, backend: SocketAddr) -> Option<u32>;
 }
 
 /// Ids and indexes in file order, every backend healthy: a fresh start whose
@@ -80,28 +82,26 @@ pub trait Placement {
 pub struct Sequential<'a>(pub &'a Config);
 
 impl Placement for Sequential<'_> {
-    fn service_id(&self, service: &str) -> u32 {
-        self.0
-            .services
-            .iter()
-            .position(|s| s.name == service)
-            .unwrap_or(0) as u32
+    fn service_id(&self, service: &str) -> Option<u32> {
+        let position = self.0.services.iter().position(|s| s.name == service)?;
+        Some(position as u32)
     }
 
-    fn backend_index(&self, service: &str, backend: SocketAddr) -> u32 {
+    fn backend_index(&self, service: &str, backend: SocketAddr) -> Option<u32> {
         let mut index = 0;
         for s in &self.0.services {
             if s.name == service {
-                let slot = s.backends.iter().position(|b| b.address == backend);
-                return index + slot.unwrap_or(0) as u32;
+                let slot = s.backends.iter().position(|b| b.address == backend)?;
+                return Some(index + slot as u32);
             }
             index += s.backends.len() as u32;
         }
-        index
+        None
     }
 
-    fn backend_flags(&self, _: &str, _: SocketAddr) -> u32 {
-        BACKEND_F_PRESENT | BACKEND_F_HEALTHY
+    fn backend_flags(&self, service: &str, backend: SocketAddr) -> Option<u32> {
+        self.backend_index(service, backend)?;
+        Some(BACKEND_F_PRESENT | BACKEND_F_HEALTHY)
     }
 }
 
@@ -132,6 +132,9 @@ pub fn plan_with(
         None => local_addrs.push((ip, flag)),
     };
 
+    let fw = &config.firewall;
+    let mut all_rules = rules(SCOPE_BLOCK, &[], &fw.deny);
+    all_rules.extend(rules(SCOPE_ALLOW, &fw.allow, &[]));
     let mut services = Vec::with_capacity(config.services.len());
     let mut backend_total = 0usize;
     for svc in &config.services {
@@ -148,7 +151,13 @@ pub fn plan_with(
             Protocol::Udp => PROTO_UDP,
         };
         mark(svc.vip, ADDR_F_VIP);
-        let id = placement.service_id(&svc.name);
+        let id = placement
+            .service_id(&svc.name)
+            .with_context(|| format!("service {} has no place in the maps", svc.name))?;
+        // Scoped by the id the kernel finds the service under, never by its
+        // position in the file: a reload that adds, removes or reorders
+        // services must not move one service's rules to another.
+        all_rules.extend(rules(id, &svc.allow, &svc.deny));
         let mut backends = Vec::with_capacity(svc.backends.len());
         for b in &svc.backends {
             let snat = if dnat {
@@ -169,19 +178,26 @@ pub fn plan_with(
                 mark(ip, ADDR_F_SNAT);
                 Some(ip)
             };
+            let unplaced = || format!("service {}: backend {} has no place", svc.name, b.address);
+            let index = placement
+                .backend_index(&svc.name, b.address)
+                .with_context(unplaced)?;
+            let flags = placement
+                .backend_flags(&svc.name, b.address)
+                .with_context(unplaced)?;
             let (addr, bfamily) = raw(b.address.ip());
             let entry = Backend {
                 addr,
                 snat_addr: snat.map(|ip| raw(ip).0).unwrap_or_default(),
                 port_be: b.address.port().to_be(),
                 family: bfamily,
-                flags: placement.backend_flags(&svc.name, b.address),
+                flags,
                 weight: b.weight,
                 ..Backend::default()
             };
             backends.push(PlannedBackend {
                 address: b.address,
-                index: placement.backend_index(&svc.name, b.address),
+                index,
                 entry,
                 snat,
             });
@@ -257,12 +273,6 @@ pub fn plan_with(
         bail!(
             "more than {MAX_SNAT_ADDRS} SNAT addresses of one family; this version uses {MAX_SNAT_ADDRS}"
         );
-    }
-    let fw = &config.firewall;
-    let mut all_rules = rules(SCOPE_BLOCK, &[], &fw.deny);
-    all_rules.extend(rules(SCOPE_ALLOW, &fw.allow, &[]));
-    for (id, svc) in config.services.iter().enumerate() {
-        all_rules.extend(rules(id as u32, &svc.allow, &svc.deny));
     }
     let mut firewall_v4 = Vec::new();
     let mut firewall_v6 = Vec::new();
@@ -421,6 +431,125 @@ backends = [{ address = "203.0.113.31:53" }]
         assert_ne!(p.services[0].value.flags & SERVICE_F_ALLOW_LIST, 0);
         assert_eq!(p.services[1].value.flags & SERVICE_F_ALLOW_LIST, 0);
         assert_eq!((p.rate, p.burst), (10, 20));
+    }
+
+    /// `open` (no lists) and `closed` (a deny list) in the order given, with
+    /// `front` first when set.
+    fn services(order: &[&str]) -> Config {
+        let mut text = String::from(
+            "[node]\nname = \"t\"\ninterfaces = [\"front\", \"back\"]\nsnat_addresses = [\"203.0.113.9\"]\n",
+        );
+        for name in order {
+            let (port, lists) = match *name {
+                "open" => (8080, ""),
+                "closed" => (9000, "deny = [\"198.51.100.0/24\", \"2001:db8:1::/64\"]\n"),
+                "front" => (7000, "allow = [\"192.0.2.0/24\"]\n"),
+                other => panic!("{other}"),
+            };
+            text.push_str(&format!(
+                "[[service]]\nname = \"{name}\"\nvip = \"198.51.100.10\"\nport = {port}\nprotocol = \"tcp\"\n{lists}health = {{ kind = \"none\" }}\nbackends = [{{ address = \"203.0.113.11:80\" }}]\n"
+            ));
+        }
+        config::parse(&text).unwrap().config
+    }
+
+    /// Each service's rules, by the name of the service whose id scopes them.
+    fn rules_by_service(p: &Plan) -> Vec<(String, String, u32)> {
+        let name = |scope: u32| {
+            p.services
+                .iter()
+                .find(|s| s.value.id == scope)
+                .map_or(format!("scope {scope}"), |s| s.name.clone())
+        };
+        let mut out: Vec<_> = p
+            .firewall_v4
+            .iter()
+            .map(|(scope, net, action)| (name(*scope), net.to_string(), *action))
+            .chain(
+                p.firewall_v6
+                    .iter()
+                    .map(|(scope, net, action)| (name(*scope), net.to_string(), *action)),
+            )
+            .filter(|(scope, _, _)| !scope.starts_with("scope "))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn firewall_rules_follow_their_service_through_reloads_that_reorder() {
+        let closed_rules = vec![
+            (
+                "closed".to_string(),
+                "198.51.100.0/24".to_string(),
+                RULE_DENY,
+            ),
+            (
+                "closed".to_string(),
+                "2001:db8:1::/64".to_string(),
+                RULE_DENY,
+            ),
+        ];
+        let mut rt = crate::runtime::Runtime::new(services(&["open", "closed"])).unwrap();
+        let plan_now =
+            |rt: &crate::runtime::Runtime| plan_with(rt.config(), rt, |_| unreachable!()).unwrap();
+        assert_eq!(rules_by_service(&plan_now(&rt)), closed_rules);
+        let now = std::time::Instant::now();
+        // `open` removed: `closed` keeps its id, now at position 0 in the file.
+        rt.apply_config(services(&["closed"]), now).unwrap();
+        let p = plan_now(&rt);
+        assert_ne!(p.services[0].value.id, 0, "closed keeps the id it had");
+        assert_eq!(rules_by_service(&p), closed_rules);
+        // Reordered, and one added in front.
+        rt.apply_config(services(&["front", "closed", "open"]), now)
+            .unwrap();
+        let p = plan_now(&rt);
+        let mut want = closed_rules.clone();
+        want.push(("front".to_string(), "192.0.2.0/24".to_string(), RULE_ALLOW));
+        assert_eq!(rules_by_service(&p), want);
+        for s in &p.services {
+            let scoped: Vec<u32> = p
+                .firewall_v4
+                .iter()
+                .filter(|(scope, _, _)| *scope == s.value.id)
+                .map(|(_, _, a)| *a)
+                .collect();
+            match s.name.as_str() {
+                "open" => assert!(scoped.is_empty(), "open has no rules: {scoped:?}"),
+                "closed" => assert_eq!(scoped, [RULE_DENY]),
+                "front" => assert_eq!(scoped, [RULE_ALLOW]),
+                other => panic!("{other}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_service_or_backend_without_a_place_refuses_the_plan() {
+        struct Nowhere;
+        impl Placement for Nowhere {
+            fn service_id(&self, _: &str) -> Option<u32> {
+                None
+            }
+            fn backend_index(&self, _: &str, _: SocketAddr) -> Option<u32> {
+                Some(0)
+            }
+            fn backend_flags(&self, _: &str, _: SocketAddr) -> Option<u32> {
+                Some(0)
+            }
+        }
+        let cfg = services(&["open"]);
+        let err = plan_with(&cfg, &Nowhere, |_| unreachable!()).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("service open has no place"),
+            "{err:#}"
+        );
+        let rt = crate::runtime::Runtime::new(services(&["open"])).unwrap();
+        let other = services(&["closed"]);
+        let err = plan_with(&other, &rt, |_| unreachable!()).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("closed has no place"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -176,16 +176,15 @@ impl Runtime {
 const PURGE_GRACE: Duration = Duration::from_secs(5);
 
 impl Placement for Runtime {
-    fn service_id(&self, service: &str) -> u32 {
-        self.services.get(service).map_or(0, |s| s.id)
+    fn service_id(&self, service: &str) -> Option<u32> {
+        self.services.get(service).map(|s| s.id)
     }
 
-    fn backend_index(&self, service: &str, backend: SocketAddr) -> u32 {
-        self.backend(service, backend).map_or(0, |b| b.index)
+    fn backend_index(&self, service: &str, backend: SocketAddr) -> Option<u32> {
+        self.backend(service, backend).map(|b| b.index)
     }
 
-    fn backend_flags(&self, service: &str, backend: SocketAddr) -> u32 {
-        self.backend(service, backend)
-            .map_or(0, BackendState::flags)
+    fn backend_flags(&self, service: &str, backend: SocketAddr) -> Option<u32> {
+        self.backend(service, backend).map(BackendState::flags)
     }
 }

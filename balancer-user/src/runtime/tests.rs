@@ -100,7 +100,7 @@ fn a_drained_backend_takes_no_flows_and_its_drain_times_out() {
     a.admin_drain = Some(t0);
     assert_eq!(
         rt.backend_flags("web", addr(A)),
-        BACKEND_F_PRESENT | BACKEND_F_HEALTHY | BACKEND_F_DRAINING
+        Some(BACKEND_F_PRESENT | BACKEND_F_HEALTHY | BACKEND_F_DRAINING)
     );
     assert!(
         rt.housekeeping(t0 + Duration::from_secs(9), |_| 3)
