@@ -1,4 +1,7 @@
-//! The in-kernel flow sweep's input and output (`SWEEP_LIMITS`, `SWEEP_STATS`).
+//! The in-kernel flow sweep's input and output (`SWEEP_LIMITS`, `SWEEP_STATS`),
+//! and its one decision: how long a flow may stay idle.
+
+use crate::{PROTO_TCP, flow::STATE_ESTABLISHED};
 
 /// Idle limits, in nanoseconds, that the daemon writes before each sweep.
 #[repr(C)]
@@ -47,6 +50,23 @@ pub struct BackendSweep {
 }
 const _: () = assert!(core::mem::size_of::<BackendSweep>() == 8);
 
+impl SweepLimits {
+    /// How long a flow of `proto` whose forward entry is in `state` may stay
+    /// idle, in nanoseconds; 0 for a flow of a purged backend (it goes now).
+    #[inline(always)]
+    pub fn idle_limit_ns(&self, proto: u8, state: u8, purged: bool) -> u64 {
+        if purged {
+            0
+        } else if proto != PROTO_TCP {
+            self.udp_ns
+        } else if state == STATE_ESTABLISHED {
+            self.tcp_established_ns
+        } else {
+            self.tcp_transitory_ns
+        }
+    }
+}
+
 impl SweepStats {
     /// The generation that follows `self`'s (never 0, which the map starts with).
     pub const fn next_generation(&self) -> u32 {
@@ -58,3 +78,28 @@ impl SweepStats {
 }
 
 crate::user_pod!(SweepLimits, SweepStats, BackendSweep);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        PROTO_UDP,
+        flow::{STATE_CLOSING, STATE_NEW},
+    };
+
+    #[test]
+    fn idle_limits_follow_protocol_and_state() {
+        let l = SweepLimits {
+            tcp_established_ns: 3600,
+            tcp_transitory_ns: 30,
+            udp_ns: 60,
+            longest_ns: 3600,
+        };
+        assert_eq!(l.idle_limit_ns(PROTO_TCP, STATE_NEW, false), 30);
+        assert_eq!(l.idle_limit_ns(PROTO_TCP, STATE_ESTABLISHED, false), 3600);
+        assert_eq!(l.idle_limit_ns(PROTO_TCP, STATE_CLOSING, false), 30);
+        assert_eq!(l.idle_limit_ns(PROTO_UDP, STATE_ESTABLISHED, false), 60);
+        assert_eq!(l.idle_limit_ns(PROTO_TCP, STATE_ESTABLISHED, true), 0);
+        assert_eq!(l.idle_limit_ns(PROTO_UDP, STATE_NEW, true), 0);
+    }
+}

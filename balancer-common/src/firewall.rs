@@ -9,10 +9,30 @@
 //! 4. the global allow list (`firewall.allow`, scope [`SCOPE_ALLOW`]);
 //! 5. `firewall.default`.
 
-/// Scope of the global block list.
-pub const SCOPE_BLOCK: u32 = u32::MAX;
-/// Scope of the global allow list.
-pub const SCOPE_ALLOW: u32 = u32::MAX - 1;
+use crate::service::ServiceId;
+
+/// Whose rule a firewall rule is: a service's (its id), or one of the global
+/// lists. The key holds it as a big-endian `u32` ([`Scope::key`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    /// The global block list (`firewall.deny`).
+    Block,
+    /// The global allow list (`firewall.allow`).
+    Allow,
+    Service(ServiceId),
+}
+
+impl Scope {
+    /// The scope as the first 32 bits of a rule key.
+    #[inline(always)]
+    pub const fn key(self) -> u32 {
+        match self {
+            Scope::Block => u32::MAX.to_be(),
+            Scope::Allow => (u32::MAX - 1).to_be(),
+            Scope::Service(id) => id.0.to_be(),
+        }
+    }
+}
 
 /// `FIREWALL_V4` values.
 pub const RULE_ALLOW: u32 = 1;
@@ -24,8 +44,9 @@ pub const fn rule_prefix_len(prefix: u32) -> u32 {
     32 + prefix
 }
 
-/// Data of a `FIREWALL_V4` LPM key: the scope, big-endian so that it is matched
-/// whole (the first 32 bits of every prefix), then the IPv4 source address.
+/// Data of a `FIREWALL_V4` LPM key: the scope ([`Scope::key`], big-endian so
+/// that it is matched whole: the first 32 bits of every prefix), then the IPv4
+/// source address.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RuleKeyV4 {
@@ -44,18 +65,6 @@ pub struct RuleKeyV6 {
     pub addr: crate::RawAddr,
 }
 const _: () = assert!(core::mem::size_of::<RuleKeyV6>() == 20);
-
-/// Indexes of `GLOBAL` beyond `GLOBAL_FLAGS`: new connections per second and
-/// burst per source address (0 = unlimited).
-pub const GLOBAL_RATE: u32 = 1;
-pub const GLOBAL_BURST: u32 = 2;
-/// Number of IPv4 and IPv6 SNAT addresses in `SNAT_POOL`.
-pub const GLOBAL_SNAT_V4: u32 = 3;
-pub const GLOBAL_SNAT_V6: u32 = 4;
-/// The `LAYOUT_VERSION` of the daemon that created the maps: pinned maps of
-/// another layout are refused rather than misread.
-pub const GLOBAL_LAYOUT: u32 = 5;
-pub const GLOBAL_ENTRIES: u32 = 6;
 
 /// A source's token bucket, in thousandths of a token.
 #[repr(C)]

@@ -6,7 +6,7 @@
 //! to, so both directions take the same path; either key is derived from the
 //! other entry's rewrite (see [`FlowValue::peer_key`]).
 
-use crate::RawAddr;
+use crate::{RawAddr, service::BackendIndex};
 
 /// Key of `FLOWS`.
 #[repr(C)]
@@ -43,8 +43,7 @@ pub struct FlowValue {
     pub new_dst: RawAddr,
     pub new_sport_be: u16,
     pub new_dport_be: u16,
-    /// Index into `BACKENDS`.
-    pub backend: u32,
+    pub backend: BackendIndex,
     pub created_ns: u64,
     pub last_seen_ns: u64,
     pub state: u8,

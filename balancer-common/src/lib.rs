@@ -10,6 +10,8 @@ pub mod csum;
 pub mod expiry;
 pub mod firewall;
 pub mod flow;
+pub mod global;
+pub mod maps;
 pub mod sched;
 pub mod service;
 pub mod stats;

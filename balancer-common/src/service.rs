@@ -14,6 +14,42 @@ pub const MAX_SNAT_ADDRS: u32 = 16;
 /// Interfaces the program may redirect to (device map entries).
 pub const MAX_INTERFACES: u32 = 64;
 
+/// A service's place in the maps: the id its `SERVICES` entry holds, the
+/// scope of its firewall rules, and its block of `SERVICE_SLOTS`,
+/// `RR_TABLE`, `MAGLEV_TABLE`, `SCAN_CURSOR` and `SERVICE_DROPS`. The daemon
+/// keeps it for as long as the service is configured, whatever its place in
+/// the file.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceId(pub u32);
+
+impl ServiceId {
+    /// `SERVICE_SLOTS` index of the service's `slot`.
+    #[inline(always)]
+    pub const fn slot(self, slot: u32) -> u32 {
+        self.0 * MAX_BACKENDS_PER_SERVICE + slot
+    }
+
+    /// `RR_TABLE` index of the service's `pos`-th round-robin entry.
+    #[inline(always)]
+    pub const fn rr_entry(self, pos: u32) -> u32 {
+        self.0 * RR_TABLE_LEN + pos
+    }
+
+    /// `MAGLEV_TABLE` index of the service's `entry`.
+    #[inline(always)]
+    pub const fn maglev_entry(self, entry: u32) -> u32 {
+        self.0 * MAGLEV_M + entry
+    }
+}
+
+/// A backend's place in `BACKENDS` and every per-backend map (`ACTIVE_CONNS`,
+/// `BACKEND_LOAD`, `BACKEND_STATS`, ...). Flows refer to their backend by it,
+/// so the daemon reuses an index only once no flow refers to it.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BackendIndex(pub u32);
+
 /// Key of `SERVICES`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -49,7 +85,7 @@ pub const SERVICE_F_ALLOW_LIST: u32 = 1 << 1;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ServiceValue {
-    pub id: u32,
+    pub id: ServiceId,
     /// Slots `0..backend_count` of this service are looked at by the scheduler.
     pub backend_count: u32,
     pub scheduler: u32,
@@ -133,16 +169,14 @@ pub const ADDR_F_SNAT: u32 = 1 << 1;
 /// to clients, not to an address of ours.
 pub const ADDR_F_DNAT_BACKEND: u32 = 1 << 2;
 
-/// Index of the one entry of `GLOBAL`: flags for the whole program.
-pub const GLOBAL_FLAGS: u32 = 0;
-/// Some service uses DNAT: packets not addressed to us are also looked up by source.
-pub const GLOBAL_F_DNAT: u32 = 1 << 0;
-/// `firewall.default = "deny"`.
-pub const GLOBAL_F_DEFAULT_DENY: u32 = 1 << 1;
-/// High availability with flow sync: flow changes go to `FLOW_EVENTS`.
-pub const GLOBAL_F_SYNC: u32 = 1 << 2;
-
-crate::user_pod!(ServiceKey, ServiceValue, Backend, AddrKey);
+crate::user_pod!(
+    ServiceId,
+    BackendIndex,
+    ServiceKey,
+    ServiceValue,
+    Backend,
+    AddrKey
+);
 
 #[cfg(test)]
 mod tests {

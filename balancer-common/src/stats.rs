@@ -1,108 +1,84 @@
 //! Counters. `STATS` is a per-CPU array indexed by [`Counter`]; user space sums
 //! the CPUs when it reads.
 
-/// Global data-plane counters, by what happened to a packet.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Counter {
+use crate::service::ServiceId;
+
+/// Declares [`Counter`] once: each variant with its doc, in index order, and
+/// its stable name. The enum, [`Counter::ALL`], [`Counter::name`] and
+/// [`COUNTER_COUNT`] all come from this one list, so that a new counter is
+/// counted, listed and named together.
+macro_rules! counters {
+    ($($(#[$doc:meta])* $variant:ident = $name:literal,)+) => {
+        /// Global data-plane counters, by what happened to a packet.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Counter {
+            $($(#[$doc])* $variant,)+
+        }
+
+        impl Counter {
+            pub const ALL: [Counter; COUNTER_COUNT as usize] = [$(Counter::$variant,)+];
+
+            /// Stable name for output and metrics.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Counter::$variant => $name,)+
+                }
+            }
+        }
+
+        pub const COUNTER_COUNT: u32 = [$($name,)+].len() as u32;
+    };
+}
+
+counters! {
     /// Not IPv4/IPv6, or not for a VIP or SNAT address: the host's stack gets it.
-    PassNotForUs = 0,
+    PassNotForUs = "pass_not_for_us",
     /// For a VIP address but no configured port/protocol: the host's stack gets it.
-    PassNoService,
+    PassNoService = "pass_no_service",
     /// A fragment: cannot be matched by port, the host's stack gets it.
-    PassFragment,
+    PassFragment = "pass_fragment",
     /// Rewritten but the next hop's neighbour is unknown: the stack resolves it.
-    PassNoNeighbour,
+    PassNoNeighbour = "pass_no_neighbour",
     /// No route or another FIB result the program does not forward.
-    PassFibOther,
-    ForwardTx,
-    ForwardRedirect,
-    NewFlow,
+    PassFibOther = "pass_fib_other",
+    ForwardTx = "forward_tx",
+    ForwardRedirect = "forward_redirect",
+    NewFlow = "new_flow",
     /// Headers cut short or lengths that do not add up, towards a VIP or SNAT address.
-    DropMalformed,
+    DropMalformed = "drop_malformed",
     /// No backend of the service may take a new flow: not forwarded; the
     /// host's stack refuses it (a TCP reset, ICMP port unreachable for UDP).
-    DropNoBackend,
-    DropSnatExhausted,
+    DropNoBackend = "drop_no_backend",
+    DropSnatExhausted = "drop_snat_exhausted",
     /// A TCP segment other than a SYN for a VIP with no flow (ended by
     /// `on_backend_down = "reset"`, expired, or never seen): the host's stack
     /// answers it with a reset, so that the client learns at once.
-    PassNoFlow,
-    DropFlowTableFull,
+    PassNoFlow = "pass_no_flow",
+    DropFlowTableFull = "drop_flow_table_full",
     /// Refused by a firewall rule or default.
-    DropFirewall,
+    DropFirewall = "drop_firewall",
     /// Over `new_connections_per_source`.
-    DropRateLimit,
+    DropRateLimit = "drop_rate_limit",
     /// An ICMP error about a tracked flow, translated and sent on.
-    IcmpRelayed,
+    IcmpRelayed = "icmp_relayed",
     /// An ARP packet or IPv6 neighbour solicitation about a floating address
     /// while this node's HA lease has run out (its daemon stopped renewing it):
     /// the active node answers.
-    DropArpNotActive,
+    DropArpNotActive = "drop_arp_not_active",
     /// A flow change the sync ring buffer had no room for (the daemon fell
     /// behind): the standby misses it.
-    SyncLost,
+    SyncLost = "sync_lost",
     /// A new flow's first packet on a high-availability node that is not
     /// active (a frame flooded by a switch, or a neighbour cache not moved over
     /// yet): the active node takes new flows.
-    DropNotActive,
-}
-
-pub const COUNTER_COUNT: u32 = Counter::DropNotActive as u32 + 1;
-
-impl Counter {
-    pub const ALL: [Counter; COUNTER_COUNT as usize] = [
-        Counter::PassNotForUs,
-        Counter::PassNoService,
-        Counter::PassFragment,
-        Counter::PassNoNeighbour,
-        Counter::PassFibOther,
-        Counter::ForwardTx,
-        Counter::ForwardRedirect,
-        Counter::NewFlow,
-        Counter::DropMalformed,
-        Counter::DropNoBackend,
-        Counter::DropSnatExhausted,
-        Counter::PassNoFlow,
-        Counter::DropFlowTableFull,
-        Counter::DropFirewall,
-        Counter::DropRateLimit,
-        Counter::IcmpRelayed,
-        Counter::DropArpNotActive,
-        Counter::SyncLost,
-        Counter::DropNotActive,
-    ];
-
-    /// Stable name for output and metrics.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Counter::PassNotForUs => "pass_not_for_us",
-            Counter::PassNoService => "pass_no_service",
-            Counter::PassFragment => "pass_fragment",
-            Counter::PassNoNeighbour => "pass_no_neighbour",
-            Counter::PassFibOther => "pass_fib_other",
-            Counter::ForwardTx => "forward_tx",
-            Counter::ForwardRedirect => "forward_redirect",
-            Counter::NewFlow => "new_flow",
-            Counter::DropMalformed => "drop_malformed",
-            Counter::DropNoBackend => "drop_no_backend",
-            Counter::DropSnatExhausted => "drop_snat_exhausted",
-            Counter::PassNoFlow => "pass_no_flow",
-            Counter::DropFlowTableFull => "drop_flow_table_full",
-            Counter::DropFirewall => "drop_firewall",
-            Counter::DropRateLimit => "drop_rate_limit",
-            Counter::IcmpRelayed => "icmp_relayed",
-            Counter::DropArpNotActive => "drop_arp_not_active",
-            Counter::SyncLost => "sync_lost",
-            Counter::DropNotActive => "drop_not_active",
-        }
-    }
+    DropNotActive = "drop_not_active",
 }
 
 /// `SERVICE_DROPS` index of a drop of a new flow to a service, by reason.
 #[inline(always)]
-pub const fn service_drop_index(service_id: u32, reason: Counter) -> u32 {
-    service_id * COUNTER_COUNT + reason as u32
+pub const fn service_drop_index(service: ServiceId, reason: Counter) -> u32 {
+    service.0 * COUNTER_COUNT + reason as u32
 }
 
 /// Per-backend traffic, a per-CPU array indexed like `BACKENDS`.
@@ -126,9 +102,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn all_lists_every_counter_at_its_index() {
+    fn all_lists_every_counter_at_its_index_with_a_distinct_name() {
         for (i, c) in Counter::ALL.iter().enumerate() {
             assert_eq!(*c as usize, i);
+            assert!(
+                Counter::ALL[..i].iter().all(|o| o.name() != c.name()),
+                "{}",
+                c.name()
+            );
         }
+        assert_eq!(Counter::ALL.len(), COUNTER_COUNT as usize);
     }
 }

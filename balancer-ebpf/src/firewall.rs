@@ -6,10 +6,10 @@ use aya_ebpf::maps::lpm_trie::Key;
 use balancer_common::{
     FAMILY_V6,
     firewall::{
-        Bucket, GLOBAL_BURST, GLOBAL_RATE, RULE_ALLOW, RULE_DENY, RuleKeyV4, RuleKeyV6,
-        SCOPE_ALLOW, SCOPE_BLOCK, rule_prefix_len, take_token,
+        Bucket, RULE_ALLOW, RULE_DENY, RuleKeyV4, RuleKeyV6, Scope, rule_prefix_len, take_token,
     },
-    service::{AddrKey, GLOBAL_F_DEFAULT_DENY, GLOBAL_FLAGS, SERVICE_F_ALLOW_LIST, ServiceValue},
+    global::{GLOBAL_F_DEFAULT_DENY, Global},
+    service::{AddrKey, SERVICE_F_ALLOW_LIST, ServiceValue},
     stats::Counter,
 };
 
@@ -31,12 +31,12 @@ pub fn admit(pkt: &Packet, service: &ServiceValue) -> Result<(), Counter> {
 
 /// The action of the longest rule of `scope` that matches the packet's source.
 #[inline(always)]
-fn rule(scope: u32, pkt: &Packet) -> Option<u32> {
+fn rule(scope: Scope, pkt: &Packet) -> Option<u32> {
     if pkt.key.family == FAMILY_V6 {
         let key = Key::new(
             rule_prefix_len(128),
             RuleKeyV6 {
-                scope_be: scope.to_be(),
+                scope_be: scope.key(),
                 addr: pkt.key.src,
             },
         );
@@ -45,7 +45,7 @@ fn rule(scope: u32, pkt: &Packet) -> Option<u32> {
         let key = Key::new(
             rule_prefix_len(32),
             RuleKeyV4 {
-                scope_be: scope.to_be(),
+                scope_be: scope.key(),
                 addr: pkt.key.src[0],
             },
         );
@@ -55,30 +55,30 @@ fn rule(scope: u32, pkt: &Packet) -> Option<u32> {
 
 #[inline(always)]
 fn sources_allow(pkt: &Packet, service: &ServiceValue) -> bool {
-    if rule(SCOPE_BLOCK, pkt) == Some(RULE_DENY) {
+    if rule(Scope::Block, pkt) == Some(RULE_DENY) {
         return false;
     }
-    match rule(service.id, pkt) {
+    match rule(Scope::Service(service.id), pkt) {
         Some(RULE_ALLOW) => return true,
         Some(_) => return false,
         None if service.flags & SERVICE_F_ALLOW_LIST != 0 => return false,
         None => {}
     }
-    if rule(SCOPE_ALLOW, pkt) == Some(RULE_ALLOW) {
+    if rule(Scope::Allow, pkt) == Some(RULE_ALLOW) {
         return true;
     }
     GLOBAL
-        .get(GLOBAL_FLAGS)
+        .get(Global::Flags.index())
         .is_none_or(|flags| flags & GLOBAL_F_DEFAULT_DENY == 0)
 }
 
 #[inline(always)]
 fn within_rate(pkt: &Packet) -> bool {
-    let rate = GLOBAL.get(GLOBAL_RATE).copied().unwrap_or(0);
+    let rate = GLOBAL.get(Global::Rate.index()).copied().unwrap_or(0);
     if rate == 0 {
         return true;
     }
-    let burst = GLOBAL.get(GLOBAL_BURST).copied().unwrap_or(rate);
+    let burst = GLOBAL.get(Global::Burst.index()).copied().unwrap_or(rate);
     let now = crate::clock::now_ns();
     let key = AddrKey {
         addr: pkt.key.src,

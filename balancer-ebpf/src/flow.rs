@@ -2,7 +2,7 @@
 
 use core::{
     intrinsics::{AtomicOrdering::Relaxed, atomic_xadd, atomic_xchg},
-    ptr::write_volatile,
+    ptr::{read_volatile, write_volatile},
 };
 
 use aya_ebpf::{
@@ -13,12 +13,11 @@ use aya_ebpf::{
 };
 use balancer_common::{
     FAMILY_V6, RawAddr,
-    firewall::{GLOBAL_SNAT_V4, GLOBAL_SNAT_V6},
     flow::{
         DIR_FORWARD, DIR_REPLY, FlowKey, FlowValue, STATE_CLOSING, STATE_ESTABLISHED, STATE_NEW,
     },
-    service::MAX_SNAT_ADDRS,
-    service::{SERVICE_F_DNAT, ServiceValue},
+    global::Global,
+    service::{Backend, BackendIndex, MAX_SNAT_ADDRS, SERVICE_F_DNAT, ServiceValue},
     stats::Counter,
 };
 
@@ -116,11 +115,11 @@ extern "C" fn try_port(i: u32, _ctx: *mut c_void) -> i64 {
 #[inline(always)]
 fn snat_pool(family: u8) -> (u32, u32) {
     let (base, count_at) = if family == FAMILY_V6 {
-        (MAX_SNAT_ADDRS, GLOBAL_SNAT_V6)
+        (MAX_SNAT_ADDRS, Global::SnatV6)
     } else {
-        (0, GLOBAL_SNAT_V4)
+        (0, Global::SnatV4)
     };
-    let count = GLOBAL.get(count_at).copied().unwrap_or(0);
+    let count = GLOBAL.get(count_at.index()).copied().unwrap_or(0);
     (
         base,
         if count > MAX_SNAT_ADDRS {
@@ -149,7 +148,7 @@ pub fn on_packet(flow: &mut FlowValue, pkt: &Packet) {
     let tcp_end = pkt.is_tcp_end();
     if flow.direction == DIR_FORWARD {
         if tcp_end {
-            release(flow, pkt);
+            release(flow, pkt.key.proto, pkt.key.family);
         }
         return;
     }
@@ -169,27 +168,31 @@ pub fn on_packet(flow: &mut FlowValue, pkt: &Packet) {
         // SAFETY: a map value pointer is valid for the duration of the program.
         let forward = unsafe { &mut *forward };
         if tcp_end {
-            release(forward, pkt);
+            release(forward, pkt.key.proto, pkt.key.family);
         } else if forward.state == STATE_NEW {
             forward.state = STATE_ESTABLISHED;
         }
     }
 }
 
-/// Marks a forward entry closing and gives its backend's active count back, once:
-/// both ends may send their FIN at the same time on two CPUs.
+/// Marks a forward entry closing and gives its backend's active count back,
+/// once: both ends may send their FIN at the same time on two CPUs, and the
+/// sweep may expire the flow meanwhile. Returns whether this call did. The
+/// standby hears of the end (`sync::closed`) from whichever call did.
 #[inline(always)]
-fn release(forward: &mut FlowValue, pkt: &Packet) {
+pub fn release(forward: &mut FlowValue, proto: u8, family: u8) -> bool {
     forward.state = STATE_CLOSING;
     // SAFETY: the field is 4-byte aligned inside a map value that outlives this call.
     let was = unsafe { atomic_xchg::<u32, { Relaxed }>(&mut forward.released, 1) };
-    if was == 0 {
-        if let Some(active) = ACTIVE_CONNS.get_ptr_mut(forward.backend) {
-            // SAFETY: 8-byte aligned map value; the count was raised at creation.
-            unsafe { atomic_xadd::<u64, u64, { Relaxed }>(active, u64::MAX) };
-        }
-        crate::sync::closed(forward, pkt.key.proto, pkt.key.family);
+    if was != 0 {
+        return false;
     }
+    if let Some(active) = ACTIVE_CONNS.get_ptr_mut(forward.backend.0) {
+        // SAFETY: 8-byte aligned map value; the count was raised at creation.
+        unsafe { atomic_xadd::<u64, u64, { Relaxed }>(active, u64::MAX) };
+    }
+    crate::sync::closed(forward, proto, family);
+    true
 }
 
 /// A new entry, field by field: a struct literal would be built on the stack
@@ -200,7 +203,7 @@ fn fill(
     new_src: &RawAddr,
     new_dst: &RawAddr,
     (new_sport_be, new_dport_be): (u16, u16),
-    backend: u32,
+    backend: BackendIndex,
     now: u64,
     direction: u8,
 ) {
@@ -224,34 +227,73 @@ fn fill(
     copy::bytes(&mut v.nh_smac, &[0; 6]);
 }
 
-/// Chooses a backend and an SNAT port and records both directions of the flow.
+/// A new flow: its backend by the service's scheduler, then a source port
+/// on an SNAT address (which inserts the reply entry), then the forward entry.
 #[inline(always)]
 pub fn create(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceValue) -> Created {
     let Some(backend_idx) = select::choose(service, key) else {
         return Created::Refused(Counter::DropNoBackend);
     };
-    let Some(backend) = BACKENDS.get(backend_idx) else {
+    let Some(backend) = BACKENDS.get(backend_idx.0) else {
         return Created::Refused(Counter::DropNoBackend);
     };
     let now = clock::now_ns();
     let dnat = service.flags & SERVICE_F_DNAT != 0;
-    let new_src = if dnat { key.src } else { backend.snat_addr };
+    // A raw pointer, not a reference, across the port search: `try_port`
+    // changes the probe through the map while `bpf_loop` runs, which a
+    // reference held here would tell the compiler cannot happen.
+    let Some(probe) = PORT_PROBE.get_ptr_mut(0) else {
+        return Created::Refused(Counter::DropSnatExhausted);
+    };
+    // SAFETY: per-CPU map value, used by this program run only; no other
+    // reference to it is alive here.
+    if let Err(reason) = prepare_reply(ctx, pkt, key, backend, backend_idx, dnat, now, unsafe {
+        &mut *probe
+    }) {
+        return Created::Refused(reason);
+    }
+    let snat_port_be = if dnat {
+        // SAFETY: as above.
+        claim_client_port(key, unsafe { &*probe })
+    } else {
+        reserve_snat_port(pkt, service, backend_idx, probe)
+    };
+    match snat_port_be {
+        // SAFETY: as above; the search is over.
+        Ok(port_be) => insert_forward(ctx, pkt, key, backend, backend_idx, port_be, now, unsafe {
+            &*probe
+        }),
+        Err(reason) => Created::Refused(reason),
+    }
+}
 
-    // Replies go back the way the client's packet came: out of the interface it
-    // arrived on, to the Ethernet address it came from.
+/// Builds the reply entry (in this CPU's scratch slot) and its key (in the
+/// probe, whose port search changes it): replies go back the way the client's
+/// packet came, out of the interface it arrived on, to the Ethernet address it
+/// came from. The key's destination port is the client's until a source port
+/// is chosen.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn prepare_reply(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    key: &FlowKey,
+    backend: &Backend,
+    backend_idx: BackendIndex,
+    dnat: bool,
+    now: u64,
+    probe: &mut PortProbe,
+) -> Result<(), Counter> {
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
-        return Created::Refused(Counter::DropMalformed);
+        return Err(Counter::DropMalformed);
     };
     // SAFETY: bounds checked by ptr_at.
     let (came_from, arrived_at) = unsafe { ((*eth).src_addr, (*eth).dst_addr) };
-    let (Some(reply), Some(forward)) = (
-        SCRATCH.get_ptr_mut(SCRATCH_REPLY),
-        SCRATCH.get_ptr_mut(SCRATCH_FORWARD),
-    ) else {
-        return Created::Refused(Counter::DropFlowTableFull);
+    let Some(reply) = SCRATCH.get_ptr_mut(SCRATCH_REPLY) else {
+        return Err(Counter::DropFlowTableFull);
     };
-    // SAFETY: per-CPU map values, used by this program run only.
-    let (reply, forward) = unsafe { (&mut *reply, &mut *forward) };
+    // SAFETY: per-CPU map value, used by this program run only.
+    let reply = unsafe { &mut *reply };
     fill(
         reply,
         &key.dst,
@@ -267,87 +309,127 @@ pub fn create(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceVa
     reply.nh_mtu = forward::mtu_of(ingress);
     copy::bytes(&mut reply.nh_dmac, &came_from);
     copy::bytes(&mut reply.nh_smac, &arrived_at);
-    let Some(probe) = PORT_PROBE.get_ptr_mut(0) else {
-        return Created::Refused(Counter::DropSnatExhausted);
-    };
-    // SAFETY: per-CPU map value, used by this program run only.
-    let probe = unsafe { &mut *probe };
+    let new_src = if dnat { &key.src } else { &backend.snat_addr };
     // Built in place: the SNAT port search changes it, and a copy of it on the
     // stack would go through `memmove`.
     let reply_key = &mut probe.reply_key;
     copy::addr(&mut reply_key.src, &backend.addr);
-    copy::addr(&mut reply_key.dst, &new_src);
+    copy::addr(&mut reply_key.dst, new_src);
     reply_key.sport_be = backend.port_be;
     reply_key.dport_be = key.sport_be;
     reply_key.proto = pkt.key.proto;
     reply_key.family = pkt.key.family;
     reply_key._pad = [0; 2];
+    Ok(())
+}
 
-    let snat_port_be = if dnat {
-        if FLOWS
-            .insert(&probe.reply_key, &*reply, BPF_NOEXIST as u64)
-            .is_err()
-        {
-            return Created::Refused(Counter::DropSnatExhausted);
-        }
-        key.sport_be
-    } else {
-        let min = service.snat_port_min as u32;
-        let max = service.snat_port_max as u32;
-        if max < min {
-            return Created::Refused(Counter::DropSnatExhausted);
-        }
-        let span = max - min + 1;
-        let Some(cursor) = PORT_CURSOR.get_ptr_mut(backend_idx) else {
-            return Created::Refused(Counter::DropSnatExhausted);
-        };
-        // SAFETY: this CPU's slot, used by this program run only.
-        let cursor = unsafe { &mut *cursor };
-        // A random start the first time, so that CPUs take turns in different places.
-        let start = if *cursor == 0 {
-            unsafe { bpf_get_prandom_u32() }
-        } else {
-            *cursor
-        };
-        let Some(offset) = start.checked_rem(span) else {
-            return Created::Refused(Counter::DropSnatExhausted);
-        };
-        let (pool_base, pool_len) = snat_pool(pkt.key.family);
-        // Field by field: a struct literal would be built on the stack first.
-        probe.min = min;
-        probe.span = span;
-        probe.offset = offset;
-        probe.pool_base = pool_base;
-        probe.pool_len = pool_len;
-        probe.first = unsafe { bpf_get_prandom_u32() }
-            .checked_rem(pool_len)
-            .unwrap_or(0);
-        probe.found_be = 0;
-        probe.found = 0;
-        let addresses = if pool_len == 0 { 1 } else { pool_len };
-        // SAFETY: try_port has bpf_loop's callback signature; it finds the probe
-        // in PORT_PROBE (kept off the stack, which is full at this depth).
-        unsafe {
-            bpf_loop(
-                SNAT_PORT_TRIES * addresses,
-                try_port as *mut c_void,
-                core::ptr::null_mut(),
-                0,
-            )
-        };
-        let found = if probe.found != 0 {
-            Some(probe.found_be)
-        } else {
-            None
-        };
-        match found {
-            Some(port_be) => {
-                *cursor = probe.offset + 1;
-                port_be
-            }
-            None => return Created::Refused(Counter::DropSnatExhausted),
-        }
+/// DNAT keeps the client's address and port: the reply entry is keyed by them.
+#[inline(always)]
+fn claim_client_port(key: &FlowKey, probe: &PortProbe) -> Result<u16, Counter> {
+    let Some(reply) = SCRATCH.get_ptr(SCRATCH_REPLY) else {
+        return Err(Counter::DropFlowTableFull);
     };
+    // SAFETY: this CPU's slot, filled by prepare_reply.
+    if FLOWS
+        .insert(&probe.reply_key, unsafe { &*reply }, BPF_NOEXIST as u64)
+        .is_err()
+    {
+        return Err(Counter::DropSnatExhausted);
+    }
+    Ok(key.sport_be)
+}
+
+/// Full NAT: a free source port towards the backend on one of the family's
+/// SNAT addresses, claimed by inserting the reply entry under it. Each CPU
+/// hands a backend's ports out in turn from its cursor (see `PORT_CURSOR`).
+#[inline(always)]
+fn reserve_snat_port(
+    pkt: &Packet,
+    service: &ServiceValue,
+    backend_idx: BackendIndex,
+    probe: *mut PortProbe,
+) -> Result<u16, Counter> {
+    let min = service.snat_port_min as u32;
+    let max = service.snat_port_max as u32;
+    if max < min {
+        return Err(Counter::DropSnatExhausted);
+    }
+    let span = max - min + 1;
+    let Some(cursor) = PORT_CURSOR.get_ptr_mut(backend_idx.0) else {
+        return Err(Counter::DropSnatExhausted);
+    };
+    // SAFETY: this CPU's slot, used by this program run only.
+    let cursor = unsafe { &mut *cursor };
+    // A random start the first time, so that CPUs take turns in different places.
+    let start = if *cursor == 0 {
+        unsafe { bpf_get_prandom_u32() }
+    } else {
+        *cursor
+    };
+    let Some(offset) = start.checked_rem(span) else {
+        return Err(Counter::DropSnatExhausted);
+    };
+    let (pool_base, pool_len) = snat_pool(pkt.key.family);
+    let first = unsafe { bpf_get_prandom_u32() }
+        .checked_rem(pool_len)
+        .unwrap_or(0);
+    // Field by field: a struct literal would be built on the stack first.
+    // SAFETY: the per-CPU probe, ours for this run (see `create`).
+    unsafe {
+        (*probe).min = min;
+        (*probe).span = span;
+        (*probe).offset = offset;
+        (*probe).pool_base = pool_base;
+        (*probe).pool_len = pool_len;
+        (*probe).first = first;
+        (*probe).found_be = 0;
+        (*probe).found = 0;
+    }
+    let addresses = if pool_len == 0 { 1 } else { pool_len };
+    // SAFETY: try_port has bpf_loop's callback signature; it finds the probe
+    // in PORT_PROBE (kept off the stack, which is full at this depth).
+    unsafe {
+        bpf_loop(
+            SNAT_PORT_TRIES * addresses,
+            try_port as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        )
+    };
+    // SAFETY: as above; read after the search, which wrote them.
+    let (found, found_be, last) = unsafe {
+        (
+            read_volatile(&(*probe).found),
+            read_volatile(&(*probe).found_be),
+            read_volatile(&(*probe).offset),
+        )
+    };
+    if found == 0 {
+        return Err(Counter::DropSnatExhausted);
+    }
+    *cursor = last + 1;
+    Ok(found_be)
+}
+
+/// Records the forward entry towards the backend from the source the reply
+/// entry was claimed under (the probe's key), and counts the flow.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn insert_forward(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    key: &FlowKey,
+    backend: &Backend,
+    backend_idx: BackendIndex,
+    snat_port_be: u16,
+    now: u64,
+    probe: &PortProbe,
+) -> Created {
+    let Some(forward) = SCRATCH.get_ptr_mut(SCRATCH_FORWARD) else {
+        return Created::Refused(Counter::DropFlowTableFull);
+    };
+    // SAFETY: per-CPU map value, used by this program run only.
+    let forward = unsafe { &mut *forward };
     // The SNAT address the port was found on (the reply key's destination).
     fill(
         forward,
@@ -365,7 +447,7 @@ pub fn create(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceVa
         let _ = FLOWS.remove(&probe.reply_key);
         return Created::Refused(Counter::DropFlowTableFull);
     }
-    if let Some(active) = ACTIVE_CONNS.get_ptr_mut(backend_idx) {
+    if let Some(active) = ACTIVE_CONNS.get_ptr_mut(backend_idx.0) {
         // SAFETY: 8-byte aligned map value.
         unsafe { atomic_xadd::<u64, u64, { Relaxed }>(active, 1) };
     }

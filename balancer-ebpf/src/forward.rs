@@ -11,7 +11,7 @@ use aya_ebpf::{
     helpers::bpf_fib_lookup,
     programs::XdpContext,
 };
-use balancer_common::{FAMILY_V6, RawAddr, flow::FlowValue, stats::Counter};
+use balancer_common::{FAMILY_V6, RawAddr, flow::FlowValue, service::BackendIndex, stats::Counter};
 use network_types::eth::EthHdr;
 
 use crate::{
@@ -89,10 +89,10 @@ pub fn learn_backend_hop(
     ctx: &XdpContext,
     pkt: &Packet,
     flow: &mut FlowValue,
-    backend_idx: u32,
+    backend_idx: BackendIndex,
     now: u64,
 ) {
-    let Some(cached) = BACKEND_HOPS.get_ptr_mut(backend_idx) else {
+    let Some(cached) = BACKEND_HOPS.get_ptr_mut(backend_idx.0) else {
         return;
     };
     // SAFETY: this CPU's slot, used by this program run only.

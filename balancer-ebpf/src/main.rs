@@ -10,14 +10,17 @@
 // 512-byte BPF stack.
 #![allow(clippy::needless_borrows_for_generic_args)]
 
+mod addr;
 mod clock;
 mod copy;
 mod firewall;
 mod flow;
 mod forward;
 mod icmp;
+mod lease;
 mod maps;
 mod nat;
+mod neigh;
 mod parse;
 mod select;
 mod sweep;
@@ -26,11 +29,12 @@ mod sync;
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use balancer_common::{
     flow::{DIR_FORWARD, FlowKey},
-    service::{ADDR_F_VIP, SCHED_MAGLEV, ServiceKey, ServiceValue},
+    service::{SCHED_MAGLEV, ServiceKey, ServiceValue},
     stats::Counter,
 };
 
 use crate::{
+    addr::Addressed,
     flow::Created,
     maps::{SERVICES, count},
     parse::{Packet, Parsed},
@@ -41,9 +45,14 @@ pub fn balancer(ctx: XdpContext) -> u32 {
     let pkt = match parse::parse(&ctx) {
         Parsed::Packet(pkt) => pkt,
         Parsed::IcmpError(err) => return icmp::relay(&ctx, &err),
+        Parsed::Neighbour(n) => {
+            return match neigh::admit(&n) {
+                Ok(counter) => pass(counter),
+                Err(counter) => drop(counter),
+            };
+        }
         Parsed::Pass(counter) => return pass(counter),
         Parsed::Malformed => return drop(Counter::DropMalformed),
-        Parsed::Drop(counter) => return drop(counter),
     };
     process(&ctx, &pkt)
 }
@@ -63,8 +72,7 @@ fn process(ctx: &XdpContext, pkt: &Packet) -> u32 {
     // No flow: only a VIP:port can start one; anything else addressed to an SNAT
     // address is the host's own traffic (health checks, for one).
     // Only now, with no flow: most packets of ours have one and skip this.
-    let flags = parse::local_flags(&key.src, &key.dst, key.family);
-    if flags == parse::NOT_OURS || flags & ADDR_F_VIP == 0 {
+    if addr::classify(&key.src, &key.dst, key.family) != Addressed::Vip {
         return pass(Counter::PassNotForUs);
     }
     let service_key = ServiceKey {
@@ -94,7 +102,7 @@ fn process(ctx: &XdpContext, pkt: &Packet) -> u32 {
 /// BPF stack.
 #[inline(never)]
 fn open_flow(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceValue) -> u32 {
-    if parse::lease_expired() {
+    if lease::expired() {
         return drop(Counter::DropNotActive);
     }
     if let Err(reason) = firewall::admit(pkt, service) {

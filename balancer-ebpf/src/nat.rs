@@ -9,12 +9,17 @@ use network_types::{
     udp::UdpHdr,
 };
 
-use crate::parse::{Packet, ptr_at};
+use crate::parse::{MAX_L4_OFFSET, Packet, ptr_at};
 
 /// Rewrites the packet's addresses and ports to the flow's. The parser has
 /// already checked that the IP and L4 headers are within the frame.
 #[inline(always)]
 pub fn translate(ctx: &XdpContext, pkt: &Packet, flow: &FlowValue) {
+    // The offset comes through the stack, where the verifier may lose its
+    // bounds; the parser never makes one this large.
+    if pkt.l4_off > MAX_L4_OFFSET {
+        return;
+    }
     // The addresses' change, which the L4 pseudo-header checksum covers (and
     // IPv4's header checksum too); each checksum is folded once.
     let addr_delta = if pkt.key.family == FAMILY_V6 {

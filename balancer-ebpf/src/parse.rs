@@ -1,16 +1,12 @@
-//! Header parsing with every bound checked against the frame and the IP length.
+//! Header parsing with every bound checked against the frame and the IP
+//! length. What a packet's addresses mean to this node is `addr`'s to say;
+//! the parser asks it early so that a packet that is not ours costs little.
 
 use core::mem::size_of;
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
+use aya_ebpf::programs::XdpContext;
 use balancer_common::{
-    FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, RawAddr,
-    flow::FlowKey,
-    service::{
-        ADDR_F_DNAT_BACKEND, ADDR_F_SNAT, ADDR_F_VIP, AddrKey, GLOBAL_F_DNAT, GLOBAL_FLAGS,
-        addr_filter_bit,
-    },
-    stats::Counter,
+    FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, RawAddr, flow::FlowKey, stats::Counter,
 };
 use network_types::{
     eth::EthHdr,
@@ -19,7 +15,7 @@ use network_types::{
     udp::UdpHdr,
 };
 
-use crate::maps::{ADDR_FILTER, GLOBAL, HA_LEASE, LOCAL_ADDRS};
+use crate::addr::{self, Addressed};
 
 const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
 const ETH_P_IPV6_BE: u16 = 0x86ddu16.to_be();
@@ -34,6 +30,10 @@ const IPV6_DEST_OPTS: u8 = 60;
 /// Extension headers followed before the L4 header, and their total length.
 const MAX_IPV6_EXT_HEADERS: usize = 4;
 const MAX_IPV6_EXT_LEN: usize = 256;
+/// The largest L4 offset the parser produces (Ethernet, IPv6 and the longest
+/// extension headers it follows), for the verifier's sake where an offset
+/// comes back through memory.
+pub const MAX_L4_OFFSET: usize = 512;
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
@@ -44,12 +44,19 @@ const IP_MF_OR_OFFSET_BE: u16 = 0x3fffu16.to_be();
 
 pub enum Parsed {
     Packet(Packet),
+    /// An ARP packet or an IPv6 neighbour solicitation (see `neigh`).
+    Neighbour(Neighbour),
     /// An ICMP error to a VIP or SNAT address, which may quote a tracked flow.
     IcmpError(IcmpError),
     Pass(Counter),
     /// Addressed to a VIP or SNAT address but its headers do not add up.
     Malformed,
-    Drop(Counter),
+}
+
+/// Whose link-layer address a neighbour request asks for.
+pub struct Neighbour {
+    pub family: u8,
+    pub target: RawAddr,
 }
 
 /// An ICMP or ICMPv6 error message and where its parts are in the frame.
@@ -119,63 +126,36 @@ pub fn parse(ctx: &XdpContext) -> Parsed {
     }
 }
 
-/// ARP about a floating address is this host's to answer only while its HA
-/// lease runs.
+/// The target of an Ethernet/IPv4 ARP packet: the last 4 of its 28 bytes.
 #[inline(always)]
 fn arp(ctx: &XdpContext) -> Parsed {
-    // Ethernet/IPv4 ARP: the target protocol address is its last 4 of 28 bytes.
     let Some(arp) = ptr_at::<[u8; 28]>(ctx, EthHdr::LEN) else {
         return Parsed::Pass(Counter::PassNotForUs);
     };
     // SAFETY: bounds checked by ptr_at.
     let a = unsafe { &*arp };
-    let key = AddrKey {
-        addr: [u32::from_ne_bytes([a[24], a[25], a[26], a[27]]), 0, 0, 0],
+    Parsed::Neighbour(Neighbour {
         family: FAMILY_V4,
-        _pad0: 0,
-        _pad1: 0,
-    };
-    // SAFETY: the value is read at once, not kept.
-    let flags = unsafe { LOCAL_ADDRS.get(&key) }.copied().unwrap_or(0);
-    let floating = flags & (ADDR_F_VIP | ADDR_F_SNAT) != 0;
-    if floating && lease_expired() {
-        return Parsed::Drop(Counter::DropArpNotActive);
-    }
-    Parsed::Pass(Counter::PassNotForUs)
+        target: [u32::from_ne_bytes([a[24], a[25], a[26], a[27]]), 0, 0, 0],
+    })
 }
 
-/// A neighbour solicitation (no extension headers, as they are sent) for a
-/// floating address while this node's HA lease has run out: IPv6's ARP.
+/// The target of a neighbour solicitation (no extension headers, as they are
+/// sent), if the ICMPv6 message at `l3_off` is one.
 #[inline(always)]
-fn solicits_floating_not_ours(ctx: &XdpContext, l3_off: usize) -> bool {
+fn solicitation(ctx: &XdpContext, l3_off: usize) -> Option<Neighbour> {
     // ICMPv6 type, code, checksum, reserved, then the 16-byte target.
-    let Some(ns) = ptr_at::<[u8; 24]>(ctx, l3_off + Ipv6Hdr::LEN) else {
-        return false;
-    };
+    let ns = ptr_at::<[u8; 24]>(ctx, l3_off + Ipv6Hdr::LEN)?;
     // SAFETY: bounds checked by ptr_at.
     let ns = unsafe { &*ns };
-    if ns[0] != ICMPV6_NEIGHBOUR_SOLICITATION || !lease_expired() {
-        return false;
+    if ns[0] != ICMPV6_NEIGHBOUR_SOLICITATION {
+        return None;
     }
     let w = |i: usize| u32::from_ne_bytes([ns[i], ns[i + 1], ns[i + 2], ns[i + 3]]);
-    let key = AddrKey {
-        addr: [w(8), w(12), w(16), w(20)],
+    Some(Neighbour {
         family: FAMILY_V6,
-        _pad0: 0,
-        _pad1: 0,
-    };
-    // SAFETY: the value is read at once, not kept.
-    let flags = unsafe { LOCAL_ADDRS.get(&key) }.copied().unwrap_or(0);
-    flags & (ADDR_F_VIP | ADDR_F_SNAT) != 0
-}
-
-/// This node is in a high-availability pair and not the active one (or its
-/// daemon stopped renewing the lease).
-#[inline(always)]
-pub fn lease_expired() -> bool {
-    let lease = HA_LEASE.get(0).copied().unwrap_or(0);
-    // SAFETY: a helper without arguments.
-    lease != 0 && unsafe { bpf_ktime_get_ns() } > lease
+        target: [w(8), w(12), w(16), w(20)],
+    })
 }
 
 /// An IPv6 address as the map types hold it: four words in wire order.
@@ -194,23 +174,25 @@ fn parse_ipv6(ctx: &XdpContext, l3_off: usize) -> Parsed {
     };
     // SAFETY: bounds checked by ptr_at.
     let ip = unsafe { &*ip };
-    if ip.next_hdr == PROTO_ICMPV6 && solicits_floating_not_ours(ctx, l3_off) {
-        return Parsed::Drop(Counter::DropArpNotActive);
+    if ip.next_hdr == PROTO_ICMPV6
+        && let Some(ns) = solicitation(ctx, l3_off)
+    {
+        return Parsed::Neighbour(ns);
     }
     let src = words(&ip.src_addr);
     let dst = words(&ip.dst_addr);
-    if !maybe_ours(&src, &dst) {
+    if !addr::maybe_ours(&src, &dst) {
         return Parsed::Pass(Counter::PassNotForUs);
     }
     match parse_ipv6_further(ctx, l3_off, ip, src, dst) {
-        Parsed::Malformed if local_flags(&src, &dst, FAMILY_V6) == NOT_OURS => {
+        Parsed::Malformed if addr::classify(&src, &dst, FAMILY_V6) == Addressed::NotOurs => {
             Parsed::Pass(Counter::PassNotForUs)
         }
         parsed => parsed,
     }
 }
 
-/// An IPv6 packet that may be ours (see [`maybe_ours`]).
+/// An IPv6 packet that may be ours (see [`addr::maybe_ours`]).
 #[inline(always)]
 fn parse_ipv6_further(
     ctx: &XdpContext,
@@ -368,76 +350,6 @@ fn icmp_error(
     })
 }
 
-/// What [`local_flags`] says of a packet that is not ours.
-pub const NOT_OURS: u32 = u32::MAX;
-
-/// Whether the packet may be ours: its destination, or with DNAT its source,
-/// passes the address filter. Exact only with [`local_flags`], which the
-/// packets that have a flow (most of ours) never need.
-#[inline(always)]
-fn maybe_ours(src: &RawAddr, dst: &RawAddr) -> bool {
-    maybe_local(dst) || dnat_enabled() && maybe_local(src)
-}
-
-/// `LOCAL_ADDRS` flags of the destination, 0 for a reply of a DNAT backend
-/// (recognised by source), or [`NOT_OURS`]. Not inlined: its key stays off the
-/// entry function's stack.
-#[inline(never)]
-pub fn local_flags(src: &RawAddr, dst: &RawAddr, family: u8) -> u32 {
-    if maybe_local(dst) {
-        let key = AddrKey {
-            addr: *dst,
-            family,
-            _pad0: 0,
-            _pad1: 0,
-        };
-        if let Some(flags) = LOCAL_ADDRS.get_ptr(&key) {
-            // SAFETY: a map value pointer is valid for the duration of the program.
-            return unsafe { *flags };
-        }
-    }
-    if from_dnat_backend(*src, family) {
-        0
-    } else {
-        NOT_OURS
-    }
-}
-
-/// Whether `addr` may be a key of `LOCAL_ADDRS` (an inlined array read).
-#[inline(always)]
-fn maybe_local(addr: &RawAddr) -> bool {
-    let bit = addr_filter_bit(addr);
-    ADDR_FILTER
-        .get(bit / 64)
-        .is_some_and(|word| word & (1u64 << (bit % 64)) != 0)
-}
-
-#[inline(always)]
-fn dnat_enabled() -> bool {
-    GLOBAL
-        .get(GLOBAL_FLAGS)
-        .is_some_and(|flags| flags & GLOBAL_F_DNAT != 0)
-}
-
-/// Replies of DNAT backends go to the client's address; they are recognised by
-/// their source, looked up only when some service uses DNAT.
-#[inline(always)]
-fn from_dnat_backend(src: RawAddr, family: u8) -> bool {
-    if !dnat_enabled() || !maybe_local(&src) {
-        return false;
-    }
-    let key = AddrKey {
-        addr: src,
-        family,
-        _pad0: 0,
-        _pad1: 0,
-    };
-    LOCAL_ADDRS
-        .get_ptr(&key)
-        // SAFETY: a map value pointer is valid for the duration of the program.
-        .is_some_and(|flags| unsafe { *flags } & ADDR_F_DNAT_BACKEND != 0)
-}
-
 #[inline(always)]
 fn parse_ipv4(ctx: &XdpContext, l3_off: usize) -> Parsed {
     let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, l3_off) else {
@@ -447,18 +359,18 @@ fn parse_ipv4(ctx: &XdpContext, l3_off: usize) -> Parsed {
     let ip = unsafe { &*ip };
     let dst = [u32::from_ne_bytes(ip.dst_addr), 0, 0, 0];
     let src = [u32::from_ne_bytes(ip.src_addr), 0, 0, 0];
-    if !maybe_ours(&src, &dst) {
+    if !addr::maybe_ours(&src, &dst) {
         return Parsed::Pass(Counter::PassNotForUs);
     }
     match parse_ipv4_further(ctx, l3_off, ip, src, dst) {
-        Parsed::Malformed if local_flags(&src, &dst, FAMILY_V4) == NOT_OURS => {
+        Parsed::Malformed if addr::classify(&src, &dst, FAMILY_V4) == Addressed::NotOurs => {
             Parsed::Pass(Counter::PassNotForUs)
         }
         parsed => parsed,
     }
 }
 
-/// An IPv4 packet that may be ours (see [`maybe_ours`]). Anything inconsistent
+/// An IPv4 packet that may be ours (see [`addr::maybe_ours`]). Anything inconsistent
 /// in one that is ours is dropped, never forwarded; the caller makes sure that
 /// a malformed packet is ours before it is dropped.
 #[inline(always)]

@@ -2,6 +2,8 @@
 //! selectable slot (healthy, not draining, weight and capacity left) or falls
 //! back to least-connections, which finds one if any exists.
 
+use core::ptr::{read_volatile, write_volatile};
+
 use aya_ebpf::{
     cty::c_void,
     helpers::{bpf_get_prandom_u32, bpf_get_smp_processor_id, bpf_loop},
@@ -10,8 +12,8 @@ use balancer_common::{
     flow::FlowKey,
     sched::{capacity, flow_hash, less_busy},
     service::{
-        MAGLEV_M, MAX_BACKENDS_PER_SERVICE, P2C_TRIES, RR_TABLE_LEN, SCHED_MAGLEV, SCHED_P2C,
-        SCHED_ROUND_ROBIN, ServiceValue,
+        BackendIndex, MAGLEV_M, MAX_BACKENDS_PER_SERVICE, P2C_TRIES, RR_TABLE_LEN, SCHED_MAGLEV,
+        SCHED_P2C, SCHED_ROUND_ROBIN, ServiceId, ServiceValue,
     },
 };
 
@@ -24,7 +26,7 @@ use crate::maps::{
 const RR_TRIES: u32 = 4;
 
 #[inline(always)]
-pub fn choose(service: &ServiceValue, key: &FlowKey) -> Option<u32> {
+pub fn choose(service: &ServiceValue, key: &FlowKey) -> Option<BackendIndex> {
     let n = service.backend_count;
     if n == 0 || n > MAX_BACKENDS_PER_SERVICE {
         return None;
@@ -43,16 +45,19 @@ pub fn choose(service: &ServiceValue, key: &FlowKey) -> Option<u32> {
 
 /// A backend's active connections and capacity, if it may take a new flow.
 #[inline(always)]
-fn load_of(idx: u32) -> Option<(u64, u64)> {
-    let backend = BACKENDS.get(idx)?;
+fn load_of(idx: BackendIndex) -> Option<(u64, u64)> {
+    let backend = BACKENDS.get(idx.0)?;
     if !backend.selectable() {
         return None;
     }
-    let cap = capacity(backend.weight, BACKEND_LOAD.get(idx).copied().unwrap_or(0));
+    let cap = capacity(
+        backend.weight,
+        BACKEND_LOAD.get(idx.0).copied().unwrap_or(0),
+    );
     if cap == 0 {
         return None;
     }
-    let active = ACTIVE_CONNS.get(idx).copied().unwrap_or(0);
+    let active = ACTIVE_CONNS.get(idx.0).copied().unwrap_or(0);
     Some((active, cap))
 }
 
@@ -64,11 +69,12 @@ fn random_below(n: u32) -> u32 {
 /// State of a least-connections scan, shared with its `bpf_loop` callback.
 #[repr(C)]
 pub struct Scan {
-    base: u32,
+    service: ServiceId,
     n: u32,
     start: u32,
-    /// `u32::MAX` until a selectable backend is seen.
-    best: u32,
+    /// 1 once a selectable backend was seen (then `best` is it).
+    found: u32,
+    best: BackendIndex,
     best_slot: u32,
     best_active: u64,
     best_cap: u64,
@@ -92,12 +98,13 @@ extern "C" fn scan_one(i: u32, _ctx: *mut c_void) -> i64 {
     if slot >= s.n {
         slot -= s.n;
     }
-    let Some(&idx) = SERVICE_SLOTS.get(s.base + slot) else {
+    let Some(&idx) = SERVICE_SLOTS.get(s.service.slot(slot)) else {
         return 0;
     };
     if let Some((active, cap)) = load_of(idx)
-        && (s.best == u32::MAX || less_busy(active, cap, s.best_active, s.best_cap))
+        && (s.found == 0 || less_busy(active, cap, s.best_active, s.best_cap))
     {
+        s.found = 1;
         s.best = idx;
         s.best_slot = slot;
         s.best_active = active;
@@ -109,50 +116,60 @@ extern "C" fn scan_one(i: u32, _ctx: *mut c_void) -> i64 {
 /// The fewest active connections per unit of capacity. The scan starts at a
 /// per-CPU rotating cursor so that ties go to each backend in turn.
 #[inline(always)]
-fn least_conn(service: &ServiceValue, n: u32) -> Option<u32> {
-    let cursor = SCAN_CURSOR.get_ptr_mut(service.id)?;
+fn least_conn(service: &ServiceValue, n: u32) -> Option<BackendIndex> {
+    let cursor = SCAN_CURSOR.get_ptr_mut(service.id.0)?;
     // Offset by the CPU so that CPUs taking turns on sequential connections do
     // not all start with the same backend.
     // SAFETY: per-CPU value, no other writer on this CPU while we run.
     let start = (unsafe { *cursor })
         .wrapping_add(unsafe { bpf_get_smp_processor_id() })
         .checked_rem(n)?;
+    // A raw pointer, not a reference: `scan_one` changes the scan through the
+    // map while `bpf_loop` runs, which a reference held here would tell the
+    // compiler cannot happen.
     let scan = SCAN.get_ptr_mut(0)?;
-    // SAFETY: per-CPU map value, used by this program run only.
-    let scan = unsafe { &mut *scan };
     // Field by field: a struct literal would be built on the stack first.
-    scan.base = service.id * MAX_BACKENDS_PER_SERVICE;
-    scan.n = n;
-    scan.start = start;
-    scan.best = u32::MAX;
-    scan.best_slot = 0;
-    // Volatile: two adjacent zero stores would be merged into a `memset` call.
-    // SAFETY: fields of a valid, exclusively borrowed value.
+    // Volatile: adjacent zero stores would be merged into a `memset` call.
+    // SAFETY: per-CPU map value, used by this program run only.
     unsafe {
-        core::ptr::write_volatile(&mut scan.best_active, 0);
-        core::ptr::write_volatile(&mut scan.best_cap, 0);
+        (*scan).service = service.id;
+        (*scan).n = n;
+        (*scan).start = start;
+        write_volatile(&mut (*scan).found, 0);
+        write_volatile(&mut (*scan).best, BackendIndex(0));
+        write_volatile(&mut (*scan).best_slot, 0);
+        write_volatile(&mut (*scan).best_active, 0);
+        write_volatile(&mut (*scan).best_cap, 0);
     }
     // SAFETY: scan_one has bpf_loop's callback signature; it finds the scan in
     // SCAN (kept off the stack, which is full at this depth).
     unsafe { bpf_loop(n, scan_one as *mut c_void, core::ptr::null_mut(), 0) };
-    if scan.best == u32::MAX {
+    // SAFETY: as above; read after the scan, which wrote them.
+    let (found, best, best_slot) = unsafe {
+        (
+            read_volatile(&(*scan).found),
+            read_volatile(&(*scan).best),
+            read_volatile(&(*scan).best_slot),
+        )
+    };
+    if found == 0 {
         return None;
     }
     // The next scan on this CPU starts after the chosen backend.
     // SAFETY: as above.
-    unsafe { *cursor = (scan.best_slot + 1).wrapping_sub(bpf_get_smp_processor_id()) };
-    Some(scan.best)
+    unsafe { *cursor = (best_slot + 1).wrapping_sub(bpf_get_smp_processor_id()) };
+    Some(best)
 }
 
 /// The next entry of the service's weighted sequence (built by the daemon),
 /// from a per-CPU cursor.
 #[inline(always)]
-fn round_robin(service: &ServiceValue) -> Option<u32> {
+fn round_robin(service: &ServiceValue) -> Option<BackendIndex> {
     let len = service.rr_len;
     if len == 0 || len > RR_TABLE_LEN {
         return None;
     }
-    let cursor = SCAN_CURSOR.get_ptr_mut(service.id)?;
+    let cursor = SCAN_CURSOR.get_ptr_mut(service.id.0)?;
     for _ in 0..RR_TRIES {
         // SAFETY: per-CPU value, no other writer on this CPU while we run.
         let pos = unsafe {
@@ -160,8 +177,8 @@ fn round_robin(service: &ServiceValue) -> Option<u32> {
             *cursor = pos + 1;
             pos
         };
-        let slot = *RR_TABLE.get(service.id * RR_TABLE_LEN + pos)?;
-        let idx = *SERVICE_SLOTS.get(service.id * MAX_BACKENDS_PER_SERVICE + slot)?;
+        let slot = *RR_TABLE.get(service.id.rr_entry(pos))?;
+        let idx = *SERVICE_SLOTS.get(service.id.slot(slot))?;
         if load_of(idx).is_some() {
             return Some(idx);
         }
@@ -171,21 +188,22 @@ fn round_robin(service: &ServiceValue) -> Option<u32> {
 
 /// The less busy of two random selectable backends: O(1) however large the pool.
 #[inline(always)]
-fn power_of_two(service: &ServiceValue, n: u32) -> Option<u32> {
-    let base = service.id * MAX_BACKENDS_PER_SERVICE;
+fn power_of_two(service: &ServiceValue, n: u32) -> Option<BackendIndex> {
     // Plain values rather than an Option of a tuple: LLVM spills the unset
     // fields of a None, which the verifier refuses to read.
-    let mut first = u32::MAX;
+    let mut have_first = false;
+    let mut first = BackendIndex(0);
     let mut first_active = 0u64;
     let mut first_cap = 0u64;
     for _ in 0..P2C_TRIES {
-        let Some(&idx) = SERVICE_SLOTS.get(base + random_below(n)) else {
+        let Some(&idx) = SERVICE_SLOTS.get(service.id.slot(random_below(n))) else {
             continue;
         };
         let Some((active, cap)) = load_of(idx) else {
             continue;
         };
-        if first == u32::MAX {
+        if !have_first {
+            have_first = true;
             first = idx;
             first_active = active;
             first_cap = cap;
@@ -197,18 +215,18 @@ fn power_of_two(service: &ServiceValue, n: u32) -> Option<u32> {
             });
         }
     }
-    if first == u32::MAX { None } else { Some(first) }
+    have_first.then_some(first)
 }
 
 /// The backend the service's Maglev table gives the flow's hash: the same on
 /// every node and after the flow's state is lost.
 #[inline(always)]
-fn maglev(service: &ServiceValue, key: &FlowKey) -> Option<u32> {
+fn maglev(service: &ServiceValue, key: &FlowKey) -> Option<BackendIndex> {
     let entry = flow_hash(key) % MAGLEV_M;
-    let slot = *MAGLEV_TABLE.get(service.id * MAGLEV_M + entry)?;
+    let slot = *MAGLEV_TABLE.get(service.id.maglev_entry(entry))?;
     if slot >= MAX_BACKENDS_PER_SERVICE {
         return None;
     }
-    let idx = *SERVICE_SLOTS.get(service.id * MAX_BACKENDS_PER_SERVICE + slot)?;
+    let idx = *SERVICE_SLOTS.get(service.id.slot(slot))?;
     load_of(idx).map(|_| idx)
 }

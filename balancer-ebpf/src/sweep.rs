@@ -10,8 +10,6 @@
 //! and, per backend, the reply entries (in full NAT, the SNAT ports held), for
 //! the daemon's metrics.
 
-use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd, atomic_xchg};
-
 use aya_ebpf::{
     bindings::xdp_action,
     cty::c_void,
@@ -20,13 +18,15 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use balancer_common::{
-    PROTO_TCP,
     expiry::{BackendSweep, SweepLimits, SweepStats},
-    flow::{DIR_REPLY, FlowKey, FlowValue, STATE_ESTABLISHED},
-    service::BACKEND_F_PURGE,
+    flow::{DIR_REPLY, FlowKey, FlowValue},
+    service::{BACKEND_F_PURGE, BackendIndex},
 };
 
-use crate::maps::{ACTIVE_CONNS, BACKENDS, FLOWS, SWEEP_BACKENDS, SWEEP_LIMITS, SWEEP_STATS};
+use crate::{
+    flow,
+    maps::{BACKENDS, FLOWS, SWEEP_BACKENDS, SWEEP_LIMITS, SWEEP_STATS},
+};
 
 #[repr(C)]
 struct Sweep {
@@ -103,17 +103,9 @@ extern "C" fn sweep_one(
         value.last_seen_ns
     };
     let purged = BACKENDS
-        .get(value.backend)
+        .get(value.backend.0)
         .is_some_and(|b| b.flags & BACKEND_F_PURGE != 0);
-    let limit = if purged {
-        0
-    } else if key.proto != PROTO_TCP {
-        s.limits.udp_ns
-    } else if value.state == STATE_ESTABLISHED {
-        s.limits.tcp_established_ns
-    } else {
-        s.limits.tcp_transitory_ns
-    };
+    let limit = s.limits.idle_limit_ns(key.proto, value.state, purged);
     if s.now.saturating_sub(last) < limit {
         s.stats.kept_entries += 1;
         if peer.is_some() {
@@ -123,14 +115,8 @@ extern "C" fn sweep_one(
         return 0;
     }
     s.stats.expired += 1;
-    // SAFETY: the field is 4-byte aligned inside a map value.
-    if unsafe { atomic_xchg::<u32, { Relaxed }>(&mut value.released, 1) } == 0 {
-        if let Some(active) = ACTIVE_CONNS.get_ptr_mut(value.backend) {
-            // SAFETY: 8-byte aligned map value; the count was raised at creation.
-            unsafe { atomic_xadd::<u64, u64, { Relaxed }>(active, u64::MAX) };
-        }
+    if flow::release(value, key.proto, key.family) {
         s.stats.released += 1;
-        crate::sync::closed(value, key.proto, key.family);
     }
     // Either may be gone already (the LRU, or a packet racing us): fine.
     if FLOWS.remove(&peer_key).is_ok() {
@@ -144,8 +130,8 @@ extern "C" fn sweep_one(
 
 /// One more kept reply entry of `backend` in this sweep's count.
 #[inline(always)]
-fn count_reply(backend: u32, generation: u32) {
-    if let Some(b) = SWEEP_BACKENDS.get_ptr_mut(backend) {
+fn count_reply(backend: BackendIndex, generation: u32) {
+    if let Some(b) = SWEEP_BACKENDS.get_ptr_mut(backend.0) {
         // SAFETY: a map value pointer; the sweep is the only writer.
         let b = unsafe { &mut *b };
         if b.generation != generation {

@@ -5,7 +5,7 @@
 
 use balancer_common::{
     flow::{FlowKey, FlowValue, SYNC_CLOSED, SYNC_NEW, SyncEvent},
-    service::{GLOBAL_F_SYNC, GLOBAL_FLAGS},
+    global::{GLOBAL_F_SYNC, Global},
     stats::Counter,
 };
 
@@ -18,7 +18,7 @@ const BPF_RB_NO_WAKEUP: u64 = 1;
 #[inline(always)]
 fn enabled() -> bool {
     GLOBAL
-        .get(GLOBAL_FLAGS)
+        .get(Global::Flags.index())
         .is_some_and(|f| f & GLOBAL_F_SYNC != 0)
 }
 

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 
+use balancer_common::service::BackendIndex;
 use tracing::{info, warn};
 
 pub const TARGET: &str = "event";
@@ -37,8 +38,8 @@ pub fn backend_removed(service: &str, backend: SocketAddr, by: &str) {
     info!(target: TARGET, event = "backend_removed", service, %backend, by, "backend removed: no new flows, established ones continue");
 }
 
-pub fn backend_freed(index: u32) {
-    info!(target: TARGET, event = "backend_freed", index, "removed backend has no flows left");
+pub fn backend_freed(index: BackendIndex) {
+    info!(target: TARGET, event = "backend_freed", index = index.0, "removed backend has no flows left");
 }
 
 pub fn flows_reset(service: &str, backend: SocketAddr, why: &str, ended: u64) {

@@ -1,14 +1,11 @@
 //! Flow expiry limits. The sweep itself runs in the kernel
-//! ([`crate::dataplane::Dataplane::sweep`]); this module turns `[flows]` into
-//! its limits and picks how often to run it.
+//! ([`crate::dataplane::Dataplane::sweep`]) and chooses each flow's limit
+//! (`SweepLimits::idle_limit_ns`); this module turns `[flows]` into the
+//! limits and picks how often to run it.
 
 use std::time::Duration;
 
-use balancer_common::{
-    PROTO_TCP,
-    expiry::SweepLimits,
-    flow::{FlowValue, STATE_ESTABLISHED},
-};
+use balancer_common::expiry::SweepLimits;
 
 use crate::config::Flows;
 
@@ -32,17 +29,6 @@ impl From<&Flows> for Timeouts {
 }
 
 impl Timeouts {
-    /// How long a flow whose forward entry is `forward` may stay idle.
-    pub fn idle_limit(&self, proto: u8, forward: &FlowValue) -> Duration {
-        if proto != PROTO_TCP {
-            self.udp
-        } else if forward.state == STATE_ESTABLISHED {
-            self.tcp_established
-        } else {
-            self.tcp_transitory
-        }
-    }
-
     /// The longest limit: a reply entry whose forward entry is gone (evicted)
     /// is removed after this much idleness.
     pub fn longest(&self) -> Duration {
@@ -70,11 +56,6 @@ impl Timeouts {
 
 #[cfg(test)]
 mod tests {
-    use balancer_common::{
-        PROTO_UDP,
-        flow::{STATE_CLOSING, STATE_NEW},
-    };
-
     use super::*;
 
     fn timeouts() -> Timeouts {
@@ -85,27 +66,9 @@ mod tests {
         }
     }
 
-    fn flow(state: u8) -> FlowValue {
-        FlowValue {
-            state,
-            ..FlowValue::default()
-        }
-    }
-
     #[test]
-    fn limits_follow_protocol_and_state() {
-        let t = timeouts();
-        assert_eq!(t.idle_limit(PROTO_TCP, &flow(STATE_NEW)), t.tcp_transitory);
-        assert_eq!(
-            t.idle_limit(PROTO_TCP, &flow(STATE_ESTABLISHED)),
-            t.tcp_established
-        );
-        assert_eq!(
-            t.idle_limit(PROTO_TCP, &flow(STATE_CLOSING)),
-            t.tcp_transitory
-        );
-        assert_eq!(t.idle_limit(PROTO_UDP, &flow(STATE_ESTABLISHED)), t.udp);
-        assert_eq!(t.longest(), t.tcp_established);
+    fn the_longest_limit_is_for_reply_entries_without_their_forward_entry() {
+        assert_eq!(timeouts().longest(), timeouts().tcp_established);
     }
 
     #[test]

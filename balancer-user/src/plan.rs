@@ -8,19 +8,20 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use anyhow::{Context, Result, bail};
 use balancer_common::{
     PROTO_TCP, PROTO_UDP,
-    firewall::{RULE_ALLOW, RULE_DENY, SCOPE_ALLOW, SCOPE_BLOCK},
+    firewall::{RULE_ALLOW, RULE_DENY, Scope},
+    global::{GLOBAL_F_DEFAULT_DENY, GLOBAL_F_DNAT, GLOBAL_F_SYNC},
     service::{
         ADDR_F_DNAT_BACKEND, ADDR_F_SNAT, ADDR_F_VIP, AddrKey, BACKEND_F_HEALTHY,
-        BACKEND_F_PRESENT, Backend, GLOBAL_F_DEFAULT_DENY, GLOBAL_F_DNAT, GLOBAL_F_SYNC, MAGLEV_M,
-        MAX_BACKENDS, MAX_BACKENDS_PER_SERVICE, MAX_SERVICES, MAX_SNAT_ADDRS, RR_TABLE_LEN,
-        SCHED_LEAST_CONN, SCHED_MAGLEV, SCHED_P2C, SCHED_ROUND_ROBIN, SERVICE_F_ALLOW_LIST,
-        SERVICE_F_DNAT, ServiceKey, ServiceValue,
+        BACKEND_F_PRESENT, Backend, BackendIndex, MAGLEV_M, MAX_BACKENDS, MAX_BACKENDS_PER_SERVICE,
+        MAX_SERVICES, MAX_SNAT_ADDRS, RR_TABLE_LEN, SCHED_LEAST_CONN, SCHED_MAGLEV, SCHED_P2C,
+        SCHED_ROUND_ROBIN, SERVICE_F_ALLOW_LIST, SERVICE_F_DNAT, ServiceId, ServiceKey,
+        ServiceValue,
     },
 };
 
 use crate::{
     addr::raw,
-    config::{Config, FirewallAction, Forwarding, Protocol, Scheduler},
+    config::{Config, FirewallAction, Forwarding, Protocol, Scheduler, Service},
     sched::{self, round_robin_sequence},
 };
 
@@ -32,8 +33,8 @@ pub struct Plan {
     /// `GLOBAL_F_*` flags.
     pub global_flags: u32,
     /// Source rules of new flows: (scope, prefix, `RULE_*`), by family.
-    pub firewall_v4: Vec<(u32, Ipv4Net, u32)>,
-    pub firewall_v6: Vec<(u32, Ipv6Net, u32)>,
+    pub firewall_v4: Vec<(Scope, Ipv4Net, u32)>,
+    pub firewall_v6: Vec<(Scope, Ipv6Net, u32)>,
     /// New connections per second and burst per source (0 = unlimited).
     pub rate: u32,
     pub burst: u32,
@@ -58,8 +59,7 @@ pub struct PlannedService {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedBackend {
     pub address: SocketAddr,
-    /// Index into `BACKENDS` and the per-backend maps.
-    pub index: u32,
+    pub index: BackendIndex,
     pub entry: Backend,
     pub snat: Option<IpAddr>,
 }
@@ -70,9 +70,8 @@ pub struct PlannedBackend {
 /// service or backend that has no place is `None`: the plan is refused rather
 /// than written to another one's place.
 pub trait Placement {
-    fn service_id(&self, service: &str) -> Option<u32>;
-    /// Index into `BACKENDS` and the per-backend maps.
-    fn backend_index(&self, service: &str, backend: SocketAddr) -> Option<u32>;
+    fn service_id(&self, service: &str) -> Option<ServiceId>;
+    fn backend_index(&self, service: &str, backend: SocketAddr) -> Option<BackendIndex>;
     /// `BACKEND_F_*` flags.
     fn backend_flags(&self, service: &str, backend: SocketAddr) -> Option<u32>;
 }
@@ -82,17 +81,17 @@ pub trait Placement {
 pub struct Sequential<'a>(pub &'a Config);
 
 impl Placement for Sequential<'_> {
-    fn service_id(&self, service: &str) -> Option<u32> {
+    fn service_id(&self, service: &str) -> Option<ServiceId> {
         let position = self.0.services.iter().position(|s| s.name == service)?;
-        Some(position as u32)
+        Some(ServiceId(position as u32))
     }
 
-    fn backend_index(&self, service: &str, backend: SocketAddr) -> Option<u32> {
+    fn backend_index(&self, service: &str, backend: SocketAddr) -> Option<BackendIndex> {
         let mut index = 0;
         for s in &self.0.services {
             if s.name == service {
                 let slot = s.backends.iter().position(|b| b.address == backend)?;
-                return Some(index + slot as u32);
+                return Some(BackendIndex(index + slot as u32));
             }
             index += s.backends.len() as u32;
         }
@@ -110,6 +109,19 @@ pub fn plan(config: &Config, snat_source: impl FnMut(IpAddr) -> Result<IpAddr>) 
     plan_with(config, &Sequential(config), snat_source)
 }
 
+/// Addresses the program must look at, each with its `ADDR_F_*` flags.
+#[derive(Default)]
+struct LocalAddrs(Vec<(IpAddr, u32)>);
+
+impl LocalAddrs {
+    fn mark(&mut self, ip: IpAddr, flag: u32) {
+        match self.0.iter_mut().find(|(a, _)| *a == ip) {
+            Some((_, flags)) => *flags |= flag,
+            None => self.0.push((ip, flag)),
+        }
+    }
+}
+
 /// Builds the map contents. `snat_source` gives the full-NAT source address
 /// towards a backend when `node.snat_addresses` has none of its family (the
 /// address of the egress interface).
@@ -125,141 +137,27 @@ pub fn plan_with(
         );
     }
     let dnat = config.node.forwarding == Forwarding::Dnat;
-    let (port_min, port_max) = config.node.snat_port_range;
-    let mut local_addrs: Vec<(IpAddr, u32)> = Vec::new();
-    let mut mark = |ip: IpAddr, flag: u32| match local_addrs.iter_mut().find(|(a, _)| *a == ip) {
-        Some((_, flags)) => *flags |= flag,
-        None => local_addrs.push((ip, flag)),
-    };
-
+    let mut local = LocalAddrs::default();
     let fw = &config.firewall;
-    let mut all_rules = rules(SCOPE_BLOCK, &[], &fw.deny);
-    all_rules.extend(rules(SCOPE_ALLOW, &fw.allow, &[]));
+    let mut rules = scope_rules(Scope::Block, &[], &fw.deny);
+    rules.extend(scope_rules(Scope::Allow, &fw.allow, &[]));
     let mut services = Vec::with_capacity(config.services.len());
     let mut backend_total = 0usize;
     for svc in &config.services {
-        if svc.backends.len() > MAX_BACKENDS_PER_SERVICE as usize {
-            bail!(
-                "service {}: {} backends; this version supports {MAX_BACKENDS_PER_SERVICE}",
-                svc.name,
-                svc.backends.len()
-            );
-        }
-        let (vip, family) = raw(svc.vip);
-        let proto = match svc.protocol {
-            Protocol::Tcp => PROTO_TCP,
-            Protocol::Udp => PROTO_UDP,
-        };
-        mark(svc.vip, ADDR_F_VIP);
-        let id = placement
-            .service_id(&svc.name)
-            .with_context(|| format!("service {} has no place in the maps", svc.name))?;
+        let planned = plan_service(config, svc, placement, &mut local, &mut snat_source)?;
         // Scoped by the id the kernel finds the service under, never by its
         // position in the file: a reload that adds, removes or reorders
         // services must not move one service's rules to another.
-        all_rules.extend(rules(id, &svc.allow, &svc.deny));
-        let mut backends = Vec::with_capacity(svc.backends.len());
-        for b in &svc.backends {
-            let snat = if dnat {
-                mark(b.address.ip(), ADDR_F_DNAT_BACKEND);
-                None
-            } else {
-                let ip = match config
-                    .node
-                    .snat_addresses
-                    .iter()
-                    .find(|a| a.is_ipv4() == b.address.is_ipv4())
-                {
-                    Some(ip) => *ip,
-                    None => snat_source(b.address.ip()).with_context(|| {
-                        format!("service {}: source address towards {}", svc.name, b.address)
-                    })?,
-                };
-                mark(ip, ADDR_F_SNAT);
-                Some(ip)
-            };
-            let unplaced = || format!("service {}: backend {} has no place", svc.name, b.address);
-            let index = placement
-                .backend_index(&svc.name, b.address)
-                .with_context(unplaced)?;
-            let flags = placement
-                .backend_flags(&svc.name, b.address)
-                .with_context(unplaced)?;
-            let (addr, bfamily) = raw(b.address.ip());
-            let entry = Backend {
-                addr,
-                snat_addr: snat.map(|ip| raw(ip).0).unwrap_or_default(),
-                port_be: b.address.port().to_be(),
-                family: bfamily,
-                flags,
-                weight: b.weight,
-                ..Backend::default()
-            };
-            backends.push(PlannedBackend {
-                address: b.address,
-                index,
-                entry,
-                snat,
-            });
-        }
-        backend_total += backends.len();
+        rules.extend(scope_rules(
+            Scope::Service(planned.value.id),
+            &svc.allow,
+            &svc.deny,
+        ));
+        backend_total += planned.backends.len();
         if backend_total > MAX_BACKENDS as usize {
             bail!("more than {MAX_BACKENDS} backends in all; this version supports {MAX_BACKENDS}");
         }
-        // The tables spread over the backends that may take flows now, so that a
-        // Maglev flow of a failed backend moves to the one every node agrees on.
-        let weights: Vec<u32> = backends
-            .iter()
-            .map(|b| {
-                if b.entry.selectable() {
-                    b.entry.weight
-                } else {
-                    0
-                }
-            })
-            .collect();
-        let rr_sequence = if svc.scheduler == Scheduler::RoundRobin {
-            round_robin_sequence(&weights, RR_TABLE_LEN as usize)
-        } else {
-            Vec::new()
-        };
-        let maglev_table = if svc.scheduler == Scheduler::Maglev {
-            let names: Vec<String> = svc.backends.iter().map(|b| b.address.to_string()).collect();
-            sched::maglev_table(&names, &weights, MAGLEV_M)
-        } else {
-            Vec::new()
-        };
-        services.push(PlannedService {
-            name: svc.name.clone(),
-            key: ServiceKey {
-                vip,
-                port_be: svc.port.to_be(),
-                proto,
-                family,
-            },
-            value: ServiceValue {
-                id,
-                backend_count: backends.len() as u32,
-                scheduler: match svc.scheduler {
-                    Scheduler::LeastConn => SCHED_LEAST_CONN,
-                    Scheduler::RoundRobin => SCHED_ROUND_ROBIN,
-                    Scheduler::P2c => SCHED_P2C,
-                    Scheduler::Maglev => SCHED_MAGLEV,
-                },
-                flags: if dnat { SERVICE_F_DNAT } else { 0 }
-                    | if svc.allow.is_empty() {
-                        0
-                    } else {
-                        SERVICE_F_ALLOW_LIST
-                    },
-                snat_port_min: port_min,
-                snat_port_max: port_max,
-                rr_len: rr_sequence.len() as u32,
-            },
-            backends,
-            rr_sequence,
-            maglev_table,
-        });
+        services.push(planned);
     }
     let (snat_v4, snat_v6): (Vec<IpAddr>, Vec<IpAddr>) = if dnat {
         (Vec::new(), Vec::new())
@@ -267,7 +165,7 @@ pub fn plan_with(
         config.node.snat_addresses.iter().partition(|a| a.is_ipv4())
     };
     for ip in snat_v4.iter().chain(&snat_v6) {
-        mark(*ip, ADDR_F_SNAT);
+        local.mark(*ip, ADDR_F_SNAT);
     }
     if snat_v4.len().max(snat_v6.len()) > MAX_SNAT_ADDRS as usize {
         bail!(
@@ -276,23 +174,16 @@ pub fn plan_with(
     }
     let mut firewall_v4 = Vec::new();
     let mut firewall_v6 = Vec::new();
-    for (scope, net, action) in all_rules {
+    for (scope, net, action) in rules {
         match net {
             IpNet::V4(n) => firewall_v4.push((scope, n, action)),
             IpNet::V6(n) => firewall_v6.push((scope, n, action)),
         }
     }
-    let mut global_flags = if dnat { GLOBAL_F_DNAT } else { 0 };
-    if fw.default == FirewallAction::Deny {
-        global_flags |= GLOBAL_F_DEFAULT_DENY;
-    }
-    if config.ha.enabled && config.ha.sync_flows {
-        global_flags |= GLOBAL_F_SYNC;
-    }
     Ok(Plan {
         services,
-        local_addrs,
-        global_flags,
+        local_addrs: local.0,
+        global_flags: global_flags(config),
         firewall_v4,
         firewall_v6,
         rate: fw.new_connections_per_source.rate,
@@ -302,8 +193,154 @@ pub fn plan_with(
     })
 }
 
+/// `GLOBAL_F_*` of a configuration.
+fn global_flags(config: &Config) -> u32 {
+    let mut flags = 0;
+    if config.node.forwarding == Forwarding::Dnat {
+        flags |= GLOBAL_F_DNAT;
+    }
+    if config.firewall.default == FirewallAction::Deny {
+        flags |= GLOBAL_F_DEFAULT_DENY;
+    }
+    if config.ha.enabled && config.ha.sync_flows {
+        flags |= GLOBAL_F_SYNC;
+    }
+    flags
+}
+
+/// One service: its key and value, its backends at their places, and its
+/// scheduler's table. Marks its VIP (and with DNAT its backends, in full NAT
+/// their SNAT sources) in `local`.
+fn plan_service(
+    config: &Config,
+    svc: &Service,
+    placement: &dyn Placement,
+    local: &mut LocalAddrs,
+    snat_source: &mut impl FnMut(IpAddr) -> Result<IpAddr>,
+) -> Result<PlannedService> {
+    if svc.backends.len() > MAX_BACKENDS_PER_SERVICE as usize {
+        bail!(
+            "service {}: {} backends; this version supports {MAX_BACKENDS_PER_SERVICE}",
+            svc.name,
+            svc.backends.len()
+        );
+    }
+    let dnat = config.node.forwarding == Forwarding::Dnat;
+    let id = placement
+        .service_id(&svc.name)
+        .with_context(|| format!("service {} has no place in the maps", svc.name))?;
+    local.mark(svc.vip, ADDR_F_VIP);
+    let mut backends = Vec::with_capacity(svc.backends.len());
+    for b in &svc.backends {
+        let snat = if dnat {
+            local.mark(b.address.ip(), ADDR_F_DNAT_BACKEND);
+            None
+        } else {
+            let ip = match config
+                .node
+                .snat_addresses
+                .iter()
+                .find(|a| a.is_ipv4() == b.address.is_ipv4())
+            {
+                Some(ip) => *ip,
+                None => snat_source(b.address.ip()).with_context(|| {
+                    format!("service {}: source address towards {}", svc.name, b.address)
+                })?,
+            };
+            local.mark(ip, ADDR_F_SNAT);
+            Some(ip)
+        };
+        let unplaced = || format!("service {}: backend {} has no place", svc.name, b.address);
+        let index = placement
+            .backend_index(&svc.name, b.address)
+            .with_context(unplaced)?;
+        let flags = placement
+            .backend_flags(&svc.name, b.address)
+            .with_context(unplaced)?;
+        let (addr, family) = raw(b.address.ip());
+        backends.push(PlannedBackend {
+            address: b.address,
+            index,
+            entry: Backend {
+                addr,
+                snat_addr: snat.map(|ip| raw(ip).0).unwrap_or_default(),
+                port_be: b.address.port().to_be(),
+                family,
+                flags,
+                weight: b.weight,
+                ..Backend::default()
+            },
+            snat,
+        });
+    }
+    let (rr_sequence, maglev_table) = scheduler_tables(svc, &backends);
+    let (vip, family) = raw(svc.vip);
+    let (port_min, port_max) = config.node.snat_port_range;
+    Ok(PlannedService {
+        name: svc.name.clone(),
+        key: ServiceKey {
+            vip,
+            port_be: svc.port.to_be(),
+            proto: match svc.protocol {
+                Protocol::Tcp => PROTO_TCP,
+                Protocol::Udp => PROTO_UDP,
+            },
+            family,
+        },
+        value: ServiceValue {
+            id,
+            backend_count: backends.len() as u32,
+            scheduler: match svc.scheduler {
+                Scheduler::LeastConn => SCHED_LEAST_CONN,
+                Scheduler::RoundRobin => SCHED_ROUND_ROBIN,
+                Scheduler::P2c => SCHED_P2C,
+                Scheduler::Maglev => SCHED_MAGLEV,
+            },
+            flags: if dnat { SERVICE_F_DNAT } else { 0 }
+                | if svc.allow.is_empty() {
+                    0
+                } else {
+                    SERVICE_F_ALLOW_LIST
+                },
+            snat_port_min: port_min,
+            snat_port_max: port_max,
+            rr_len: rr_sequence.len() as u32,
+        },
+        backends,
+        rr_sequence,
+        maglev_table,
+    })
+}
+
+/// The round-robin sequence or the Maglev table of a service, over the
+/// backends that may take flows now, so that a Maglev flow of a failed
+/// backend moves to the one every node agrees on.
+fn scheduler_tables(svc: &Service, backends: &[PlannedBackend]) -> (Vec<u32>, Vec<u32>) {
+    let weights: Vec<u32> = backends
+        .iter()
+        .map(|b| {
+            if b.entry.selectable() {
+                b.entry.weight
+            } else {
+                0
+            }
+        })
+        .collect();
+    match svc.scheduler {
+        Scheduler::RoundRobin => (
+            round_robin_sequence(&weights, RR_TABLE_LEN as usize),
+            Vec::new(),
+        ),
+        Scheduler::Maglev => {
+            let names: Vec<String> = svc.backends.iter().map(|b| b.address.to_string()).collect();
+            (Vec::new(), sched::maglev_table(&names, &weights, MAGLEV_M))
+        }
+        Scheduler::LeastConn | Scheduler::P2c => (Vec::new(), Vec::new()),
+    }
+}
+
 /// The rules of one scope; a prefix both allowed and denied is denied.
-fn rules(scope: u32, allow: &[IpNet], deny: &[IpNet]) -> Vec<(u32, IpNet, u32)> {
+fn scope_rules(scope: Scope, allow: &[IpNet], deny: &[IpNet]) -> Vec<(Scope, IpNet, u32)> {
     let mut out: Vec<_> = allow
         .iter()
         .filter(|n| !deny.contains(n))
@@ -358,15 +395,15 @@ backends = [{ address = "203.0.113.31:53" }]
         let p = plan(&cfg, |_| unreachable!("snat addresses are configured")).unwrap();
         assert_eq!(p.services.len(), 2);
         let web = &p.services[0];
-        assert_eq!(web.value.id, 0);
+        assert_eq!(web.value.id, ServiceId(0));
         assert_eq!(web.value.backend_count, 2);
         assert_eq!(web.key.port_be, 80u16.to_be());
         assert_eq!(web.key.proto, PROTO_TCP);
-        assert_eq!(web.backends[1].index, 1);
+        assert_eq!(web.backends[1].index, BackendIndex(1));
         assert_eq!(web.backends[0].entry.weight, 2);
         assert_eq!(web.backends[0].entry.port_be, 8080u16.to_be());
         let dns = &p.services[1];
-        assert_eq!(dns.backends[0].index, 2, "after web's two");
+        assert_eq!(dns.backends[0].index, BackendIndex(2), "after web's two");
         assert_eq!(dns.key.proto, PROTO_UDP);
         assert!(dns.backends[0].entry.selectable());
     }
@@ -417,15 +454,23 @@ backends = [{ address = "203.0.113.31:53" }]
         assert_eq!(
             p.firewall_v4,
             vec![
-                (SCOPE_BLOCK, net("192.0.2.0/24"), RULE_DENY),
-                (SCOPE_ALLOW, net("198.51.100.0/24"), RULE_ALLOW),
-                (0, net("198.51.100.0/25"), RULE_ALLOW),
-                (0, net("198.51.100.64/26"), RULE_DENY),
+                (Scope::Block, net("192.0.2.0/24"), RULE_DENY),
+                (Scope::Allow, net("198.51.100.0/24"), RULE_ALLOW),
+                (
+                    Scope::Service(ServiceId(0)),
+                    net("198.51.100.0/25"),
+                    RULE_ALLOW
+                ),
+                (
+                    Scope::Service(ServiceId(0)),
+                    net("198.51.100.64/26"),
+                    RULE_DENY
+                ),
             ]
         );
         assert_eq!(
             p.firewall_v6,
-            vec![(SCOPE_ALLOW, "2001:db8::/32".parse().unwrap(), RULE_ALLOW)]
+            vec![(Scope::Allow, "2001:db8::/32".parse().unwrap(), RULE_ALLOW)]
         );
         assert_ne!(p.global_flags & GLOBAL_F_DEFAULT_DENY, 0);
         assert_ne!(p.services[0].value.flags & SERVICE_F_ALLOW_LIST, 0);
@@ -455,11 +500,11 @@ backends = [{ address = "203.0.113.31:53" }]
 
     /// Each service's rules, by the name of the service whose id scopes them.
     fn rules_by_service(p: &Plan) -> Vec<(String, String, u32)> {
-        let name = |scope: u32| {
+        let name = |scope: Scope| {
             p.services
                 .iter()
-                .find(|s| s.value.id == scope)
-                .map_or(format!("scope {scope}"), |s| s.name.clone())
+                .find(|s| Scope::Service(s.value.id) == scope)
+                .map_or(format!("scope {scope:?}"), |s| s.name.clone())
         };
         let mut out: Vec<_> = p
             .firewall_v4
@@ -498,7 +543,11 @@ backends = [{ address = "203.0.113.31:53" }]
         // `open` removed: `closed` keeps its id, now at position 0 in the file.
         rt.apply_config(services(&["closed"]), now).unwrap();
         let p = plan_now(&rt);
-        assert_ne!(p.services[0].value.id, 0, "closed keeps the id it had");
+        assert_ne!(
+            p.services[0].value.id,
+            ServiceId(0),
+            "closed keeps the id it had"
+        );
         assert_eq!(rules_by_service(&p), closed_rules);
         // Reordered, and one added in front.
         rt.apply_config(services(&["front", "closed", "open"]), now)
@@ -511,7 +560,7 @@ backends = [{ address = "203.0.113.31:53" }]
             let scoped: Vec<u32> = p
                 .firewall_v4
                 .iter()
-                .filter(|(scope, _, _)| *scope == s.value.id)
+                .filter(|(scope, _, _)| *scope == Scope::Service(s.value.id))
                 .map(|(_, _, a)| *a)
                 .collect();
             match s.name.as_str() {
@@ -527,11 +576,11 @@ backends = [{ address = "203.0.113.31:53" }]
     fn a_service_or_backend_without_a_place_refuses_the_plan() {
         struct Nowhere;
         impl Placement for Nowhere {
-            fn service_id(&self, _: &str) -> Option<u32> {
+            fn service_id(&self, _: &str) -> Option<ServiceId> {
                 None
             }
-            fn backend_index(&self, _: &str, _: SocketAddr) -> Option<u32> {
-                Some(0)
+            fn backend_index(&self, _: &str, _: SocketAddr) -> Option<BackendIndex> {
+                Some(BackendIndex(0))
             }
             fn backend_flags(&self, _: &str, _: SocketAddr) -> Option<u32> {
                 Some(0)

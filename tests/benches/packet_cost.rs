@@ -13,10 +13,8 @@ mod common;
 
 use std::{path::Path, time::Duration};
 
-use aya::{
-    Ebpf,
-    programs::{TestRun, TestRunOptions, Xdp},
-};
+use aya::{Ebpf, programs::Xdp};
+use balancer_user::dataplane::test_run;
 use common::*;
 
 const ROUNDS: usize = 7;
@@ -68,23 +66,9 @@ health = { kind = "none" }
 backends = [{ address = "203.0.113.11:5353" }]
 "#;
 
-fn xdp_md(frame: &[u8], ifindex: u32) -> Vec<u8> {
-    [0, frame.len() as u32, 0, ifindex, 0, 0]
-        .iter()
-        .flat_map(|w: &u32| w.to_ne_bytes())
-        .collect()
-}
-
 fn run_once(prog: &Xdp, frame: &[u8], ifindex: u32) -> (u32, Duration) {
-    let ctx = xdp_md(frame, ifindex);
-    let mut out = vec![0u8; frame.len() + 256];
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(frame);
-    opts.data_out = Some(&mut out);
-    opts.ctx_in = Some(&ctx);
-    opts.repeat = 1;
-    let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
-    (r.return_value, r.duration)
+    let r = test_run(prog, frame, ifindex).expect("BPF_PROG_TEST_RUN");
+    (r.action, r.duration)
 }
 
 /// A case: frames to run (one per run, cycled) on an interface, the action it

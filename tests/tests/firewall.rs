@@ -3,7 +3,7 @@
 
 mod common;
 
-use balancer_common::stats::Counter;
+use balancer_common::{service::ServiceId, stats::Counter};
 use common::*;
 
 const RULES: &str = r#"
@@ -86,9 +86,24 @@ fn source_rules_decide_in_order() {
     assert!(!admitted([192, 0, 2, 7], 80));
 
     assert_eq!(fx.dp.counter(Counter::DropFirewall).unwrap(), 5);
-    assert_eq!(fx.dp.service_drops(0, Counter::DropFirewall).unwrap(), 2);
-    assert_eq!(fx.dp.service_drops(1, Counter::DropFirewall).unwrap(), 2);
-    assert_eq!(fx.dp.service_drops(2, Counter::DropFirewall).unwrap(), 1);
+    assert_eq!(
+        fx.dp
+            .service_drops(ServiceId(0), Counter::DropFirewall)
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        fx.dp
+            .service_drops(ServiceId(1), Counter::DropFirewall)
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        fx.dp
+            .service_drops(ServiceId(2), Counter::DropFirewall)
+            .unwrap(),
+        1
+    );
     assert_eq!(fx.dp.counter(Counter::NewFlow).unwrap(), 3);
 }
 
@@ -119,7 +134,12 @@ fn new_connections_per_source_are_bounded() {
     let data = tcp_frame([198, 51, 100, 2], VIP, 41000, 80, "AP", b"more");
     assert_eq!(fx.run(&data, fx.front).0, XDP_REDIRECT);
     assert_eq!(fx.dp.counter(Counter::DropRateLimit).unwrap(), 2);
-    assert_eq!(fx.dp.service_drops(0, Counter::DropRateLimit).unwrap(), 2);
+    assert_eq!(
+        fx.dp
+            .service_drops(ServiceId(0), Counter::DropRateLimit)
+            .unwrap(),
+        2
+    );
     // After a second, one more.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     assert_eq!(

@@ -772,12 +772,14 @@ fn flows_lists_connections_with_filters_and_the_stats_watch_shows_rates() {
 /// streams, so its memory stays far below the table's size.
 #[test]
 fn flows_streams_a_million_flows() {
-    use aya::maps::{Array, HashMap, Map, MapData};
+    use aya::maps::{Array, HashMap, MapData};
     use balancer_common::{
         FAMILY_V4, PROTO_TCP,
         flow::{DIR_FORWARD, DIR_REPLY, FlowKey, FlowValue, STATE_ESTABLISHED},
-        service::Backend,
+        maps::{Backends, Flows},
+        service::{Backend, BackendIndex},
     };
+    use balancer_user::dataplane::PinnedMaps;
 
     if !require_root() {
         return;
@@ -798,12 +800,9 @@ fn flows_streams_a_million_flows() {
         ),
     )
     .unwrap();
-    let maps = lb.home().pin_dir().join("maps");
-    let open =
-        |name: &str| Map::from_map_data(MapData::from_pin(maps.join(name)).unwrap()).unwrap();
+    let pinned = PinnedMaps::new(&lb.home().pin_dir());
     // The index of web's first backend, as the daemon placed it.
-    let backends_map = open("BACKENDS");
-    let backends: Array<&MapData, Backend> = Array::try_from(&backends_map).unwrap();
+    let backends: Array<MapData, Backend> = pinned.open::<Backends, _>().unwrap();
     let be = backend(1, 8080);
     let raw = |ip: IpAddr| match ip {
         IpAddr::V4(v4) => [u32::from_ne_bytes(v4.octets()), 0, 0, 0],
@@ -816,8 +815,7 @@ fn flows_streams_a_million_flows() {
                 .is_ok_and(|b| b.addr == raw(be.ip()) && u16::from_be(b.port_be) == be.port())
         })
         .expect("web's first backend in BACKENDS");
-    let flows_map = open("FLOWS");
-    let mut flows: HashMap<_, FlowKey, FlowValue> = HashMap::try_from(flows_map).unwrap();
+    let mut flows: HashMap<MapData, FlowKey, FlowValue> = pinned.open::<Flows, _>().unwrap();
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -848,7 +846,7 @@ fn flows_streams_a_million_flows() {
             new_dst: raw(be.ip()),
             new_sport_be: sport.to_be(),
             new_dport_be: be_port.to_be(),
-            backend: index,
+            backend: BackendIndex(index),
             created_ns: now,
             last_seen_ns: now,
             state: STATE_ESTABLISHED,
@@ -860,7 +858,7 @@ fn flows_streams_a_million_flows() {
             new_dst: forward_key.src,
             new_sport_be: forward_key.dport_be,
             new_dport_be: forward_key.sport_be,
-            backend: index,
+            backend: BackendIndex(index),
             created_ns: now,
             last_seen_ns: now,
             state: STATE_ESTABLISHED,

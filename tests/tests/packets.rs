@@ -12,7 +12,7 @@ const DNS_BACKEND: u32 = 3;
 
 use std::time::Duration;
 
-use balancer_common::stats::Counter;
+use balancer_common::{service::BackendIndex, stats::Counter};
 use balancer_user::expiry::Timeouts;
 use common::*;
 
@@ -60,8 +60,8 @@ fn syn_to_vip_is_rewritten_to_a_backend_and_the_reply_to_the_client() {
     assert_eq!(fx.dp.counter(Counter::NewFlow).unwrap(), 1);
     assert_eq!(fx.dp.flow_entries().unwrap(), 2, "one entry per direction");
     let idx = BACKENDS.iter().position(|b| *b == fwd.dst).unwrap() as u32;
-    assert_eq!(fx.dp.active_conns(idx).unwrap(), 1);
-    let stats = fx.dp.backend_stats(idx).unwrap();
+    assert_eq!(fx.dp.active_conns(BackendIndex(idx)).unwrap(), 1);
+    let stats = fx.dp.backend_stats(BackendIndex(idx)).unwrap();
     assert_eq!(
         (stats.packets_to, stats.packets_from, stats.new_flows),
         (2, 1, 1)
@@ -243,7 +243,9 @@ fn least_connections_spreads_and_closing_releases() {
         let b = BACKENDS.iter().position(|a| *a == seen.dst).unwrap();
         sports_by_backend[b].push(57000 + i);
     }
-    let counts: Vec<u64> = (0..3).map(|i| fx.dp.active_conns(i).unwrap()).collect();
+    let counts: Vec<u64> = (0..3)
+        .map(|i| fx.dp.active_conns(BackendIndex(i)).unwrap())
+        .collect();
     assert_eq!(counts, vec![10, 10, 10]);
 
     // Backend 0's clients close (FIN from the client); its count drops, a second
@@ -254,16 +256,18 @@ fn least_connections_spreads_and_closing_releases() {
         let rst = tcp_frame(CLIENT, VIP, sport, 80, "R", b"");
         assert_eq!(fx.run(&rst, fx.front).0, XDP_REDIRECT);
     }
-    assert_eq!(fx.dp.active_conns(0).unwrap(), 0);
+    assert_eq!(fx.dp.active_conns(BackendIndex(0)).unwrap(), 0);
     // The next ten new flows all go to the idle backend.
     for i in 0..10u16 {
         let (_, out) = fx.run(&tcp_frame(CLIENT, VIP, 58000 + i, 80, "S", b""), fx.front);
         assert_eq!(inspect(&out).dst, BACKENDS[0], "flow {i}");
     }
-    let counts: Vec<u64> = (0..3).map(|i| fx.dp.active_conns(i).unwrap()).collect();
+    let counts: Vec<u64> = (0..3)
+        .map(|i| fx.dp.active_conns(BackendIndex(i)).unwrap())
+        .collect();
     assert_eq!(counts, vec![10, 10, 10]);
     // Slots of the second service start after the first service's.
-    assert_eq!(fx.dp.active_conns(DNS_BACKEND).unwrap(), 0);
+    assert_eq!(fx.dp.active_conns(BackendIndex(DNS_BACKEND)).unwrap(), 0);
 }
 
 #[test]
@@ -324,7 +328,7 @@ fn ten_thousand_closed_connections_leave_no_count_and_no_entry() {
     assert_eq!(fx.dp.counter(Counter::DropSnatExhausted).unwrap(), 0);
     for b in 0..3 {
         assert_eq!(
-            fx.dp.active_conns(b).unwrap(),
+            fx.dp.active_conns(BackendIndex(b)).unwrap(),
             0,
             "backend {b}: FINs gave the count back"
         );
@@ -333,7 +337,7 @@ fn ten_thousand_closed_connections_leave_no_count_and_no_entry() {
     assert_eq!(expired + stats.expired, 10_000);
     assert_eq!(fx.dp.flow_entries().unwrap(), 0);
     for b in 0..3 {
-        assert_eq!(fx.dp.active_conns(b).unwrap(), 0);
+        assert_eq!(fx.dp.active_conns(BackendIndex(b)).unwrap(), 0);
     }
 }
 
@@ -353,7 +357,7 @@ fn idle_flows_expire_and_give_back_count_and_port() {
         XDP_DROP
     );
     let dns_backend = DNS_BACKEND;
-    assert_eq!(fx.dp.active_conns(dns_backend).unwrap(), 32);
+    assert_eq!(fx.dp.active_conns(BackendIndex(dns_backend)).unwrap(), 32);
     // An established TCP flow with a long limit is kept.
     let (_, out) = fx.run(&tcp_frame(CLIENT, VIP, 32000, 80, "S", b""), fx.front);
     let fwd = inspect(&out);
@@ -364,7 +368,7 @@ fn idle_flows_expire_and_give_back_count_and_port() {
 
     let stats = fx.dp.sweep(&no_idle_allowed()).unwrap();
     assert_eq!((stats.expired, stats.released), (32, 32));
-    assert_eq!(fx.dp.active_conns(dns_backend).unwrap(), 0);
+    assert_eq!(fx.dp.active_conns(BackendIndex(dns_backend)).unwrap(), 0);
     assert_eq!(
         fx.dp.flow_entries().unwrap(),
         2,
@@ -462,7 +466,10 @@ fn no_healthy_backend_leaves_the_syn_to_the_host_unchanged_and_counts_it() {
     let Some(mut fx) = Fixture::new() else { return };
     for index in 0..3 {
         fx.dp
-            .set_backend_flags(index, balancer_common::service::BACKEND_F_PRESENT)
+            .set_backend_flags(
+                BackendIndex(index),
+                balancer_common::service::BACKEND_F_PRESENT,
+            )
             .unwrap();
     }
     let syn = tcp_frame(CLIENT, VIP, 52001, 80, "S", b"");

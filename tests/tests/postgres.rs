@@ -19,12 +19,17 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use aya::maps::{Map, MapData, PerCpuArray};
-use balancer_common::stats::{Counter, service_drop_index};
+use aya::maps::{MapData, PerCpuArray};
+use balancer_common::{
+    maps::ServiceDrops,
+    service::ServiceId,
+    stats::{Counter, service_drop_index},
+};
 use balancer_tests::{
     Balancer, Netns, Process, TempDir, Topology, balancer_bin, require_file, require_program,
     require_root, run_command, wait_until,
 };
+use balancer_user::dataplane::PinnedMaps;
 use serde_json::Value;
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/postgres-ha");
@@ -318,12 +323,8 @@ fn wait_states(lb: &Balancer, want: &[(&str, usize, &str)]) {
 
 /// New connections to `service_id` dropped by the firewall, summed over the
 /// CPUs, read from the daemon's pinned map (it has no stats command yet).
-fn firewall_drops(pin_dir: &Path, service_id: u32) -> Result<u64> {
-    let path = pin_dir.join("maps/SERVICE_DROPS");
-    let map = Map::from_map_data(
-        MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?,
-    )?;
-    let drops: PerCpuArray<MapData, u64> = PerCpuArray::try_from(map)?;
+fn firewall_drops(pin_dir: &Path, service_id: ServiceId) -> Result<u64> {
+    let drops: PerCpuArray<MapData, u64> = PinnedMaps::new(pin_dir).open::<ServiceDrops, _>()?;
     Ok(drops
         .get(&service_drop_index(service_id, Counter::DropFirewall), 0)?
         .iter()
@@ -561,7 +562,7 @@ fn postgres_ha_writes_reads_pgbench_failover_and_a_refused_client() {
 
     // A source outside the allow list: its SYNs are dropped in XDP and
     // counted; a client inside it still connects.
-    let before = firewall_drops(&pin_dir, 0).unwrap();
+    let before = firewall_drops(&pin_dir, ServiceId(0)).unwrap();
     let t = Instant::now();
     let refused = example.vip_sql("outside", 5432, "SELECT 1", 2);
     let err = format!(
@@ -573,9 +574,13 @@ fn postgres_ha_writes_reads_pgbench_failover_and_a_refused_client() {
         "dropped, not refused: {err}"
     );
     eprintln!("the outsider's psql gave up after {:?}: {err}", t.elapsed());
-    let dropped = firewall_drops(&pin_dir, 0).unwrap() - before;
+    let dropped = firewall_drops(&pin_dir, ServiceId(0)).unwrap() - before;
     assert!(dropped >= 1, "the drop is counted");
-    assert_eq!(firewall_drops(&pin_dir, 1).unwrap(), 0, "none on db-ro");
+    assert_eq!(
+        firewall_drops(&pin_dir, ServiceId(1)).unwrap(),
+        0,
+        "none on db-ro"
+    );
     let shown = example.run(&["drops"]).unwrap();
     assert!(
         shown.contains(&format!("db-rw: {} dropped", before + dropped)),

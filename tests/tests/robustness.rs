@@ -49,7 +49,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use balancer_common::stats::Counter;
+use balancer_common::{service::BackendIndex, stats::Counter};
 use common::*;
 
 const DEFAULT_SEED: u64 = 0x1b3d_0003_5eed_2026;
@@ -2008,7 +2008,7 @@ fn randomized_frames_pass_unchanged_drop_or_forward_valid_packets() {
     let want = model.active();
     let got: BTreeMap<u32, u64> = want
         .keys()
-        .map(|&i| (i, fx.dp.active_conns(i).unwrap()))
+        .map(|&i| (i, fx.dp.active_conns(BackendIndex(i)).unwrap()))
         .collect();
     eprintln!(
         "active connections per backend slot: {got:?}, {} TCP flows ended",

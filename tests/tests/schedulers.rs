@@ -6,6 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
+use balancer_common::service::BackendIndex;
 use balancer_user::{config, expiry::Timeouts, plan};
 use common::*;
 
@@ -103,7 +104,9 @@ fn p2c_keeps_held_connections_balanced() {
     // Random choice alone would spread ~±40 here; the less busy of two stays close.
     assert!(max - min <= 12, "{counts:?}");
     // p2c's backends come after round-robin's three.
-    let active: Vec<u64> = (3..6).map(|i| fx.dp.active_conns(i).unwrap()).collect();
+    let active: Vec<u64> = (3..6)
+        .map(|i| fx.dp.active_conns(BackendIndex(i)).unwrap())
+        .collect();
     assert_eq!(active, counts.map(|c| c as u64));
 }
 

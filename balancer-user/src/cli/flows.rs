@@ -12,15 +12,16 @@ use std::{
     net::{IpAddr, SocketAddr},
     ops::ControlFlow,
     os::fd::AsFd,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::ExitCode,
 };
 
 use anyhow::{Context, Result, bail};
-use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData};
+use aya::maps::{Array, HashMap as BpfHashMap, IterableMap, MapData};
 use balancer_common::{
     PROTO_TCP, PROTO_UDP,
     flow::{DIR_FORWARD, FlowKey, FlowValue, STATE_CLOSING, STATE_ESTABLISHED, STATE_NEW},
+    maps::{Backends, Flows},
     service::{BACKEND_F_PRESENT, Backend, MAX_BACKENDS},
 };
 use ipnet::IpNet;
@@ -29,7 +30,7 @@ use serde::Serialize;
 use crate::{
     addr::from_raw,
     config::{self, Control, Protocol},
-    dataplane::{batch, open_pinned_map},
+    dataplane::{PinnedMaps, batch},
 };
 
 pub struct Options {
@@ -171,18 +172,16 @@ fn run(options: &Options, out: &mut impl Write) -> Result<String> {
             ),
         });
     }
-    let backends = read_backends(&pin_dir)?;
-    let map = open_pinned_map(&pin_dir, "FLOWS").with_context(|| {
-        format!(
-            "is the balancer running, as root, with control.pin_dir {}?",
-            pin_dir.display()
-        )
-    })?;
-    let table: BpfHashMap<&MapData, FlowKey, FlowValue> = BpfHashMap::try_from(&map)?;
-    let fd = match &map {
-        Map::LruHashMap(d) | Map::HashMap(d) => d.fd().as_fd(),
-        _ => bail!("the pinned map FLOWS is not a hash map"),
-    };
+    let pinned = PinnedMaps::new(&pin_dir);
+    let backends = read_backends(&pinned)?;
+    let table: BpfHashMap<MapData, FlowKey, FlowValue> =
+        pinned.open::<Flows, _>().with_context(|| {
+            format!(
+                "is the balancer running, as root, with control.pin_dir {}?",
+                pin_dir.display()
+            )
+        })?;
+    let fd = table.map().fd().as_fd();
     let now = crate::ktime::coarse_ns();
     if !options.json {
         writeln!(
@@ -269,7 +268,7 @@ fn describe(
     let client = SocketAddr::new(from_raw(key.src, key.family), u16::from_be(key.sport_be));
     let vip = SocketAddr::new(from_raw(key.dst, key.family), u16::from_be(key.dport_be));
     let backend = backends
-        .get(value.backend as usize)
+        .get(value.backend.0 as usize)
         .copied()
         .flatten()
         .unwrap_or_else(|| {
@@ -305,14 +304,10 @@ fn describe(
 }
 
 /// Backend addresses by index, from the pinned `BACKENDS` map.
-fn read_backends(pin_dir: &Path) -> Result<Vec<Option<SocketAddr>>> {
-    let map = open_pinned_map(pin_dir, "BACKENDS")?;
-    let backends: Array<&MapData, Backend> = Array::try_from(&map)?;
-    let raw: Vec<Backend> = batch::array(
-        aya::maps::IterableMap::map(&backends).fd().as_fd(),
-        MAX_BACKENDS,
-    )
-    .context("reading BACKENDS")?;
+fn read_backends(pinned: &PinnedMaps) -> Result<Vec<Option<SocketAddr>>> {
+    let backends: Array<MapData, Backend> = pinned.open::<Backends, _>()?;
+    let raw: Vec<Backend> =
+        batch::array(backends.map().fd().as_fd(), MAX_BACKENDS).context("reading BACKENDS")?;
     Ok(raw
         .iter()
         .map(|b| {

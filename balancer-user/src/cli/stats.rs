@@ -17,7 +17,7 @@ use crate::{
     api::Request,
     metrics::{
         Snapshot,
-        snapshot::{Outcome, drop_reasons, outcome},
+        outcome::{Outcome, drop_reasons, outcome},
     },
 };
 use balancer_common::stats::Counter;

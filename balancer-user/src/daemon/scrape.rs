@@ -22,7 +22,7 @@ use crate::{
     metrics::{
         BackendSnapshot, ServiceSnapshot, Snapshot,
         http::{Endpoint, Scrape},
-        render, snapshot, unix,
+        outcome, render, unix,
     },
 };
 
@@ -108,7 +108,7 @@ impl Daemon {
         let services_len = self
             .runtime
             .services()
-            .map(|(_, svc)| svc.id + 1)
+            .map(|(_, svc)| svc.id.0 + 1)
             .max()
             .unwrap_or(0);
         let traffic = dp.all_backend_stats(backends_len)?;
@@ -127,8 +127,8 @@ impl Daemon {
             let Some(state) = self.runtime.service(&svc.name) else {
                 continue;
             };
-            let service_drops = drops.get(state.id as usize);
-            let drops = snapshot::drop_reasons()
+            let service_drops = drops.get(state.id.0 as usize);
+            let drops = outcome::drop_reasons()
                 .map(|(c, reason)| {
                     let v = service_drops.map_or(0, |d| d[c as usize]);
                     (reason.to_string(), v)
@@ -139,7 +139,7 @@ impl Daemon {
                 let Some(b) = state.backends.get(&cfg.address) else {
                     continue;
                 };
-                let i = b.index as usize;
+                let i = b.index.0 as usize;
                 let t = traffic.get(i).copied().unwrap_or_default();
                 backends.push(BackendSnapshot {
                     address: cfg.address,

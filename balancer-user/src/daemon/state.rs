@@ -11,7 +11,9 @@ use std::{
 };
 
 use anyhow::Result;
-use balancer_common::service::{BACKEND_F_DRAINING, BACKEND_F_PRESENT, BACKEND_F_PURGE};
+use balancer_common::service::{
+    BACKEND_F_DRAINING, BACKEND_F_PRESENT, BACKEND_F_PURGE, BackendIndex,
+};
 use tracing::{debug, error, warn};
 
 use crate::{
@@ -511,14 +513,14 @@ impl Daemon {
             match chore {
                 Chore::Free { index } => {
                     if let Err(e) = self.dataplane.clear_backend(index) {
-                        error!(index, "clearing a freed backend: {e:#}");
+                        error!(index = index.0, "clearing a freed backend: {e:#}");
                     }
                     events::backend_freed(index);
                 }
                 Chore::Purge { index } => {
                     let flags = BACKEND_F_PRESENT | BACKEND_F_DRAINING | BACKEND_F_PURGE;
                     if let Err(e) = self.dataplane.set_backend_flags(index, flags) {
-                        error!(index, "purging a retired backend: {e:#}");
+                        error!(index = index.0, "purging a retired backend: {e:#}");
                     }
                     purge = true;
                 }
@@ -560,7 +562,7 @@ impl Daemon {
             .dataplane
             .all_active_conns(self.runtime.index_bound())
             .unwrap_or_default();
-        let active = |index: u32| counts.get(index as usize).copied().unwrap_or(0);
+        let active = |index: BackendIndex| counts.get(index.0 as usize).copied().unwrap_or(0);
         let mut services = Vec::new();
         for svc in &self.runtime.config().services {
             let mut backends = Vec::new();

@@ -1,23 +1,27 @@
 //! The loaded XDP program and its maps: load, attach, write a [`Plan`], read
-//! counters. The packet tests drive the program through this same type.
+//! counters, run the flow sweep. The packet tests drive the program through
+//! this same type; every other reader of the maps goes through
+//! [`maps::PinnedMaps`].
+//!
+//! [`Plan`]: crate::plan::Plan
 
 pub mod batch;
 mod counters;
+pub mod maps;
 mod pin;
 mod recover;
+mod write;
 
-use std::{collections::BTreeMap, net::IpAddr, os::fd::AsFd, path::PathBuf};
+use std::{path::PathBuf, time::Duration};
 
-pub use pin::{MapShape, Pins, open_pinned_map};
+pub use maps::{PinnedMaps, ViewOf};
+pub use pin::{MapShape, Pins};
+pub use recover::{Recovered, RecoveredBackend, RecoveredService};
 
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{
-        Array, HashMap, MapData, PerCpuArray,
-        lpm_trie::{Key as LpmKey, LpmTrie},
-        xdp::DevMapHash,
-    },
+    maps::{Array, HashMap, Map, MapError, xdp::DevMapHash},
     programs::{
         TestRun, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -25,27 +29,14 @@ use aya::{
     },
 };
 use balancer_common::{
-    LAYOUT_VERSION, RawAddr,
-    expiry::{SweepLimits, SweepStats},
-    firewall::{
-        GLOBAL_BURST, GLOBAL_LAYOUT, GLOBAL_RATE, GLOBAL_SNAT_V4, GLOBAL_SNAT_V6, RuleKeyV4,
-        RuleKeyV6, rule_prefix_len,
-    },
-    flow::{FlowKey, FlowValue},
-    service::{
-        ADDR_FILTER_WORDS, AddrKey, Backend, GLOBAL_FLAGS, MAGLEV_M, MAX_BACKENDS_PER_SERVICE,
-        MAX_SNAT_ADDRS, RR_TABLE_LEN, ServiceKey, ServiceValue, addr_filter_bit,
-    },
-    stats::{BackendStats, COUNTER_COUNT, Counter, service_drop_index},
+    LAYOUT_VERSION,
+    expiry::SweepStats,
+    global::Global,
+    maps::{Flows, Globals, IfaceMtu, MapDef, SweepLimitsMap, SweepStatsMap, TxPorts},
 };
-use ipnet::{Ipv4Net, Ipv6Net};
 use tracing::{info, warn};
 
-use crate::{
-    config::XdpMode as ConfigXdpMode,
-    expiry::Timeouts,
-    plan::{Plan, addr_key},
-};
+use crate::{config::XdpMode as ConfigXdpMode, expiry::Timeouts};
 
 /// XDP_PASS: what the sweep program returns when it ran.
 const XDP_PASS: u32 = 2;
@@ -60,6 +51,17 @@ pub struct Dataplane {
     ebpf: Ebpf,
     attached: Vec<(String, XdpLinkId)>,
     pins: Option<Pins>,
+}
+
+/// What one BPF_PROG_TEST_RUN of the program did with a frame.
+#[derive(Debug, Clone)]
+pub struct TestRunOutcome {
+    /// The XDP action.
+    pub action: u32,
+    /// The frame as the program left it.
+    pub frame: Vec<u8>,
+    /// The kernel's measure of the run.
+    pub duration: Duration,
 }
 
 impl Dataplane {
@@ -77,15 +79,15 @@ impl Dataplane {
         let existing = pins.existing_state(&shapes)?;
         let mut dp = Self::load_with(flow_capacity, Some((&pins, &shapes)))?;
         {
-            let mut global: Array<&mut MapData, u32> = dp.map_mut("GLOBAL")?;
-            let layout = global.get(&GLOBAL_LAYOUT, 0)?;
+            let mut global = dp.map_mut::<Globals, Array<_, _>>()?;
+            let layout = global.get(&Global::Layout.index(), 0)?;
             if existing && layout != LAYOUT_VERSION {
                 bail!(pin::incompatible(
                     pins.dir(),
                     &format!("map layout {layout}, this version {LAYOUT_VERSION}")
                 ));
             }
-            global.set(GLOBAL_LAYOUT, LAYOUT_VERSION, 0)?;
+            global.set(Global::Layout.index(), LAYOUT_VERSION, 0)?;
         }
         dp.pins = Some(pins);
         Ok((dp, existing))
@@ -94,7 +96,7 @@ impl Dataplane {
     fn load_with(flow_capacity: u32, pins: Option<(&Pins, &[MapShape])>) -> Result<Self> {
         raise_memlock();
         let mut loader = EbpfLoader::new();
-        loader.map_max_entries("FLOWS", flow_capacity);
+        loader.map_max_entries(Flows::NAME, flow_capacity);
         let paths: Vec<(&str, PathBuf)> = pins
             .map(|(pins, shapes)| {
                 shapes
@@ -219,9 +221,9 @@ impl Dataplane {
     /// Lets the program redirect frames out of `ifindex` (packets up to its MTU).
     pub fn add_tx_port(&mut self, ifindex: u32) -> Result<()> {
         let mtu = crate::netconf::mtu(ifindex)?;
-        let mut mtus: HashMap<&mut MapData, u32, u32> = self.map_mut("IFACE_MTU")?;
+        let mut mtus = self.map_mut::<IfaceMtu, HashMap<_, _, _>>()?;
         mtus.insert(ifindex, mtu, 0)?;
-        let mut ports: DevMapHash<&mut MapData> = self.map_mut("TX_PORTS")?;
+        let mut ports = self.map_mut::<TxPorts, DevMapHash<_>>()?;
         ports
             .insert(ifindex, ifindex, None, 0)
             .with_context(|| format!("adding ifindex {ifindex} to TX_PORTS"))
@@ -238,254 +240,11 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Writes services, backends and local addresses of `plan`.
-    pub fn apply(&mut self, plan: &Plan) -> Result<()> {
-        {
-            let mut addrs: HashMap<&mut MapData, AddrKey, u32> = self.map_mut("LOCAL_ADDRS")?;
-            for (ip, flags) in &plan.local_addrs {
-                addrs.insert(addr_key(*ip), *flags, 0)?;
-            }
-        }
-        // Bits only added here: the addresses are in LOCAL_ADDRS before the
-        // filter lets packets look. `remove_stale` clears what is left over.
-        self.write_addr_filter(plan, true)?;
-        {
-            let mut global: Array<&mut MapData, u32> = self.map_mut("GLOBAL")?;
-            global.set(GLOBAL_FLAGS, plan.global_flags, 0)?;
-            global.set(GLOBAL_RATE, plan.rate, 0)?;
-            global.set(GLOBAL_BURST, plan.burst, 0)?;
-            global.set(GLOBAL_SNAT_V4, plan.snat_v4.len() as u32, 0)?;
-            global.set(GLOBAL_SNAT_V6, plan.snat_v6.len() as u32, 0)?;
-        }
-        {
-            let mut pool: Array<&mut MapData, RawAddr> = self.map_mut("SNAT_POOL")?;
-            for (base, addrs) in [(0, &plan.snat_v4), (MAX_SNAT_ADDRS, &plan.snat_v6)] {
-                for (i, ip) in addrs.iter().enumerate() {
-                    pool.set(base + i as u32, crate::addr::raw(*ip).0, 0)?;
-                }
-            }
-        }
-        self.write_rules("FIREWALL_V4", &plan.firewall_v4, rule_v4)?;
-        self.write_rules("FIREWALL_V6", &plan.firewall_v6, rule_v6)?;
-        {
-            let mut slots: Array<&mut MapData, u32> = self.map_mut("SERVICE_SLOTS")?;
-            for svc in &plan.services {
-                for (slot, b) in svc.backends.iter().enumerate() {
-                    slots.set(
-                        svc.value.id * MAX_BACKENDS_PER_SERVICE + slot as u32,
-                        b.index,
-                        0,
-                    )?;
-                }
-            }
-        }
-        {
-            let mut backends: Array<&mut MapData, Backend> = self.map_mut("BACKENDS")?;
-            for svc in &plan.services {
-                for b in &svc.backends {
-                    backends.set(b.index, b.entry, 0)?;
-                }
-            }
-        }
-        {
-            let mut rr: Array<&mut MapData, u32> = self.map_mut("RR_TABLE")?;
-            for svc in &plan.services {
-                for (i, slot) in svc.rr_sequence.iter().enumerate() {
-                    rr.set(svc.value.id * RR_TABLE_LEN + i as u32, slot, 0)?;
-                }
-            }
-        }
-        {
-            let mut maglev: Array<&mut MapData, u32> = self.map_mut("MAGLEV_TABLE")?;
-            for svc in &plan.services {
-                for (i, slot) in svc.maglev_table.iter().enumerate() {
-                    maglev.set(svc.value.id * MAGLEV_M + i as u32, slot, 0)?;
-                }
-            }
-        }
-        let mut services: HashMap<&mut MapData, ServiceKey, ServiceValue> =
-            self.map_mut("SERVICES")?;
-        for svc in &plan.services {
-            services
-                .insert(svc.key, svc.value, 0)
-                .with_context(|| format!("writing service {}", svc.name))?;
-        }
-        Ok(())
-    }
-
-    /// Removes what `plan` no longer has: services, addresses, firewall
-    /// rules. Run after [`Dataplane::apply`] so that nothing is missing in
-    /// between.
-    pub fn remove_stale(&mut self, plan: &Plan) -> Result<()> {
-        {
-            let keep: Vec<ServiceKey> = plan.services.iter().map(|s| s.key).collect();
-            let mut services: HashMap<&mut MapData, ServiceKey, ServiceValue> =
-                self.map_mut("SERVICES")?;
-            let stale: Vec<ServiceKey> = services
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| !keep.contains(k))
-                .collect();
-            for k in stale {
-                services.remove(&k)?;
-            }
-        }
-        {
-            let keep: Vec<AddrKey> = plan
-                .local_addrs
-                .iter()
-                .map(|(ip, _)| addr_key(*ip))
-                .collect();
-            let mut addrs: HashMap<&mut MapData, AddrKey, u32> = self.map_mut("LOCAL_ADDRS")?;
-            let stale: Vec<AddrKey> = addrs
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| !keep.contains(k))
-                .collect();
-            for k in stale {
-                addrs.remove(&k)?;
-            }
-        }
-        self.write_addr_filter(plan, false)?;
-        self.remove_stale_rules("FIREWALL_V4", &plan.firewall_v4, rule_v4)?;
-        self.remove_stale_rules("FIREWALL_V6", &plan.firewall_v6, rule_v6)?;
-        Ok(())
-    }
-
-    /// Writes one family's firewall rules (scope, network, action) to `map`,
-    /// keyed by `key`.
-    fn write_rules<N: std::fmt::Display, K: aya::Pod>(
-        &mut self,
-        map: &str,
-        rules: &[(u32, N, u32)],
-        key: fn(u32, &N) -> (u32, K),
-    ) -> Result<()> {
-        let mut trie: LpmTrie<&mut MapData, K, u32> = self.map_mut(map)?;
-        for (scope, net, action) in rules {
-            let (prefix_len, k) = key(*scope, net);
-            trie.insert(&LpmKey::new(prefix_len, k), action, 0)
-                .with_context(|| format!("writing firewall rule {net}"))?;
-        }
-        Ok(())
-    }
-
-    /// Removes from `map` the rules that are not among `rules`.
-    fn remove_stale_rules<N, K: aya::Pod + PartialEq>(
-        &mut self,
-        map: &str,
-        rules: &[(u32, N, u32)],
-        key: fn(u32, &N) -> (u32, K),
-    ) -> Result<()> {
-        let keep: Vec<(u32, K)> = rules
-            .iter()
-            .map(|(scope, net, _)| key(*scope, net))
-            .collect();
-        let mut trie: LpmTrie<&mut MapData, K, u32> = self.map_mut(map)?;
-        let stale: Vec<LpmKey<K>> = trie
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !keep.contains(&(k.prefix_len(), k.data())))
-            .collect();
-        for k in stale {
-            trie.remove(&k)?;
-        }
-        Ok(())
-    }
-
-    /// `ADDR_FILTER` for the addresses of `plan`: with `keep`, bits already
-    /// set stay (a stale bit only costs a lookup); without, exactly the plan's.
-    fn write_addr_filter(&mut self, plan: &Plan, keep: bool) -> Result<()> {
-        let mut words = vec![0u64; ADDR_FILTER_WORDS as usize];
-        for (ip, _) in &plan.local_addrs {
-            let bit = addr_filter_bit(&addr_key(*ip).addr);
-            words[(bit / 64) as usize] |= 1 << (bit % 64);
-        }
-        let mut filter: Array<&mut MapData, u64> = self.map_mut("ADDR_FILTER")?;
-        for (i, want) in words.into_iter().enumerate() {
-            let now = filter.get(&(i as u32), 0)?;
-            let next = if keep { now | want } else { want };
-            if next != now {
-                filter.set(i as u32, next, 0)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Sets `HA_LEASE` (the HA thread writes it through its pin; the packet
-    /// tests through here): 0 no high availability, else until when
-    /// (`bpf_ktime_get_ns`) this node answers for the floating addresses.
-    pub fn set_ha_lease(&mut self, until_ns: u64) -> Result<()> {
-        let mut lease: Array<&mut MapData, u64> = self.map_mut("HA_LEASE")?;
-        lease.set(0, until_ns, 0)?;
-        Ok(())
-    }
-
-    /// Rewrites the flags of backend `index`, keeping the rest of its entry.
-    pub fn set_backend_flags(&mut self, index: u32, flags: u32) -> Result<()> {
-        let mut backends: Array<&mut MapData, Backend> = self.map_mut("BACKENDS")?;
-        let mut entry = backends.get(&index, 0)?;
-        entry.flags = flags;
-        backends.set(index, entry, 0)?;
-        Ok(())
-    }
-
-    /// The load a backend's agent reported (percent busy).
-    pub fn set_load(&mut self, index: u32, load_pct: u32) -> Result<()> {
-        let mut load: Array<&mut MapData, u32> = self.map_mut("BACKEND_LOAD")?;
-        load.set(index, load_pct, 0)?;
-        Ok(())
-    }
-
-    /// A backend index that nothing refers to any more: entry, counts, load
-    /// and traffic counters back to zero for whoever gets it next.
-    pub fn clear_backend(&mut self, index: u32) -> Result<()> {
-        {
-            let mut backends: Array<&mut MapData, Backend> = self.map_mut("BACKENDS")?;
-            backends.set(index, Backend::default(), 0)?;
-        }
-        {
-            let mut active: Array<&mut MapData, u64> = self.map_mut("ACTIVE_CONNS")?;
-            active.set(index, 0, 0)?;
-        }
-        self.set_load(index, 0)?;
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
-        let mut stats: PerCpuArray<&mut MapData, BackendStats> = self.map_mut("BACKEND_STATS")?;
-        let zero = aya::maps::PerCpuValues::try_from(vec![BackendStats::default(); cpus])?;
-        stats.set(index, zero, 0)?;
-        Ok(())
-    }
-
-    /// Global counters summed over CPUs.
-    pub fn counters(&self) -> Result<BTreeMap<&'static str, u64>> {
-        let stats: PerCpuArray<&MapData, u64> = self.map("STATS")?;
-        let mut out = BTreeMap::new();
-        for c in Counter::ALL {
-            let per_cpu = stats.get(&(c as u32), 0)?;
-            out.insert(c.name(), per_cpu.iter().sum());
-        }
-        debug_assert_eq!(out.len(), COUNTER_COUNT as usize);
-        Ok(out)
-    }
-
-    /// Drops of new flows to a service for `reason`, summed over CPUs.
-    pub fn service_drops(&self, service_id: u32, reason: Counter) -> Result<u64> {
-        let drops: PerCpuArray<&MapData, u64> = self.map("SERVICE_DROPS")?;
-        Ok(drops
-            .get(&service_drop_index(service_id, reason), 0)?
-            .iter()
-            .sum())
-    }
-
-    pub fn counter(&self, c: Counter) -> Result<u64> {
-        let stats: PerCpuArray<&MapData, u64> = self.map("STATS")?;
-        Ok(stats.get(&(c as u32), 0)?.iter().sum())
-    }
-
-    /// Active connections of a backend: opened minus ended (by a FIN or RST,
-    /// or by expiry).
-    pub fn active_conns(&self, index: u32) -> Result<u64> {
-        let active: Array<&MapData, u64> = self.map("ACTIVE_CONNS")?;
-        Ok(active.get(&index, 0)?)
+    /// Runs the program once on `frame` through BPF_PROG_TEST_RUN, as if it
+    /// had arrived on `ifindex`: the packet tests, the benchmarks and the
+    /// flow sweep all run it this way.
+    pub fn test_run(&self, frame: &[u8], ifindex: u32) -> Result<TestRunOutcome> {
+        test_run(self.program()?, frame, ifindex)
     }
 
     /// Removes flows idle past `timeouts` (both entries of each), giving back
@@ -494,7 +253,7 @@ impl Dataplane {
     /// the whole table.
     pub fn sweep(&mut self, timeouts: &Timeouts) -> Result<SweepStats> {
         {
-            let mut limits: Array<&mut MapData, SweepLimits> = self.map_mut("SWEEP_LIMITS")?;
+            let mut limits = self.map_mut::<SweepLimitsMap, Array<_, _>>()?;
             limits.set(0, timeouts.limits(), 0)?;
         }
         let prog: &Xdp = self
@@ -503,96 +262,62 @@ impl Dataplane {
             .ok_or_else(|| anyhow!("program {SWEEP_PROGRAM} missing from the object"))?
             .try_into()?;
         // The program looks at no packet; the kernel wants one of Ethernet size.
-        let frame = [0u8; 64];
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(&frame);
-        opts.repeat = 1;
-        let run = prog.test_run(opts).context("running the flow sweep")?;
-        if run.return_value != XDP_PASS {
-            bail!("the flow sweep did not run (returned {})", run.return_value);
+        let run = test_run(prog, &[0u8; 64], 0).context("running the flow sweep")?;
+        if run.action != XDP_PASS {
+            bail!("the flow sweep did not run (returned {})", run.action);
         }
-        let stats: Array<&MapData, SweepStats> = self.map("SWEEP_STATS")?;
+        let stats = self.map::<SweepStatsMap, Array<_, _>>()?;
         Ok(stats.get(&0, 0)?)
     }
 
-    /// Traffic of a backend, summed over CPUs.
-    pub fn backend_stats(&self, index: u32) -> Result<BackendStats> {
-        let stats: PerCpuArray<&MapData, BackendStats> = self.map("BACKEND_STATS")?;
-        let per_cpu = stats.get(&index, 0)?;
-        let mut sum = BackendStats::default();
-        for s in per_cpu.iter() {
-            sum.packets_to += s.packets_to;
-            sum.bytes_to += s.bytes_to;
-            sum.packets_from += s.packets_from;
-            sum.bytes_from += s.bytes_from;
-            sum.new_flows += s.new_flows;
-        }
-        Ok(sum)
-    }
-
-    /// Number of entries in the flow table (both directions), read 4,096 per
-    /// system call (it also runs when a restarted daemon takes over a full
-    /// table).
-    pub fn flow_entries(&self) -> Result<usize> {
-        let flows: HashMap<&MapData, FlowKey, FlowValue> = self.map("FLOWS")?;
-        let mut count = 0;
-        batch::for_each(
-            aya::maps::IterableMap::map(&flows).fd().as_fd(),
-            std::mem::size_of::<FlowKey>(),
-            std::mem::size_of::<FlowValue>(),
-            4096,
-            |_, _| {
-                count += 1;
-                std::ops::ControlFlow::Continue(())
-            },
-        )
-        .context("counting the flow table")?;
-        Ok(count)
-    }
-
-    fn map<'a, T>(&'a self, name: &str) -> Result<T>
+    /// The loaded program's map of descriptor `M`, read-only.
+    pub fn map<'a, M: MapDef, V>(&'a self) -> Result<V>
     where
-        T: TryFrom<&'a aya::maps::Map, Error = aya::maps::MapError>,
+        V: ViewOf<M> + TryFrom<&'a Map, Error = MapError>,
     {
         let map = self
             .ebpf
-            .map(name)
-            .ok_or_else(|| anyhow!("map {name} missing from the object"))?;
-        T::try_from(map).with_context(|| format!("map {name}"))
+            .map(M::NAME)
+            .ok_or_else(|| anyhow!("map {} missing from the object", M::NAME))?;
+        maps::view::<M, _, _>(map)
     }
 
-    fn map_mut<'a, T>(&'a mut self, name: &str) -> Result<T>
+    /// The loaded program's map of descriptor `M`, to write.
+    pub fn map_mut<'a, M: MapDef, V>(&'a mut self) -> Result<V>
     where
-        T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+        V: ViewOf<M> + TryFrom<&'a mut Map, Error = MapError>,
     {
         let map = self
             .ebpf
-            .map_mut(name)
-            .ok_or_else(|| anyhow!("map {name} missing from the object"))?;
-        T::try_from(map).with_context(|| format!("map {name}"))
+            .map_mut(M::NAME)
+            .ok_or_else(|| anyhow!("map {} missing from the object", M::NAME))?;
+        maps::view::<M, _, _>(map)
     }
 }
 
-/// The `FIREWALL_V4` key (prefix length, data) of a rule.
-fn rule_v4(scope: u32, net: &Ipv4Net) -> (u32, RuleKeyV4) {
-    (
-        rule_prefix_len(net.prefix_len().into()),
-        RuleKeyV4 {
-            scope_be: scope.to_be(),
-            addr: u32::from_ne_bytes(net.network().octets()),
-        },
-    )
-}
-
-/// The `FIREWALL_V6` key (prefix length, data) of a rule.
-fn rule_v6(scope: u32, net: &Ipv6Net) -> (u32, RuleKeyV6) {
-    (
-        rule_prefix_len(net.prefix_len().into()),
-        RuleKeyV6 {
-            scope_be: scope.to_be(),
-            addr: crate::addr::raw(IpAddr::V6(net.network())).0,
-        },
-    )
+/// One BPF_PROG_TEST_RUN of `prog` on `frame` with `repeat = 1` (with more,
+/// the kernel would run it on its own rewritten output), as if it had arrived
+/// on `ifindex` (0: no interface).
+pub fn test_run(prog: &Xdp, frame: &[u8], ifindex: u32) -> Result<TestRunOutcome> {
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
+    let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
+    let ctx: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    // Room for what the program may add at the end (a SYN-ACK's options).
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    if ifindex != 0 {
+        opts.ctx_in = Some(&ctx);
+    }
+    opts.repeat = 1;
+    let result = prog.test_run(opts).context("BPF_PROG_TEST_RUN")?;
+    out.truncate(result.data_size_out as usize);
+    Ok(TestRunOutcome {
+        action: result.return_value,
+        frame: out,
+        duration: result.duration,
+    })
 }
 
 fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
@@ -616,5 +341,65 @@ fn raise_memlock() {
             "cannot raise RLIMIT_MEMLOCK: {}",
             std::io::Error::last_os_error()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use balancer_common::maps::{ALL, PROGRAM_PRIVATE};
+
+    use super::*;
+
+    /// `bpf_map_type` values of each descriptor kind.
+    fn map_types(kind: &str) -> &'static [u32] {
+        match kind {
+            "Array" => &[2],
+            "PerCpuArray" => &[6],
+            // BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH
+            "Hash" => &[1, 9],
+            "LpmTrie" => &[11],
+            "RingBuf" => &[27],
+            "DevMapHash" => &[25],
+            other => panic!("kind {other}"),
+        }
+    }
+
+    #[test]
+    fn every_map_of_the_object_is_described_once_with_its_shape() {
+        let shapes: BTreeMap<String, MapShape> = pin::shapes(PROGRAM, 1024)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.name.clone(), s))
+            .collect();
+        for (name, kind, key, value) in ALL {
+            let shape = shapes
+                .get(*name)
+                .unwrap_or_else(|| panic!("{name} is described but not in the object"));
+            assert!(
+                map_types(kind).contains(&shape.map_type),
+                "{name}: type {} is not a {kind}",
+                shape.map_type
+            );
+            if *kind == "RingBuf" {
+                continue;
+            }
+            // An LPM trie's key starts with the prefix length.
+            let key = if *kind == "LpmTrie" { key + 4 } else { *key };
+            assert_eq!(shape.key_size as usize, key, "{name}: key size");
+            if *kind != "DevMapHash" {
+                assert_eq!(shape.value_size as usize, *value, "{name}: value size");
+            }
+        }
+        for name in shapes.keys() {
+            let described = ALL.iter().filter(|(n, ..)| n == name).count();
+            let private = PROGRAM_PRIVATE.contains(&name.as_str());
+            assert_eq!(
+                described + usize::from(private),
+                1,
+                "{name}: in the object, described {described} times, private {private}"
+            );
+        }
     }
 }

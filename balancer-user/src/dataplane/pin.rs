@@ -11,7 +11,8 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use aya::maps::{Map, MapData, MapInfo};
+use aya::maps::MapInfo;
+use balancer_common::maps::{Flows, MapDef};
 use tracing::info;
 
 /// `statfs` type of a BPF file system.
@@ -123,7 +124,7 @@ impl Pins {
                     "{} entries, this configuration {}{}",
                     info.max_entries(),
                     shape.max_entries,
-                    if shape.name == "FLOWS" {
+                    if shape.name == Flows::NAME {
                         " (flows.capacity changed)"
                     } else {
                         ""
@@ -160,17 +161,8 @@ impl Pins {
     }
 }
 
-fn map_path(pin_dir: &Path, name: &str) -> PathBuf {
+pub(super) fn map_path(pin_dir: &Path, name: &str) -> PathBuf {
     pin_dir.join("maps").join(name)
-}
-
-/// Map `name` as a daemon pinned it under `pin_dir`, for the readers that do
-/// not load the program: the HA thread, `balancer flows`.
-pub fn open_pinned_map(pin_dir: &Path, name: &str) -> Result<Map> {
-    let path = map_path(pin_dir, name);
-    let data = MapData::from_pin(&path)
-        .with_context(|| format!("opening the pinned map {}", path.display()))?;
-    Map::from_map_data(data).with_context(|| format!("the pinned map {}", path.display()))
 }
 
 pub fn incompatible(dir: &Path, why: &str) -> String {
@@ -193,7 +185,7 @@ pub fn shapes(program: &[u8], flow_capacity: u32) -> Result<Vec<MapShape>> {
             map_type: map.map_type(),
             key_size: map.key_size(),
             value_size: map.value_size(),
-            max_entries: if name == "FLOWS" {
+            max_entries: if name == Flows::NAME {
                 flow_capacity
             } else {
                 map.max_entries()

@@ -6,11 +6,12 @@
 
 use std::{path::Path, time::Duration};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use aya::maps::{Array, MapData};
+use balancer_common::maps::HaLease;
 use tracing::warn;
 
-use crate::{dataplane::open_pinned_map, ktime};
+use crate::{dataplane::PinnedMaps, ktime};
 
 pub struct Lease {
     map: Array<MapData, u64>,
@@ -19,7 +20,7 @@ pub struct Lease {
 
 impl Lease {
     pub fn open(pin_dir: &Path, length: Duration) -> Result<Self> {
-        let map = Array::try_from(open_pinned_map(pin_dir, "HA_LEASE")?).context("HA_LEASE")?;
+        let map = PinnedMaps::new(pin_dir).open::<HaLease, _>()?;
         Ok(Self { map, length })
     }
 

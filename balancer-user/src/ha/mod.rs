@@ -12,7 +12,6 @@ mod lease;
 pub mod sync;
 
 use std::{
-    collections::BTreeMap,
     net::{IpAddr, Ipv6Addr, SocketAddr},
     os::unix::fs::PermissionsExt,
     path::Path,
@@ -25,7 +24,6 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
 use tokio::{net::UdpSocket, sync::watch};
 use tracing::{debug, info, warn};
 
@@ -33,7 +31,11 @@ use self::{
     advert::{Advert, Codec, Rejected, Role},
     election::{Election, Transition},
 };
-use crate::{config::Ha, netconf::NetChanges};
+use crate::{
+    api::{HaStatus, PeerStatus, TransitionStatus},
+    config::Ha,
+    netconf::NetChanges,
+};
 
 /// How often the flow-event ring is drained into datagrams: the standby lags
 /// the active node by at most this (plus the network), and the daemon wakes
@@ -54,48 +56,6 @@ pub struct Inputs {
     /// The floating addresses the active node owns.
     pub addresses: Vec<IpAddr>,
     pub digest: [u8; 8],
-}
-
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
-pub struct HaStatus {
-    pub role: String,
-    pub priority: u8,
-    pub effective_priority: u8,
-    pub conditions: Vec<String>,
-    pub peers: Vec<PeerStatus>,
-    pub last_transition: Option<TransitionStatus>,
-    /// Role changes by `from|to|cause`.
-    pub transitions: BTreeMap<String, u64>,
-    pub adverts_sent: u64,
-    pub adverts_received: u64,
-    pub adverts_rejected: BTreeMap<String, u64>,
-    pub split_brains: u64,
-    /// Flow sync: records sent (active) and installed or ended (standby).
-    pub sync_sent: u64,
-    pub sync_installed: u64,
-    pub sync_closed: u64,
-    pub sync_unmatched: u64,
-    pub sync_rejected: u64,
-    /// Age of the last flow-sync datagram when it arrived, by the sender's clock.
-    #[serde(default)]
-    pub sync_lag_ms: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
-pub struct PeerStatus {
-    pub node: String,
-    pub role: String,
-    pub priority: u8,
-    pub alive: bool,
-    pub last_heard_ms: u64,
-}
-
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
-pub struct TransitionStatus {
-    pub at_unix: u64,
-    pub from: String,
-    pub to: String,
-    pub reason: String,
 }
 
 pub struct HaHandle {

@@ -13,18 +13,22 @@
 
 use std::{collections::HashMap as StdHashMap, path::Path, time::SystemTime};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use aya::maps::{Array, HashMap, MapData, RingBuf};
 use balancer_common::{
     RawAddr,
     flow::{DIR_FORWARD, DIR_REPLY, FlowKey, FlowValue, SYNC_CLOSED, SYNC_NEW, SyncEvent},
-    service::{BACKEND_F_PRESENT, Backend, MAX_BACKENDS_PER_SERVICE, ServiceKey, ServiceValue},
+    maps::{ActiveConns, Backends, FlowEvents, Flows, ServiceSlots, Services},
+    service::{
+        BACKEND_F_PRESENT, Backend, BackendIndex, MAX_BACKENDS_PER_SERVICE, ServiceKey,
+        ServiceValue,
+    },
 };
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::advert::micros;
-use crate::{dataplane::open_pinned_map, ktime};
+use crate::{dataplane::PinnedMaps, ktime};
 
 /// UDP port of the flow sync.
 pub const PORT: u16 = super::advert::PORT + 1;
@@ -199,9 +203,8 @@ pub struct Source {
 
 impl Source {
     pub fn open(pin_dir: &Path) -> Result<Self> {
-        let map = open_pinned_map(pin_dir, "FLOW_EVENTS")?;
         Ok(Self {
-            ring: RingBuf::try_from(map).context("FLOW_EVENTS")?,
+            ring: PinnedMaps::new(pin_dir).open::<FlowEvents, _>()?,
         })
     }
 
@@ -223,10 +226,10 @@ impl Source {
 pub struct Sink {
     /// Backend index by (service, backend address, port), checked against
     /// `BACKENDS` on use: a reload may move backends.
-    known: StdHashMap<(ServiceKey, RawAddr, u16), u32>,
+    known: StdHashMap<(ServiceKey, RawAddr, u16), BackendIndex>,
     flows: HashMap<MapData, FlowKey, FlowValue>,
     services: HashMap<MapData, ServiceKey, ServiceValue>,
-    slots: Array<MapData, u32>,
+    slots: Array<MapData, BackendIndex>,
     backends: Array<MapData, Backend>,
     active: Array<MapData, u64>,
 }
@@ -241,14 +244,14 @@ pub struct Applied {
 
 impl Sink {
     pub fn open(pin_dir: &Path) -> Result<Self> {
-        let open = |name| open_pinned_map(pin_dir, name);
+        let pinned = PinnedMaps::new(pin_dir);
         Ok(Self {
             known: StdHashMap::new(),
-            flows: HashMap::try_from(open("FLOWS")?)?,
-            services: HashMap::try_from(open("SERVICES")?)?,
-            slots: Array::try_from(open("SERVICE_SLOTS")?)?,
-            backends: Array::try_from(open("BACKENDS")?)?,
-            active: Array::try_from(open("ACTIVE_CONNS")?)?,
+            flows: pinned.open::<Flows, _>()?,
+            services: pinned.open::<Services, _>()?,
+            slots: pinned.open::<ServiceSlots, _>()?,
+            backends: pinned.open::<Backends, _>()?,
+            active: pinned.open::<ActiveConns, _>()?,
         })
     }
 
@@ -268,7 +271,7 @@ impl Sink {
     }
 
     /// This node's index of the record's backend, under the service of its VIP.
-    fn backend_index(&mut self, r: &Record) -> Option<u32> {
+    fn backend_index(&mut self, r: &Record) -> Option<BackendIndex> {
         let key = ServiceKey {
             vip: r.dst,
             port_be: r.dport_be,
@@ -277,7 +280,7 @@ impl Sink {
         };
         let cache_key = (key, r.backend, r.backend_port_be);
         if let Some(&index) = self.known.get(&cache_key)
-            && let Ok(b) = self.backends.get(&index, 0)
+            && let Ok(b) = self.backends.get(&index.0, 0)
             && b.addr == r.backend
             && b.port_be == r.backend_port_be
             && b.flags & BACKEND_F_PRESENT != 0
@@ -286,11 +289,8 @@ impl Sink {
         }
         let svc = self.services.get(&key, 0).ok()?;
         let found = (0..svc.backend_count.min(MAX_BACKENDS_PER_SERVICE)).find_map(|slot| {
-            let index = self
-                .slots
-                .get(&(svc.id * MAX_BACKENDS_PER_SERVICE + slot), 0)
-                .ok()?;
-            let b = self.backends.get(&index, 0).ok()?;
+            let index = self.slots.get(&svc.id.slot(slot), 0).ok()?;
+            let b = self.backends.get(&index.0, 0).ok()?;
             (b.addr == r.backend && b.port_be == r.backend_port_be).then_some(index)
         })?;
         self.known.insert(cache_key, found);
@@ -345,8 +345,8 @@ impl Sink {
         {
             return false;
         }
-        let count = self.active.get(&index, 0).unwrap_or(0);
-        let _ = self.active.set(index, count + 1, 0);
+        let count = self.active.get(&index.0, 0).unwrap_or(0);
+        let _ = self.active.set(index.0, count + 1, 0);
         true
     }
 
@@ -367,8 +367,10 @@ impl Sink {
         if let Ok(forward) = self.flows.get(&forward_key, 0)
             && forward.released == 0
         {
-            let count = self.active.get(&forward.backend, 0).unwrap_or(0);
-            let _ = self.active.set(forward.backend, count.saturating_sub(1), 0);
+            let count = self.active.get(&forward.backend.0, 0).unwrap_or(0);
+            let _ = self
+                .active
+                .set(forward.backend.0, count.saturating_sub(1), 0);
         }
         let _ = self.flows.remove(&forward_key);
         let _ = self.flows.remove(&reply_key);

@@ -10,8 +10,8 @@
 //! [`Metrics`].
 
 pub mod http;
+pub mod outcome;
 pub mod render;
-pub mod snapshot;
 pub mod text;
 
 #[cfg(test)]
@@ -26,8 +26,8 @@ use std::{
 use balancer_common::expiry::SweepStats;
 use prometheus_client::metrics::histogram::Histogram;
 
+pub use crate::api::{BackendSnapshot, FlowTable, ServiceSnapshot, Snapshot};
 pub use render::CheckFigures;
-pub use snapshot::{BackendSnapshot, FlowTable, ServiceSnapshot, Snapshot};
 
 /// Upper bounds of the health-check duration buckets, seconds.
 pub const CHECK_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];

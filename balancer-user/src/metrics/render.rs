@@ -12,7 +12,8 @@ use prometheus_client::{
 };
 
 use super::{
-    snapshot::{BackendSnapshot, HEALTH_STATES, Outcome, Snapshot, drop_reasons, outcome},
+    BackendSnapshot, Snapshot,
+    outcome::{HEALTH_STATES, Outcome, drop_reasons, outcome},
     text::PrometheusText,
 };
 use balancer_common::stats::Counter;
@@ -207,7 +208,7 @@ impl Scrape {
         Ok(())
     }
 
-    fn ha(&self, e: &mut DescriptorEncoder, s: &Snapshot, ha: &crate::ha::HaStatus) -> Fmt {
+    fn ha(&self, e: &mut DescriptorEncoder, s: &Snapshot, ha: &crate::api::HaStatus) -> Fmt {
         single_gauge(
             e,
             "balancer_ha_priority",

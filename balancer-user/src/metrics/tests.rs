@@ -241,7 +241,7 @@ fn exported_names() -> Vec<String> {
     // With high availability too: its families exist only then.
     let mut ha = snapshot();
     ha.role = "active".into();
-    ha.ha = Some(crate::ha::HaStatus {
+    ha.ha = Some(crate::api::HaStatus {
         sync_lag_ms: Some(1.0),
         ..Default::default()
     });

@@ -4,7 +4,7 @@
 use std::time::{Instant, SystemTime};
 
 use balancer_common::service::{
-    BACKEND_F_DRAINING, BACKEND_F_HEALTHY, BACKEND_F_PRESENT, BACKEND_F_PURGE,
+    BACKEND_F_DRAINING, BACKEND_F_HEALTHY, BACKEND_F_PRESENT, BACKEND_F_PURGE, BackendIndex,
 };
 use serde::Serialize;
 
@@ -32,7 +32,7 @@ impl Health {
 
 #[derive(Debug, Clone)]
 pub struct BackendState {
-    pub index: u32,
+    pub index: BackendIndex,
     pub health: Health,
     /// Why the health is what it is (the last check's verdict).
     pub reason: String,
@@ -51,7 +51,7 @@ pub struct BackendState {
 }
 
 impl BackendState {
-    pub fn new(index: u32, checked: bool, reset_when_down: bool) -> Self {
+    pub fn new(index: BackendIndex, checked: bool, reset_when_down: bool) -> Self {
         Self {
             index,
             health: if checked {
@@ -116,27 +116,27 @@ mod tests {
 
     #[test]
     fn unknown_takes_no_flows_and_unchecked_does() {
-        let checked = BackendState::new(0, true, false);
+        let checked = BackendState::new(BackendIndex(0), true, false);
         assert_eq!(checked.flags() & BACKEND_F_HEALTHY, 0);
-        let unchecked = BackendState::new(0, false, false);
+        let unchecked = BackendState::new(BackendIndex(0), false, false);
         assert_ne!(unchecked.flags() & BACKEND_F_HEALTHY, 0);
     }
 
     #[test]
     fn reset_services_purge_down_backends_only() {
-        let mut b = BackendState::new(0, true, true);
+        let mut b = BackendState::new(BackendIndex(0), true, true);
         b.health = Health::Up;
         assert_eq!(b.flags() & BACKEND_F_PURGE, 0);
         b.health = Health::Down;
         assert_ne!(b.flags() & BACKEND_F_PURGE, 0);
-        let mut keep = BackendState::new(0, true, false);
+        let mut keep = BackendState::new(BackendIndex(0), true, false);
         keep.health = Health::Down;
         assert_eq!(keep.flags() & BACKEND_F_PURGE, 0);
     }
 
     #[test]
     fn a_drain_that_expired_purges_until_enabled() {
-        let mut b = BackendState::new(0, false, false);
+        let mut b = BackendState::new(BackendIndex(0), false, false);
         b.admin_drain = Some(Instant::now());
         assert_eq!(
             b.flags(),
@@ -150,7 +150,7 @@ mod tests {
 
     #[test]
     fn an_agent_that_says_down_takes_it_out() {
-        let mut b = BackendState::new(0, false, false);
+        let mut b = BackendState::new(BackendIndex(0), false, false);
         b.agent_down = true;
         assert_eq!(b.flags() & BACKEND_F_HEALTHY, 0);
         assert_eq!(b.state_word(), "down");

@@ -6,6 +6,8 @@ use std::{collections::BTreeMap, net::SocketAddr, time::Duration, time::Instant}
 
 use serde::Serialize;
 
+use balancer_common::service::BackendIndex;
+
 use super::{BackendState, Health, Retired, Runtime, ServiceState};
 use crate::config::{Config, HealthKind, OnBackendDown};
 
@@ -161,7 +163,7 @@ impl Runtime {
         &mut self,
         service: &str,
         address: SocketAddr,
-        index: u32,
+        index: BackendIndex,
         now: Instant,
         timeout: Duration,
     ) {

@@ -20,17 +20,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use balancer_common::service::{MAX_BACKENDS, MAX_SERVICES};
+use balancer_common::service::{BackendIndex, MAX_BACKENDS, MAX_SERVICES, ServiceId};
 
 pub use backend::{BackendState, Health};
 pub use diff::Changes;
-pub use recover::{Recovered, RecoveredBackend, RecoveredService};
 
 use crate::{config::Config, plan::Placement};
 
 #[derive(Debug, Clone)]
 pub struct ServiceState {
-    pub id: u32,
+    pub id: ServiceId,
     pub backends: BTreeMap<SocketAddr, BackendState>,
 }
 
@@ -39,7 +38,7 @@ pub struct ServiceState {
 pub struct Retired {
     pub service: String,
     pub address: SocketAddr,
-    pub index: u32,
+    pub index: BackendIndex,
     pub since: Instant,
     /// After this its remaining flows are ended.
     pub deadline: Instant,
@@ -50,9 +49,9 @@ pub struct Retired {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Chore {
     /// A retired backend has no flows left: clear its entry and counters.
-    Free { index: u32 },
+    Free { index: BackendIndex },
     /// A retired backend's drain timed out: end its flows.
-    Purge { index: u32 },
+    Purge { index: BackendIndex },
     /// A drained backend's drain timed out: end its flows (it stays configured).
     DrainExpired {
         service: String,
@@ -65,8 +64,8 @@ pub struct Runtime {
     config: Config,
     services: BTreeMap<String, ServiceState>,
     retired: Vec<Retired>,
-    free_ids: BTreeSet<u32>,
-    free_indexes: BTreeSet<u32>,
+    free_ids: BTreeSet<ServiceId>,
+    free_indexes: BTreeSet<BackendIndex>,
 }
 
 impl Runtime {
@@ -82,8 +81,8 @@ impl Runtime {
             config,
             services: BTreeMap::new(),
             retired: Vec::new(),
-            free_ids: (0..MAX_SERVICES).collect(),
-            free_indexes: (0..MAX_BACKENDS).collect(),
+            free_ids: (0..MAX_SERVICES).map(ServiceId).collect(),
+            free_indexes: (0..MAX_BACKENDS).map(BackendIndex).collect(),
         }
     }
 
@@ -120,19 +119,23 @@ impl Runtime {
             .flat_map(|s| s.backends.values())
             .map(|b| b.index);
         let retired = self.retired.iter().map(|r| r.index);
-        configured.chain(retired).max().map_or(0, |i| i + 1)
+        configured.chain(retired).max().map_or(0, |i| i.0 + 1)
     }
 
     /// Indexes of retired backends: their `BACKENDS` entries say draining
     /// until they are freed.
-    pub fn retired_indexes(&self) -> impl Iterator<Item = (u32, bool)> + '_ {
+    pub fn retired_indexes(&self) -> impl Iterator<Item = (BackendIndex, bool)> + '_ {
         self.retired.iter().map(|r| (r.index, r.purged))
     }
 
     /// Retired backends whose flows are gone are freed; those past their
     /// deadline are purged; drains past `drain_timeout_s` expire.
     /// `active` gives a backend's active connections.
-    pub fn housekeeping(&mut self, now: Instant, active: impl Fn(u32) -> u64) -> Vec<Chore> {
+    pub fn housekeeping(
+        &mut self,
+        now: Instant,
+        active: impl Fn(BackendIndex) -> u64,
+    ) -> Vec<Chore> {
         let mut chores = Vec::new();
         let mut kept = Vec::with_capacity(self.retired.len());
         for mut r in std::mem::take(&mut self.retired) {
@@ -176,11 +179,11 @@ impl Runtime {
 const PURGE_GRACE: Duration = Duration::from_secs(5);
 
 impl Placement for Runtime {
-    fn service_id(&self, service: &str) -> Option<u32> {
+    fn service_id(&self, service: &str) -> Option<ServiceId> {
         self.services.get(service).map(|s| s.id)
     }
 
-    fn backend_index(&self, service: &str, backend: SocketAddr) -> Option<u32> {
+    fn backend_index(&self, service: &str, backend: SocketAddr) -> Option<BackendIndex> {
         self.backend(service, backend).map(|b| b.index)
     }
 

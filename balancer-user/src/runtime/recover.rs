@@ -5,39 +5,16 @@
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
 
 use balancer_common::service::{BACKEND_F_DRAINING, BACKEND_F_HEALTHY};
 
 use super::{BackendState, Health, Runtime, ServiceState};
-use crate::config::{Config, HealthKind, OnBackendDown, Protocol};
-
-/// A `SERVICES` entry and the backends its slots point at.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecoveredService {
-    pub vip: IpAddr,
-    pub port: u16,
-    pub protocol: Protocol,
-    pub id: u32,
-    pub backends: Vec<RecoveredBackend>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecoveredBackend {
-    pub index: u32,
-    pub address: SocketAddr,
-    pub flags: u32,
-}
-
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Recovered {
-    pub services: Vec<RecoveredService>,
-    /// `BACKENDS` entries in use that no service slot points at: backends a
-    /// previous daemon retired.
-    pub orphans: Vec<RecoveredBackend>,
-}
+use crate::{
+    config::{Config, HealthKind, OnBackendDown},
+    dataplane::Recovered,
+};
 
 impl Runtime {
     /// The state `recovered` from pinned maps, then `config` applied to it.

@@ -3,7 +3,10 @@ use std::time::{Duration, Instant};
 use balancer_common::service::{BACKEND_F_DRAINING, BACKEND_F_HEALTHY, BACKEND_F_PRESENT};
 
 use super::*;
-use crate::config;
+use crate::{
+    config,
+    dataplane::{Recovered, RecoveredBackend, RecoveredService},
+};
 
 fn config(backends: &[&str]) -> Config {
     let list: Vec<String> = backends
@@ -75,7 +78,7 @@ fn a_removed_backends_index_is_reused_only_once_its_flows_are_gone() {
     rt.apply_config(config(&[B]), t0).unwrap();
     assert_ne!(rt.backend("web", addr(B)).unwrap().index, a_index);
     // Still one flow: kept, then purged at the deadline, freed after.
-    let still_one = |i: u32| u64::from(i == a_index);
+    let still_one = |i: BackendIndex| u64::from(i == a_index);
     assert!(rt.housekeeping(t0, still_one).is_empty());
     let later = t0 + Duration::from_secs(10);
     assert_eq!(
@@ -134,36 +137,36 @@ fn recovery_keeps_places_and_verdicts_and_retires_what_the_file_dropped() {
             vip: "198.51.100.10".parse().unwrap(),
             port: 80,
             protocol: config::Protocol::Tcp,
-            id: 7,
+            id: ServiceId(7),
             backends: vec![
                 RecoveredBackend {
-                    index: 40,
+                    index: BackendIndex(40),
                     address: addr(A),
                     flags: BACKEND_F_PRESENT | BACKEND_F_HEALTHY,
                 },
                 RecoveredBackend {
-                    index: 41,
+                    index: BackendIndex(41),
                     address: addr(C),
                     flags: BACKEND_F_PRESENT,
                 },
             ],
         }],
         orphans: vec![RecoveredBackend {
-            index: 99,
+            index: BackendIndex(99),
             address: addr("203.0.113.50:80"),
             flags: BACKEND_F_PRESENT | BACKEND_F_DRAINING,
         }],
     };
     let (rt, changes) = Runtime::recover(config(&[A, B]), &recovered, Instant::now()).unwrap();
-    assert_eq!(rt.service("web").unwrap().id, 7);
+    assert_eq!(rt.service("web").unwrap().id, ServiceId(7));
     let a = rt.backend("web", addr(A)).unwrap();
-    assert_eq!((a.index, a.health), (40, Health::Up));
+    assert_eq!((a.index, a.health), (BackendIndex(40), Health::Up));
     assert!(changes.backends_added.contains(&("web".into(), addr(B))));
     assert_eq!(changes.backends_removed, vec![("web".into(), addr(C))]);
-    let retired: Vec<u32> = rt.retired().iter().map(|r| r.index).collect();
+    let retired: Vec<u32> = rt.retired().iter().map(|r| r.index.0).collect();
     assert_eq!(retired, vec![99, 41]);
     assert!(changes.services_added.contains(&"dns".to_string()));
-    assert_ne!(rt.service("dns").unwrap().id, 7);
+    assert_ne!(rt.service("dns").unwrap().id, ServiceId(7));
 }
 
 #[test]
@@ -176,8 +179,8 @@ fn the_index_bound_covers_configured_and_retired_backends() {
             .max()
             .unwrap()
     };
-    assert_eq!(rt.index_bound(), highest(&rt) + 1);
+    assert_eq!(rt.index_bound(), highest(&rt).0 + 1);
     let b_index = rt.backend("web", addr(B)).unwrap().index;
     rt.apply_config(config(&[A]), Instant::now()).unwrap();
-    assert!(rt.index_bound() > b_index, "B is retired, still counted");
+    assert!(rt.index_bound() > b_index.0, "B is retired, still counted");
 }

@@ -12,7 +12,6 @@ use std::{
     time::Duration,
 };
 
-use aya::programs::{TestRun, TestRunOptions};
 use balancer_tests::require_root;
 use balancer_user::{config, dataplane::Dataplane, plan};
 use etherparse::{
@@ -194,23 +193,8 @@ impl Fixture {
 
     /// [`Fixture::run`], with the kernel's measure of the run's duration.
     pub fn run_timed(&self, frame: &[u8], ifindex: u32) -> (u32, Vec<u8>, Duration) {
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
-        let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
-        let ctx: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        let mut out = vec![0u8; frame.len() + 256];
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.data_out = Some(&mut out);
-        opts.ctx_in = Some(&ctx);
-        opts.repeat = 1;
-        let result = self
-            .dp
-            .program()
-            .unwrap()
-            .test_run(opts)
-            .expect("BPF_PROG_TEST_RUN");
-        out.truncate(result.data_size_out as usize);
-        (result.return_value, out, result.duration)
+        let run = self.dp.test_run(frame, ifindex).expect("BPF_PROG_TEST_RUN");
+        (run.action, run.frame, run.duration)
     }
 }
 

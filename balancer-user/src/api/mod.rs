@@ -1,9 +1,16 @@
 //! The admin API on `[control].socket`: one JSON request per connection, one
-//! JSON reply, shared by the daemon and the CLI.
+//! JSON reply, shared by the daemon and the CLI. Its types are the wire's:
+//! the daemon's parts (metrics, HA) fill them, and import them from here.
+
+pub mod ha;
+pub mod stats;
 
 use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
+
+pub use ha::{HaStatus, PeerStatus, TransitionStatus};
+pub use stats::{BackendSnapshot, FlowTable, ServiceSnapshot, Snapshot};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "kebab-case")]
@@ -53,7 +60,7 @@ pub struct Reply {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stats: Option<Box<crate::metrics::Snapshot>>,
+    pub stats: Option<Box<Snapshot>>,
 }
 
 impl Reply {
@@ -95,7 +102,7 @@ pub struct Status {
     pub retired: Vec<RetiredStatus>,
     /// High availability: role, peers, last transition (absent when standalone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ha: Option<crate::ha::HaStatus>,
+    pub ha: Option<HaStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
