@@ -72,6 +72,20 @@ pub fn checksum(initial: u64, data: &[u8]) -> u16 {
     !fold(sum_be(initial, data))
 }
 
+/// The one's-complement sum of an IPv4 pseudo-header (RFC 793, 768), to start
+/// a TCP or UDP checksum of `len` bytes from.
+pub fn pseudo_header_v4(src: [u8; 4], dst: [u8; 4], proto: u8, len: u16) -> u64 {
+    let sum = sum_be(sum_be(0, &src), &dst);
+    sum_be(sum, &[0, proto]) + u64::from(len)
+}
+
+/// The one's-complement sum of an IPv6 pseudo-header (RFC 8200 8.1), to start
+/// an upper-layer checksum of `len` bytes from.
+pub fn pseudo_header_v6(src: [u8; 16], dst: [u8; 16], next_header: u8, len: u32) -> u64 {
+    let sum = sum_be(sum_be(0, &src), &dst);
+    sum_be(sum, &len.to_be_bytes()) + u64::from(next_header)
+}
+
 /// One's-complement accumulation of `data` as big-endian 16-bit words.
 pub fn sum_be(mut sum: u64, data: &[u8]) -> u64 {
     let mut chunks = data.chunks_exact(2);
@@ -152,6 +166,19 @@ mod tests {
             );
             assert_eq!(summed, one_by_one, "check {check:#x}");
         }
+    }
+
+    #[test]
+    fn pseudo_headers_sum_their_fields() {
+        // 198.51.100.2 -> 203.0.113.11, TCP, 20 bytes
+        let v4 = pseudo_header_v4([198, 51, 100, 2], [203, 0, 113, 11], 6, 20);
+        assert_eq!(v4, 0xc633 + 0x6402 + 0xcb00 + 0x710b + 6 + 20);
+        let mut src = [0u8; 16];
+        src[15] = 1;
+        let mut dst = [0u8; 16];
+        dst[0] = 0xff;
+        dst[15] = 2;
+        assert_eq!(pseudo_header_v6(src, dst, 58, 32), 1 + 0xff00 + 2 + 32 + 58);
     }
 
     #[test]

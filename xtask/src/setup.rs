@@ -31,11 +31,14 @@ const APT_PACKAGES: &[&str] = &[
     "postgresql-client-15",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// The unused-dependency check of `cargo xtask test`.
+const CARGO_MACHETE_VERSION: &str = "0.9.2";
 
 pub fn run() -> Result<()> {
     rust_src()?;
     apt()?;
     bpf_linker()?;
+    cargo_machete()?;
     // Builds the eBPF object too (balancer-user's build script).
     crate::run(cargo().args(["build", "-p", "balancer-user", "--bin", "balancer"]))?;
     eprintln!("setup: done");
@@ -102,4 +105,22 @@ fn bpf_linker() -> Result<()> {
             ])
             .env("LLVM_PREFIX", "/usr/lib/llvm-22"),
     )
+}
+
+fn cargo_machete() -> Result<()> {
+    let installed = Command::new("cargo-machete")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_MACHETE_VERSION))
+        .unwrap_or(false);
+    if installed {
+        return Ok(());
+    }
+    run_cmd(cargo().args([
+        "install",
+        "cargo-machete",
+        "--version",
+        CARGO_MACHETE_VERSION,
+        "--locked",
+    ]))
 }

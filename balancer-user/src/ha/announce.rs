@@ -8,6 +8,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use balancer_common::csum;
 
 const ETH_P_ARP: u16 = 0x0806;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -79,22 +80,8 @@ pub fn unsolicited_na(mac: [u8; 6], ip: Ipv6Addr) -> Vec<u8> {
 }
 
 fn icmpv6_checksum(src: Ipv6Addr, dst: Ipv6Addr, msg: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut add = |bytes: &[u8]| {
-        for chunk in bytes.chunks(2) {
-            let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
-            sum += u32::from(word);
-        }
-    };
-    add(&src.octets());
-    add(&dst.octets());
-    add(&(msg.len() as u32).to_be_bytes());
-    add(&[0, 0, 0, 58]);
-    add(msg);
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    let pseudo = csum::pseudo_header_v6(src.octets(), dst.octets(), 58, msg.len() as u32);
+    csum::checksum(pseudo, msg)
 }
 
 fn send_frame(interface: &str, frame: &[u8], dst: [u8; 6]) -> Result<()> {

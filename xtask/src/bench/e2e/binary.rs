@@ -60,21 +60,14 @@ pub fn prepare() -> Result<String> {
 }
 
 fn build(cmd: &mut Command) -> Result<()> {
-    cmd.args([
+    crate::run(cmd.args([
         "build",
         "--release",
         "-p",
         "balancer-user",
         "--bin",
         "balancer",
-    ]);
-    let shown = format!("{cmd:?}");
-    eprintln!("+ {shown}");
-    let status = cmd.status().with_context(|| format!("running {shown}"))?;
-    if !status.success() {
-        bail!("{shown} failed: {status}");
-    }
-    Ok(())
+    ]))
 }
 
 /// `git archive HEAD | tar -x -C dir`.
