@@ -8,7 +8,7 @@
 
 use aya_ebpf::helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns};
 
-use crate::maps::CLOCK;
+use aya_ebpf::{macros::map, maps::PerCpuArray};
 
 /// This CPU's reading: the tick, and the clock in it.
 #[repr(C)]
@@ -16,6 +16,10 @@ pub struct Reading {
     jiffies: u64,
     ns: u64,
 }
+
+/// Per-CPU reading of the coarse clock and the tick it was read in (see `clock`).
+#[map]
+pub static CLOCK: PerCpuArray<Reading> = PerCpuArray::with_max_entries(1, 0);
 
 /// Now, in `CLOCK_MONOTONIC_COARSE` nanoseconds (what the daemon reads).
 #[inline(always)]

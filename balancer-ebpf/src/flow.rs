@@ -9,6 +9,8 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     cty::c_void,
     helpers::{bpf_get_prandom_u32, bpf_loop},
+    macros::map,
+    maps::PerCpuArray,
     programs::XdpContext,
 };
 use balancer_common::{
@@ -17,7 +19,8 @@ use balancer_common::{
         DIR_FORWARD, DIR_REPLY, FlowKey, FlowValue, STATE_CLOSING, STATE_ESTABLISHED, STATE_NEW,
     },
     global::Global,
-    service::{Backend, BackendIndex, MAX_SNAT_ADDRS, SERVICE_F_DNAT, ServiceValue},
+    maps::{Flows, Value},
+    service::{Backend, BackendIndex, MAX_BACKENDS, MAX_SNAT_ADDRS, SERVICE_F_DNAT, ServiceValue},
     stats::Counter,
 };
 
@@ -25,7 +28,7 @@ use network_types::eth::EthHdr;
 
 use crate::{
     clock, copy, forward,
-    maps::{ACTIVE_CONNS, BACKENDS, FLOWS, GLOBAL, PORT_CURSOR, PORT_PROBE, SCRATCH, SNAT_POOL},
+    maps::{ACTIVE_CONNS, BACKENDS, FLOWS, GLOBAL, SNAT_POOL},
     parse::{Packet, ptr_at},
     select,
 };
@@ -49,6 +52,21 @@ pub struct PortProbe {
     found_be: u16,
     found: u16,
 }
+
+/// Per-CPU state of a new flow's SNAT port search (see `flow::try_port`).
+#[map]
+pub static PORT_PROBE: PerCpuArray<PortProbe> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU, per-backend offset of the next SNAT port to try: ports handed out
+/// in turn are freed in about the order they were taken, so the first try
+/// usually finds a free one however full the range is.
+#[map]
+pub static PORT_CURSOR: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+/// Per-CPU room for the two entries of a new flow while they are built: on the
+/// 512-byte BPF stack they would crowd out everything else.
+#[map]
+pub static SCRATCH: PerCpuArray<Value<Flows>> = PerCpuArray::with_max_entries(2, 0);
 
 /// One SNAT port try: claims the port by inserting the reply entry (in this
 /// CPU's scratch slot) unless another flow holds it. Each SNAT address of the

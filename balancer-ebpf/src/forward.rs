@@ -9,19 +9,30 @@ use aya_ebpf::{
         xdp_action,
     },
     helpers::bpf_fib_lookup,
+    macros::map,
+    maps::PerCpuArray,
     programs::XdpContext,
 };
-use balancer_common::{FAMILY_V6, RawAddr, flow::FlowValue, service::BackendIndex, stats::Counter};
+use balancer_common::{
+    FAMILY_V6, RawAddr,
+    flow::FlowValue,
+    service::{BackendIndex, MAX_BACKENDS},
+    stats::Counter,
+};
 use network_types::eth::EthHdr;
 
 use crate::{
     copy,
-    maps::{BACKEND_HOPS, FIB_PARAMS, IFACE_MTU, TX_PORTS, count},
+    maps::{IFACE_MTU, TX_PORTS, count},
     parse::{Packet, ptr_at},
 };
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
+
+/// Per-CPU room for a FIB lookup's request and answer.
+#[map]
+pub static FIB_PARAMS: PerCpuArray<FibParams> = PerCpuArray::with_max_entries(1, 0);
 
 /// Where a translated packet goes next.
 pub struct NextHop {
@@ -78,6 +89,11 @@ pub struct CachedHop {
     dmac: [u8; 6],
     smac: [u8; 6],
 }
+
+/// Per-CPU, per-backend next hop of recent new flows (see
+/// `forward::learn_backend_hop`).
+#[map]
+pub static BACKEND_HOPS: PerCpuArray<CachedHop> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
 
 /// Learns a new forward entry's next hop: this CPU's cached one for its
 /// backend while it is recent, else the FIB's, which is then cached. Flows of

@@ -1,7 +1,7 @@
 //! The program's maps; their key and value types live in `balancer-common`.
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, bpf_fib_lookup},
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -117,43 +117,10 @@ pub static SCAN_CURSOR: PerCpuArray<Value<ScanCursor>> =
 #[map]
 pub static FLOWS: LruHashMap<Key<Flows>, Value<Flows>> = LruHashMap::with_max_entries(65536, 0);
 
-/// Per-CPU room for the two entries of a new flow while they are built: on the
-/// 512-byte BPF stack they would crowd out everything else.
-#[map]
-pub static SCRATCH: PerCpuArray<Value<Flows>> = PerCpuArray::with_max_entries(2, 0);
-
-/// Per-CPU room for a FIB lookup's request and answer.
-#[map]
-pub static FIB_PARAMS: PerCpuArray<bpf_fib_lookup> = PerCpuArray::with_max_entries(1, 0);
-
 /// MTU of each interface in `TX_PORTS`, by ifindex, written by the daemon.
 #[map]
 pub static IFACE_MTU: HashMap<Key<IfaceMtu>, Value<IfaceMtu>> =
     HashMap::with_max_entries(MAX_INTERFACES, 0);
-
-/// Per-CPU state of a least-connections scan (see `select::scan_one`).
-#[map]
-pub static SCAN: PerCpuArray<crate::select::Scan> = PerCpuArray::with_max_entries(1, 0);
-
-/// Per-CPU state of a new flow's SNAT port search (see `flow::try_port`).
-#[map]
-pub static PORT_PROBE: PerCpuArray<crate::flow::PortProbe> = PerCpuArray::with_max_entries(1, 0);
-
-/// Per-CPU, per-backend offset of the next SNAT port to try: ports handed out
-/// in turn are freed in about the order they were taken, so the first try
-/// usually finds a free one however full the range is.
-#[map]
-pub static PORT_CURSOR: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
-
-/// Per-CPU, per-backend next hop of recent new flows (see
-/// `forward::learn_backend_hop`).
-#[map]
-pub static BACKEND_HOPS: PerCpuArray<crate::forward::CachedHop> =
-    PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
-
-/// Per-CPU reading of the coarse clock and the tick it was read in (see `clock`).
-#[map]
-pub static CLOCK: PerCpuArray<crate::clock::Reading> = PerCpuArray::with_max_entries(1, 0);
 
 /// Interfaces the program redirects to, keyed by ifindex.
 #[map]

@@ -7,6 +7,8 @@ use core::ptr::{read_volatile, write_volatile};
 use aya_ebpf::{
     cty::c_void,
     helpers::{bpf_get_prandom_u32, bpf_get_smp_processor_id, bpf_loop},
+    macros::map,
+    maps::PerCpuArray,
 };
 use balancer_common::{
     flow::FlowKey,
@@ -18,7 +20,7 @@ use balancer_common::{
 };
 
 use crate::maps::{
-    ACTIVE_CONNS, BACKEND_LOAD, BACKENDS, MAGLEV_TABLE, RR_TABLE, SCAN, SCAN_CURSOR, SERVICE_SLOTS,
+    ACTIVE_CONNS, BACKEND_LOAD, BACKENDS, MAGLEV_TABLE, RR_TABLE, SCAN_CURSOR, SERVICE_SLOTS,
 };
 
 /// Tries of the round-robin sequence before falling back (entries of backends
@@ -79,6 +81,10 @@ pub struct Scan {
     best_active: u64,
     best_cap: u64,
 }
+
+/// Per-CPU state of a least-connections scan (see `select::scan_one`).
+#[map]
+pub static SCAN: PerCpuArray<Scan> = PerCpuArray::with_max_entries(1, 0);
 
 /// One backend of a least-connections scan. Run by `bpf_loop`, so the verifier
 /// checks it once rather than once per iteration of an unrolled loop (which,

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use tokio::{io::AsyncReadExt, net::TcpStream};
 
-use super::probe::describe_io;
+use super::reason::describe_io;
 
 /// The longest agent line read; anything past it is ignored.
 pub const MAX_LINE: usize = 512;

@@ -9,7 +9,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use super::probe::{connect_error, describe_io};
+use super::reason::{connect_error, describe_io};
 
 /// Reading stops here: a health endpoint that answers more is misconfigured,
 /// and the check must not buffer whatever a backend sends.

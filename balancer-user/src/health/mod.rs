@@ -9,6 +9,7 @@
 mod agent;
 mod http;
 mod probe;
+mod reason;
 mod schedule;
 mod state;
 mod task;

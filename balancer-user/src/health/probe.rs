@@ -16,7 +16,10 @@ use tokio::{
     time::Instant,
 };
 
-use super::{Target, http};
+use super::{
+    Target, http,
+    reason::{connect_error, describe_io},
+};
 use crate::config::HealthKind;
 
 /// Sent when a UDP check names no payload.
@@ -253,25 +256,6 @@ async fn keep_start(pipe: Option<impl AsyncRead + Unpin>, kept: &mut Vec<u8>) {
     }
 }
 
-pub fn connect_error(addr: SocketAddr, e: &io::Error) -> String {
-    format!("connect to {addr}: {}", describe_io(e))
-}
-
-/// An I/O error as a reason reads best: "connection refused", without the
-/// "(os error 111)" that std appends.
-pub fn describe_io(e: &io::Error) -> String {
-    let text = e.to_string();
-    let text = match text.find(" (os error ") {
-        Some(end) => &text[..end],
-        None => &text,
-    };
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => String::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,18 +267,6 @@ mod tests {
             backend: "203.0.113.41:5432".parse().unwrap(),
             health,
         }
-    }
-
-    #[test]
-    fn io_errors_read_as_reasons() {
-        let refused = io::Error::from_raw_os_error(libc::ECONNREFUSED);
-        assert_eq!(describe_io(&refused), "connection refused");
-        assert_eq!(
-            connect_error("203.0.113.11:8080".parse().unwrap(), &refused),
-            "connect to 203.0.113.11:8080: connection refused"
-        );
-        let custom = io::Error::other("Odd thing");
-        assert_eq!(describe_io(&custom), "odd thing");
     }
 
     #[test]
