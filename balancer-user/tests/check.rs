@@ -9,7 +9,12 @@ use std::{
 /// The user contract (shared/spec/balancer.example.toml, outside the repository),
 /// copied byte for byte.
 const CONTRACT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/contract.toml");
-/// What it says about the settings of features not built yet (and the one that
+/// The project's commented reference configuration.
+const REFERENCE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../config/balancer.example.toml"
+);
+/// What both say about the settings of features not built yet (and the one that
 /// active-standby does not use), in the order `check` finds them.
 const PENDING: [&str; 3] = [
     "ha.announce_table",
@@ -249,6 +254,11 @@ fn accepted_with_the_pending_warnings(path: &str, summary: &str) {
 #[test]
 fn contract_is_accepted_with_the_features_not_built_yet_said() {
     accepted_with_the_pending_warnings(CONTRACT, "5 services, 13 backends (node lb-a)");
+}
+
+#[test]
+fn reference_is_accepted_with_the_features_not_built_yet_said() {
+    accepted_with_the_pending_warnings(REFERENCE, "6 services, 15 backends (node lb-a)");
 }
 
 #[test]

@@ -8,6 +8,11 @@ use super::*;
 /// The user contract (shared/spec/balancer.example.toml, outside the repository),
 /// copied byte for byte: tests read only files inside the repository.
 const CONTRACT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/contract.toml");
+/// The project's commented reference: every key the reader accepts.
+const REFERENCE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../config/balancer.example.toml"
+);
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|err| panic!("{path}: {err}"))
@@ -173,6 +178,157 @@ fn contract_loads_as_it_is() {
 }
 
 #[test]
+fn reference_loads_as_it_is() {
+    let loaded = accepted(&read(REFERENCE));
+    let config = &loaded.config;
+    assert_eq!(config.node.name, "lb-a");
+    assert_eq!(config.node.snat_port_range, Node::DEFAULT_SNAT_PORT_RANGE);
+    let names: Vec<_> = config.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["api", "app", "dns", "smtp", "db-rw", "db-ro"]);
+    let kinds: Vec<_> = config.services.iter().map(|s| s.health.kind).collect();
+    use HealthKind::{Exec, Http, Tcp, Udp};
+    assert_eq!(kinds, [Http, Tcp, Udp, Exec, Http, Http]);
+    // A DNS query for the root's NS records: header, root name, type NS, class IN.
+    let dns = config.services[2].health.payload.as_deref().unwrap();
+    assert_eq!(
+        dns.as_bytes(),
+        [0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1]
+    );
+    // No health key of another kind, no other remark.
+    assert_eq!(
+        warned(&loaded),
+        PENDING_IN_THE_EXAMPLES,
+        "{:#?}",
+        loaded.warnings
+    );
+}
+
+/// Key paths of a TOML document, tables of lists flattened (`service.health.kind`),
+/// each with whether its value is a table or a list of tables.
+fn key_paths(text: &str) -> std::collections::BTreeMap<String, bool> {
+    fn walk(prefix: &str, table: &toml::Table, out: &mut std::collections::BTreeMap<String, bool>) {
+        for (key, value) in table {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            let tables: Vec<&toml::Table> = match value {
+                toml::Value::Table(t) => vec![t],
+                toml::Value::Array(items) => items.iter().filter_map(|v| v.as_table()).collect(),
+                _ => Vec::new(),
+            };
+            for t in &tables {
+                walk(&path, t, out);
+            }
+            *out.entry(path).or_default() |= !tables.is_empty();
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk("", &text.parse().expect("TOML"), &mut out);
+    out
+}
+
+#[test]
+fn reference_has_every_key_of_the_contract() {
+    let reference = key_paths(&read(REFERENCE));
+    let missing: Vec<_> = key_paths(&read(CONTRACT))
+        .into_keys()
+        .filter(|path| !reference.contains_key(path))
+        .collect();
+    assert_eq!(
+        missing,
+        Vec::<String>::new(),
+        "in the contract, not in the reference"
+    );
+}
+
+/// The keys a raw shape accepts, as serde's derive lists them for its
+/// `deserialize_struct` (renamed keys under their file names).
+fn keys_of<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{Error, Visitor, value};
+    struct Names<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for Names<'_> {
+        type Error = value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, value::Error> {
+            Err(value::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, value::Error> {
+            *self.0 = fields;
+            Err(value::Error::custom("only the names were wanted"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut names: &'static [&'static str] = &[];
+    assert!(T::deserialize(Names(&mut names)).is_err());
+    assert!(
+        !names.is_empty(),
+        "{} is not a struct",
+        std::any::type_name::<T>()
+    );
+    names
+}
+
+#[test]
+fn reference_has_every_key_the_reader_accepts() {
+    use super::raw::{
+        RawBackend, RawControl, RawFirewall, RawFlows, RawHa, RawHealth, RawNode, RawRateLimit,
+        RawService,
+    };
+    // Every table the reader reads as a raw shape. A key added to a shape is
+    // found here by itself; a table added needs its line.
+    let tables: [(&str, &[&str]); 9] = [
+        ("node", keys_of::<RawNode>()),
+        ("control", keys_of::<RawControl>()),
+        ("flows", keys_of::<RawFlows>()),
+        ("firewall", keys_of::<RawFirewall>()),
+        (
+            "firewall.new_connections_per_source",
+            keys_of::<RawRateLimit>(),
+        ),
+        ("ha", keys_of::<RawHa>()),
+        ("service", keys_of::<RawService>()),
+        ("service.health", keys_of::<RawHealth>()),
+        ("service.backends", keys_of::<RawBackend>()),
+    ];
+    let mut accepted: Vec<String> = super::read::SECTIONS.map(str::to_owned).to_vec();
+    for (table, keys) in tables {
+        accepted.extend(keys.iter().map(|key| format!("{table}.{key}")));
+    }
+    let reference = key_paths(&read(REFERENCE));
+    let missing: Vec<_> = accepted
+        .iter()
+        .filter(|path| !reference.contains_key(*path))
+        .collect();
+    assert_eq!(
+        missing,
+        Vec::<&String>::new(),
+        "accepted by the reader, missing from config/balancer.example.toml"
+    );
+    // And every table in the reference is one of the shapes above, so that the
+    // keys of a table added to the reader are asked for too.
+    let unmapped: Vec<_> = reference
+        .iter()
+        .filter(|(path, is_table)| **is_table && !tables.iter().any(|(t, _)| t == path))
+        .map(|(path, _)| path)
+        .collect();
+    assert_eq!(
+        unmapped,
+        Vec::<&String>::new(),
+        "tables without their shape here"
+    );
+}
+
+#[test]
 fn minimal_file_gets_the_documented_defaults() {
     let config = accepted(BASE).config;
     assert_eq!(config.node.xdp_mode, XdpMode::Auto);
@@ -275,6 +431,20 @@ fn config_serializes_with_the_file_spelling() {
     assert_eq!(json["firewall"]["syn_cookies"], "auto");
     assert_eq!(json["ha"]["mode"], "active-standby");
     assert_eq!(json["ha"]["announce_table"], 200);
+    // Every key of the reference under its own name; the list of services is
+    // the one key named otherwise (`services`, where the file has [[service]]).
+    let json = serde_json::to_value(&accepted(&read(REFERENCE)).config).unwrap();
+    for path in key_paths(&read(REFERENCE)).into_keys() {
+        let mut value = &json;
+        for key in path.split('.') {
+            let key = if key == "service" { "services" } else { key };
+            // A list of tables: its first element stands for all.
+            value = value.get(0).unwrap_or(value);
+            value = value
+                .get(key)
+                .unwrap_or_else(|| panic!("{path}: no `{key}` in {value}"));
+        }
+    }
 }
 
 // --- syntax, keys, types ------------------------------------------------------
