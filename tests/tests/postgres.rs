@@ -12,7 +12,9 @@
 use std::{
     cell::OnceCell,
     collections::BTreeMap,
+    fs::Permissions,
     io::{BufRead, BufReader, Write},
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
     time::{Duration, Instant},
@@ -52,6 +54,8 @@ fn backend(n: usize) -> String {
 struct Example {
     prefix: String,
     dir: PathBuf,
+    /// The role endpoint's copy that the `postgres` user can run ([`stage_role_endpoint`]).
+    role_endpoint: PathBuf,
     pin_dir: OnceCell<PathBuf>,
 }
 
@@ -61,7 +65,7 @@ impl Example {
         c.args(args)
             .env("PGHA_PREFIX", &self.prefix)
             .env("PGHA_DIR", &self.dir)
-            .env("PGHA_ROLE_ENDPOINT", ROLE_ENDPOINT)
+            .env("PGHA_ROLE_ENDPOINT", &self.role_endpoint)
             .env("PGHA_BALANCER", balancer_bin())
             .env("PGBIN", PGBIN);
         if let Some(p) = self.pin_dir.get() {
@@ -331,6 +335,38 @@ fn firewall_drops(pin_dir: &Path, service_id: ServiceId) -> Result<u64> {
         .sum())
 }
 
+/// A copy of the role endpoint that the `postgres` user can execute, in a
+/// directory of its own (removed with the returned guard).
+///
+/// The example runs the endpoint as `postgres`, as it runs PostgreSQL: it is a
+/// network-facing server that needs no privilege, and it asks for the role with
+/// `psql -U postgres` over the node's socket, which Debian's default rule
+/// (`local all postgres peer`) admits for that OS user only (the example's own
+/// pg_hba.conf trusts local connections, so the test does not depend on it). But cargo builds the
+/// endpoint under `target/` inside the clone, and a clone in a directory that
+/// other users cannot enter (root's home and `mktemp -d` are 0700) leaves it out
+/// of `postgres`'s reach: runuser fails with "Permission denied".
+fn stage_role_endpoint() -> Result<(TempDir, PathBuf)> {
+    let dir = TempDir::new("pgha-bin")?;
+    // Explicit rather than whatever the umask gives.
+    std::fs::set_permissions(dir.path(), Permissions::from_mode(0o755))?;
+    let bin = dir.join("pg-role-endpoint");
+    std::fs::copy(ROLE_ENDPOINT, &bin)
+        .with_context(|| format!("copying {ROLE_ENDPOINT} to {}", bin.display()))?;
+    std::fs::set_permissions(&bin, Permissions::from_mode(0o755))?;
+    // The directories above it ($TMPDIR) must be enterable too: asked of the user itself.
+    let mut probe = Command::new("runuser");
+    probe.args(["-u", "postgres", "--", "test", "-x"]).arg(&bin);
+    let out = run_command(&mut probe, STEP)?;
+    ensure!(
+        out.status.success(),
+        "the postgres user cannot execute {} (is {} enterable by other users?)",
+        bin.display(),
+        std::env::temp_dir().display()
+    );
+    Ok((dir, bin))
+}
+
 /// The example's configuration for [`Balancer::start`], which gives each
 /// daemon a socket and pin directory of its own in `[control]`.
 fn harness_config(text: &str) -> String {
@@ -405,9 +441,11 @@ fn postgres_ha_writes_reads_pgbench_failover_and_a_refused_client() {
         .status()
         .unwrap();
     assert!(chown.success(), "chown postgres: {}", dir.path().display());
+    let (_role_endpoint_dir, role_endpoint) = stage_role_endpoint().unwrap();
     let example = Example {
         prefix: topo.prefix().to_string(),
         dir: dir.path().to_path_buf(),
+        role_endpoint,
         pin_dir: OnceCell::new(),
     };
     example.run(&["outsider"]).unwrap();

@@ -121,13 +121,51 @@ fn test(extra: &[String]) -> Result<()> {
         .current_dir(workspace_root().join("balancer-ebpf")))?;
     // The namespace tests run the real binary.
     run(cargo().args(["build", "-p", "balancer-user", "--bin", "balancer"]))?;
+    let balancer = workspace_root().join("target/debug/balancer");
+    check_contract(&balancer)?;
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace", "--all-targets"]).env(
-        "BALANCER_BIN",
-        workspace_root().join("target/debug/balancer"),
-    );
+    cmd.args(["test", "--workspace", "--all-targets"])
+        .env("BALANCER_BIN", &balancer);
     if !extra.is_empty() {
         cmd.arg("--").args(extra);
     }
     run(&mut cmd)
+}
+
+/// The user contract is kept beside the repository (`../shared/spec`), not in it,
+/// so the tests read a copy of it. Where it is there, `balancer check` must
+/// accept it as it is (exit 0; warnings about settings not enforced yet are
+/// fine, a refusal exits 2), and the copy must still be the same file.
+fn check_contract(balancer: &Path) -> Result<()> {
+    let root = workspace_root();
+    let contract = root
+        .parent()
+        .context("the workspace has a parent directory")?
+        .join("shared/spec/balancer.example.toml");
+    if !contract.exists() {
+        eprintln!(
+            "contract check skipped: no {} beside the repository",
+            contract.display()
+        );
+        return Ok(());
+    }
+    run(Command::new(balancer)
+        .args(["check", "--config"])
+        .arg(&contract))?;
+    let copy = root.join("balancer-user/tests/fixtures/contract.toml");
+    let read =
+        |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    if read(&contract)? != read(&copy)? {
+        bail!(
+            "{} is not the contract any more: `cp {} {}`, then make the tests and config/balancer.example.toml follow",
+            copy.display(),
+            contract.display(),
+            copy.display()
+        );
+    }
+    eprintln!(
+        "contract {} checked; the tests' copy is the same",
+        contract.display()
+    );
+    Ok(())
 }

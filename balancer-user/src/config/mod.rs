@@ -21,7 +21,7 @@ mod tests;
 
 use std::path::Path;
 
-pub use pending::not_yet_enforced;
+pub use pending::{Written, not_yet_enforced};
 pub use problem::{ConfigError, Problem, Warning};
 pub use types::*;
 
@@ -71,7 +71,7 @@ pub fn parse(text: &str) -> Result<Loaded, ConfigError> {
     match outcome.config {
         Some(config) if problems.is_empty() => {
             let mut warnings = outcome.warnings;
-            warnings.extend(not_yet_enforced(&config));
+            warnings.extend(not_yet_enforced(&config, &outcome.written));
             Ok(Loaded { config, warnings })
         }
         _ => {

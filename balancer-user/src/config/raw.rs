@@ -11,7 +11,8 @@ use serde::{Deserialize, de::IgnoredAny};
 use toml::Spanned;
 
 use super::types::{
-    FirewallAction, Forwarding, HealthKind, OnBackendDown, Protocol, Scheduler, XdpMode,
+    FirewallAction, Forwarding, HaMode, HealthKind, OnBackendDown, Protocol, Scheduler, SynCookies,
+    XdpMode,
 };
 
 /// A table or list as found in the file.
@@ -77,6 +78,7 @@ pub(super) struct RawFlows {
     pub capacity: Option<Spanned<u32>>,
     pub tcp_established_timeout_s: Option<Spanned<u32>>,
     pub tcp_transitory_timeout_s: Option<Spanned<u32>>,
+    pub tcp_syn_timeout_s: Option<Spanned<u32>>,
     pub udp_timeout_s: Option<Spanned<u32>>,
 }
 
@@ -87,6 +89,7 @@ pub(super) struct RawFirewall {
     pub allow: Option<Vec<Text>>,
     pub deny: Option<Vec<Text>>,
     pub new_connections_per_source: Option<RawRateLimit>,
+    pub syn_cookies: Option<SynCookies>,
 }
 
 #[derive(Deserialize)]
@@ -100,6 +103,7 @@ pub(super) struct RawRateLimit {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHa {
     pub enabled: Option<bool>,
+    pub mode: Option<HaMode>,
     pub interface: Option<Text>,
     pub peers: Option<Vec<Text>>,
     pub priority: Option<Spanned<i64>>,
@@ -112,6 +116,7 @@ pub(super) struct RawHa {
     pub track_xdp: Option<bool>,
     pub track_backends: Option<bool>,
     pub watchdog_ms: Option<Spanned<u32>>,
+    pub announce_table: Option<Spanned<i64>>,
 }
 
 /// A `[[service]]` table, read in three parts so that a mistake in one backend

@@ -11,7 +11,8 @@ use toml_edit::{ImDocument, InlineTable, Item, Value};
 use super::problem::{Lines, Problem};
 use super::raw::{At, Part, RawBackend, RawConfig, ServiceEntry};
 
-const SECTIONS: &str = "`node`, `control`, `flows`, `firewall`, `ha`, `service`";
+/// The top-level keys, each read below.
+pub(super) const SECTIONS: [&str; 6] = ["node", "control", "flows", "firewall", "ha", "service"];
 
 /// Reads `text`; a syntax error is the only problem reported then, since nothing
 /// after it can be trusted.
@@ -48,10 +49,11 @@ pub(super) fn read(text: &str, lines: &Lines) -> (Option<RawConfig>, Vec<Problem
                 } else {
                     ""
                 };
+                let expected = SECTIONS.map(|s| format!("`{s}`")).join(", ");
                 reader.problems.push(Problem::new(
                     key,
                     line,
-                    format!("unknown key `{key}`, expected one of {SECTIONS}{hint}"),
+                    format!("unknown key `{key}`, expected one of {expected}{hint}"),
                 ));
             }
         }

@@ -5,10 +5,33 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::*;
 
-const EXAMPLE: &str = concat!(
+/// The user contract (shared/spec/balancer.example.toml, outside the repository),
+/// copied byte for byte: tests read only files inside the repository.
+const CONTRACT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/contract.toml");
+/// The project's commented reference: every key the reader accepts.
+const REFERENCE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/spec/balancer.example.toml"
+    "/../config/balancer.example.toml"
 );
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|err| panic!("{path}: {err}"))
+}
+
+/// The paths of the warnings, sorted.
+fn warned(loaded: &Loaded) -> Vec<&str> {
+    let mut paths: Vec<&str> = loaded.warnings.iter().map(|w| w.path.as_str()).collect();
+    paths.sort_unstable();
+    paths
+}
+
+/// The warnings that the example files get: keys of features that are not
+/// built yet, and `announce_table`, which active-standby does not use.
+const PENDING_IN_THE_EXAMPLES: [&str; 3] = [
+    "firewall.syn_cookies",
+    "flows.tcp_syn_timeout_s",
+    "ha.announce_table",
+];
 
 /// The smallest accepted file; tests change or append to it.
 const BASE: &str = r#"
@@ -95,9 +118,8 @@ fn service_with_backends(name: &str, port: u16, count: usize) -> String {
 // --- files that must load -------------------------------------------------
 
 #[test]
-fn example_file_loads_as_it_is() {
-    let text = std::fs::read_to_string(EXAMPLE).expect("the reference configuration");
-    let loaded = accepted(&text);
+fn contract_loads_as_it_is() {
+    let loaded = accepted(&read(CONTRACT));
     let config = &loaded.config;
     assert_eq!(config.node.name, "lb-a");
     assert_eq!(config.node.interfaces, ["front", "back"]);
@@ -141,15 +163,169 @@ fn example_file_loads_as_it_is() {
     assert_eq!(config.services[2].scheduler, Scheduler::Maglev);
     assert_eq!(config.services[3].health.port, Some(8008));
     assert_eq!(config.services[3].on_backend_down, OnBackendDown::Reset);
-    // Everything the example uses is enforced: nothing to warn about.
-    for path in ["ha.enabled", "ha.sync_flows", "control.metrics"] {
-        assert!(
-            !loaded.warnings.iter().any(|w| w.path == path),
-            "{path}: {:#?}",
-            loaded.warnings
-        );
+    // The keys of coming features, read as written.
+    assert_eq!(config.flows.tcp_syn_timeout_s, 5);
+    assert_eq!(config.firewall.syn_cookies, SynCookies::Auto);
+    assert_eq!(config.ha.mode, HaMode::ActiveStandby);
+    assert_eq!(config.ha.announce_table, 200);
+    // Everything else it uses is enforced: said nothing about.
+    assert_eq!(
+        warned(&loaded),
+        PENDING_IN_THE_EXAMPLES,
+        "{:#?}",
+        loaded.warnings
+    );
+}
+
+#[test]
+fn reference_loads_as_it_is() {
+    let loaded = accepted(&read(REFERENCE));
+    let config = &loaded.config;
+    assert_eq!(config.node.name, "lb-a");
+    assert_eq!(config.node.snat_port_range, Node::DEFAULT_SNAT_PORT_RANGE);
+    let names: Vec<_> = config.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["api", "app", "dns", "smtp", "db-rw", "db-ro"]);
+    let kinds: Vec<_> = config.services.iter().map(|s| s.health.kind).collect();
+    use HealthKind::{Exec, Http, Tcp, Udp};
+    assert_eq!(kinds, [Http, Tcp, Udp, Exec, Http, Http]);
+    // A DNS query for the root's NS records: header, root name, type NS, class IN.
+    let dns = config.services[2].health.payload.as_deref().unwrap();
+    assert_eq!(
+        dns.as_bytes(),
+        [0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1]
+    );
+    // No health key of another kind, no other remark.
+    assert_eq!(
+        warned(&loaded),
+        PENDING_IN_THE_EXAMPLES,
+        "{:#?}",
+        loaded.warnings
+    );
+}
+
+/// Key paths of a TOML document, tables of lists flattened (`service.health.kind`),
+/// each with whether its value is a table or a list of tables.
+fn key_paths(text: &str) -> std::collections::BTreeMap<String, bool> {
+    fn walk(prefix: &str, table: &toml::Table, out: &mut std::collections::BTreeMap<String, bool>) {
+        for (key, value) in table {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            let tables: Vec<&toml::Table> = match value {
+                toml::Value::Table(t) => vec![t],
+                toml::Value::Array(items) => items.iter().filter_map(|v| v.as_table()).collect(),
+                _ => Vec::new(),
+            };
+            for t in &tables {
+                walk(&path, t, out);
+            }
+            *out.entry(path).or_default() |= !tables.is_empty();
+        }
     }
-    assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
+    let mut out = std::collections::BTreeMap::new();
+    walk("", &text.parse().expect("TOML"), &mut out);
+    out
+}
+
+#[test]
+fn reference_has_every_key_of_the_contract() {
+    let reference = key_paths(&read(REFERENCE));
+    let missing: Vec<_> = key_paths(&read(CONTRACT))
+        .into_keys()
+        .filter(|path| !reference.contains_key(path))
+        .collect();
+    assert_eq!(
+        missing,
+        Vec::<String>::new(),
+        "in the contract, not in the reference"
+    );
+}
+
+/// The keys a raw shape accepts, as serde's derive lists them for its
+/// `deserialize_struct` (renamed keys under their file names).
+fn keys_of<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{Error, Visitor, value};
+    struct Names<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for Names<'_> {
+        type Error = value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, value::Error> {
+            Err(value::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, value::Error> {
+            *self.0 = fields;
+            Err(value::Error::custom("only the names were wanted"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut names: &'static [&'static str] = &[];
+    assert!(T::deserialize(Names(&mut names)).is_err());
+    assert!(
+        !names.is_empty(),
+        "{} is not a struct",
+        std::any::type_name::<T>()
+    );
+    names
+}
+
+#[test]
+fn reference_has_every_key_the_reader_accepts() {
+    use super::raw::{
+        RawBackend, RawControl, RawFirewall, RawFlows, RawHa, RawHealth, RawNode, RawRateLimit,
+        RawService,
+    };
+    // Every table the reader reads as a raw shape. A key added to a shape is
+    // found here by itself; a table added needs its line.
+    let tables: [(&str, &[&str]); 9] = [
+        ("node", keys_of::<RawNode>()),
+        ("control", keys_of::<RawControl>()),
+        ("flows", keys_of::<RawFlows>()),
+        ("firewall", keys_of::<RawFirewall>()),
+        (
+            "firewall.new_connections_per_source",
+            keys_of::<RawRateLimit>(),
+        ),
+        ("ha", keys_of::<RawHa>()),
+        ("service", keys_of::<RawService>()),
+        ("service.health", keys_of::<RawHealth>()),
+        ("service.backends", keys_of::<RawBackend>()),
+    ];
+    let mut accepted: Vec<String> = super::read::SECTIONS.map(str::to_owned).to_vec();
+    for (table, keys) in tables {
+        accepted.extend(keys.iter().map(|key| format!("{table}.{key}")));
+    }
+    let reference = key_paths(&read(REFERENCE));
+    let missing: Vec<_> = accepted
+        .iter()
+        .filter(|path| !reference.contains_key(*path))
+        .collect();
+    assert_eq!(
+        missing,
+        Vec::<&String>::new(),
+        "accepted by the reader, missing from config/balancer.example.toml"
+    );
+    // And every table in the reference is one of the shapes above, so that the
+    // keys of a table added to the reader are asked for too.
+    let unmapped: Vec<_> = reference
+        .iter()
+        .filter(|(path, is_table)| **is_table && !tables.iter().any(|(t, _)| t == path))
+        .map(|(path, _)| path)
+        .collect();
+    assert_eq!(
+        unmapped,
+        Vec::<&String>::new(),
+        "tables without their shape here"
+    );
 }
 
 #[test]
@@ -243,8 +419,7 @@ weight = 3
 
 #[test]
 fn config_serializes_with_the_file_spelling() {
-    let text = std::fs::read_to_string(EXAMPLE).unwrap();
-    let json = serde_json::to_value(&accepted(&text).config).unwrap();
+    let json = serde_json::to_value(&accepted(&read(CONTRACT)).config).unwrap();
     assert_eq!(json["node"]["forwarding"], "full-nat");
     assert_eq!(json["services"][0]["scheduler"], "least-conn");
     assert_eq!(
@@ -252,6 +427,24 @@ fn config_serializes_with_the_file_spelling() {
         "203.0.113.11:8080"
     );
     assert_eq!(json["firewall"]["deny"][0], "192.0.2.0/24");
+    assert_eq!(json["flows"]["tcp_syn_timeout_s"], 5);
+    assert_eq!(json["firewall"]["syn_cookies"], "auto");
+    assert_eq!(json["ha"]["mode"], "active-standby");
+    assert_eq!(json["ha"]["announce_table"], 200);
+    // Every key of the reference under its own name; the list of services is
+    // the one key named otherwise (`services`, where the file has [[service]]).
+    let json = serde_json::to_value(&accepted(&read(REFERENCE)).config).unwrap();
+    for path in key_paths(&read(REFERENCE)).into_keys() {
+        let mut value = &json;
+        for key in path.split('.') {
+            let key = if key == "service" { "services" } else { key };
+            // A list of tables: its first element stands for all.
+            value = value.get(0).unwrap_or(value);
+            value = value
+                .get(key)
+                .unwrap_or_else(|| panic!("{path}: no `{key}` in {value}"));
+        }
+    }
 }
 
 // --- syntax, keys, types ------------------------------------------------------
@@ -806,6 +999,70 @@ fn ha_tracked_conditions_are_on_by_default_and_each_can_be_turned_off() {
     );
 }
 
+#[test]
+fn ha_mode_and_announce_table() {
+    let text = format!("{BASE}\n[ha]\nmode = \"active-passive\"\n");
+    let p = problem(&text, "ha.mode", "unknown variant `active-passive`");
+    assert!(
+        p.message.contains("`active-standby` or `active-active`"),
+        "{p}"
+    );
+    assert_eq!(p.line, Some(line_of(&text, "mode =")));
+
+    for (table, needle) in [
+        ("0", "0 is out of range 1-4294967295"),
+        ("-1", "-1 is out of range 1-4294967295"),
+        ("4294967296", "4294967296 is out of range 1-4294967295"),
+        ("253", "253 is the kernel's `default` table"),
+        ("254", "254 is the kernel's `main` table"),
+        ("255", "255 is the kernel's `local` table"),
+        ("\"main\"", "invalid type: string"),
+    ] {
+        let text = format!("{BASE}\n[ha]\nmode = \"active-active\"\nannounce_table = {table}\n");
+        let p = problem(&text, "ha.announce_table", needle);
+        assert_eq!(p.line, Some(line_of(&text, "announce_table =")), "{p}");
+    }
+    for table in [1, 200, 252, 256, u32::MAX] {
+        let text = format!("{BASE}\n[ha]\nmode = \"active-active\"\nannounce_table = {table}\n");
+        assert_eq!(accepted(&text).config.ha.announce_table, table);
+    }
+}
+
+#[test]
+fn tcp_syn_timeout() {
+    for (value, needle) in [
+        ("0", "must be at least 1"),
+        ("121", "121 s is above 120 s"),
+        ("-5", "expected a whole number"),
+    ] {
+        let text = format!("{BASE}\n[flows]\ntcp_syn_timeout_s = {value}\n");
+        let p = problem(&text, "flows.tcp_syn_timeout_s", needle);
+        assert_eq!(p.line, Some(line_of(&text, "tcp_syn_timeout_s =")), "{p}");
+    }
+    let text = format!("{BASE}\n[flows]\ntcp_syn_timeout_s = 120\n");
+    assert_eq!(accepted(&text).config.flows.tcp_syn_timeout_s, 120);
+    // Never longer than an established flow's limit: refused when written so,
+    // and the default shortened to it when not written.
+    let text = format!("{BASE}\n[flows]\ntcp_established_timeout_s = 10\ntcp_syn_timeout_s = 11\n");
+    problem(
+        &text,
+        "flows.tcp_syn_timeout_s",
+        "11 s is above flows.tcp_established_timeout_s (10 s)",
+    );
+    let text = format!("{BASE}\n[flows]\ntcp_established_timeout_s = 2\n");
+    let loaded = accepted(&text);
+    assert_eq!(loaded.config.flows.tcp_syn_timeout_s, 2);
+    assert_eq!(loaded.warnings, []);
+}
+
+#[test]
+fn syn_cookies_keywords() {
+    let text = format!("{BASE}\n[firewall]\nsyn_cookies = \"on\"\n");
+    let p = problem(&text, "firewall.syn_cookies", "unknown variant `on`");
+    assert!(p.message.contains("`off`, `auto`, `always`"), "{p}");
+    assert_eq!(p.line, Some(line_of(&text, "syn_cookies =")));
+}
+
 // --- health ------------------------------------------------------------------------
 
 fn with_health(health: &str) -> String {
@@ -965,7 +1222,7 @@ backends = []
 
 #[test]
 fn features_not_enforced_yet_are_each_said() {
-    let text = std::fs::read_to_string(EXAMPLE).unwrap()
+    let text = read(CONTRACT)
         + "\n[[service]]\nname = \"extra\"\nvip = \"198.51.100.30\"\nport = 1\nscheduler = \"p2c\"\ndeny = [\"192.0.2.0/24\", \"2001:db8::/48\"]\nhealth = { kind = \"none\" }\nbackends = [{ address = \"203.0.113.50:1\" }]\n";
     let text = text.replace(
         "default = \"allow\"",
@@ -988,6 +1245,7 @@ fn features_not_enforced_yet_are_each_said() {
         "service[2].scheduler",
         "service[5].scheduler",
         "control.metrics",
+        "ha.mode",
     ] {
         assert!(
             !loaded.warnings.iter().any(|w| w.path == enforced),
@@ -995,6 +1253,84 @@ fn features_not_enforced_yet_are_each_said() {
             loaded.warnings
         );
     }
+    // Not enforced yet, or not used: each said, with what happens instead.
+    warning(
+        &loaded,
+        "flows.tcp_syn_timeout_s",
+        "not enforced yet: this version expires a flow whose handshake has not completed after flows.tcp_transitory_timeout_s (30 s)",
+    );
+    warning(
+        &loaded,
+        "firewall.syn_cookies",
+        "\"auto\" is not enforced yet: this version answers no SYN with a cookie",
+    );
+    warning(
+        &loaded,
+        "ha.announce_table",
+        "ignored with mode = \"active-standby\"",
+    );
+    assert_eq!(
+        warned(&loaded),
+        PENDING_IN_THE_EXAMPLES,
+        "{:#?}",
+        loaded.warnings
+    );
+
+    // Active-active: the mode and its table are each said.
+    let text = text.replace("mode = \"active-standby\"", "mode = \"active-active\"");
+    let loaded = accepted(&text);
+    warning(
+        &loaded,
+        "ha.mode",
+        "\"active-active\" is not enforced yet: this version runs \"active-standby\"",
+    );
+    warning(
+        &loaded,
+        "ha.announce_table",
+        "not enforced yet: this version keeps no routes to the VIPs in table 200",
+    );
+    let ignored = loaded
+        .warnings
+        .iter()
+        .filter(|w| w.message.contains("ignored"))
+        .count();
+    assert_eq!(ignored, 0, "{:#?}", loaded.warnings);
+}
+
+#[test]
+fn coming_features_are_said_only_when_asked_for() {
+    // Absent, the keys ask for nothing: their defaults are documented, and a file
+    // without them gets what it got before they existed.
+    let loaded = accepted(&with_health("{ kind = \"none\" }"));
+    assert_eq!(loaded.warnings, []);
+    let config = loaded.config;
+    assert_eq!(
+        config.flows.tcp_syn_timeout_s,
+        Flows::DEFAULT_TCP_SYN_TIMEOUT_S
+    );
+    assert_eq!(config.firewall.syn_cookies, SynCookies::Auto);
+    assert_eq!(config.ha.mode, HaMode::ActiveStandby);
+    assert_eq!(config.ha.announce_table, Ha::DEFAULT_ANNOUNCE_TABLE);
+    // "off" is what this version does; "active-standby" is what it runs.
+    let text = format!(
+        "{}\n[firewall]\nsyn_cookies = \"off\"\n\n[ha]\nmode = \"active-standby\"\n",
+        with_health("{ kind = \"none\" }")
+    );
+    let loaded = accepted(&text);
+    assert_eq!(loaded.warnings, []);
+    assert_eq!(loaded.config.firewall.syn_cookies, SynCookies::Off);
+    // "always" is asked for and not done.
+    let loaded = accepted(&format!("{BASE}\n[firewall]\nsyn_cookies = \"always\"\n"));
+    warning(
+        &loaded,
+        "firewall.syn_cookies",
+        "\"always\" is not enforced yet",
+    );
+    assert_eq!(loaded.config.firewall.syn_cookies, SynCookies::Always);
+    // Active-active without its table: the mode alone is said.
+    let loaded = accepted(&format!("{BASE}\n[ha]\nmode = \"active-active\"\n"));
+    assert_eq!(warned(&loaded), ["ha.mode"], "{:#?}", loaded.warnings);
+    assert_eq!(loaded.config.ha.mode, HaMode::ActiveActive);
 }
 
 #[test]

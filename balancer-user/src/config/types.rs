@@ -60,7 +60,21 @@ pub struct Flows {
     pub capacity: u32,
     pub tcp_established_timeout_s: u32,
     pub tcp_transitory_timeout_s: u32,
+    /// Idle limit of a TCP flow whose handshake has not completed (half-open), in
+    /// seconds: 1 to [`Flows::MAX_TCP_SYN_TIMEOUT_S`], never above
+    /// `tcp_established_timeout_s`. Default [`Flows::DEFAULT_TCP_SYN_TIMEOUT_S`], or
+    /// `tcp_established_timeout_s` where that is shorter. Not enforced yet: such a
+    /// flow expires after `tcp_transitory_timeout_s` (see `pending.rs`).
+    pub tcp_syn_timeout_s: u32,
     pub udp_timeout_s: u32,
+}
+
+impl Flows {
+    /// Short, so that a flood of spoofed SYNs holds little of the table for long.
+    pub const DEFAULT_TCP_SYN_TIMEOUT_S: u32 = 5;
+    /// Linux clients give up a handshake after about 127 s (`tcp_syn_retries` = 6);
+    /// a half-open flow kept longer serves no client, only a flood.
+    pub const MAX_TCP_SYN_TIMEOUT_S: u32 = 120;
 }
 
 impl Default for Flows {
@@ -69,6 +83,7 @@ impl Default for Flows {
             capacity: 1_048_576,
             tcp_established_timeout_s: 3600,
             tcp_transitory_timeout_s: 30,
+            tcp_syn_timeout_s: Self::DEFAULT_TCP_SYN_TIMEOUT_S,
             udp_timeout_s: 60,
         }
     }
@@ -80,6 +95,10 @@ pub struct Firewall {
     pub allow: Vec<IpNet>,
     pub deny: Vec<IpNet>,
     pub new_connections_per_source: RateLimit,
+    /// Whether the XDP program answers SYNs to a VIP with cookies; default
+    /// [`SynCookies::Auto`]. Not enforced yet: `pending.rs` says so when the file
+    /// asks for cookies.
+    pub syn_cookies: SynCookies,
 }
 
 /// New connections per second with a burst allowance; `rate == 0` means unlimited.
@@ -98,6 +117,8 @@ impl RateLimit {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Ha {
     pub enabled: bool,
+    /// Default [`HaMode::ActiveStandby`]; active-active is not enforced yet (see `pending.rs`).
+    pub mode: HaMode,
     pub interface: Option<String>,
     pub peers: Vec<IpAddr>,
     pub priority: u8,
@@ -113,12 +134,27 @@ pub struct Ha {
     pub track_backends: bool,
     /// A daemon loop silent this long is a fault; 0 turns the watchdog off.
     pub watchdog_ms: u32,
+    /// Active-active only (ignored, with a warning, in active-standby): the kernel
+    /// routing table in which this node keeps a host route to each VIP it can
+    /// serve, for its BGP daemon to export. 1 to 4294967295 except the kernel's own
+    /// tables ([`Ha::RESERVED_TABLES`]); default [`Ha::DEFAULT_ANNOUNCE_TABLE`].
+    /// Not enforced yet (see `pending.rs`).
+    pub announce_table: u32,
+}
+
+impl Ha {
+    pub const DEFAULT_ANNOUNCE_TABLE: u32 = 200;
+    /// The kernel's `default` (253), `main` (254) and `local` (255) tables: the
+    /// host's own routes, never a table of the balancer's. (0 names no table.)
+    pub const RESERVED_TABLES: [(u32, &'static str); 3] =
+        [(253, "default"), (254, "main"), (255, "local")];
 }
 
 impl Default for Ha {
     fn default() -> Self {
         Self {
             enabled: false,
+            mode: HaMode::default(),
             interface: None,
             peers: Vec::new(),
             priority: 100,
@@ -132,6 +168,7 @@ impl Default for Ha {
             track_xdp: true,
             track_backends: true,
             watchdog_ms: 3000,
+            announce_table: Self::DEFAULT_ANNOUNCE_TABLE,
         }
     }
 }
@@ -296,5 +333,32 @@ keyword_enum!(
         #[default]
         Keep = "keep",
         Reset = "reset",
+    }
+);
+
+keyword_enum!(
+    /// `firewall.syn_cookies`.
+    #[derive(Default)]
+    SynCookies {
+        /// Never: every SYN to a VIP opens a flow.
+        Off = "off",
+        /// While a SYN flood is detected.
+        #[default]
+        Auto = "auto",
+        /// For every SYN to a VIP.
+        Always = "always",
+    }
+);
+
+keyword_enum!(
+    /// `ha.mode`.
+    #[derive(Default)]
+    HaMode {
+        /// The active node alone owns the VIPs and SNAT addresses (ARP/NA) and serves.
+        #[default]
+        ActiveStandby = "active-standby",
+        /// Every node serves; each announces the VIPs it can serve by routing
+        /// (`announce_table`).
+        ActiveActive = "active-active",
     }
 );

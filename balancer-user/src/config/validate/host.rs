@@ -8,7 +8,7 @@ use super::{Checker, interface_name};
 use crate::config::{
     MAX_INTERFACES, MAX_SNAT_ADDRS, addr,
     raw::{At, Part, RawControl, RawFirewall, RawFlows, RawHa, RawNode, Text},
-    types::{Control, Firewall, Flows, Forwarding, Ha, Node, RateLimit},
+    types::{Control, Firewall, Flows, Forwarding, Ha, HaMode, Node, RateLimit},
 };
 
 impl Checker<'_> {
@@ -181,24 +181,53 @@ impl Checker<'_> {
         let Part::Present(At { value: raw, .. }) = part else {
             return default;
         };
+        let tcp_established_timeout_s = self.at_least_one(
+            "flows.tcp_established_timeout_s",
+            raw.tcp_established_timeout_s,
+            default.tcp_established_timeout_s,
+        );
+        self.written.tcp_syn_timeout_s = raw.tcp_syn_timeout_s.is_some();
+        let tcp_syn_timeout_s = match raw.tcp_syn_timeout_s {
+            // The documented default, but never longer than an established flow's limit.
+            None => default.tcp_syn_timeout_s.min(tcp_established_timeout_s),
+            Some(value) => self.tcp_syn_timeout(&value, tcp_established_timeout_s),
+        };
         Flows {
             capacity: self.at_least_one("flows.capacity", raw.capacity, default.capacity),
-            tcp_established_timeout_s: self.at_least_one(
-                "flows.tcp_established_timeout_s",
-                raw.tcp_established_timeout_s,
-                default.tcp_established_timeout_s,
-            ),
+            tcp_established_timeout_s,
             tcp_transitory_timeout_s: self.at_least_one(
                 "flows.tcp_transitory_timeout_s",
                 raw.tcp_transitory_timeout_s,
                 default.tcp_transitory_timeout_s,
             ),
+            tcp_syn_timeout_s,
             udp_timeout_s: self.at_least_one(
                 "flows.udp_timeout_s",
                 raw.udp_timeout_s,
                 default.udp_timeout_s,
             ),
         }
+    }
+
+    fn tcp_syn_timeout(&mut self, value: &Spanned<u32>, established: u32) -> u32 {
+        const PATH: &str = "flows.tcp_syn_timeout_s";
+        const MAX: u32 = Flows::MAX_TCP_SYN_TIMEOUT_S;
+        let seconds = *value.get_ref();
+        if seconds == 0 {
+            self.error_at(PATH, value, "must be at least 1");
+        } else if seconds > MAX {
+            let message = format!(
+                "{seconds} s is above {MAX} s, by when a client has given up its handshake: a half-open flow kept longer only holds a slot for a SYN flood"
+            );
+            self.error_at(PATH, value, message);
+        } else if established > 0 && seconds > established {
+            // (An established limit of 0 is reported on its own.)
+            let message = format!(
+                "{seconds} s is above flows.tcp_established_timeout_s ({established} s): a half-open flow must not outlive an established one"
+            );
+            self.error_at(PATH, value, message);
+        }
+        seconds
     }
 
     pub(super) fn firewall(&mut self, part: Part<RawFirewall>) -> Firewall {
@@ -227,11 +256,13 @@ impl Checker<'_> {
                 _ => {}
             }
         }
+        self.written.syn_cookies = raw.syn_cookies.is_some();
         Firewall {
             default: raw.default.unwrap_or_default(),
             allow: self.networks("firewall.allow", raw.allow),
             deny: self.networks("firewall.deny", raw.deny),
             new_connections_per_source: limit,
+            syn_cookies: raw.syn_cookies.unwrap_or_default(),
         }
     }
 
@@ -246,6 +277,24 @@ impl Checker<'_> {
             return default;
         };
         let enabled = raw.enabled.unwrap_or(default.enabled);
+        let mode = raw.mode.unwrap_or(default.mode);
+        self.written.announce_table = raw.announce_table.is_some();
+        let announce_table = match raw.announce_table {
+            None => default.announce_table,
+            Some(table) => {
+                if mode != HaMode::ActiveActive {
+                    self.warn(
+                        "ha.announce_table",
+                        format!(
+                            "ignored with mode = \"{mode}\": only mode = \"{}\" announces VIPs by routing",
+                            HaMode::ActiveActive
+                        ),
+                    );
+                }
+                self.announce_table(&table)
+                    .unwrap_or(default.announce_table)
+            }
+        };
         let interface = raw.interface.map(|name| {
             if let Err(message) = interface_name(name.get_ref()) {
                 self.error_at("ha.interface", &name, message);
@@ -316,6 +365,7 @@ impl Checker<'_> {
         let track_interfaces = self.interface_names("ha.track_interfaces", track_interfaces);
         Ha {
             enabled,
+            mode,
             interface,
             peers,
             priority,
@@ -334,6 +384,29 @@ impl Checker<'_> {
             watchdog_ms: raw
                 .watchdog_ms
                 .map_or(default.watchdog_ms, |v| *v.get_ref()),
+            announce_table,
         }
+    }
+
+    fn announce_table(&mut self, table: &Spanned<i64>) -> Option<u32> {
+        const PATH: &str = "ha.announce_table";
+        let number = *table.get_ref();
+        let message = match u32::try_from(number) {
+            Err(_) | Ok(0) => {
+                format!("{number} is out of range 1-4294967295 (a kernel routing table's number)")
+            }
+            Ok(id) => match Ha::RESERVED_TABLES
+                .iter()
+                .find(|(reserved, _)| *reserved == id)
+            {
+                None => return Some(id),
+                Some((_, name)) => format!(
+                    "{id} is the kernel's `{name}` table, which holds the host's own routes; pick a table of the balancer's own, like {}",
+                    Ha::DEFAULT_ANNOUNCE_TABLE
+                ),
+            },
+        };
+        self.error_at(PATH, table, message);
+        None
     }
 }

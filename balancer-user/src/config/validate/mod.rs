@@ -19,6 +19,7 @@ use toml::Spanned;
 
 use super::{
     addr,
+    pending::Written,
     problem::{Lines, Problem, Warning},
     raw::{RawConfig, Text},
     types::Config,
@@ -29,6 +30,8 @@ pub(super) struct Outcome {
     pub config: Option<Config>,
     pub problems: Vec<Problem>,
     pub warnings: Vec<Warning>,
+    /// For the warnings about settings not enforced yet.
+    pub written: Written,
 }
 
 pub(super) fn validate(raw: RawConfig, lines: &Lines) -> Outcome {
@@ -36,6 +39,7 @@ pub(super) fn validate(raw: RawConfig, lines: &Lines) -> Outcome {
         lines,
         problems: Vec::new(),
         warnings: Vec::new(),
+        written: Written::default(),
     };
     let node = check.node(raw.node);
     let control = check.control(raw.control);
@@ -58,6 +62,7 @@ pub(super) fn validate(raw: RawConfig, lines: &Lines) -> Outcome {
         config,
         problems: check.problems,
         warnings: check.warnings,
+        written: check.written,
     }
 }
 
@@ -65,6 +70,7 @@ struct Checker<'a> {
     lines: &'a Lines,
     problems: Vec<Problem>,
     warnings: Vec<Warning>,
+    written: Written,
 }
 
 /// Remembers where each key was first seen, to name it when it comes again.
