@@ -13,8 +13,16 @@ pub struct SweepLimits {
     pub udp_ns: u64,
     /// For reply entries whose forward entry was evicted.
     pub longest_ns: u64,
+    /// Flows of this owner (an HA peer's node id, or [`ADOPT_ALL`] peers') are
+    /// this node's from this sweep on: their owner becomes `OWNER_SELF` and
+    /// their idle time starts now. 0: none.
+    pub adopt: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<SweepLimits>() == 32);
+const _: () = assert!(core::mem::size_of::<SweepLimits>() == 40);
+
+/// [`SweepLimits::adopt`]: every peer's flows (an active-standby takeover).
+pub const ADOPT_ALL: u32 = u32::MAX;
 
 /// What the last sweep did.
 #[repr(C)]
@@ -31,11 +39,16 @@ pub struct SweepStats {
     /// Entries left in the table when the sweep ended, both directions (as
     /// far as a walk that packets race can tell).
     pub kept_entries: u64,
+    /// Flows (forward entries) of a peer that this sweep made this node's
+    /// ([`SweepLimits::adopt`]).
+    pub adopted: u64,
+    /// Entries of peers' flows kept as they are (never expired here).
+    pub held_entries: u64,
     /// Numbers the sweeps: the [`BackendSweep`] entries this sweep wrote carry it.
     pub generation: u32,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<SweepStats>() == 48);
+const _: () = assert!(core::mem::size_of::<SweepStats>() == 64);
 
 /// What the last sweep found per backend (`SWEEP_BACKENDS`, indexed like
 /// `BACKENDS`). An entry whose `generation` is not the last sweep's was not
@@ -94,6 +107,7 @@ mod tests {
             tcp_transitory_ns: 30,
             udp_ns: 60,
             longest_ns: 3600,
+            ..SweepLimits::default()
         };
         assert_eq!(l.idle_limit_ns(PROTO_TCP, STATE_NEW, false), 30);
         assert_eq!(l.idle_limit_ns(PROTO_TCP, STATE_ESTABLISHED, false), 3600);

@@ -60,8 +60,33 @@ pub struct FlowValue {
     pub nh_ifindex: u32,
     pub nh_dmac: [u8; 6],
     pub nh_smac: [u8; 6],
+    /// Whose flow it is: [`OWNER_SELF`] for one this node opened, else the
+    /// [`node_id`] of the HA peer that opened it and synced it here. A peer's
+    /// flow is forwarded like any other but never expires here: the owner
+    /// says when it ends, until this node adopts it (a takeover).
+    pub owner: u32,
+    /// Added to sequence numbers towards the backend (and taken from them
+    /// towards the client) for the life of the flow; 0 unless the SYN proxy
+    /// opened the backend connection.
+    pub seq_delta: u32,
 }
-const _: () = assert!(core::mem::size_of::<FlowValue>() == 80);
+const _: () = assert!(core::mem::size_of::<FlowValue>() == 88);
+
+/// [`FlowValue::owner`] of this node's own flows.
+pub const OWNER_SELF: u32 = 0;
+
+/// The owner id of the HA node called `name`, the same on every node: FNV-1a
+/// of the name, never [`OWNER_SELF`].
+pub const fn node_id(name: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    let mut i = 0;
+    while i < name.len() {
+        h ^= name[i] as u32;
+        h = h.wrapping_mul(0x0100_0193);
+        i += 1;
+    }
+    if h == OWNER_SELF { 1 } else { h }
+}
 
 impl FlowValue {
     /// Key of the other direction's entry: packets of the other direction are sent
@@ -98,6 +123,6 @@ pub struct SyncEvent {
     pub key: FlowKey,
     pub value: FlowValue,
 }
-const _: () = assert!(core::mem::size_of::<SyncEvent>() == 128);
+const _: () = assert!(core::mem::size_of::<SyncEvent>() == 136);
 
 crate::user_pod!(SyncEvent);

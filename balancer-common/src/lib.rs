@@ -11,6 +11,7 @@ pub mod expiry;
 pub mod firewall;
 pub mod flow;
 pub mod global;
+pub mod ha;
 pub mod maps;
 pub mod sched;
 pub mod service;
@@ -18,7 +19,7 @@ pub mod stats;
 
 /// Bumped whenever a key or value below changes shape; pinned state from another
 /// version is refused instead of misread.
-pub const LAYOUT_VERSION: u32 = 7;
+pub const LAYOUT_VERSION: u32 = 8;
 
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;

@@ -11,6 +11,7 @@ use crate::{
     expiry::{BackendSweep, SweepLimits, SweepStats},
     firewall::{Bucket, RuleKeyV4, RuleKeyV6},
     flow::{FlowKey, FlowValue, SyncEvent},
+    ha::Lease,
     service::{AddrKey, Backend, BackendIndex, ServiceKey, ServiceValue},
     stats::BackendStats,
 };
@@ -112,9 +113,9 @@ maps! {
     IfaceMtu = "IFACE_MTU": Hash<u32, u32>;
     /// Interfaces the program redirects to, by ifindex.
     TxPorts = "TX_PORTS": DevMapHash<u32, u32>;
-    /// Until when (`CLOCK_MONOTONIC` ns) the floating addresses are this
-    /// node's; 0: no high availability.
-    HaLease = "HA_LEASE": Array<u32, u64>;
+    /// Whether this node answers for the floating addresses, and the
+    /// grace after a takeover.
+    HaLease = "HA_LEASE": Array<u32, Lease>;
     /// Flow changes for the HA peers ([`SyncEvent`] records).
     FlowEvents = "FLOW_EVENTS": RingBuf<(), SyncEvent>;
     /// Global counters by `Counter` index, per CPU.

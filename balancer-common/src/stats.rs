@@ -73,6 +73,10 @@ counters! {
     /// active (a frame flooded by a switch, or a neighbour cache not moved over
     /// yet): the active node takes new flows.
     DropNotActive = "drop_not_active",
+    /// A TCP segment of no known flow just after this node took over (see
+    /// `ha::Lease::takeover_grace_until_ns`): dropped, so that the client
+    /// retransmits, rather than reset.
+    DropTakeoverGrace = "drop_takeover_grace",
 }
 
 /// `SERVICE_DROPS` index of a drop of a new flow to a service, by reason.

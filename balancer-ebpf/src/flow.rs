@@ -16,7 +16,8 @@ use aya_ebpf::{
 use balancer_common::{
     FAMILY_V6, RawAddr,
     flow::{
-        DIR_FORWARD, DIR_REPLY, FlowKey, FlowValue, STATE_CLOSING, STATE_ESTABLISHED, STATE_NEW,
+        DIR_FORWARD, DIR_REPLY, FlowKey, FlowValue, OWNER_SELF, STATE_CLOSING, STATE_ESTABLISHED,
+        STATE_NEW,
     },
     global::Global,
     maps::{Flows, Value},
@@ -240,6 +241,8 @@ fn fill(
         write_volatile(&mut v.nh_mtu, 0);
         write_volatile(&mut v.released, 0);
         write_volatile(&mut v.nh_ifindex, 0);
+        write_volatile(&mut v.owner, OWNER_SELF);
+        write_volatile(&mut v.seq_delta, 0);
     }
     copy::bytes(&mut v.nh_dmac, &[0; 6]);
     copy::bytes(&mut v.nh_smac, &[0; 6]);

@@ -11,7 +11,16 @@ use crate::maps::HA_LEASE;
 /// daemon stopped renewing the lease). 0 in the map: no high availability.
 #[inline(always)]
 pub fn expired() -> bool {
-    let lease = HA_LEASE.get(0).copied().unwrap_or(0);
+    let until = HA_LEASE.get(0).map_or(0, |l| l.until_ns);
     // SAFETY: a helper without arguments.
-    lease != 0 && unsafe { bpf_ktime_get_ns() } > lease
+    until != 0 && unsafe { bpf_ktime_get_ns() } > until
+}
+
+/// This node took over moments ago: a segment of no known flow may belong to
+/// one whose state is still on its way from the old active node.
+#[inline(always)]
+pub fn in_takeover_grace() -> bool {
+    let until = HA_LEASE.get(0).map_or(0, |l| l.takeover_grace_until_ns);
+    // SAFETY: a helper without arguments.
+    until != 0 && unsafe { bpf_ktime_get_ns() } < until
 }

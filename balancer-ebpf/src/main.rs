@@ -90,6 +90,11 @@ fn process(ctx: &XdpContext, pkt: &Packet) -> u32 {
     // failover without sync) to the backend it had, so it may open the flow.
     let opens = pkt.may_open_flow() || service.scheduler == SCHED_MAGLEV && pkt.may_resume_flow();
     if !opens {
+        if lease::in_takeover_grace() {
+            // Its flow may still be arriving from the old active node: the
+            // client retransmits what is dropped, but a reset ends it.
+            return drop(Counter::DropTakeoverGrace);
+        }
         // The VIP is a local address with no socket on this port: the stack
         // answers with a reset, which is what the client of an ended flow needs.
         return pass(Counter::PassNoFlow);

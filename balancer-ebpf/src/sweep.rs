@@ -6,6 +6,10 @@
 //! `BACKEND_F_PURGE` go whatever their age. No system call per entry, and no race with
 //! packets of the same flow on other CPUs.
 //!
+//! Flows an HA peer opened and synced here (`owner` not ours) are kept
+//! whatever their age: their owner says when they end. A takeover adopts
+//! them (`SweepLimits::adopt`): they become this node's, idle from now.
+//!
 //! On the way it counts what it keeps: entries in all (the table's fill level)
 //! and, per backend, the reply entries (in full NAT, the SNAT ports held), for
 //! the daemon's metrics.
@@ -18,8 +22,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use balancer_common::{
-    expiry::{BackendSweep, SweepLimits, SweepStats},
-    flow::{DIR_REPLY, FlowKey, FlowValue},
+    expiry::{ADOPT_ALL, BackendSweep, SweepLimits, SweepStats},
+    flow::{DIR_REPLY, FlowKey, FlowValue, OWNER_SELF},
     service::{BACKEND_F_PURGE, BackendIndex},
 };
 
@@ -80,6 +84,25 @@ extern "C" fn sweep_one(
     // Sweep that sweep_flows gave it.
     let (key, value, s) = unsafe { (&*key, &mut *value, &mut *(ctx as *mut Sweep)) };
     s.stats.scanned += 1;
+    if value.owner != OWNER_SELF {
+        let adopt = s.limits.adopt;
+        if adopt != ADOPT_ALL && adopt != value.owner {
+            // A peer's flow ends on its owner's word, never by idleness here.
+            s.stats.kept_entries += 1;
+            s.stats.held_entries += 1;
+            if value.direction == DIR_REPLY {
+                count_reply(value.backend, s.stats.generation);
+            }
+            return 0;
+        }
+        // Ours from now on, its idle time starting now: on the peer it may
+        // have been busy all along.
+        value.owner = OWNER_SELF;
+        value.last_seen_ns = s.now;
+        if value.direction != DIR_REPLY {
+            s.stats.adopted += 1;
+        }
+    }
     let peer_key = value.peer_key(key.proto, key.family);
     let peer = FLOWS.get_ptr(&peer_key);
     if value.direction == DIR_REPLY {

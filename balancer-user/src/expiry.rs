@@ -43,6 +43,7 @@ impl Timeouts {
             tcp_transitory_ns: ns(self.tcp_transitory),
             udp_ns: ns(self.udp),
             longest_ns: ns(self.longest()),
+            ..SweepLimits::default()
         }
     }
 

@@ -12,6 +12,7 @@ pub mod health;
 pub mod ktime;
 pub mod metrics;
 pub mod netconf;
+pub mod netlink;
 pub mod plan;
 pub mod runtime;
 pub mod sched;

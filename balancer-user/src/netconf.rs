@@ -16,6 +16,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use crate::netlink::{self, Netlink};
+
 pub fn ifindex(name: &str) -> Result<u32> {
     let c = CString::new(name).with_context(|| format!("interface name {name:?}"))?;
     // SAFETY: c is a valid NUL-terminated string.
@@ -52,53 +54,28 @@ pub fn mtu(ifindex: u32) -> Result<u32> {
     Ok(unsafe { req.ifr_ifru.ifru_mtu } as u32)
 }
 
-#[derive(Deserialize)]
-struct IpAddrInfo {
-    ifname: String,
-    #[serde(default)]
-    addr_info: Vec<AddrInfo>,
-}
-
-#[derive(Deserialize)]
-struct AddrInfo {
-    local: IpAddr,
-    prefixlen: u8,
-}
-
-/// Addresses configured on the host (this network namespace), by interface.
-pub fn host_addresses() -> Result<Vec<(String, IpNet)>> {
-    let out = run_ip(&["-j", "addr", "show"])?;
-    let links: Vec<IpAddrInfo> = serde_json::from_str(&out).context("parsing `ip -j addr show`")?;
-    let mut all = Vec::new();
-    for link in links {
-        for a in link.addr_info {
-            if let Ok(net) = IpNet::new(a.local, a.prefixlen) {
-                all.push((link.ifname.clone(), net));
-            }
-        }
+/// The name of the interface with index `ifindex`.
+pub fn ifname(ifindex: u32) -> Result<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf has IF_NAMESIZE bytes, all if_indextoname writes.
+    if unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) }.is_null() {
+        bail!("no interface with index {ifindex}");
     }
-    Ok(all)
+    // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Ok(name.to_string_lossy().into_owned())
 }
 
-/// The source address the host would use towards `dst`.
 /// Removes whichever of `addresses` the host has (not recorded: these are
 /// floating addresses a stopped node left behind).
-pub fn remove_addresses(addresses: &[IpAddr]) -> Result<()> {
-    for (dev, net) in host_addresses()? {
-        if addresses.contains(&net.addr()) {
-            run_ip(&["addr", "del", &net.to_string(), "dev", &dev])?;
-            info!(address = %net, interface = %dev, "removed a floating address left behind");
+pub async fn remove_addresses(netlink: &Netlink, addresses: &[IpAddr]) -> Result<()> {
+    for a in netlink.addresses().await? {
+        if addresses.contains(&a.net.addr()) {
+            netlink.del_address(a.ifindex, a.net).await?;
+            info!(address = %a.net, interface = %ifname(a.ifindex).unwrap_or_default(), "removed a floating address left behind");
         }
     }
     Ok(())
-}
-
-/// The interface that holds `ip`, if any.
-pub fn interface_of(ip: IpAddr) -> Result<Option<String>> {
-    Ok(host_addresses()?
-        .into_iter()
-        .find(|(_, net)| net.addr() == ip)
-        .map(|(dev, _)| dev))
 }
 
 /// Whether `interface` is up with a carrier (`operstate` up; a veth whose
@@ -146,7 +123,9 @@ fn run_ip(args: &[&str]) -> Result<String> {
 
 /// Changes made to the host, undone in reverse order. With a `record` file
 /// they survive the daemon: a daemon that takes over pinned state adopts the
-/// previous one's changes, so that its clean stop undoes them all.
+/// previous one's changes, so that its clean stop undoes them all. Addresses
+/// are recorded with the interface's name (an index does not survive the
+/// interface).
 #[derive(Default, Serialize, Deserialize)]
 pub struct NetChanges {
     added: Vec<(IpNet, String)>,
@@ -189,48 +168,43 @@ impl NetChanges {
         self.record = None;
     }
 
-    /// Makes `ip` a local address unless it already is: on the interface among
-    /// `interfaces` whose subnet holds it (so that the host answers ARP for it
-    /// there), else as a /32 or /128 on the first of them.
-    pub fn ensure_local(&mut self, addresses: &[IpAddr], interfaces: &[String]) -> Result<()> {
-        let existing = host_addresses()?;
-        for &ip in addresses {
-            if !existing.iter().any(|(_, net)| net.addr() == ip) {
-                self.add_address(ip, &existing, interfaces)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn add_address(
+    /// Makes each of `addresses` a local address unless it already is: on the
+    /// interface among `interfaces` whose subnet holds it (so that the host
+    /// answers ARP for it there), else as a /32 or /128 on the first of them.
+    pub async fn ensure_local(
         &mut self,
-        ip: IpAddr,
-        existing: &[(String, IpNet)],
+        netlink: &Netlink,
+        addresses: &[IpAddr],
         interfaces: &[String],
     ) -> Result<()> {
-        let (dev, net) = match existing
-            .iter()
-            .find(|(dev, net)| interfaces.contains(dev) && net.contains(&ip))
-        {
-            Some((dev, net)) => (dev.clone(), IpNet::new(ip, net.prefix_len())?),
-            None => {
-                let dev = interfaces
-                    .first()
-                    .ok_or_else(|| anyhow!("no interface to put {ip} on"))?
-                    .clone();
-                (dev, IpNet::new(ip, if ip.is_ipv4() { 32 } else { 128 })?)
+        let existing: Vec<(String, IpNet)> = netlink
+            .addresses()
+            .await?
+            .into_iter()
+            .filter_map(|a| Some((ifname(a.ifindex).ok()?, a.net)))
+            .collect();
+        for &ip in addresses {
+            if existing.iter().any(|(_, net)| net.addr() == ip) {
+                continue;
             }
-        };
-        let mut args = vec!["addr", "add"];
-        let net_s = net.to_string();
-        args.extend([net_s.as_str(), "dev", dev.as_str()]);
-        if ip.is_ipv6() {
-            args.push("nodad");
+            let (dev, net) = match existing
+                .iter()
+                .find(|(dev, net)| interfaces.contains(dev) && net.contains(&ip))
+            {
+                Some((dev, net)) => (dev.clone(), IpNet::new(ip, net.prefix_len())?),
+                None => {
+                    let dev = interfaces
+                        .first()
+                        .ok_or_else(|| anyhow!("no interface to put {ip} on"))?
+                        .clone();
+                    (dev, IpNet::new(ip, if ip.is_ipv4() { 32 } else { 128 })?)
+                }
+            };
+            netlink.add_address(ifindex(&dev)?, net).await?;
+            info!(address = %net, interface = %dev, "added address");
+            self.added.push((net, dev));
+            self.save();
         }
-        run_ip(&args)?;
-        info!(address = %net, interface = %dev, "added address");
-        self.added.push((net, dev));
-        self.save();
         Ok(())
     }
 
@@ -270,13 +244,22 @@ impl NetChanges {
         self.sysctl(key, &value)
     }
 
-    pub fn undo(&mut self) {
+    /// Undoes every change, from code that can wait.
+    pub async fn undo(&mut self, netlink: &Netlink) {
         for (net, dev) in self.added.drain(..).rev() {
-            match run_ip(&["addr", "del", &net.to_string(), "dev", &dev]) {
-                Ok(_) => info!(address = %net, interface = %dev, "removed address"),
+            let removed = match ifindex(&dev) {
+                Ok(index) => netlink.del_address(index, net).await,
+                Err(e) => Err(e),
+            };
+            match removed {
+                Ok(()) => info!(address = %net, interface = %dev, "removed address"),
                 Err(e) => warn!(address = %net, interface = %dev, "cannot remove address: {e:#}"),
             }
         }
+        self.undo_sysctls();
+    }
+
+    fn undo_sysctls(&mut self) {
         for (path, old) in self.sysctls.drain(..).rev() {
             // An empty write is ignored by the kernel; a newline clears a list.
             if let Err(e) = fs::write(&path, format!("{old}\n")) {
@@ -291,6 +274,16 @@ impl NetChanges {
 
 impl Drop for NetChanges {
     fn drop(&mut self) {
-        self.undo();
+        if self.added.is_empty() {
+            self.undo_sysctls();
+            return;
+        }
+        let mut changes = std::mem::take(self);
+        if let Err(e) = netlink::blocking(|netlink| async move {
+            changes.undo(&netlink).await;
+            Ok(())
+        }) {
+            warn!("undoing the host changes: {e:#}");
+        }
     }
 }

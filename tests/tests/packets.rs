@@ -12,7 +12,7 @@ const DNS_BACKEND: u32 = 3;
 
 use std::time::Duration;
 
-use balancer_common::{service::BackendIndex, stats::Counter};
+use balancer_common::{ha::Lease, service::BackendIndex, stats::Counter};
 use balancer_user::expiry::Timeouts;
 use common::*;
 
@@ -510,14 +510,24 @@ fn arp_and_neighbour_solicitation_for_a_vip_stop_when_the_ha_lease_runs_out() {
     other[38..42].copy_from_slice(&[198, 51, 100, 99]);
     // No HA (lease 0), then a lease that runs: the host answers.
     for lease in [0, u64::MAX] {
-        fx.dp.set_ha_lease(lease).unwrap();
+        fx.dp
+            .set_ha_lease(Lease {
+                until_ns: lease,
+                ..Lease::default()
+            })
+            .unwrap();
         for frame in [&arp, &ns, &other] {
             let (action, out) = fx.run(frame, fx.front);
             assert_eq!((action, &out), (XDP_PASS, frame), "lease {lease}");
         }
     }
     // Run out (1 ns after boot): dropped, except for an address not ours.
-    fx.dp.set_ha_lease(1).unwrap();
+    fx.dp
+        .set_ha_lease(Lease {
+            until_ns: 1,
+            ..Lease::default()
+        })
+        .unwrap();
     assert_eq!(fx.run(&arp, fx.front).0, XDP_DROP);
     assert_eq!(fx.run(&ns, fx.front).0, XDP_DROP);
     assert_eq!(fx.run(&other, fx.front).0, XDP_PASS);

@@ -27,6 +27,60 @@ pub struct HaStatus {
     /// Age of the last flow-sync datagram when it arrived, by the sender's clock.
     #[serde(default)]
     pub sync_lag_ms: Option<f64>,
+    /// Flow-sync datagrams refused, by reason (`sync_rejected` is their sum).
+    #[serde(default)]
+    pub sync_rejected_by_reason: BTreeMap<String, u64>,
+    /// Datagrams sent again because a peer lacked them.
+    #[serde(default)]
+    pub sync_retransmitted: u64,
+    /// Bulk copies of this node's flow table sent to peers, and their flows.
+    #[serde(default)]
+    pub sync_bulks_sent: u64,
+    #[serde(default)]
+    pub sync_bulk_flows_sent: u64,
+    /// Times this node's copy of a peer's table had a hole only a bulk copy
+    /// could repair.
+    #[serde(default)]
+    pub sync_copies_lost: u64,
+    /// This node's copy of each peer's flow table, by peer name.
+    #[serde(default)]
+    pub sync_copies: BTreeMap<String, SyncCopy>,
+}
+
+/// How much of a peer's flow table this node holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum SyncCopy {
+    /// Nothing, or a copy with a hole: a bulk copy is asked for.
+    None,
+    /// A bulk copy is arriving.
+    InProgress { expected: u64, received: u64 },
+    /// Everything the peer had when its last bulk copy ended, and every
+    /// change since.
+    Complete { flows: u64, took_ms: u64 },
+}
+
+impl SyncCopy {
+    /// The state's one word: `none`, `in_progress`, `complete`.
+    pub fn state(&self) -> &'static str {
+        match self {
+            SyncCopy::None => "none",
+            SyncCopy::InProgress { .. } => "in_progress",
+            SyncCopy::Complete { .. } => "complete",
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            SyncCopy::None => "none".into(),
+            SyncCopy::InProgress { expected, received } => {
+                format!("in progress ({received} of about {expected} flows)")
+            }
+            SyncCopy::Complete { flows, took_ms } => {
+                format!("complete ({flows} flows, copied in {took_ms} ms)")
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-pub use ha::{HaStatus, PeerStatus, TransitionStatus};
+pub use ha::{HaStatus, PeerStatus, SyncCopy, TransitionStatus};
 pub use stats::{BackendSnapshot, FlowTable, ServiceSnapshot, Snapshot};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

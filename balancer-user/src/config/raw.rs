@@ -117,6 +117,9 @@ pub(super) struct RawHa {
     pub track_backends: Option<bool>,
     pub watchdog_ms: Option<Spanned<u32>>,
     pub announce_table: Option<Spanned<i64>>,
+    pub bulk_sync_rate: Option<Spanned<u32>>,
+    pub preempt_sync_timeout_ms: Option<Spanned<u32>>,
+    pub takeover_grace_ms: Option<Spanned<u32>>,
 }
 
 /// A `[[service]]` table, read in three parts so that a mistake in one backend

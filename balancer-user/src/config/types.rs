@@ -140,10 +140,23 @@ pub struct Ha {
     /// tables ([`Ha::RESERVED_TABLES`]); default [`Ha::DEFAULT_ANNOUNCE_TABLE`].
     /// Not enforced yet (see `pending.rs`).
     pub announce_table: u32,
+    /// Flows per second a bulk copy of the flow table sends a peer at most
+    /// (a node that starts, returns or is replaced asks for one).
+    pub bulk_sync_rate: u32,
+    /// How long a node of higher priority that returns (with `preempt`) waits
+    /// for its copy of the active node's flow table to complete before it
+    /// takes the role back anyway; 0 takes it back at once.
+    pub preempt_sync_timeout_ms: u32,
+    /// After a takeover, how long a TCP segment of no known flow is dropped
+    /// (its state may still be arriving) rather than answered with a reset.
+    pub takeover_grace_ms: u32,
 }
 
 impl Ha {
     pub const DEFAULT_ANNOUNCE_TABLE: u32 = 200;
+    /// Bounds of `bulk_sync_rate` (flows per second) and `takeover_grace_ms`.
+    pub const BULK_SYNC_RATES: std::ops::RangeInclusive<u32> = 100..=10_000_000;
+    pub const MAX_TAKEOVER_GRACE_MS: u32 = 60_000;
     /// The kernel's `default` (253), `main` (254) and `local` (255) tables: the
     /// host's own routes, never a table of the balancer's. (0 names no table.)
     pub const RESERVED_TABLES: [(u32, &'static str); 3] =
@@ -169,6 +182,10 @@ impl Default for Ha {
             track_backends: true,
             watchdog_ms: 3000,
             announce_table: Self::DEFAULT_ANNOUNCE_TABLE,
+            // 100,000 flows of about 100 bytes: 80 Mbit/s, a million flows in 10 s.
+            bulk_sync_rate: 100_000,
+            preempt_sync_timeout_ms: 30_000,
+            takeover_grace_ms: 1000,
         }
     }
 }

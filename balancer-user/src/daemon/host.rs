@@ -9,6 +9,7 @@ use anyhow::Result;
 use crate::{
     config::{Config, Forwarding},
     netconf::{self, NetChanges},
+    netlink::Netlink,
 };
 
 /// VIPs and SNAT addresses: what moves to the active node.
@@ -24,7 +25,7 @@ pub fn floating_addresses(config: &Config) -> Vec<IpAddr> {
 
 /// Forwarding on the XDP interfaces (the FIB lookup and the stack's fallback
 /// path need it), the floating addresses, and the SNAT port reservation.
-pub fn prepare(config: &Config, net: &mut NetChanges) -> Result<()> {
+pub async fn prepare(config: &Config, net: &mut NetChanges, netlink: &Netlink) -> Result<()> {
     let ipv6 = config.services.iter().any(|s| s.vip.is_ipv6());
     for interface in &config.node.interfaces {
         netconf::ifindex(interface)?;
@@ -40,7 +41,12 @@ pub fn prepare(config: &Config, net: &mut NetChanges) -> Result<()> {
     }
     // With high availability the active node owns them (the HA thread).
     if !config.ha.enabled {
-        net.ensure_local(&floating_addresses(config), &config.node.interfaces)?;
+        net.ensure_local(
+            netlink,
+            &floating_addresses(config),
+            &config.node.interfaces,
+        )
+        .await?;
     }
     if config.node.forwarding == Forwarding::FullNat {
         let (min, max) = config.node.snat_port_range;

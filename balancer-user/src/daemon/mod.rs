@@ -30,6 +30,7 @@ use crate::{
     ha,
     health::HealthChecker,
     netconf::NetChanges,
+    netlink::Netlink,
     runtime::Runtime,
 };
 use control::ControlSocket;
@@ -138,6 +139,7 @@ async fn serve(config_path: &Path, config: config::Config, options: Options) -> 
     // the first one's maps under it.
     let (socket, mut calls) = ControlSocket::bind(&config.control.socket)?;
     let (_metrics, mut scrapes) = scrape::listen(&config.control)?;
+    let netlink = Netlink::connect()?;
     let pins = Pins::prepare(&config.control.pin_dir, options.fresh)?;
     let (dataplane, recovered) = Dataplane::open(pins, config.flows.capacity)?;
     let record = host_record(socket.path());
@@ -169,11 +171,11 @@ async fn serve(config_path: &Path, config: config::Config, options: Options) -> 
     );
 
     let started = async {
-        host::prepare(daemon.runtime.config(), &mut daemon.net)?;
+        host::prepare(daemon.runtime.config(), &mut daemon.net, &netlink).await?;
         if !daemon.config().ha.enabled {
             // Pinned state of a node that had [ha] may hold a lapsed lease,
             // under which the program opens no flows: standalone owns them.
-            daemon.dataplane.set_ha_lease(0)?;
+            daemon.dataplane.set_ha_lease(Default::default())?;
         }
         daemon.sync()?;
         let interfaces = daemon.config().node.interfaces.clone();
@@ -254,6 +256,9 @@ async fn serve(config_path: &Path, config: config::Config, options: Options) -> 
                     h.set_inputs(ha_inputs.clone());
                     h.pet();
                 }
+                if let Some(owner) = daemon.ha.as_ref().and_then(|h| h.take_adoption()) {
+                    daemon.adopt_flows(owner);
+                }
             }
             Some(event) = health_rx.recv() => daemon.on_health(event),
             Some(scrape) = scrapes.recv() => daemon.answer_scrape(scrape),
@@ -288,7 +293,7 @@ async fn serve(config_path: &Path, config: config::Config, options: Options) -> 
     match stop {
         Stop::Clean => {
             let closed = dataplane.close();
-            net.undo();
+            net.undo(&netlink).await;
             closed
         }
         Stop::HandOver => {

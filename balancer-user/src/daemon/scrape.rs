@@ -11,7 +11,11 @@ use std::{
 };
 
 use anyhow::Result;
-use balancer_common::{LAYOUT_VERSION, expiry::SweepStats, stats::Counter};
+use balancer_common::{
+    LAYOUT_VERSION,
+    expiry::{SweepLimits, SweepStats},
+    stats::Counter,
+};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -210,11 +214,17 @@ impl Daemon {
     }
 
     /// Runs the flow sweep and records what it found for the metrics.
-    pub(super) fn sweep_recorded(&mut self) -> Result<SweepStats> {
+    /// A sweep (adopting the flows of `adopt`, an HA peer's node id or
+    /// `ADOPT_ALL`, if given), recorded for the metrics.
+    pub(super) fn sweep_recorded(&mut self, adopt: Option<u32>) -> Result<SweepStats> {
         let new_flows = |dp: &crate::dataplane::Dataplane| dp.counter(Counter::NewFlow).ok();
         let before = new_flows(&self.dataplane);
         let started = Instant::now();
-        let stats = self.dataplane.sweep(&self.timeouts)?;
+        let limits = SweepLimits {
+            adopt: adopt.unwrap_or(0),
+            ..self.timeouts.limits()
+        };
+        let stats = self.dataplane.sweep_with(limits)?;
         let took = started.elapsed();
         if let (Some(before), Some(after)) = (before, new_flows(&self.dataplane)) {
             self.metrics

@@ -14,7 +14,7 @@ use anyhow::Result;
 use balancer_common::service::{
     BACKEND_F_DRAINING, BACKEND_F_PRESENT, BACKEND_F_PURGE, BackendIndex,
 };
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     api::{
@@ -219,7 +219,13 @@ impl Daemon {
             return Ok(());
         }
         let addresses = super::host::floating_addresses(config);
-        self.net.ensure_local(&addresses, &config.node.interfaces)
+        let interfaces = config.node.interfaces.clone();
+        let net = &mut self.net;
+        // A reload is handled in a loop that does not wait: the netlink
+        // exchange runs on a connection of its own.
+        crate::netlink::blocking(|netlink| async move {
+            net.ensure_local(&netlink, &addresses, &interfaces).await
+        })
     }
 
     /// Interfaces the program is no longer attached to, as fault reasons
@@ -537,7 +543,7 @@ impl Daemon {
     }
 
     fn sweep_now(&mut self) {
-        match self.sweep_recorded() {
+        match self.sweep_recorded(None) {
             Ok(s) if s.expired > 0 => debug!(
                 scanned = s.scanned,
                 expired = s.expired,
@@ -546,6 +552,20 @@ impl Daemon {
             ),
             Ok(_) => {}
             Err(e) => warn!("flow sweep failed: {e:#}"),
+        }
+    }
+
+    /// After a takeover: the peers' synced flows become this node's (their
+    /// idle time starting now), so that its sweeps expire them from now on.
+    pub fn adopt_flows(&mut self, owner: u32) {
+        match self.sweep_recorded(Some(owner)) {
+            Ok(s) => info!(
+                target: events::TARGET,
+                event = "ha_flows_adopted",
+                flows = s.adopted,
+                "took over the flows synced from the peers"
+            ),
+            Err(e) => warn!("adopting the synced flows failed: {e:#}"),
         }
     }
 

@@ -9,7 +9,7 @@ use std::{
     io,
     mem::size_of,
     ops::ControlFlow,
-    os::fd::{AsRawFd, BorrowedFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd},
 };
 
 /// `BPF_MAP_LOOKUP_BATCH` of `enum bpf_cmd`.
@@ -29,13 +29,104 @@ struct BatchAttr {
     flags: u64,
 }
 
-/// Calls `f` with the key and value bytes of every entry of the map, `chunk`
-/// entries per system call, until the map ends or `f` breaks. `value_size` is
-/// what the kernel copies per entry: for a per-CPU map, the value rounded up to
-/// 8 bytes times the possible CPUs.
+/// A walk over a map's entries, `BPF_MAP_LOOKUP_BATCH` by
+/// `BPF_MAP_LOOKUP_BATCH`, that can stop between batches and go on later
+/// (a bulk copy of the flow table is read a few thousand entries at a time).
 ///
 /// For arrays and hash maps, whose batch position is a `u32` (an index or a
 /// bucket).
+pub struct Reader<F> {
+    map: F,
+    key_size: usize,
+    value_size: usize,
+    position: Option<u32>,
+    done: bool,
+    keys: Vec<u8>,
+    values: Vec<u8>,
+}
+
+impl<F: AsFd> Reader<F> {
+    /// `value_size` is what the kernel copies per entry: for a per-CPU map,
+    /// the value rounded up to 8 bytes times the possible CPUs.
+    pub fn new(map: F, key_size: usize, value_size: usize) -> Self {
+        Self {
+            map,
+            key_size,
+            value_size,
+            position: None,
+            done: false,
+            keys: Vec::new(),
+            values: Vec::new(),
+        }
+    }
+
+    /// Whether the walk reached the end of the map.
+    pub fn done(&self) -> bool {
+        self.done
+    }
+
+    /// Calls `f` with the key and value bytes of about `chunk` more entries
+    /// (a hash bucket is never split, so it may be more); returns how many.
+    pub fn next_batch(&mut self, chunk: u32, mut f: impl FnMut(&[u8], &[u8])) -> io::Result<usize> {
+        if self.done {
+            return Ok(0);
+        }
+        let mut chunk = chunk.max(1);
+        loop {
+            self.keys.resize(self.key_size * chunk as usize, 0);
+            self.values.resize(self.value_size * chunk as usize, 0);
+            let mut next: u32 = 0;
+            let mut attr = BatchAttr {
+                in_batch: self.position.as_ref().map_or(0, |p| p as *const u32 as u64),
+                out_batch: &mut next as *mut u32 as u64,
+                keys: self.keys.as_mut_ptr() as u64,
+                values: self.values.as_mut_ptr() as u64,
+                count: chunk,
+                map_fd: self.map.as_fd().as_raw_fd() as u32,
+                ..BatchAttr::default()
+            };
+            // SAFETY: attr points at buffers of `chunk` keys and values and at
+            // `next`, all of which outlive the call; the kernel writes no more.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_bpf,
+                    BPF_MAP_LOOKUP_BATCH,
+                    &mut attr as *mut BatchAttr,
+                    size_of::<BatchAttr>(),
+                )
+            };
+            if rc < 0 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    // The end; this call's entries are still valid.
+                    Some(libc::ENOENT) => self.done = true,
+                    // One hash bucket holds more entries than a chunk.
+                    Some(libc::ENOSPC) if chunk < 1 << 20 => {
+                        chunk *= 4;
+                        continue;
+                    }
+                    _ => return Err(e),
+                }
+            }
+            let n = attr.count as usize;
+            for i in 0..n {
+                f(
+                    &self.keys[i * self.key_size..(i + 1) * self.key_size],
+                    &self.values[i * self.value_size..(i + 1) * self.value_size],
+                );
+            }
+            if n == 0 {
+                self.done = true;
+            }
+            self.position = Some(next);
+            return Ok(n);
+        }
+    }
+}
+
+/// Calls `f` with the key and value bytes of every entry of the map, `chunk`
+/// entries per system call, until the map ends or `f` breaks. `value_size` is
+/// what the kernel copies per entry (see [`Reader::new`]).
 pub fn for_each(
     map: BorrowedFd<'_>,
     key_size: usize,
@@ -43,60 +134,16 @@ pub fn for_each(
     chunk: u32,
     mut f: impl FnMut(&[u8], &[u8]) -> ControlFlow<()>,
 ) -> io::Result<()> {
-    let mut chunk = chunk.max(1);
-    let mut keys = vec![0u8; key_size * chunk as usize];
-    let mut values = vec![0u8; value_size * chunk as usize];
-    let mut position: Option<u32> = None;
-    let mut next: u32 = 0;
-    loop {
-        let mut attr = BatchAttr {
-            in_batch: position.as_ref().map_or(0, |p| p as *const u32 as u64),
-            out_batch: &mut next as *mut u32 as u64,
-            keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
-            count: chunk,
-            map_fd: map.as_raw_fd() as u32,
-            ..BatchAttr::default()
-        };
-        // SAFETY: attr points at buffers of `chunk` keys and values and at
-        // `next`, all of which outlive the call; the kernel writes no more.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                size_of::<BatchAttr>(),
-            )
-        };
-        let last = if rc < 0 {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                // The end; this call's entries are still valid.
-                Some(libc::ENOENT) => true,
-                // One hash bucket holds more entries than a chunk.
-                Some(libc::ENOSPC) if chunk < 1 << 20 => {
-                    chunk *= 4;
-                    keys.resize(key_size * chunk as usize, 0);
-                    values.resize(value_size * chunk as usize, 0);
-                    continue;
-                }
-                _ => return Err(e),
+    let mut reader = Reader::new(map, key_size, value_size);
+    let mut stopped = false;
+    while !stopped && !reader.done() {
+        reader.next_batch(chunk, |k, v| {
+            if !stopped && f(k, v).is_break() {
+                stopped = true;
             }
-        } else {
-            false
-        };
-        for i in 0..attr.count as usize {
-            let key = &keys[i * key_size..(i + 1) * key_size];
-            let value = &values[i * value_size..(i + 1) * value_size];
-            if f(key, value).is_break() {
-                return Ok(());
-            }
-        }
-        if last || attr.count == 0 {
-            return Ok(());
-        }
-        position = Some(next);
+        })?;
     }
+    Ok(())
 }
 
 /// The first `len` values of an array map of `T` (fewer if the map is smaller).

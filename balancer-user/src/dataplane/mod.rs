@@ -30,7 +30,7 @@ use aya::{
 };
 use balancer_common::{
     LAYOUT_VERSION,
-    expiry::SweepStats,
+    expiry::{SweepLimits, SweepStats},
     global::Global,
     maps::{Flows, Globals, IfaceMtu, MapDef, SweepLimitsMap, SweepStatsMap, TxPorts},
 };
@@ -252,9 +252,15 @@ impl Dataplane {
     /// port. The sweep runs in the kernel (`sweep_flows`): one system call for
     /// the whole table.
     pub fn sweep(&mut self, timeouts: &Timeouts) -> Result<SweepStats> {
+        self.sweep_with(timeouts.limits())
+    }
+
+    /// [`Dataplane::sweep`] with limits of the caller's (an HA takeover
+    /// adopts the peers' flows with `SweepLimits::adopt`).
+    pub fn sweep_with(&mut self, limits: SweepLimits) -> Result<SweepStats> {
         {
-            let mut limits = self.map_mut::<SweepLimitsMap, Array<_, _>>()?;
-            limits.set(0, timeouts.limits(), 0)?;
+            let mut map = self.map_mut::<SweepLimitsMap, Array<_, _>>()?;
+            map.set(0, limits, 0)?;
         }
         let prog: &Xdp = self
             .ebpf

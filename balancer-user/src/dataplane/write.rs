@@ -12,6 +12,7 @@ use balancer_common::{
     RawAddr,
     firewall::{RuleKeyV4, RuleKeyV6, Scope, rule_prefix_len},
     global::Global,
+    ha::Lease,
     maps::{
         ActiveConns, AddrFilter, BackendLoad, BackendStatsMap, Backends, FirewallV4, FirewallV6,
         Globals, HaLease, LocalAddrs, MaglevTable, MapDef, RrTable, ServiceSlots, Services,
@@ -194,11 +195,10 @@ impl Dataplane {
     }
 
     /// Sets `HA_LEASE` (the HA thread writes it through its pin; the packet
-    /// tests through here): 0 no high availability, else until when
-    /// (`bpf_ktime_get_ns`) this node answers for the floating addresses.
-    pub fn set_ha_lease(&mut self, until_ns: u64) -> Result<()> {
-        let mut lease = self.map_mut::<HaLease, Array<_, _>>()?;
-        lease.set(0, until_ns, 0)?;
+    /// tests through here).
+    pub fn set_ha_lease(&mut self, lease: Lease) -> Result<()> {
+        let mut map = self.map_mut::<HaLease, Array<_, _>>()?;
+        map.set(0, lease, 0)?;
         Ok(())
     }
 

@@ -10,6 +10,9 @@
 //! - An active node steps down when another active node outranks it: two
 //!   active nodes (a healed partition) resolve at the first advert.
 //! - Priority 0 is a fault: such a node is active only if no live peer can be.
+//! - A standby preempts only once its copy of the active node's flow table is
+//!   complete ([`Election::set_copy_ready`]), or after `preempt_wait` anyway,
+//!   so that taking the role back breaks no connection the copy would keep.
 
 use std::{
     cmp::Ordering,
@@ -51,6 +54,12 @@ pub struct Election {
     peers: BTreeMap<String, Peer>,
     /// Times both this node and a peer were active at once.
     pub split_brains: u64,
+    /// Whether this node holds a complete copy of the active peer's flows.
+    copy_ready: bool,
+    /// How long a preempt waits for that copy at most.
+    pub preempt_wait: Duration,
+    /// Since when a preempt waits for it.
+    preempt_held_since: Option<Instant>,
 }
 
 impl Election {
@@ -72,7 +81,35 @@ impl Election {
             started: now,
             peers: BTreeMap::new(),
             split_brains: 0,
+            copy_ready: true,
+            preempt_wait: Duration::ZERO,
+            preempt_held_since: None,
         }
+    }
+
+    /// Whether this node's copy of the active peer's flow table is complete
+    /// (true where nothing is synced).
+    pub fn set_copy_ready(&mut self, ready: bool) {
+        self.copy_ready = ready;
+    }
+
+    /// Whether a preempt may go ahead now: the copy is complete, or it waited
+    /// `preempt_wait` for it (then the reason says so).
+    fn preempt_ready(&mut self, now: Instant) -> Option<Option<String>> {
+        if self.copy_ready {
+            self.preempt_held_since = None;
+            return Some(None);
+        }
+        let since = *self.preempt_held_since.get_or_insert(now);
+        let waited = now.saturating_duration_since(since);
+        if waited < self.preempt_wait {
+            return None;
+        }
+        self.preempt_held_since = None;
+        Some(Some(format!(
+            "after waiting {} ms for a complete copy of its flow table",
+            waited.as_millis()
+        )))
     }
 
     pub fn role(&self) -> Role {
@@ -195,19 +232,28 @@ impl Election {
                 _ => return None,
             },
             (_, Some((name, p))) => {
-                if self.preempt && mine > 0 && Self::outranks(me, (p.priority, name)) {
-                    (
-                        Role::Active,
-                        "preempt",
-                        format!("preempting {name} (priority {} < {mine})", p.priority),
-                    )
+                let (name, peer_priority) = ((*name).clone(), p.priority);
+                let wants = self.preempt && mine > 0 && Self::outranks(me, (peer_priority, &name));
+                // A starting node becomes standby first and copies the table.
+                let ready = if wants && self.role == Role::Standby {
+                    self.preempt_ready(now)
+                } else {
+                    None
+                };
+                if let Some(late) = ready {
+                    let mut reason =
+                        format!("preempting {name} (priority {peer_priority} < {mine})");
+                    if let Some(late) = late {
+                        reason = format!("{reason} {late}");
+                    }
+                    (Role::Active, "preempt", reason)
                 } else if self.role == Role::Standby {
                     return None;
                 } else {
                     (
                         Role::Standby,
                         "active_peer",
-                        format!("{name} (priority {}) is active", p.priority),
+                        format!("{name} (priority {peer_priority}) is active"),
                     )
                 }
             }
@@ -321,8 +367,14 @@ mod tests {
     fn with_preempt_the_higher_priority_takes_the_role_back() {
         let t0 = Instant::now();
         let mut e = Election::new("lb-a", 200, true, 3, I, t0);
+        // A starting node is standby first (to copy the flow table), then
+        // takes the role back.
         let t = e
             .on_advert(&advert("lb-b", Role::Active, 100), 200, t0)
+            .unwrap();
+        assert_eq!(t.to, Role::Standby);
+        let t = e
+            .on_advert(&advert("lb-b", Role::Active, 100), 200, t0 + I)
             .unwrap();
         assert_eq!(t.to, Role::Active);
         assert!(t.reason.contains("preempting lb-b"), "{}", t.reason);
@@ -335,6 +387,50 @@ mod tests {
             .unwrap();
         assert_eq!(t.to, Role::Standby);
         assert_eq!(b.split_brains, 1);
+    }
+
+    #[test]
+    fn a_preempt_waits_for_a_complete_copy_then_goes_ahead_anyway() {
+        let t0 = Instant::now();
+        let mut e = Election::new("lb-a", 200, true, 3, I, t0);
+        e.preempt_wait = I * 10;
+        e.set_copy_ready(false);
+        let active = advert("lb-b", Role::Active, 100);
+        assert_eq!(e.on_advert(&active, 200, t0).unwrap().to, Role::Standby);
+        for k in 1..10 {
+            assert_eq!(
+                e.on_advert(&active, 200, t0 + I * k),
+                None,
+                "waiting at {k}"
+            );
+        }
+        // The copy completes: it takes the role back at once.
+        e.set_copy_ready(true);
+        let t = e.on_advert(&active, 200, t0 + I * 10).unwrap();
+        assert_eq!(t.to, Role::Active);
+        assert!(!t.reason.contains("waiting"), "{}", t.reason);
+
+        // Another one whose copy never completes goes ahead after the wait,
+        // and says so.
+        let mut late = Election::new("lb-a", 200, true, 3, I, t0);
+        late.preempt_wait = I * 10;
+        late.set_copy_ready(false);
+        late.on_advert(&active, 200, t0);
+        assert_eq!(late.on_advert(&active, 200, t0 + I), None);
+        let t = late.on_advert(&active, 200, t0 + I * 11).unwrap();
+        assert_eq!(t.to, Role::Active);
+        assert!(t.reason.contains("after waiting 1000 ms"), "{}", t.reason);
+    }
+
+    #[test]
+    fn a_standby_takes_over_from_a_dead_peer_at_once_whatever_its_copy() {
+        let t0 = Instant::now();
+        let mut e = Election::new("lb-b", 100, true, 3, I, t0);
+        e.preempt_wait = I * 1000;
+        e.set_copy_ready(false);
+        e.on_advert(&advert("lb-a", Role::Active, 200), 100, t0);
+        assert_eq!(e.role(), Role::Standby);
+        assert_eq!(e.on_tick(100, t0 + I * 3).unwrap().to, Role::Active);
     }
 
     #[test]

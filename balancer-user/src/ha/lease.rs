@@ -8,33 +8,50 @@ use std::{path::Path, time::Duration};
 
 use anyhow::Result;
 use aya::maps::{Array, MapData};
-use balancer_common::maps::HaLease;
+use balancer_common::{ha, maps::HaLease};
 use tracing::warn;
 
 use crate::{dataplane::PinnedMaps, ktime};
 
 pub struct Lease {
-    map: Array<MapData, u64>,
+    map: Array<MapData, ha::Lease>,
     length: Duration,
+    /// What was last written.
+    value: ha::Lease,
 }
 
 impl Lease {
     pub fn open(pin_dir: &Path, length: Duration) -> Result<Self> {
         let map = PinnedMaps::new(pin_dir).open::<HaLease, _>()?;
-        Ok(Self { map, length })
+        Ok(Self {
+            map,
+            length,
+            value: ha::Lease::default(),
+        })
     }
 
     pub fn renew(&mut self) {
-        let until = ktime::monotonic_ns() + self.length.as_nanos() as u64;
-        if let Err(e) = self.map.set(0, until, 0) {
-            warn!("renewing the HA lease: {e}");
-        }
+        self.value.until_ns = ktime::monotonic_ns() + self.length.as_nanos() as u64;
+        self.write("renewing");
     }
 
-    /// Not ours (a value of 0 would mean "no high availability").
+    /// Not ours (an `until_ns` of 0 would mean "no high availability").
     pub fn expire(&mut self) {
-        if let Err(e) = self.map.set(0, 1, 0) {
-            warn!("ending the HA lease: {e}");
+        self.value.until_ns = 1;
+        self.value.takeover_grace_until_ns = 0;
+        self.write("ending");
+    }
+
+    /// Just taken over: for `grace`, segments of no known flow are dropped
+    /// rather than reset (see `ha::Lease::takeover_grace_until_ns`).
+    pub fn start_takeover_grace(&mut self, grace: Duration) {
+        self.value.takeover_grace_until_ns = ktime::monotonic_ns() + grace.as_nanos() as u64;
+        self.write("starting the takeover grace of");
+    }
+
+    fn write(&mut self, what: &str) {
+        if let Err(e) = self.map.set(0, self.value, 0) {
+            warn!("{what} the HA lease: {e}");
         }
     }
 }

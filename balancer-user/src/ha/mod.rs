@@ -1,9 +1,9 @@
 //! Active/standby high availability. A thread of its own sends and receives
-//! the adverts, runs the election and moves the floating addresses (VIPs and
-//! SNAT addresses), so that a busy daemon loop (a long sweep, a reload) never
-//! delays a heartbeat or a takeover. The daemon loop feeds it what the
-//! tracked conditions say and a watchdog stamp; if the stamp goes stale the
-//! node yields its role.
+//! the adverts, runs the election, syncs the flow table and moves the
+//! floating addresses (VIPs and SNAT addresses, through netlink), so that a
+//! busy daemon loop (a long sweep, a reload) never delays a heartbeat or a
+//! takeover. The daemon loop feeds it what the tracked conditions say and a
+//! watchdog stamp; if the stamp goes stale the node yields its role.
 
 pub mod advert;
 mod announce;
@@ -14,33 +14,38 @@ pub mod sync;
 use std::{
     net::{IpAddr, Ipv6Addr, SocketAddr},
     os::unix::fs::PermissionsExt,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU32, AtomicU64, Ordering},
     },
     thread::JoinHandle,
     time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context, Result, bail};
+use balancer_common::expiry::ADOPT_ALL;
 use tokio::{net::UdpSocket, sync::watch};
 use tracing::{debug, info, warn};
 
 use self::{
     advert::{Advert, Codec, Rejected, Role},
     election::{Election, Transition},
+    sync::FlowSync,
 };
 use crate::{
-    api::{HaStatus, PeerStatus, TransitionStatus},
+    api::{HaStatus, PeerStatus, SyncCopy, TransitionStatus},
     config::Ha,
     netconf::NetChanges,
+    netlink::Netlink,
 };
 
 /// How often the flow-event ring is drained into datagrams: the standby lags
 /// the active node by at most this (plus the network), and the daemon wakes
 /// up 200 times a second instead of once per flow.
 const SYNC_LINGER: Duration = Duration::from_millis(5);
+/// How often a receiving node reports what it holds of its peers' streams.
+const SYNC_REPORT: Duration = Duration::from_millis(20);
 /// Announcements after a takeover: at once and a few times after, in case the
 /// first is lost.
 const ANNOUNCE_REPEATS: u32 = 3;
@@ -62,6 +67,7 @@ pub struct HaHandle {
     inputs: watch::Sender<Inputs>,
     alive_ms: Arc<AtomicU64>,
     status: Arc<Mutex<HaStatus>>,
+    adopt: Arc<AtomicU32>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -73,6 +79,15 @@ impl HaHandle {
             *old = inputs;
             changed
         });
+    }
+
+    /// Whose flows the daemon's next sweep is to adopt (`SweepLimits::adopt`):
+    /// a takeover makes the peers' synced flows this node's. Asked once.
+    pub fn take_adoption(&self) -> Option<u32> {
+        match self.adopt.swap(0, Ordering::Relaxed) {
+            0 => None,
+            owner => Some(owner),
+        }
     }
 
     /// The daemon loop is alive.
@@ -122,8 +137,8 @@ pub fn read_key(path: &Path) -> Result<Vec<u8>> {
     Ok(key)
 }
 
-/// Starts the HA thread for node `name`. The socket is bound here, so that a
-/// port in use is an error at start.
+/// Starts the HA thread for node `name`; returns once it runs (its sockets
+/// bound, addresses a killed predecessor left removed), or why it could not.
 pub fn start(
     name: &str,
     config: &Ha,
@@ -135,86 +150,135 @@ pub fn start(
     let interval = Duration::from_millis(config.advert_interval_ms.into());
     let mut lease = lease::Lease::open(pin_dir, interval * config.dead_after.max(1))?;
     lease.expire();
-    // A node starts as no owner: addresses a killed predecessor left go, so
-    // that only the active node answers for them.
-    crate::netconf::remove_addresses(&inputs.addresses)?;
-    let socket = std::net::UdpSocket::bind(SocketAddr::new(
-        IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        advert::PORT,
-    ))
-    .with_context(|| format!("binding the HA port {}", advert::PORT))?;
-    socket.set_nonblocking(true)?;
-    let flow_sync = if config.sync_flows {
-        let socket = std::net::UdpSocket::bind(SocketAddr::new(
-            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-            sync::PORT,
-        ))
-        .with_context(|| format!("binding the flow sync port {}", sync::PORT))?;
-        socket.set_nonblocking(true)?;
-        Some(FlowSync {
-            socket,
-            source: sync::Source::open(pin_dir)?,
-            sink: sync::Sink::open(pin_dir)?,
-            wire: sync::Wire::new(key.clone(), name),
-        })
-    } else {
-        None
-    };
     let (inputs_tx, inputs_rx) = watch::channel(inputs);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let alive_ms = Arc::new(AtomicU64::new(now_ms()));
+    let adopt = Arc::new(AtomicU32::new(0));
     let status = Arc::new(Mutex::new(HaStatus {
         role: Role::Init.as_str().into(),
         priority: config.priority,
         ..HaStatus::default()
     }));
-    let node = Node {
+    let setup = Setup {
         name: name.to_string(),
         config: config.clone(),
+        key,
         interfaces,
-        codec: Codec::new(
-            key,
-            (Duration::from_millis(config.advert_interval_ms.into()) * 10)
-                .max(Duration::from_secs(1)),
-        ),
-        election: Election::new(
-            name,
-            config.priority,
-            config.preempt,
-            config.dead_after,
-            Duration::from_millis(config.advert_interval_ms.into()),
-            Instant::now(),
-        ),
-        floating: NetChanges::default(),
-        owned: Vec::new(),
+        pin_dir: pin_dir.to_path_buf(),
         lease,
         status: status.clone(),
         alive_ms: alive_ms.clone(),
-        announce_left: 0,
+        adopt: adopt.clone(),
     };
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("ha".into())
         .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
+            let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .expect("a runtime for the HA thread");
-            rt.block_on(node.run(socket, flow_sync, inputs_rx, stop_rx));
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(anyhow::anyhow!("a runtime for the HA thread: {e}")));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let inputs = inputs_rx.borrow().clone();
+                match setup.node(&inputs).await {
+                    Ok((node, socket)) => {
+                        let _ = ready_tx.send(Ok(()));
+                        node.run(socket, inputs_rx, stop_rx).await;
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            });
         })?;
+    ready_rx
+        .recv()
+        .context("the HA thread ended before it started")??;
     Ok(HaHandle {
         inputs: inputs_tx,
         alive_ms,
         status,
+        adopt,
         stop: Some(stop_tx),
         thread: Some(thread),
     })
 }
 
-struct FlowSync {
-    socket: std::net::UdpSocket,
-    source: sync::Source,
-    sink: sync::Sink,
-    wire: sync::Wire,
+/// What the HA thread starts from.
+struct Setup {
+    name: String,
+    config: Ha,
+    key: Vec<u8>,
+    interfaces: Vec<String>,
+    pin_dir: PathBuf,
+    lease: lease::Lease,
+    status: Arc<Mutex<HaStatus>>,
+    alive_ms: Arc<AtomicU64>,
+    adopt: Arc<AtomicU32>,
+}
+
+impl Setup {
+    /// On the HA thread's runtime: netlink, the sockets, the flow sync.
+    async fn node(self, inputs: &Inputs) -> Result<(Node, UdpSocket)> {
+        let netlink = Netlink::connect()?;
+        // A node starts as no owner: addresses a killed predecessor left go, so
+        // that only the active node answers for them.
+        crate::netconf::remove_addresses(&netlink, &inputs.addresses).await?;
+        let socket = std::net::UdpSocket::bind(SocketAddr::new(
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            advert::PORT,
+        ))
+        .with_context(|| format!("binding the HA port {}", advert::PORT))?;
+        socket.set_nonblocking(true)?;
+        let interval = Duration::from_millis(self.config.advert_interval_ms.into());
+        // Adverts and sync datagrams older than this by their sender's clock
+        // are refused: the nodes' clocks must agree within it.
+        let max_age = (interval * 10).max(Duration::from_secs(1));
+        let sync = if self.config.sync_flows {
+            Some(FlowSync::open(
+                &self.name,
+                self.key.clone(),
+                &self.config.peers,
+                &self.pin_dir,
+                self.config.bulk_sync_rate,
+                max_age,
+            )?)
+        } else {
+            None
+        };
+        let mut election = Election::new(
+            &self.name,
+            self.config.priority,
+            self.config.preempt,
+            self.config.dead_after,
+            interval,
+            Instant::now(),
+        );
+        election.preempt_wait = Duration::from_millis(self.config.preempt_sync_timeout_ms.into());
+        let node = Node {
+            name: self.name,
+            codec: Codec::new(self.key, max_age),
+            election,
+            config: self.config,
+            interfaces: self.interfaces,
+            netlink,
+            sync,
+            floating: NetChanges::default(),
+            owned: Vec::new(),
+            lease: self.lease,
+            status: self.status,
+            alive_ms: self.alive_ms,
+            adopt: self.adopt,
+            announce_left: 0,
+        };
+        Ok((node, UdpSocket::from_std(socket)?))
+    }
 }
 
 struct Node {
@@ -223,47 +287,29 @@ struct Node {
     interfaces: Vec<String>,
     codec: Codec,
     election: Election,
+    netlink: Netlink,
+    sync: Option<FlowSync>,
     /// The floating addresses while active.
     floating: NetChanges,
     owned: Vec<IpAddr>,
     lease: lease::Lease,
     status: Arc<Mutex<HaStatus>>,
     alive_ms: Arc<AtomicU64>,
+    adopt: Arc<AtomicU32>,
     announce_left: u32,
 }
 
 impl Node {
     async fn run(
         mut self,
-        socket: std::net::UdpSocket,
-        flow_sync: Option<FlowSync>,
+        socket: UdpSocket,
         mut inputs: watch::Receiver<Inputs>,
         mut stop: tokio::sync::oneshot::Receiver<()>,
     ) {
-        let socket = match UdpSocket::from_std(socket) {
-            Ok(s) => s,
-            Err(e) => {
-                warn!("HA socket: {e}");
-                return;
-            }
-        };
-        let (sync_socket, mut source, mut sink, mut wire) = match flow_sync {
-            Some(f) => match UdpSocket::from_std(f.socket) {
-                Ok(s) => (Some(s), Some(f.source), Some(f.sink), Some(f.wire)),
-                Err(e) => {
-                    warn!("flow sync disabled: {e}");
-                    (None, None, None, None)
-                }
-            },
-            None => (None, None, None, None),
-        };
-        let mut sync_drain = source.as_ref().map(|_| {
-            let mut t = tokio::time::interval(SYNC_LINGER);
-            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            t
-        });
-        let mut sync_buf = vec![0u8; 2048];
-        let mut records = Vec::new();
+        let mut pump = tokio::time::interval(SYNC_LINGER);
+        pump.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut report = tokio::time::interval(SYNC_REPORT);
+        report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let interval = Duration::from_millis(self.config.advert_interval_ms.into());
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -273,10 +319,8 @@ impl Node {
                 _ = tick.tick() => {
                     let current = inputs.borrow().clone();
                     let priority = self.effective(&current);
-                    if let Some(t) = self.election.on_tick(priority, Instant::now()) {
-                        self.apply(t, &current);
-                    }
-                    self.refresh_addresses(&current);
+                    self.decide(priority, &current).await;
+                    self.refresh_addresses(&current).await;
                     if self.election.role() == Role::Active {
                         self.lease.renew();
                     }
@@ -286,34 +330,32 @@ impl Node {
                 received = socket.recv_from(&mut buf) => match received {
                     Ok((n, from)) => {
                         let current = inputs.borrow().clone();
-                        self.receive(&buf[..n], from, &current);
+                        self.receive(&buf[..n], from, &current).await;
                     }
                     Err(e) => debug!("HA receive: {e}"),
                 },
                 _ = inputs.changed() => {
                     let current = inputs.borrow().clone();
                     let priority = self.effective(&current);
-                    if let Some(t) = self.election.on_tick(priority, Instant::now()) {
-                        self.apply(t, &current);
-                    }
-                    self.refresh_addresses(&current);
+                    self.decide(priority, &current).await;
+                    self.refresh_addresses(&current).await;
                 }
-                _ = drain_tick(sync_drain.as_mut()) => {
-                    if let Some(source) = source.as_mut() {
-                        source.drain(&mut records);
-                    }
-                    if self.election.role() != Role::Active {
-                        records.clear();
-                    } else if !records.is_empty()
-                        && let (Some(s), Some(w)) = (&sync_socket, wire.as_mut())
-                    {
-                        self.send_sync(s, w, &records).await;
-                        records.clear();
+                _ = pump.tick(), if self.sync.is_some() => {
+                    let sending = self.sending();
+                    if let Some(sync) = self.sync.as_mut() {
+                        sync.pump(sending).await;
                     }
                 }
-                received = recv(sync_socket.as_ref(), &mut sync_buf) => {
-                    if let (Ok((n, from)), Some(w), Some(sink)) = (received, wire.as_mut(), sink.as_mut()) {
-                        self.receive_sync(&sync_buf[..n], from, w, sink);
+                _ = report.tick(), if self.sync.is_some() => {
+                    let want = self.copies_wanted();
+                    if let Some(sync) = self.sync.as_mut() {
+                        sync.report(&want).await;
+                    }
+                }
+                received = recv_sync(self.sync.as_mut()) => {
+                    let (sending, receiving) = (self.sending(), self.receiving());
+                    if let (Ok((n, from)), Some(sync)) = (received, self.sync.as_mut()) {
+                        sync.receive(n, from, sending, receiving).await;
                     }
                 }
                 _ = &mut stop => break,
@@ -323,58 +365,72 @@ impl Node {
         // waiting for dead_after intervals.
         let current = inputs.borrow().clone();
         if let Some(t) = self.election.step_down("stopping") {
-            self.apply(t, &current);
+            self.apply(t, &current).await;
         }
         self.send(&socket, 0, &current).await;
     }
 
-    async fn send_sync(&self, socket: &UdpSocket, wire: &mut sync::Wire, records: &[sync::Record]) {
-        for batch in records.chunks(sync::BATCH) {
-            let datagram = wire.encode(batch);
-            for peer in &self.config.peers {
-                let to = peer_socket(*peer, sync::PORT);
-                if let Err(e) = socket.send_to(&datagram, to).await {
-                    debug!(peer = %peer, "flow sync send: {e}");
+    /// Whether this node sends its flows to its peers: while it serves.
+    fn sending(&self) -> bool {
+        self.election.role() == Role::Active
+    }
+
+    /// Whether this node installs its peers' flows: while another serves.
+    fn receiving(&self) -> bool {
+        self.election.role() != Role::Active
+    }
+
+    /// The peers whose whole table this node must hold: the active one.
+    fn copies_wanted(&self) -> Vec<String> {
+        if !self.receiving() {
+            return Vec::new();
+        }
+        let now = Instant::now();
+        self.election
+            .peers()
+            .iter()
+            .filter(|(_, p)| p.role == Role::Active && self.election.alive(p, now))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Whether this node holds a complete copy of every table it must hold
+    /// (true without flow sync: nothing to wait for).
+    fn copies_ready(&self) -> bool {
+        let Some(sync) = &self.sync else {
+            return true;
+        };
+        self.copies_wanted()
+            .iter()
+            .all(|peer| matches!(sync.copy_of(peer), SyncCopy::Complete { .. }))
+    }
+
+    /// What this node holds of the tables it was copying, for the event of
+    /// a takeover.
+    fn table_held(&self) -> String {
+        match &self.sync {
+            None => "flow sync off".into(),
+            Some(sync) => {
+                let copies = sync.copies();
+                if copies.is_empty() {
+                    return "no peer".into();
                 }
+                copies
+                    .iter()
+                    .map(|(peer, copy)| format!("{peer}: {}", copy.describe()))
+                    .collect::<Vec<_>>()
+                    .join("; ")
             }
-            self.lock().sync_sent += batch.len() as u64;
         }
     }
 
-    fn receive_sync(
-        &self,
-        data: &[u8],
-        from: SocketAddr,
-        wire: &mut sync::Wire,
-        sink: &mut sync::Sink,
-    ) {
-        let source = from.ip().to_canonical();
-        if !self.config.peers.contains(&source) {
-            self.lock().sync_rejected += 1;
-            return;
+    /// Runs the election on the current priority and applies its verdict.
+    async fn decide(&mut self, priority: u8, inputs: &Inputs) {
+        let ready = self.copies_ready();
+        self.election.set_copy_ready(ready);
+        if let Some(t) = self.election.on_tick(priority, Instant::now()) {
+            self.apply(t, inputs).await;
         }
-        let records = match wire.decode(data) {
-            Ok((sent_us, r)) => {
-                let lag = advert::micros(SystemTime::now()).saturating_sub(sent_us);
-                self.lock().sync_lag_ms = Some(lag as f64 / 1000.0);
-                r
-            }
-            Err(why) => {
-                self.lock().sync_rejected += 1;
-                debug!(%source, why, "flow sync datagram ignored");
-                return;
-            }
-        };
-        // An active node keeps its own table (two active nodes resolve soon).
-        if self.election.role() == Role::Active {
-            return;
-        }
-        let mut applied = sync::Applied::default();
-        sink.apply(&records, &mut applied);
-        let mut s = self.lock();
-        s.sync_installed += applied.installed;
-        s.sync_closed += applied.closed;
-        s.sync_unmatched += applied.unmatched;
     }
 
     fn effective(&self, inputs: &Inputs) -> u8 {
@@ -409,7 +465,7 @@ impl Node {
         }
     }
 
-    fn receive(&mut self, data: &[u8], from: SocketAddr, inputs: &Inputs) {
+    async fn receive(&mut self, data: &[u8], from: SocketAddr, inputs: &Inputs) {
         let source = from.ip().to_canonical();
         let reject = |status: &Mutex<HaStatus>, why: &str| {
             *status
@@ -444,18 +500,20 @@ impl Node {
         self.lock().adverts_received += 1;
         let splits = self.election.split_brains;
         let priority = self.effective(inputs);
+        let ready = self.copies_ready();
+        self.election.set_copy_ready(ready);
         let changed = self.election.on_advert(&advert, priority, Instant::now());
         if self.election.split_brains > splits {
             self.lock().split_brains = self.election.split_brains;
             warn!(target: crate::events::TARGET, event = "ha_split_brain", peer = %advert.node, "both nodes active");
         }
         if let Some(t) = changed {
-            self.apply(t, inputs);
+            self.apply(t, inputs).await;
         }
         self.update_status(priority, inputs);
     }
 
-    fn apply(&mut self, mut t: Transition, inputs: &Inputs) {
+    async fn apply(&mut self, mut t: Transition, inputs: &Inputs) {
         if t.reason.starts_with("fault") {
             let mut why = inputs.faults.clone();
             if self.watchdog_expired() {
@@ -465,6 +523,9 @@ impl Node {
                 t.reason = format!("{}: {}", t.reason, why.join("; "));
             }
         }
+        // What this node holds of the flows it takes over: every connection
+        // of a table it does not hold whole may break.
+        let table = self.table_held();
         info!(
             target: crate::events::TARGET,
             event = "ha_transition",
@@ -472,6 +533,7 @@ impl Node {
             to = t.to.as_str(),
             cause = t.cause,
             reason = %t.reason,
+            table = %table,
             "HA role {} -> {}",
             t.from.as_str(),
             t.to.as_str()
@@ -491,26 +553,31 @@ impl Node {
         }
         if t.to == Role::Active {
             self.lease.renew();
+            self.lease
+                .start_takeover_grace(Duration::from_millis(self.config.takeover_grace_ms.into()));
+            // The peers' flows synced here are this node's to expire now.
+            self.adopt.store(ADOPT_ALL, Ordering::Relaxed);
             self.owned.clear();
-            self.refresh_addresses(inputs);
+            self.refresh_addresses(inputs).await;
             self.announce_left = ANNOUNCE_REPEATS;
-            self.announce();
+            self.announce().await;
         } else {
             self.lease.expire();
-            self.floating.undo();
+            self.floating.undo(&self.netlink).await;
             self.owned.clear();
         }
     }
 
     /// While active: own exactly the addresses of the running configuration.
-    fn refresh_addresses(&mut self, inputs: &Inputs) {
+    async fn refresh_addresses(&mut self, inputs: &Inputs) {
         if self.election.role() != Role::Active {
             return;
         }
         if self.owned != inputs.addresses {
             if let Err(e) = self
                 .floating
-                .ensure_local(&inputs.addresses, &self.interfaces)
+                .ensure_local(&self.netlink, &inputs.addresses, &self.interfaces)
+                .await
             {
                 warn!("taking the floating addresses: {e:#}");
             }
@@ -522,23 +589,24 @@ impl Node {
                 .collect();
             self.owned = inputs.addresses.clone();
             for ip in new {
-                self.announce_one(ip);
+                self.announce_one(ip).await;
             }
         }
         if self.announce_left > 0 {
             self.announce_left -= 1;
-            self.announce();
+            self.announce().await;
         }
     }
 
-    fn announce(&self) {
+    async fn announce(&self) {
         for ip in &self.owned {
-            self.announce_one(*ip);
+            self.announce_one(*ip).await;
         }
     }
 
-    fn announce_one(&self, ip: IpAddr) {
-        match crate::netconf::interface_of(ip) {
+    async fn announce_one(&self, ip: IpAddr) {
+        let found = self.netlink.interface_of(ip).await;
+        match found.and_then(|i| i.map(crate::netconf::ifname).transpose()) {
             Ok(Some(interface)) => {
                 if let Err(e) = announce::announce(&interface, ip) {
                     warn!(%ip, %interface, "announcing: {e:#}");
@@ -573,6 +641,21 @@ impl Node {
         s.peers = peers;
         s.conditions = conditions;
         s.role = self.election.role().as_str().into();
+        if let Some(sync) = &self.sync {
+            let c = &sync.counters;
+            s.sync_sent = c.sent;
+            s.sync_installed = c.installed;
+            s.sync_closed = c.closed;
+            s.sync_unmatched = c.unmatched;
+            s.sync_rejected = c.rejected.values().sum();
+            s.sync_rejected_by_reason = c.rejected.clone();
+            s.sync_lag_ms = c.lag_ms;
+            s.sync_retransmitted = c.retransmitted;
+            s.sync_bulks_sent = c.bulks_sent;
+            s.sync_bulk_flows_sent = c.bulk_flows_sent;
+            s.sync_copies_lost = c.copies_lost;
+            s.sync_copies = sync.copies();
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HaStatus> {
@@ -584,19 +667,10 @@ fn now_ms() -> u64 {
     advert::micros(SystemTime::now()) / 1000
 }
 
-/// The next drain of the flow-event ring, or never without sync.
-async fn drain_tick(t: Option<&mut tokio::time::Interval>) {
-    match t {
-        Some(t) => {
-            t.tick().await;
-        }
-        None => std::future::pending().await,
-    }
-}
-
-async fn recv(socket: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
-    match socket {
-        Some(s) => s.recv_from(buf).await,
+/// The next flow-sync datagram, or never without sync.
+async fn recv_sync(sync: Option<&mut FlowSync>) -> std::io::Result<(usize, SocketAddr)> {
+    match sync {
+        Some(s) => s.recv().await,
         None => std::future::pending().await,
     }
 }

@@ -44,6 +44,7 @@ pub const fn outcome(c: Counter) -> Outcome {
         Counter::IcmpRelayed => Outcome::IcmpRelayed,
         Counter::DropArpNotActive => Outcome::Dropped("arp_not_active"),
         Counter::DropNotActive => Outcome::Dropped("not_active"),
+        Counter::DropTakeoverGrace => Outcome::Dropped("takeover_grace"),
         Counter::SyncLost => Outcome::SyncLost,
     }
 }

@@ -385,6 +385,48 @@ impl Checker<'_> {
                 .watchdog_ms
                 .map_or(default.watchdog_ms, |v| *v.get_ref()),
             announce_table,
+            bulk_sync_rate: self.within(
+                "ha.bulk_sync_rate",
+                raw.bulk_sync_rate,
+                Ha::BULK_SYNC_RATES,
+                default.bulk_sync_rate,
+                "flows per second",
+            ),
+            preempt_sync_timeout_ms: raw
+                .preempt_sync_timeout_ms
+                .map_or(default.preempt_sync_timeout_ms, |v| *v.get_ref()),
+            takeover_grace_ms: self.within(
+                "ha.takeover_grace_ms",
+                raw.takeover_grace_ms,
+                0..=Ha::MAX_TAKEOVER_GRACE_MS,
+                default.takeover_grace_ms,
+                "milliseconds",
+            ),
+        }
+    }
+
+    /// `value` if it lies in `range`, else an error naming the range.
+    fn within(
+        &mut self,
+        path: &str,
+        value: Option<Spanned<u32>>,
+        range: std::ops::RangeInclusive<u32>,
+        default: u32,
+        unit: &str,
+    ) -> u32 {
+        match value {
+            None => default,
+            Some(v) if range.contains(v.get_ref()) => v.into_inner(),
+            Some(v) => {
+                let message = format!(
+                    "{} is out of range {}-{} ({unit})",
+                    v.get_ref(),
+                    range.start(),
+                    range.end()
+                );
+                self.error_at(path, &v, message);
+                default
+            }
         }
     }
 

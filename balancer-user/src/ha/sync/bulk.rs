@@ -1,0 +1,103 @@
+//! A bulk copy of this node's flows for one peer: the pinned flow table read
+//! a batch at a time, at a bounded rate, so that forwarding never waits on
+//! it. Flows that change meanwhile also go out as live records; the peer's
+//! install is idempotent, so seeing one twice is harmless.
+
+use std::{mem::size_of, os::fd::OwnedFd};
+
+use anyhow::Result;
+use balancer_common::flow::{DIR_FORWARD, FlowKey, FlowValue, OWNER_SELF};
+
+use super::wire::{Flow, Record};
+use crate::dataplane::batch::{self, Reader};
+
+/// Entries read per system call.
+const CHUNK: u32 = 512;
+
+/// One bulk copy in progress.
+pub struct Bulk {
+    pub id: u32,
+    /// Forward entries in the table when it began (what the peer expects).
+    pub expected: u64,
+    /// Flows sent so far.
+    pub sent: u64,
+    reader: Reader<OwnedFd>,
+    /// Read but not sent yet (the rate allowed less than a batch).
+    ready: Vec<Record>,
+    began: bool,
+    ended: bool,
+}
+
+impl Bulk {
+    /// Starts a copy of the flow table open as `flows`.
+    pub fn new(id: u32, flows: OwnedFd, expected: u64) -> Self {
+        Self {
+            id,
+            expected,
+            sent: 0,
+            reader: Reader::new(flows, size_of::<FlowKey>(), size_of::<FlowValue>()),
+            ready: Vec::new(),
+            began: false,
+            ended: false,
+        }
+    }
+
+    /// The begin mark, up to `budget` more flows, and once the table is
+    /// read, the end mark.
+    pub fn next(&mut self, budget: usize) -> Result<Vec<Record>> {
+        let mut out = Vec::new();
+        if !self.began {
+            self.began = true;
+            out.push(Record::BulkBegin {
+                id: self.id,
+                expected: self.expected,
+            });
+        }
+        while self.ready.len() < budget && !self.reader.done() {
+            let ready = &mut self.ready;
+            self.reader.next_batch(CHUNK, |k, v| {
+                let (key, value): (FlowKey, FlowValue) = (batch::read(k), batch::read(v));
+                if let Some(record) = own_flow(&key, &value) {
+                    ready.push(record);
+                }
+            })?;
+        }
+        let n = budget.min(self.ready.len());
+        self.sent += n as u64;
+        out.extend(self.ready.drain(..n));
+        if self.reader.done() && self.ready.is_empty() && !self.ended {
+            self.ended = true;
+            out.push(Record::BulkEnd {
+                id: self.id,
+                sent: self.sent,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The end mark was handed out.
+    pub fn finished(&self) -> bool {
+        self.ended
+    }
+}
+
+/// A live flow of this node's own (not a peer's, not ending) as a record.
+pub fn own_flow(key: &FlowKey, value: &FlowValue) -> Option<Record> {
+    if value.direction != DIR_FORWARD || value.owner != OWNER_SELF || value.released != 0 {
+        return None;
+    }
+    Some(Record::Flow(Flow {
+        family: key.family,
+        proto: key.proto,
+        state: value.state,
+        client: key.src,
+        client_port_be: key.sport_be,
+        vip: key.dst,
+        vip_port_be: key.dport_be,
+        snat: value.new_src,
+        snat_port_be: value.new_sport_be,
+        backend: value.new_dst,
+        backend_port_be: value.new_dport_be,
+        seq_delta: value.seq_delta,
+    }))
+}
