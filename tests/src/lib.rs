@@ -19,6 +19,7 @@
 //! ```
 
 mod balancer;
+pub mod config;
 mod netns;
 mod nginx;
 mod ping;
