@@ -682,6 +682,17 @@ impl Service {
         addresses.into_iter().fold(self, Service::backend)
     }
 
+    /// The backend at `address`; panics if there is none.
+    pub fn backend_mut(&mut self, address: impl SocketArg) -> &mut Backend {
+        let address = address.socket();
+        let name = self.name.clone();
+        let list = format!("{:?}", self.backends);
+        self.backends
+            .iter_mut()
+            .find(|b| b.address == address)
+            .unwrap_or_else(|| panic!("service {name} has no backend {address}: {list}"))
+    }
+
     /// Takes the backend at `address` out; panics if there is none.
     pub fn remove_backend(&mut self, address: impl SocketArg) -> Backend {
         let address = address.socket();
@@ -911,6 +922,14 @@ impl Config {
             .iter_mut()
             .find(|s| s.name == name)
             .unwrap_or_else(|| panic!("no service named {name:?}; there are {names:?}"))
+    }
+
+    /// The service named `name` passed through `edit` (the service's setters);
+    /// panics if there is none.
+    pub fn edit_service(mut self, name: &str, edit: impl FnOnce(Service) -> Service) -> Self {
+        let service = self.service_mut(name);
+        *service = edit(service.clone());
+        self
     }
 
     /// The file as a TOML document: sections as `[tables]`, services as

@@ -9,7 +9,9 @@ use std::{
 };
 
 use balancer_tests::{
-    Balancer, TempDir, Topology, addrs, require_root, tcp_connect, tcp_server, wait_until,
+    Balancer, TempDir, Topology, addrs,
+    config::{Config, Ha, Health, Service},
+    poll_until, require_root, tcp_connect, tcp_server, wait_until,
 };
 use balancer_user::ha::advert::{self, Advert, Codec, Role};
 use serde_json::Value;
@@ -29,60 +31,40 @@ fn key_file(dir: &TempDir, mode: u32) -> String {
     path.display().to_string()
 }
 
-fn config(name: &str, priority: u8, peer: &str, preempt: bool, key: &str, sync: bool) -> String {
+/// Adverts a node misses before it counts its peer dead.
+const DEAD_AFTER: u32 = 3;
+
+fn config(name: &str, priority: u8, peer: &str, preempt: bool, key: &str, sync: bool) -> Config {
     // The metrics endpoint on the node's own front address.
     let metrics = if peer == "198.51.100.3" {
         "198.51.100.1"
     } else {
         "198.51.100.3"
     };
-    let backends: Vec<String> = (1..=3)
-        .map(|i| format!("{{ address = \"{}:8080\" }}", addrs::backend(i)))
-        .collect();
-    let backends6: Vec<String> = (1..=3)
-        .map(|i| format!("{{ address = \"[{}]:8080\" }}", addrs::backend6(i)))
-        .collect();
-    format!(
-        r#"
-[node]
-name = "{name}"
-interfaces = ["front", "back"]
-snat_addresses = ["203.0.113.9", "2001:db8:2::9"]
-
-[control]
-metrics = "{metrics}:9108"
-
-[ha]
-enabled = true
-interface = "front"
-peers = ["{peer}"]
-priority = {priority}
-advert_interval_ms = 100
-dead_after = 3
-preempt = {preempt}
-auth_key_file = "{key}"
-sync_flows = {sync}
-track_interfaces = ["front", "back"]
-
-[[service]]
-name = "web"
-vip = "{VIP}"
-port = 80
-protocol = "tcp"
-health = {{ kind = "tcp", interval_ms = 200, timeout_ms = 100, rise = 1, fall = 2 }}
-backends = [{}]
-
-[[service]]
-name = "web6"
-vip = "{VIP6}"
-port = 80
-protocol = "tcp"
-health = {{ kind = "tcp", interval_ms = 200, timeout_ms = 100, rise = 1, fall = 2 }}
-backends = [{}]
-"#,
-        backends.join(", "),
-        backends6.join(", ")
-    )
+    let health = Health::tcp().timing(200, 100, 1, 2);
+    Config::new(name)
+        .snat(["203.0.113.9", "2001:db8:2::9"])
+        .metrics(format!("{metrics}:9108"))
+        .ha(Ha::enabled()
+            .interface("front")
+            .peers([peer])
+            .priority(priority)
+            .advert_interval_ms(100)
+            .dead_after(DEAD_AFTER)
+            .preempt(preempt)
+            .auth_key_file(key)
+            .sync_flows(sync)
+            .track_interfaces(["front", "back"]))
+        .service(
+            Service::tcp("web", VIP, 80)
+                .health(health.clone())
+                .backends((1..=3).map(|i| SocketAddr::new(addrs::backend(i).into(), 8080))),
+        )
+        .service(
+            Service::tcp("web6", VIP6, 80)
+                .health(health)
+                .backends((1..=3).map(|i| SocketAddr::new(addrs::backend6(i).into(), 8080))),
+        )
 }
 
 struct Pair {
@@ -208,19 +190,30 @@ fn request_to(topo: &Topology, to: SocketAddr) -> bool {
     c.request("ping").is_ok()
 }
 
-/// Time from now until a request succeeds again, sampling every few ms.
+/// Time from `since` until a request succeeds again, sampling every 5 ms.
 fn gap_until_served(topo: &Topology, since: Instant) -> Duration {
-    for _ in 0..2000 {
-        if request(topo) {
-            return since.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(
-            since.elapsed() < Duration::from_secs(10),
-            "never served again"
-        );
-    }
-    panic!("never served again");
+    poll_until(Duration::from_secs(10), Duration::from_millis(5), || {
+        request(topo)
+    })
+    .expect("never served again within 10 s");
+    since.elapsed()
+}
+
+fn adverts_received(lb: &Balancer) -> u64 {
+    ha(lb)["adverts_received"].as_u64().unwrap_or(0)
+}
+
+/// Roles the node has moved to, from `status`'s transitions (`from|to|cause`).
+fn roles_taken(lb: &Balancer) -> Vec<String> {
+    ha(lb)["transitions"]
+        .as_object()
+        .map(|t| {
+            t.keys()
+                .filter_map(|k| k.split('|').nth(1))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[test]
@@ -365,9 +358,19 @@ fn failover_when_the_active_daemon_is_killed_and_no_preemption_after() {
     }
 
     // lb-a restarts on its pinned state; without preemption it stays standby.
+    // Once it has heard lb-b for twice dead_after adverts it has made its
+    // choice (a preempting node takes over at the first advert it hears).
     p.a.restart(p.topo.lb(), &[]).unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    let heard = wait_until(Duration::from_secs(5), || {
+        adverts_received(&p.a) > u64::from(2 * DEAD_AFTER)
+    });
+    assert!(heard, "the restarted lb-a hears lb-b: {}", ha(&p.a));
     wait_roles(&p.a, "standby", &p.b, "active");
+    assert!(
+        !roles_taken(&p.a).iter().any(|r| r == "active"),
+        "the restarted lb-a was active for a while: {}",
+        ha(&p.a)
+    );
     assert!(!has_vip(p.topo.lb()), "the restarted node released the VIP");
     assert!(request(&p.topo));
 }
@@ -379,6 +382,7 @@ fn forged_replayed_and_unknown_adverts_are_ignored_and_counted() {
     }
     let p = pair("haforge", true);
     wait_roles(&p.a, "active", &p.b, "standby");
+    let transitions_before = ha(&p.b)["transitions"].clone();
     let b_addr = SocketAddr::new("198.51.100.3".parse().unwrap(), advert::PORT);
     let now = SystemTime::now();
     let claim = |seq: u64| Advert {
@@ -418,8 +422,19 @@ fn forged_replayed_and_unknown_adverts_are_ignored_and_counted() {
         r["forged"] == 5 && r["replayed"] == 5 && r["stale"] == 5 && r["unknown_sender"] == 1
     });
     assert!(ok, "{}", ha(&p.b)["adverts_rejected"]);
-    std::thread::sleep(Duration::from_millis(400));
+    // lb-b decides on each advert as it comes; more than dead_after of lb-a's
+    // real ones after the forged ones, a role change would have happened.
+    let received = adverts_received(&p.b);
+    let more = wait_until(Duration::from_secs(3), || {
+        adverts_received(&p.b) > received + u64::from(DEAD_AFTER)
+    });
+    assert!(more, "lb-b hears lb-a: {}", ha(&p.b));
     assert_eq!(role(&p.b), "standby", "nothing forged moved the role");
+    assert_eq!(
+        ha(&p.b)["transitions"],
+        transitions_before,
+        "nothing forged moved the role"
+    );
     let metrics = scrape(p.topo.lb2(), "198.51.100.3");
     for line in [
         "balancer_ha_adverts_rejected_total{reason=\"forged\"} 5",
@@ -648,7 +663,7 @@ fn a_node_restarted_without_ha_on_pinned_state_opens_flows_again() {
     );
     // Restarted standalone on the same pinned maps: its flows again.
     lb.home()
-        .write_config(&with_ha.replace("enabled = true", "enabled = false"))
+        .write_config(&with_ha.clone().ha(with_ha.ha.clone().set_enabled(false)))
         .unwrap();
     lb.restart(topo.lb(), &[]).unwrap();
     assert!(
