@@ -172,6 +172,15 @@ fn wait_roles(a: &Balancer, want_a: &str, b: &Balancer, want_b: &str) {
     );
 }
 
+/// Waits until `ns` holds the VIP (`held`) or not. The daemon publishes a
+/// new role before it adds or removes the floating addresses, so right after
+/// `wait_roles` the address may still be the old role's.
+fn wait_vip(ns: &balancer_tests::Netns, held: bool) {
+    let ok = wait_until(Duration::from_secs(1), || has_vip(ns) == held);
+    let what = if held { "holds" } else { "released" };
+    assert!(ok, "{} never {what} the VIP within 1 s", ns.name());
+}
+
 fn has_vip(ns: &balancer_tests::Netns) -> bool {
     ns.ip(&["-j", "addr", "show", "dev", "front"])
         .unwrap()
@@ -223,7 +232,8 @@ fn the_higher_priority_node_is_active_owns_the_vip_and_status_says_so() {
     }
     let p = pair("haup", true);
     wait_roles(&p.a, "active", &p.b, "standby");
-    assert!(has_vip(p.topo.lb()) && !has_vip(p.topo.lb2()));
+    wait_vip(p.topo.lb(), true);
+    wait_vip(p.topo.lb2(), false);
     assert!(request(&p.topo));
     let out = p.b.cli(&["status"]).unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -284,7 +294,7 @@ fn failover_when_the_active_host_loses_its_link_then_preemption_on_recovery() {
     // dead_after 3 x 100 ms, then the takeover and its announcement.
     assert!(gap < Duration::from_secs(1), "gap {gap:?}");
     wait_roles(&p.a, "standby", &p.b, "active");
-    assert!(has_vip(p.topo.lb2()));
+    wait_vip(p.topo.lb2(), true);
     // The IPv6 VIP moved too: lb-b's unsolicited neighbour advertisement
     // overrode the client's cache entry for it.
     let vip6 = SocketAddr::new(VIP6.parse().unwrap(), 80);
@@ -371,7 +381,8 @@ fn failover_when_the_active_daemon_is_killed_and_no_preemption_after() {
         "the restarted lb-a was active for a while: {}",
         ha(&p.a)
     );
-    assert!(!has_vip(p.topo.lb()), "the restarted node released the VIP");
+    // The restarted node released the VIP.
+    wait_vip(p.topo.lb(), false);
     assert!(request(&p.topo));
 }
 
@@ -486,7 +497,7 @@ fn split_brain_heals_to_the_rightful_owner() {
     // `ip route del` and the CLI polling on a busy machine.
     assert!(healed.elapsed() < Duration::from_secs(1));
     assert!(ha(&p.b)["split_brains"].as_u64().unwrap() >= 1);
-    assert!(!has_vip(p.topo.lb2()));
+    wait_vip(p.topo.lb2(), false);
     assert!(p.b.output_so_far().contains("both nodes active"));
     let ok = wait_until(Duration::from_secs(5), || request(&p.topo));
     assert!(ok);
