@@ -673,9 +673,9 @@ fn a_node_restarted_without_ha_on_pinned_state_opens_flows_again() {
             .is_some()
     );
     // Restarted standalone on the same pinned maps: its flows again.
-    lb.home()
-        .write_config(&with_ha.clone().ha(with_ha.ha.clone().set_enabled(false)))
-        .unwrap();
+    let mut without_ha = with_ha;
+    without_ha.ha.enabled = Some(false);
+    lb.home().write_config(&without_ha).unwrap();
     lb.restart(topo.lb(), &[]).unwrap();
     assert!(
         wait_until(Duration::from_secs(3), || request(&topo)),
