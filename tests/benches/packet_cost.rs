@@ -11,60 +11,48 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::{path::Path, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::Path,
+    time::Duration,
+};
 
 use aya::{Ebpf, programs::Xdp};
+use balancer_tests::config::{Config, Health, Service};
 use balancer_user::dataplane::test_run;
 use common::*;
 
 const ROUNDS: usize = 7;
 const RUNS_PER_ROUND: usize = 20_000;
 
-/// Wide enough that no new flow of the run meets an exhausted range.
-const BENCH_CONFIG: &str = r#"
-[node]
-name = "bench"
-interfaces = ["front", "back"]
-snat_addresses = ["203.0.113.9", "2001:db8:2::9"]
-snat_port_range = "1024-65535"
-
-[[service]]
-name = "web"
-vip = "198.51.100.10"
-port = 80
-protocol = "tcp"
-health = { kind = "none" }
-backends = [
-  { address = "203.0.113.11:8080" },
-  { address = "203.0.113.12:8080" },
-  { address = "203.0.113.13:8080" },
-]
-
-[[service]]
-name = "walled"
-vip = "198.51.100.10"
-port = 81
-protocol = "tcp"
-allow = ["192.0.2.0/24"]
-health = { kind = "none" }
-backends = [{ address = "203.0.113.11:8080" }]
-
-[[service]]
-name = "web6"
-vip = "2001:db8:1::10"
-port = 80
-protocol = "tcp"
-health = { kind = "none" }
-backends = [{ address = "[2001:db8:2::11]:8080" }]
-
-[[service]]
-name = "dns"
-vip = "198.51.100.10"
-port = 53
-protocol = "udp"
-health = { kind = "none" }
-backends = [{ address = "203.0.113.11:5353" }]
-"#;
+/// An SNAT range wide enough that no new flow of the run meets an exhausted range.
+fn bench_config() -> Config {
+    let v4 = |b: usize, port: u16| SocketAddr::from((BACKENDS[b], port));
+    Config::new("bench")
+        .snat([IpAddr::from(SNAT), IpAddr::from(SNAT6)])
+        .snat_port_range(1024, 65535)
+        .service(
+            Service::tcp("web", VIP, 80)
+                .health(Health::none())
+                .backends([v4(0, 8080), v4(1, 8080), v4(2, 8080)]),
+        )
+        .service(
+            Service::tcp("walled", VIP, 81)
+                .allow(["192.0.2.0/24"])
+                .health(Health::none())
+                .backend(v4(0, 8080)),
+        )
+        .service(
+            Service::tcp("web6", VIP6, 80)
+                .health(Health::none())
+                .backend(SocketAddr::from((BACKENDS6[0], 8080))),
+        )
+        .service(
+            Service::udp("dns", VIP, 53)
+                .health(Health::none())
+                .backend(v4(0, 5353)),
+        )
+}
 
 fn run_once(prog: &Xdp, frame: &[u8], ifindex: u32) -> (u32, Duration) {
     let r = test_run(prog, frame, ifindex).expect("BPF_PROG_TEST_RUN");
@@ -90,7 +78,7 @@ fn median(v: &[f64]) -> f64 {
 
 fn main() {
     let Some(fx) = Fixture::with_config(
-        BENCH_CONFIG,
+        &bench_config(),
         std::env::var("BENCH_CAP")
             .map(|v| v.parse().unwrap())
             .unwrap_or(1 << 21),

@@ -8,7 +8,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::Signal;
 
-use crate::{Netns, Process, TempDir, wait_until};
+use crate::{Netns, Process, TempDir, config::ConfigSource, wait_until};
 
 /// How long the daemon may take to load, attach and configure.
 pub const BALANCER_START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -58,20 +58,24 @@ impl Home {
         self.bpffs.join("balancer")
     }
 
-    /// Writes `config` with this home's socket and pin directory in `[control]`.
-    pub fn write_config(&self, config: &str) -> Result<()> {
-        let control = format!(
-            "[control]\nsocket = \"{}\"\npin_dir = \"{}\"\n",
-            self.socket().display(),
-            self.pin_dir().display()
-        );
-        let text = if config.contains("[control]\n") {
-            config.replacen("[control]\n", &control, 1)
-        } else {
-            format!("{config}\n{control}")
-        };
-        std::fs::write(self.config_path(), text).context("writing the configuration")
+    /// Writes `config` with this home's socket and pin directory in `[control]`
+    /// (whatever `config` says there).
+    pub fn write_config<C: ConfigSource + ?Sized>(&self, config: &C) -> Result<()> {
+        let mut doc = config.document()?;
+        let control = doc
+            .entry("control")
+            .or_insert(toml_edit::table())
+            .as_table_like_mut()
+            .context("`control` in the configuration is not a table")?;
+        control.insert("socket", toml_edit::value(path_text(&self.socket())?));
+        control.insert("pin_dir", toml_edit::value(path_text(&self.pin_dir())?));
+        std::fs::write(self.config_path(), doc.to_string()).context("writing the configuration")
     }
+}
+
+fn path_text(path: &Path) -> Result<&str> {
+    path.to_str()
+        .with_context(|| format!("{} is not UTF-8", path.display()))
 }
 
 impl Drop for Home {
@@ -87,14 +91,18 @@ pub struct Balancer {
 }
 
 impl Balancer {
-    /// Writes `config` to a file and starts `balancer run` on it in `ns`,
-    /// returning once the daemon says it is running.
-    pub fn start(ns: &Netns, config: &str) -> Result<Balancer> {
+    /// Writes `config` to a file (see [`Home::write_config`]) and starts
+    /// `balancer run` on it in `ns`, returning once the daemon says it is running.
+    pub fn start<C: ConfigSource + ?Sized>(ns: &Netns, config: &C) -> Result<Balancer> {
         Self::start_with(ns, config, &[])
     }
 
     /// [`Balancer::start`] with more arguments to `balancer run`.
-    pub fn start_with(ns: &Netns, config: &str, args: &[&str]) -> Result<Balancer> {
+    pub fn start_with<C: ConfigSource + ?Sized>(
+        ns: &Netns,
+        config: &C,
+        args: &[&str],
+    ) -> Result<Balancer> {
         let home = Home::new()?;
         home.write_config(config)?;
         let process = spawn(ns, &home, args)?;

@@ -19,6 +19,7 @@
 //! ```
 
 mod balancer;
+pub mod config;
 mod netns;
 mod nginx;
 mod ping;
@@ -42,7 +43,8 @@ pub use servers::{
 };
 pub use topology::{Topology, TopologyBuilder, addrs, ifnames};
 pub use util::{
-    TempDir, netns_names, netns_with_prefix, promtool_check_metrics, unique_prefix, wait_until,
+    Pace, TempDir, netns_names, netns_with_prefix, poll_until, promtool_check_metrics,
+    unique_prefix, wait_until,
 };
 
 /// Whether the namespace tests can run here (root, `ip`, namespaces can be created).

@@ -302,19 +302,21 @@ impl Drop for Netns {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }
+        // `ip netns del` can fail while the killed processes still hold the
+        // namespace: retried until they are gone, for a bounded time.
         let mut last_err = None;
-        for _ in 0..5 {
+        let deleted = wait_until(Duration::from_secs(1), || {
             let mut c = Command::new("ip");
             c.args(["netns", "del", &self.name]);
             match run_command(&mut c, EXEC_TIMEOUT) {
-                Ok(out) if out.status.success() => return,
+                Ok(out) if out.status.success() => return true,
                 Ok(out) => last_err = Some(String::from_utf8_lossy(&out.stderr).into_owned()),
                 Err(e) => last_err = Some(format!("{e:#}")),
             }
-            if !self.path().exists() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            !self.path().exists()
+        });
+        if deleted {
+            return;
         }
         eprintln!(
             "balancer-tests: could not delete namespace {}: {}",

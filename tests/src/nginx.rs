@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::netns::{Netns, Process};
 use crate::servers::tcp_connect;
-use crate::util::{TempDir, tail};
+use crate::util::{TempDir, tail, wait_until};
 
 /// How long [`nginx`] waits for the server to accept connections.
 pub const NGINX_START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -103,32 +103,35 @@ http {{
     let mut process = ns
         .spawn("nginx", &["-p", &d, "-e", &err_s, "-c", &conf_s])
         .context("starting nginx (is it installed? apt-get install -y nginx)")?;
-    let deadline = std::time::Instant::now() + NGINX_START_TIMEOUT;
-    loop {
-        if let Some(status) = process.try_status()? {
-            bail!(
-                "nginx in {} exited at start ({status}):\n{}\nerror.log:\n{}",
-                ns.name(),
-                tail(&process.output_so_far(), 4096),
-                tail(
-                    &std::fs::read_to_string(dir.join("error.log")).unwrap_or_default(),
-                    4096
-                )
-            );
+    // Until it accepts a connection or has exited, which is then reported.
+    let mut exited = Ok(None);
+    let accepting = wait_until(NGINX_START_TIMEOUT, || {
+        exited = process.try_status();
+        if !matches!(exited, Ok(None)) {
+            return true;
         }
-        if let Ok(c) = tcp_connect(ns, listen, Duration::from_millis(200)) {
-            c.close();
-            break;
-        }
-        if std::time::Instant::now() >= deadline {
-            bail!(
-                "nginx in {} does not accept connections on {listen} after {:?}:\n{}",
-                ns.name(),
-                NGINX_START_TIMEOUT,
-                tail(&process.output_so_far(), 4096)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        tcp_connect(ns, listen, Duration::from_millis(200))
+            .map(|c| c.close())
+            .is_ok()
+    });
+    if let Some(status) = exited? {
+        bail!(
+            "nginx in {} exited at start ({status}):\n{}\nerror.log:\n{}",
+            ns.name(),
+            tail(&process.output_so_far(), 4096),
+            tail(
+                &std::fs::read_to_string(dir.join("error.log")).unwrap_or_default(),
+                4096
+            )
+        );
+    }
+    if !accepting {
+        bail!(
+            "nginx in {} does not accept connections on {listen} after {:?}:\n{}",
+            ns.name(),
+            NGINX_START_TIMEOUT,
+            tail(&process.output_so_far(), 4096)
+        );
     }
     Ok(Nginx {
         process,

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use balancer_common::csum;
 use socket2::{Domain, Protocol, Socket, Type};
 
 static SEQ: AtomicU16 = AtomicU16::new(1);
@@ -25,7 +26,7 @@ pub(crate) fn ping(target: IpAddr, timeout: Duration) -> Result<Duration> {
     pkt.extend_from_slice(&seq.to_be_bytes());
     pkt.extend_from_slice(b"balancer-tests ping payload.....");
     if target.is_ipv4() {
-        let c = checksum(&pkt);
+        let c = csum::checksum(0, &pkt);
         pkt[2..4].copy_from_slice(&c.to_be_bytes());
     } // the kernel fills in the ICMPv6 checksum of raw ICMPv6 sockets
     let dest = SocketAddr::new(target, 0);
@@ -74,30 +75,5 @@ pub(crate) fn ping(target: IpAddr, timeout: Duration) -> Result<Duration> {
         {
             return Ok(start.elapsed());
         }
-    }
-}
-
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for chunk in data.chunks(2) {
-        let word = if chunk.len() == 2 {
-            u16::from_be_bytes([chunk[0], chunk[1]])
-        } else {
-            u16::from_be_bytes([chunk[0], 0])
-        };
-        sum += u32::from(word);
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn checksum_of_zero_header() {
-        // type 8, everything else zero: sum 0x0800 -> checksum 0xf7ff
-        assert_eq!(super::checksum(&[8, 0, 0, 0, 0, 0, 0, 0]), 0xf7ff);
     }
 }

@@ -3,7 +3,7 @@
 //! has can be switched while it runs.
 
 use std::{
-    io::{ErrorKind, Read, Write},
+    io::{Read, Write},
     net::SocketAddr,
     sync::{
         Arc,
@@ -15,7 +15,10 @@ use std::{
 
 use anyhow::Result;
 
-use crate::{netns::Netns, servers::tcp_listener};
+use crate::{
+    netns::Netns,
+    servers::{POLL, poll_readable, tcp_listener},
+};
 
 pub struct RoleEndpoint {
     primary: Arc<AtomicBool>,
@@ -50,14 +53,11 @@ pub fn role_endpoint(ns: &Netns, addr: SocketAddr, primary: bool) -> Result<Role
             .name("role-endpoint".into())
             .spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
-                    match listener.accept() {
-                        Ok((mut stream, _)) => {
-                            let _ = answer(&mut stream, primary.load(Ordering::SeqCst));
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(5));
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    if !poll_readable(&listener, POLL) {
+                        continue;
+                    }
+                    if let Ok((mut stream, _)) = listener.accept() {
+                        let _ = answer(&mut stream, primary.load(Ordering::SeqCst));
                     }
                 }
             })?
@@ -139,13 +139,13 @@ pub fn agent_endpoint(ns: &Netns, addr: SocketAddr, line: &str) -> Result<AgentE
             .name("agent-endpoint".into())
             .spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
-                    match listener.accept() {
-                        Ok((mut stream, _)) => {
-                            let line = report.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                            let _ = stream.set_nonblocking(false);
-                            let _ = writeln!(stream, "{line}");
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    if !poll_readable(&listener, POLL) {
+                        continue;
+                    }
+                    if let Ok((mut stream, _)) = listener.accept() {
+                        let line = report.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                        let _ = stream.set_nonblocking(false);
+                        let _ = writeln!(stream, "{line}");
                     }
                 }
             })?

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use crate::netns::Netns;
+use crate::{netns::Netns, wait_until};
 
 /// How often server threads look at their stop flag.
-const POLL: Duration = Duration::from_millis(50);
+pub(crate) const POLL: Duration = Duration::from_millis(50);
 /// Upper bound on concurrently open connections per TCP server (more are closed at once).
 const MAX_CONNS: usize = 4096;
 /// Longest accepted line; longer input is answered when it reaches this length.
@@ -504,21 +504,23 @@ pub fn udp_request(
 
 /// Waits (at most `timeout`) until a TCP connection from `ns` to `target` succeeds.
 pub fn wait_tcp_ready(ns: &Netns, target: SocketAddr, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
     let mut last = None;
-    while Instant::now() < deadline {
+    let ready = wait_until(timeout, || {
         match tcp_connect(ns, target, Duration::from_millis(200)) {
             Ok(c) => {
                 c.close();
-                return Ok(());
+                true
             }
-            Err(e) => last = Some(e),
+            Err(e) => {
+                last = Some(e);
+                false
+            }
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    match last {
-        Some(e) => Err(e.context(format!("{target} not ready within {timeout:?}"))),
-        None => bail!("{target} not ready within {timeout:?}"),
+    });
+    match (ready, last) {
+        (true, _) => Ok(()),
+        (false, Some(e)) => Err(e.context(format!("{target} not ready within {timeout:?}"))),
+        (false, None) => bail!("{target} not ready within {timeout:?}"),
     }
 }
 
@@ -531,7 +533,8 @@ fn set_freebind(s: &Socket, addr: SocketAddr) -> Result<()> {
     Ok(())
 }
 
-fn poll_readable(fd: &impl AsRawFd, timeout: Duration) -> bool {
+/// Whether `fd` becomes readable (a connection to accept, data to read) within `timeout`.
+pub(crate) fn poll_readable(fd: &impl AsRawFd, timeout: Duration) -> bool {
     let mut pfd = libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLIN,

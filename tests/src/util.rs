@@ -99,6 +99,58 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Polls `cond` every `every` until it returns true or `timeout` has passed; returns how
+/// long that took (`None`: it never held).
+///
+/// For waits whose length the test measures (a failover gap, a refill), where the step
+/// bounds the measurement's error and so is the test's to choose.
+pub fn poll_until(
+    timeout: Duration,
+    every: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> Option<Duration> {
+    let start = Instant::now();
+    let mut pace = Pace::new(every);
+    loop {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() >= timeout {
+            return None;
+        }
+        pace.wait();
+    }
+}
+
+/// The rate of a client that acts every `interval` (a load loop's request rate, a
+/// prober's step): pacing is the client's behaviour, not a wait for a condition,
+/// which [`wait_until`] and [`poll_until`] are for.
+#[derive(Debug)]
+pub struct Pace {
+    interval: Duration,
+    next: Instant,
+}
+
+impl Pace {
+    /// The first tick is `interval` from now.
+    pub fn new(interval: Duration) -> Pace {
+        Pace {
+            interval,
+            next: Instant::now() + interval,
+        }
+    }
+
+    /// Blocks until the next tick. Ticks missed by a client slower than its rate are
+    /// dropped, not made up in a burst.
+    pub fn wait(&mut self) {
+        let now = Instant::now();
+        if self.next > now {
+            std::thread::sleep(self.next - now);
+        }
+        self.next = (self.next + self.interval).max(Instant::now());
+    }
+}
+
 /// A temporary directory that is removed (recursively) on drop.
 #[derive(Debug)]
 pub struct TempDir {
@@ -213,6 +265,23 @@ mod tests {
         assert!(a.starts_with("hell"));
         assert!(a.len() <= 10, "{a}");
         assert!(unique_prefix("").starts_with("lbt"));
+    }
+
+    #[test]
+    fn poll_until_measures_and_gives_up() {
+        let start = Instant::now();
+        let mut tries = 0;
+        let took = poll_until(Duration::from_secs(5), Duration::from_millis(10), || {
+            tries += 1;
+            tries == 4
+        })
+        .expect("held at the fourth try");
+        assert!(took >= Duration::from_millis(30), "{took:?}");
+        assert!(took <= start.elapsed());
+        let never = poll_until(Duration::from_millis(30), Duration::from_millis(10), || {
+            false
+        });
+        assert_eq!(never, None);
     }
 
     #[test]

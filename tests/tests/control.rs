@@ -13,8 +13,9 @@ use std::{
 };
 
 use balancer_tests::{
-    Balancer, Signal, TcpClient, Topology, addrs, agent_endpoint, require_root, role_endpoint,
-    tcp_connect, tcp_request, tcp_server, wait_until,
+    Balancer, Signal, TcpClient, Topology, addrs, agent_endpoint,
+    config::{Config, Flows, Forwarding, Health, OnBackendDown, Service},
+    poll_until, require_root, role_endpoint, tcp_connect, tcp_request, tcp_server, wait_until,
 };
 use serde_json::Value;
 
@@ -30,32 +31,33 @@ fn backend(i: usize, port: u16) -> SocketAddr {
 }
 
 /// A TCP service on port 80 to `backends` (1-based) at port 8080.
-fn config(backends: &[usize], health: &str, extra: &str) -> String {
-    let list: Vec<String> = backends
-        .iter()
-        .map(|&i| format!("{{ address = \"{}\" }}", backend(i, 8080)))
-        .collect();
-    format!(
-        r#"
-[node]
-name = "control-test"
-interfaces = ["front", "back"]
-snat_addresses = ["203.0.113.9"]
+fn config(backends: &[usize], health: Health) -> Config {
+    Config::new("control-test")
+        .snat(["203.0.113.9"])
+        .metrics_off()
+        .service(
+            Service::tcp("web", VIP, 80)
+                .health(health)
+                .backends(backends.iter().map(|&i| backend(i, 8080))),
+        )
+}
 
-[control]
-metrics = "off"
+/// Requests of a load loop between two steps of a test (at about 2 ms each).
+const LOAD_STEP: usize = 50;
 
-[[service]]
-name = "web"
-vip = "{VIP}"
-port = 80
-protocol = "tcp"
-health = {health}
-{extra}
-backends = [{}]
-"#,
-        list.join(", ")
-    )
+/// Waits until a load loop that counts its requests in `done` has made `n`
+/// more (each request a new connection), so that a step runs under load.
+fn wait_requests(done: &AtomicUsize, failures: &AtomicUsize, n: usize) {
+    let from = done.load(Ordering::SeqCst);
+    let ok = wait_until(Duration::from_secs(10), || {
+        done.load(Ordering::SeqCst) >= from + n
+    });
+    assert!(
+        ok,
+        "the load loop made {} of {n} requests in 10 s ({} failed so far)",
+        done.load(Ordering::SeqCst) - from,
+        failures.load(Ordering::SeqCst)
+    );
 }
 
 /// Which backend answered a request on a fresh connection.
@@ -131,10 +133,8 @@ fn a_stopped_backend_leaves_rotation_within_interval_times_fall_and_comes_back()
         .map(|i| Some(tcp_server(topo.backend(i), backend(i, 8080)).unwrap()))
         .collect();
     let (interval, fall) = (200u64, 2u64);
-    let health = format!(
-        "{{ kind = \"tcp\", interval_ms = {interval}, timeout_ms = 100, rise = 2, fall = {fall} }}"
-    );
-    let lb = Balancer::start(topo.lb(), &config(&[1, 2, 3], &health, "")).unwrap();
+    let health = Health::tcp().timing(interval as u32, 100, 2, fall as u32);
+    let lb = Balancer::start(topo.lb(), &config(&[1, 2, 3], health)).unwrap();
     wait_states(
         &lb,
         &[
@@ -194,10 +194,11 @@ fn patroni_style_role_checks_send_writes_to_the_primary_only() {
         .map(|i| role_endpoint(topo.backend(i), backend(i, 8008), i == 1).unwrap())
         .collect();
     let interval = 200u64;
-    let health = format!(
-        "{{ kind = \"http\", port = 8008, path = \"/primary\", expect_status = 200, interval_ms = {interval}, timeout_ms = 150, rise = 1, fall = 2 }}"
-    );
-    let lb = Balancer::start(topo.lb(), &config(&[1, 2, 3], &health, "")).unwrap();
+    let health = Health::http("/primary")
+        .port(8008)
+        .expect_status(200)
+        .timing(interval as u32, 150, 1, 2);
+    let lb = Balancer::start(topo.lb(), &config(&[1, 2, 3], health)).unwrap();
     wait_states(
         &lb,
         &[
@@ -218,17 +219,12 @@ fn patroni_style_role_checks_send_writes_to_the_primary_only() {
     roles[0].set_primary(false);
     roles[2].set_primary(true);
     let stated = Duration::from_millis(interval * 2 + interval);
-    let mut moved = None;
-    while switched.elapsed() < Duration::from_secs(5) {
-        if who(&topo, "probe").unwrap() == "be3"
+    poll_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        who(&topo, "probe").unwrap() == "be3"
             && states(&lb)[&backend(1, 8080).to_string()] == "down"
-        {
-            moved = Some(switched.elapsed());
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let moved = moved.expect("new connections moved to be3");
+    })
+    .expect("new connections moved to be3");
+    let moved = switched.elapsed();
     eprintln!("writes moved to the new primary after {moved:?} (stated {stated:?})");
     assert!(
         moved <= stated + Duration::from_millis(100),
@@ -256,7 +252,7 @@ fn drain_keeps_established_connections_and_sends_new_ones_elsewhere() {
     let _servers: Vec<_> = (1..=2)
         .map(|i| tcp_server(topo.backend(i), backend(i, 8080)).unwrap())
         .collect();
-    let lb = Balancer::start(topo.lb(), &config(&[1, 2], "{ kind = \"none\" }", "")).unwrap();
+    let lb = Balancer::start(topo.lb(), &config(&[1, 2], Health::none())).unwrap();
     let mut conns = held(&topo, 10);
     assert!(conns.iter().any(|(n, _)| n == "be1"));
 
@@ -306,7 +302,7 @@ fn reload_adds_and_removes_backends_while_requests_keep_succeeding() {
     let _servers: Vec<_> = (1..=3)
         .map(|i| tcp_server(topo.backend(i), backend(i, 8080)).unwrap())
         .collect();
-    let lb = Balancer::start(topo.lb(), &config(&[1, 2], "{ kind = \"none\" }", "")).unwrap();
+    let lb = Balancer::start(topo.lb(), &config(&[1, 2], Health::none())).unwrap();
     let mut on_be1: Vec<_> = held(&topo, 6)
         .into_iter()
         .filter(|(n, _)| n == "be1")
@@ -315,9 +311,11 @@ fn reload_adds_and_removes_backends_while_requests_keep_succeeding() {
 
     // A bounded load loop of new connections while the configuration changes.
     let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(AtomicUsize::new(0));
     let load = {
-        let (topo, stop, failures) = (topo.clone(), stop.clone(), failures.clone());
+        let (topo, stop, done, failures) =
+            (topo.clone(), stop.clone(), done.clone(), failures.clone());
         std::thread::spawn(move || {
             let mut seen: BTreeMap<String, usize> = BTreeMap::new();
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -332,13 +330,14 @@ fn reload_adds_and_removes_backends_while_requests_keep_succeeding() {
                         failures.fetch_add(1, Ordering::SeqCst);
                     }
                 }
+                done.fetch_add(1, Ordering::SeqCst);
             }
             seen
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
+    wait_requests(&done, &failures, LOAD_STEP);
     lb.home()
-        .write_config(&config(&[2, 3], "{ kind = \"none\" }", ""))
+        .write_config(&config(&[2, 3], Health::none()))
         .unwrap();
     let out = lb.cli(&["reload"]).unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -347,15 +346,15 @@ fn reload_adds_and_removes_backends_while_requests_keep_succeeding() {
         text.contains("1 backends added, 1 backends removed"),
         "{text}"
     );
-    std::thread::sleep(Duration::from_millis(300));
+    wait_requests(&done, &failures, LOAD_STEP);
     // The same change back, by SIGHUP.
     lb.home()
-        .write_config(&config(&[1, 2, 3], "{ kind = \"none\" }", ""))
+        .write_config(&config(&[1, 2, 3], Health::none()))
         .unwrap();
     lb.signal(Signal::SIGHUP).unwrap();
     lb.wait_for_log(&["configuration reloaded", "SIGHUP"], T)
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_requests(&done, &failures, LOAD_STEP);
     stop.store(true, Ordering::SeqCst);
     let seen = load.join().unwrap();
     assert_eq!(
@@ -388,15 +387,19 @@ fn a_refused_reload_changes_nothing_and_the_cli_shows_why() {
     let _servers: Vec<_> = (1..=2)
         .map(|i| tcp_server(topo.backend(i), backend(i, 8080)).unwrap())
         .collect();
-    let good = config(&[1, 2], "{ kind = \"none\" }", "");
+    let good = config(&[1, 2], Health::none());
     let lb = Balancer::start_with(topo.lb(), &good, &["--log-format", "json"]).unwrap();
     let before = status(&lb);
 
-    let broken = good.replace("203.0.113.12:8080", "203.0.113.12:0");
-    let broken = broken.replace(
-        "protocol = \"tcp\"",
-        "protocol = \"tcp\"\nweight_of_the_world = 1",
-    );
+    // A backend without a port, and a key the daemon does not know.
+    let mut broken = good.clone();
+    broken
+        .service_mut("web")
+        .backend_mut(backend(2, 8080))
+        .address
+        .set_port(0);
+    let mut broken = broken.to_document();
+    broken["service"][0]["weight_of_the_world"] = toml_edit::value(1);
     lb.home().write_config(&broken).unwrap();
     let out = lb.cli(&["reload"]).unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
@@ -414,10 +417,7 @@ fn a_refused_reload_changes_nothing_and_the_cli_shows_why() {
 
     // Restart-only settings are refused the same way.
     lb.home()
-        .write_config(&good.replace(
-            "name = \"control-test\"",
-            "name = \"control-test\"\nforwarding = \"dnat\"",
-        ))
+        .write_config(&good.clone().forwarding(Forwarding::Dnat))
         .unwrap();
     let out = lb.cli(&["reload"]).unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
@@ -442,8 +442,8 @@ fn kill_9_and_restart_break_no_connection() {
     let _servers: Vec<_> = (1..=3)
         .map(|i| tcp_server(topo.backend(i), backend(i, 8080)).unwrap())
         .collect();
-    let health = "{ kind = \"tcp\", interval_ms = 200, timeout_ms = 100, rise = 1, fall = 2 }";
-    let mut lb = Balancer::start(topo.lb(), &config(&[1, 2, 3], health, "")).unwrap();
+    let health = Health::tcp().timing(200, 100, 1, 2);
+    let mut lb = Balancer::start(topo.lb(), &config(&[1, 2, 3], health)).unwrap();
     wait_states(
         &lb,
         &[
@@ -455,12 +455,13 @@ fn kill_9_and_restart_break_no_connection() {
     let mut conns = held(&topo, 30);
 
     let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(AtomicUsize::new(0));
     let load = {
-        let (topo, stop, failures) = (topo.clone(), stop.clone(), failures.clone());
+        let (topo, stop, done, failures) =
+            (topo.clone(), stop.clone(), done.clone(), failures.clone());
         std::thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(30);
-            let mut done = 0;
             for i in 0..20_000 {
                 if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
                     break;
@@ -469,24 +470,24 @@ fn kill_9_and_restart_break_no_connection() {
                     eprintln!("request {i} failed: {e:#}");
                     failures.fetch_add(1, Ordering::SeqCst);
                 }
-                done += 1;
+                done.fetch_add(1, Ordering::SeqCst);
             }
-            done
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
+    wait_requests(&done, &failures, LOAD_STEP);
     lb.kill().unwrap();
-    // No daemon: the pinned program keeps forwarding.
+    // No daemon: the pinned program keeps forwarding, held and new connections.
     for (i, (name, c)) in conns.iter_mut().enumerate() {
         let line = format!("while dead {i}");
         assert_eq!(c.request(&line).unwrap(), format!("{name} {line}"));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    wait_requests(&done, &failures, LOAD_STEP);
     lb.restart(topo.lb(), &[]).unwrap();
     lb.wait_for_log(&["took over the pinned state"], T).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_requests(&done, &failures, LOAD_STEP);
     stop.store(true, Ordering::SeqCst);
-    let done = load.join().unwrap();
+    load.join().unwrap();
+    let done = done.load(Ordering::SeqCst);
     assert_eq!(failures.load(Ordering::SeqCst), 0, "of {done} requests");
     for (i, (name, c)) in conns.iter_mut().enumerate() {
         let line = format!("after restart {i}");
@@ -516,7 +517,7 @@ fn pinned_state_of_another_shape_is_refused_until_started_fresh() {
     }
     let topo = Topology::balanced("pins", 1).unwrap();
     let _server = tcp_server(topo.backend(1), backend(1, 8080)).unwrap();
-    let cfg = config(&[1], "{ kind = \"none\" }", "");
+    let cfg = config(&[1], Health::none());
     let mut lb = Balancer::start(topo.lb(), &cfg).unwrap();
     let mut c = tcp_connect(topo.client(), vip(80), T).unwrap();
     assert_eq!(c.request("x").unwrap(), "be1 x");
@@ -532,7 +533,7 @@ fn pinned_state_of_another_shape_is_refused_until_started_fresh() {
     );
 
     lb.home()
-        .write_config(&cfg.replace("[control]", "[flows]\ncapacity = 4096\n\n[control]"))
+        .write_config(&cfg.clone().flows(Flows::default().capacity(4096)))
         .unwrap();
     let err = lb.restart(topo.lb(), &[]).unwrap_err().to_string();
     assert!(
@@ -560,13 +561,10 @@ fn a_failed_backend_of_a_reset_service_loses_its_flows_and_clients_see_a_reset()
     let mut checked: Vec<_> = (1..=2)
         .map(|i| Some(tcp_server(topo.backend(i), backend(i, 9000)).unwrap()))
         .collect();
-    let health =
-        "{ kind = \"tcp\", port = 9000, interval_ms = 200, timeout_ms = 100, rise = 1, fall = 2 }";
-    let lb = Balancer::start(
-        topo.lb(),
-        &config(&[1, 2], health, "on_backend_down = \"reset\""),
-    )
-    .unwrap();
+    let health = Health::tcp().port(9000).timing(200, 100, 1, 2);
+    let config =
+        config(&[1, 2], health).edit_service("web", |s| s.on_backend_down(OnBackendDown::Reset));
+    let lb = Balancer::start(topo.lb(), &config).unwrap();
     wait_states(&lb, &[(backend(1, 8080), "up"), (backend(2, 8080), "up")]);
     let mut conns = held(&topo, 6);
     assert!(conns.iter().any(|(n, _)| n == "be1") && conns.iter().any(|(n, _)| n == "be2"));
@@ -613,8 +611,8 @@ fn agent_reports_weigh_least_connections_and_can_drain() {
         .into_iter()
         .map(|(i, r)| agent_endpoint(topo.backend(i), backend(i, 9100), r).unwrap())
         .collect();
-    let health = "{ kind = \"tcp\", agent_port = 9100, interval_ms = 200, timeout_ms = 100, rise = 1, fall = 2 }";
-    let lb = Balancer::start(topo.lb(), &config(&[1, 2], health, "")).unwrap();
+    let health = Health::tcp().agent_port(9100).timing(200, 100, 1, 2);
+    let lb = Balancer::start(topo.lb(), &config(&[1, 2], health)).unwrap();
     let ok = wait_until(T, || {
         let s = status(&lb);
         let loads: Vec<u64> = s["services"][0]["backends"]
@@ -663,7 +661,7 @@ fn backends_added_and_removed_through_the_cli_take_effect_at_once() {
     let _servers: Vec<_> = (1..=2)
         .map(|i| tcp_server(topo.backend(i), backend(i, 8080)).unwrap())
         .collect();
-    let lb = Balancer::start(topo.lb(), &config(&[1], "{ kind = \"none\" }", "")).unwrap();
+    let lb = Balancer::start(topo.lb(), &config(&[1], Health::none())).unwrap();
     assert_eq!(tally(&topo, 5), BTreeMap::from([("be1".to_string(), 5)]));
 
     let be2 = backend(2, 8080).to_string();

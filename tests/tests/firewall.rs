@@ -3,47 +3,45 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use balancer_common::{service::ServiceId, stats::Counter};
+use balancer_tests::{
+    config::{Config, Firewall, FirewallAction, Health, Service},
+    poll_until,
+};
 use common::*;
 
-const RULES: &str = r#"
-[node]
-name = "fw"
-interfaces = ["front", "back"]
-snat_addresses = ["203.0.113.9"]
-
-[firewall]
-default = "deny"
-deny = ["192.0.2.0/24"]
-allow = ["198.51.100.0/24"]
-
-[[service]]
-name = "open"
-vip = "198.51.100.10"
-port = 80
-protocol = "tcp"
-health = { kind = "none" }
-backends = [{ address = "203.0.113.11:8080" }]
-
-[[service]]
-name = "restricted"
-vip = "198.51.100.10"
-port = 81
-protocol = "tcp"
-allow = ["198.51.100.0/25"]
-deny = ["198.51.100.64/26"]
-health = { kind = "none" }
-backends = [{ address = "203.0.113.12:8080" }]
-
-[[service]]
-name = "everyone"
-vip = "198.51.100.10"
-port = 82
-protocol = "udp"
-allow = ["0.0.0.0/0"]
-health = { kind = "none" }
-backends = [{ address = "203.0.113.13:8080" }]
-"#;
+/// A global default of deny with global allow and deny lists, and three
+/// services: without lists, with both lists, and allowing everyone.
+fn rules() -> Config {
+    Config::new("fw")
+        .snat([SNAT])
+        .firewall(
+            Firewall::default()
+                .default_action(FirewallAction::Deny)
+                .deny(["192.0.2.0/24"])
+                .allow(["198.51.100.0/24"]),
+        )
+        .service(
+            Service::tcp("open", VIP, 80)
+                .health(Health::none())
+                .backend("203.0.113.11:8080"),
+        )
+        .service(
+            Service::tcp("restricted", VIP, 81)
+                .allow(["198.51.100.0/25"])
+                .deny(["198.51.100.64/26"])
+                .health(Health::none())
+                .backend("203.0.113.12:8080"),
+        )
+        .service(
+            Service::udp("everyone", VIP, 82)
+                .allow(["0.0.0.0/0"])
+                .health(Health::none())
+                .backend("203.0.113.13:8080"),
+        )
+}
 
 fn syn_from(src: [u8; 4], port: u16) -> Vec<u8> {
     tcp_frame(src, VIP, 40000, port, "S", b"")
@@ -51,7 +49,7 @@ fn syn_from(src: [u8; 4], port: u16) -> Vec<u8> {
 
 #[test]
 fn source_rules_decide_in_order() {
-    let Some(fx) = Fixture::with_config(RULES, 4096) else {
+    let Some(fx) = Fixture::with_config(&rules(), 4096) else {
         return;
     };
     let admitted = |src: [u8; 4], port: u16| -> bool {
@@ -109,14 +107,13 @@ fn source_rules_decide_in_order() {
 
 #[test]
 fn new_connections_per_source_are_bounded() {
-    let config = RULES.replace(
-        "allow = [\"198.51.100.0/24\"]",
-        "allow = [\"198.51.100.0/24\"]\nnew_connections_per_source = { rate = 1, burst = 3 }",
-    );
+    let mut config = rules();
+    config.firewall = config.firewall.rate(1, 3);
     let Some(fx) = Fixture::with_config(&config, 4096) else {
         return;
     };
     let syn = |src: [u8; 4], sport: u16| tcp_frame(src, VIP, sport, 80, "S", b"");
+    let burst = Instant::now();
     let actions: Vec<u32> = (0..5)
         .map(|i| fx.run(&syn([198, 51, 100, 2], 41000 + i), fx.front).0)
         .collect();
@@ -140,11 +137,33 @@ fn new_connections_per_source_are_bounded() {
             .unwrap(),
         2
     );
-    // After a second, one more.
-    std::thread::sleep(std::time::Duration::from_millis(1100));
-    assert_eq!(
-        fx.run(&syn([198, 51, 100, 2], 41010), fx.front).0,
-        XDP_REDIRECT
+    // A token comes back after a second: polled with new SYNs every 50 ms (a
+    // refused one takes no token, and costs the bucket under a millisecond of
+    // refill). None may be admitted before the second is up (less a tick of
+    // the coarse clock the program reads), and one refused after 1.1 s is late.
+    let mut late = Vec::new();
+    let mut admitted_by = Duration::ZERO;
+    let mut sport = 41010;
+    let took = poll_until(Duration::from_secs(3), Duration::from_millis(50), || {
+        let started = burst.elapsed();
+        sport += 1;
+        let admitted = fx.run(&syn([198, 51, 100, 2], sport), fx.front).0 == XDP_REDIRECT;
+        admitted_by = burst.elapsed();
+        if !admitted && started >= Duration::from_millis(1100) {
+            late.push(started);
+        }
+        admitted
+    })
+    .expect("no token came back within 3 s");
+    eprintln!("a token came back {admitted_by:?} after the burst ({took:?} of polling)");
+    assert!(
+        admitted_by >= Duration::from_millis(990),
+        "a token came back {admitted_by:?} after the burst, at 1 per second"
     );
-    assert_eq!(fx.run(&syn([198, 51, 100, 2], 41011), fx.front).0, XDP_DROP);
+    assert!(late.is_empty(), "still refused at {late:?} after the burst");
+    // One more, and no other.
+    assert_eq!(
+        fx.run(&syn([198, 51, 100, 2], sport + 1), fx.front).0,
+        XDP_DROP
+    );
 }

@@ -7,7 +7,11 @@ use std::{
     time::Duration,
 };
 
-use balancer_tests::{Balancer, Topology, addrs, require_root, tcp_connect_from, tcp_server};
+use balancer_tests::{
+    Balancer, Topology, addrs,
+    config::{Config, Health, Service},
+    require_root, tcp_connect_from, tcp_server,
+};
 
 const VIP: &str = "198.51.100.10";
 const VIP6: &str = "2001:db8:1::10";
@@ -36,16 +40,17 @@ impl Kind {
         }
     }
 
-    fn lists(self, v6: bool) -> String {
+    /// `service` with this kind's lists, naming the client's sources of a family.
+    fn lists(self, service: Service, v6: bool) -> Service {
         let (first, second) = if v6 {
             (format!("{}/128", addrs::CLIENT6), format!("{OTHER6}/128"))
         } else {
             (format!("{}/32", addrs::CLIENT), format!("{OTHER}/32"))
         };
         match self {
-            Kind::Open => String::new(),
-            Kind::Closed => format!("deny = [\"{first}\"]\n"),
-            Kind::Only => format!("allow = [\"{second}\"]\n"),
+            Kind::Open => service,
+            Kind::Closed => service.deny([first]),
+            Kind::Only => service.allow([second]),
         }
     }
 
@@ -60,18 +65,10 @@ impl Kind {
 }
 
 /// The configuration with `order`'s services, each in both families.
-fn config(order: &[Kind]) -> String {
-    let mut text = String::from(
-        r#"
-[node]
-name = "fw-reload"
-interfaces = ["front", "back"]
-snat_addresses = ["203.0.113.9", "2001:db8:2::9"]
-
-[control]
-metrics = "off"
-"#,
-    );
+fn config(order: &[Kind]) -> Config {
+    let mut config = Config::new("fw-reload")
+        .snat(["203.0.113.9", "2001:db8:2::9"])
+        .metrics_off();
     for kind in order {
         for v6 in [false, true] {
             let (vip, backend) = if v6 {
@@ -80,14 +77,13 @@ metrics = "off"
                 (VIP, format!("{}:8080", addrs::backend(1)))
             };
             let name = format!("{kind:?}{}", if v6 { "6" } else { "4" }).to_lowercase();
-            text.push_str(&format!(
-                "\n[[service]]\nname = \"{name}\"\nvip = \"{vip}\"\nport = {}\nprotocol = \"tcp\"\n{}health = {{ kind = \"none\" }}\nbackends = [{{ address = \"{backend}\" }}]\n",
-                kind.port(),
-                kind.lists(v6),
-            ));
+            let service = Service::tcp(&name, vip, kind.port())
+                .health(Health::none())
+                .backend(backend.as_str());
+            config = config.service(kind.lists(service, v6));
         }
     }
-    text
+    config
 }
 
 /// Tries every service of `order` from both sources of both families and

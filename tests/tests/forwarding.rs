@@ -5,60 +5,64 @@
 use std::{
     collections::BTreeMap,
     net::{IpAddr, SocketAddr},
+    process::Command,
     time::Duration,
 };
 
 use balancer_tests::{
-    Balancer, Netns, Topology, addrs, nginx, require_program, require_root, tcp_connect,
-    tcp_connect_from, tcp_request, tcp_server, udp_request, udp_server,
+    Balancer, Netns, Topology, addrs, balancer_bin,
+    config::{Config, Flows, Forwarding, Health, Service},
+    nginx, require_program, require_root, tcp_connect, tcp_connect_from, tcp_request, tcp_server,
+    udp_request, udp_server, wait_until,
 };
+use serde_json::Value;
 
 const VIP: &str = "198.51.100.10";
 const T: Duration = Duration::from_secs(5);
 
-fn config(weights: &[u32]) -> String {
-    let backends: Vec<String> = weights
+/// `tcp` (port 80 to the backends at 8080, weighted) and `udp` (port 53 to
+/// the same backends at 5353) on the VIP, full NAT from 203.0.113.9.
+fn config(weights: &[u32]) -> Config {
+    let backend = |i: usize, port: u16| SocketAddr::new(addrs::backend(i).into(), port);
+    let tcp = weights.iter().enumerate().fold(
+        Service::tcp("tcp", VIP, 80).health(Health::none()),
+        |s, (i, &w)| s.weighted_backend(backend(i + 1, 8080), w),
+    );
+    let udp = Service::udp("udp", VIP, 53)
+        .health(Health::none())
+        .backends((1..=weights.len()).map(|i| backend(i, 5353)));
+    Config::new("it")
+        .snat(["203.0.113.9"])
+        .metrics_off()
+        .service(tcp)
+        .service(udp)
+}
+
+/// `balancer status`: active connections of each backend of `tcp`, in file order.
+fn active_tcp(lb: &Balancer) -> Vec<u64> {
+    let out = lb.cli(&["status", "--json"]).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    status["status"]["services"][0]["backends"]
+        .as_array()
+        .unwrap()
         .iter()
-        .enumerate()
-        .map(|(i, w)| {
-            format!(
-                "{{ address = \"{}:8080\", weight = {w} }}",
-                addrs::backend(i + 1)
-            )
-        })
-        .collect();
-    let udp: Vec<String> = (0..weights.len())
-        .map(|i| format!("{{ address = \"{}:5353\" }}", addrs::backend(i + 1)))
-        .collect();
-    format!(
-        r#"
-[node]
-name = "it"
-interfaces = ["front", "back"]
-snat_addresses = ["203.0.113.9"]
+        .map(|b| b["active"].as_u64().unwrap())
+        .collect()
+}
 
-[control]
-metrics = "off"
-
-[[service]]
-name = "tcp"
-vip = "{VIP}"
-port = 80
-protocol = "tcp"
-health = {{ kind = "none" }}
-backends = [{}]
-
-[[service]]
-name = "udp"
-vip = "{VIP}"
-port = 53
-protocol = "udp"
-health = {{ kind = "none" }}
-backends = [{}]
-"#,
-        backends.join(", "),
-        udp.join(", ")
-    )
+/// `balancer flows`: the flows in the table.
+fn flows(lb: &Balancer) -> Vec<String> {
+    let out = Command::new(balancer_bin())
+        .args(["flows", "--json", "--config"])
+        .arg(lb.config_path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 fn vip(port: u16) -> SocketAddr {
@@ -160,7 +164,8 @@ fn held_connections_spread_by_least_connections_and_freed_slots_fill_first() {
         }
     });
     // Dropping the streams sends the FINs; wait for the balancer to see them.
-    std::thread::sleep(Duration::from_millis(300));
+    let freed = wait_until(T, || active_tcp(&lb) == [60, 80, 40]);
+    assert!(freed, "active connections {:?}", active_tcp(&lb));
     for i in 0..20 {
         let mut c = tcp_connect(topo.client(), vip(80), T).unwrap();
         let line = format!("again {i}");
@@ -335,10 +340,8 @@ fn dnat_mode_keeps_the_client_address() {
             .unwrap();
     }
     let servers = nginx_backends(&topo);
-    let config = config(&[100, 100]).replace(
-        "snat_addresses = [\"203.0.113.9\"]",
-        "forwarding = \"dnat\"",
-    );
+    let mut config = config(&[100, 100]).forwarding(Forwarding::Dnat);
+    config.node.snat_addresses = None;
     let lb = Balancer::start(topo.lb(), &config).unwrap();
     let seen = curl_vip(&topo, 10);
     assert_eq!(seen.len(), 2, "{seen:?}");
@@ -365,10 +368,9 @@ fn idle_udp_flows_expire_and_free_their_snat_ports() {
     let topo = Topology::balanced("exp", 1).unwrap();
     let _server = per_backend(&topo, 5353, |ns, addr, _| udp_server(ns, addr));
     // Four SNAT ports and a one-second UDP timeout.
-    let config = config(&[100]).replace(
-        "[control]",
-        "snat_port_range = \"40000-40003\"\n\n[flows]\nudp_timeout_s = 1\n\n[control]",
-    );
+    let config = config(&[100])
+        .snat_port_range(40000, 40003)
+        .flows(Flows::default().udp_timeout_s(1));
     let lb = Balancer::start(topo.lb(), &config).unwrap();
     let ask = |i: usize| udp_request(topo.client(), vip(53), &format!("q{i}"), T);
     for i in 0..4 {
@@ -379,8 +381,10 @@ fn idle_udp_flows_expire_and_free_their_snat_ports() {
         udp_request(topo.client(), vip(53), "q4", Duration::from_millis(500)).is_err(),
         "no SNAT port should be free"
     );
-    // Idle past the timeout (1 s) plus a sweep interval (1 s): ports are free again.
-    std::thread::sleep(Duration::from_millis(2500));
+    // Idle past the timeout (1 s), the next sweep (every second) removes the
+    // flows and frees their ports.
+    let swept = wait_until(Duration::from_secs(10), || flows(&lb).is_empty());
+    assert!(swept, "flows left: {:?}", flows(&lb));
     for i in 5..9 {
         ask(i).unwrap();
     }
@@ -395,10 +399,7 @@ fn a_source_outside_the_allow_list_cannot_connect() {
     let topo = Topology::balanced("fw", 1).unwrap();
     let _servers = backend_servers(&topo, 8080);
     topo.add_client_addr("198.51.100.200/24").unwrap();
-    let config = config(&[100]).replace(
-        "protocol = \"tcp\"",
-        "protocol = \"tcp\"\nallow = [\"198.51.100.0/25\"]",
-    );
+    let config = config(&[100]).edit_service("tcp", |s| s.allow(["198.51.100.0/25"]));
     let lb = Balancer::start(topo.lb(), &config).unwrap();
     let from = |last: u8| SocketAddr::new(IpAddr::V4([198, 51, 100, last].into()), 0);
     let mut allowed = tcp_connect_from(topo.client(), from(2), vip(80), T).unwrap();
@@ -423,27 +424,14 @@ fn ipv6_service_end_to_end() {
             .unwrap()
         })
         .collect::<Vec<_>>();
-    let config = format!(
-        r#"
-[node]
-name = "six"
-interfaces = ["front", "back"]
-snat_addresses = ["2001:db8:2::9"]
-
-[control]
-metrics = "off"
-
-[[service]]
-name = "web6"
-vip = "2001:db8:1::10"
-port = 80
-protocol = "tcp"
-health = {{ kind = "none" }}
-backends = [{{ address = "[{}]:8080" }}, {{ address = "[{}]:8080" }}]
-"#,
-        topo.backend_addr6(1),
-        topo.backend_addr6(2)
-    );
+    let config = Config::new("six")
+        .snat(["2001:db8:2::9"])
+        .metrics_off()
+        .service(
+            Service::tcp("web6", "2001:db8:1::10", 80)
+                .health(Health::none())
+                .backends((1..=2).map(|i| SocketAddr::new(topo.backend_addr6(i).into(), 8080))),
+        );
     let lb = Balancer::start(topo.lb(), &config).unwrap();
     let vip6: SocketAddr = "[2001:db8:1::10]:80".parse().unwrap();
     let mut seen = BTreeMap::<String, usize>::new();

@@ -9,7 +9,9 @@ use std::{
 };
 
 use balancer_tests::{
-    Balancer, TempDir, Topology, addrs, require_root, tcp_connect, tcp_server, wait_until,
+    Balancer, TempDir, Topology, addrs,
+    config::{Config, Ha, Health, Service},
+    poll_until, require_root, tcp_connect, tcp_server, wait_until,
 };
 use balancer_user::ha::advert::{self, Advert, Codec, Role};
 use serde_json::Value;
@@ -29,60 +31,40 @@ fn key_file(dir: &TempDir, mode: u32) -> String {
     path.display().to_string()
 }
 
-fn config(name: &str, priority: u8, peer: &str, preempt: bool, key: &str, sync: bool) -> String {
+/// Adverts a node misses before it counts its peer dead.
+const DEAD_AFTER: u32 = 3;
+
+fn config(name: &str, priority: u8, peer: &str, preempt: bool, key: &str, sync: bool) -> Config {
     // The metrics endpoint on the node's own front address.
     let metrics = if peer == "198.51.100.3" {
         "198.51.100.1"
     } else {
         "198.51.100.3"
     };
-    let backends: Vec<String> = (1..=3)
-        .map(|i| format!("{{ address = \"{}:8080\" }}", addrs::backend(i)))
-        .collect();
-    let backends6: Vec<String> = (1..=3)
-        .map(|i| format!("{{ address = \"[{}]:8080\" }}", addrs::backend6(i)))
-        .collect();
-    format!(
-        r#"
-[node]
-name = "{name}"
-interfaces = ["front", "back"]
-snat_addresses = ["203.0.113.9", "2001:db8:2::9"]
-
-[control]
-metrics = "{metrics}:9108"
-
-[ha]
-enabled = true
-interface = "front"
-peers = ["{peer}"]
-priority = {priority}
-advert_interval_ms = 100
-dead_after = 3
-preempt = {preempt}
-auth_key_file = "{key}"
-sync_flows = {sync}
-track_interfaces = ["front", "back"]
-
-[[service]]
-name = "web"
-vip = "{VIP}"
-port = 80
-protocol = "tcp"
-health = {{ kind = "tcp", interval_ms = 200, timeout_ms = 100, rise = 1, fall = 2 }}
-backends = [{}]
-
-[[service]]
-name = "web6"
-vip = "{VIP6}"
-port = 80
-protocol = "tcp"
-health = {{ kind = "tcp", interval_ms = 200, timeout_ms = 100, rise = 1, fall = 2 }}
-backends = [{}]
-"#,
-        backends.join(", "),
-        backends6.join(", ")
-    )
+    let health = Health::tcp().timing(200, 100, 1, 2);
+    Config::new(name)
+        .snat(["203.0.113.9", "2001:db8:2::9"])
+        .metrics(format!("{metrics}:9108"))
+        .ha(Ha::enabled()
+            .interface("front")
+            .peers([peer])
+            .priority(priority)
+            .advert_interval_ms(100)
+            .dead_after(DEAD_AFTER)
+            .preempt(preempt)
+            .auth_key_file(key)
+            .sync_flows(sync)
+            .track_interfaces(["front", "back"]))
+        .service(
+            Service::tcp("web", VIP, 80)
+                .health(health.clone())
+                .backends((1..=3).map(|i| SocketAddr::new(addrs::backend(i).into(), 8080))),
+        )
+        .service(
+            Service::tcp("web6", VIP6, 80)
+                .health(health)
+                .backends((1..=3).map(|i| SocketAddr::new(addrs::backend6(i).into(), 8080))),
+        )
 }
 
 struct Pair {
@@ -190,6 +172,15 @@ fn wait_roles(a: &Balancer, want_a: &str, b: &Balancer, want_b: &str) {
     );
 }
 
+/// Waits until `ns` holds the VIP (`held`) or not. The daemon publishes a
+/// new role before it adds or removes the floating addresses, so right after
+/// `wait_roles` the address may still be the old role's.
+fn wait_vip(ns: &balancer_tests::Netns, held: bool) {
+    let ok = wait_until(Duration::from_secs(1), || has_vip(ns) == held);
+    let what = if held { "holds" } else { "released" };
+    assert!(ok, "{} never {what} the VIP within 1 s", ns.name());
+}
+
 fn has_vip(ns: &balancer_tests::Netns) -> bool {
     ns.ip(&["-j", "addr", "show", "dev", "front"])
         .unwrap()
@@ -208,19 +199,30 @@ fn request_to(topo: &Topology, to: SocketAddr) -> bool {
     c.request("ping").is_ok()
 }
 
-/// Time from now until a request succeeds again, sampling every few ms.
+/// Time from `since` until a request succeeds again, sampling every 5 ms.
 fn gap_until_served(topo: &Topology, since: Instant) -> Duration {
-    for _ in 0..2000 {
-        if request(topo) {
-            return since.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(
-            since.elapsed() < Duration::from_secs(10),
-            "never served again"
-        );
-    }
-    panic!("never served again");
+    poll_until(Duration::from_secs(10), Duration::from_millis(5), || {
+        request(topo)
+    })
+    .expect("never served again within 10 s");
+    since.elapsed()
+}
+
+fn adverts_received(lb: &Balancer) -> u64 {
+    ha(lb)["adverts_received"].as_u64().unwrap_or(0)
+}
+
+/// Roles the node has moved to, from `status`'s transitions (`from|to|cause`).
+fn roles_taken(lb: &Balancer) -> Vec<String> {
+    ha(lb)["transitions"]
+        .as_object()
+        .map(|t| {
+            t.keys()
+                .filter_map(|k| k.split('|').nth(1))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[test]
@@ -230,7 +232,8 @@ fn the_higher_priority_node_is_active_owns_the_vip_and_status_says_so() {
     }
     let p = pair("haup", true);
     wait_roles(&p.a, "active", &p.b, "standby");
-    assert!(has_vip(p.topo.lb()) && !has_vip(p.topo.lb2()));
+    wait_vip(p.topo.lb(), true);
+    wait_vip(p.topo.lb2(), false);
     assert!(request(&p.topo));
     let out = p.b.cli(&["status"]).unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -291,7 +294,7 @@ fn failover_when_the_active_host_loses_its_link_then_preemption_on_recovery() {
     // dead_after 3 x 100 ms, then the takeover and its announcement.
     assert!(gap < Duration::from_secs(1), "gap {gap:?}");
     wait_roles(&p.a, "standby", &p.b, "active");
-    assert!(has_vip(p.topo.lb2()));
+    wait_vip(p.topo.lb2(), true);
     // The IPv6 VIP moved too: lb-b's unsolicited neighbour advertisement
     // overrode the client's cache entry for it.
     let vip6 = SocketAddr::new(VIP6.parse().unwrap(), 80);
@@ -365,10 +368,21 @@ fn failover_when_the_active_daemon_is_killed_and_no_preemption_after() {
     }
 
     // lb-a restarts on its pinned state; without preemption it stays standby.
+    // Once it has heard lb-b for twice dead_after adverts it has made its
+    // choice (a preempting node takes over at the first advert it hears).
     p.a.restart(p.topo.lb(), &[]).unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    let heard = wait_until(Duration::from_secs(5), || {
+        adverts_received(&p.a) > u64::from(2 * DEAD_AFTER)
+    });
+    assert!(heard, "the restarted lb-a hears lb-b: {}", ha(&p.a));
     wait_roles(&p.a, "standby", &p.b, "active");
-    assert!(!has_vip(p.topo.lb()), "the restarted node released the VIP");
+    assert!(
+        !roles_taken(&p.a).iter().any(|r| r == "active"),
+        "the restarted lb-a was active for a while: {}",
+        ha(&p.a)
+    );
+    // The restarted node released the VIP.
+    wait_vip(p.topo.lb(), false);
     assert!(request(&p.topo));
 }
 
@@ -379,8 +393,17 @@ fn forged_replayed_and_unknown_adverts_are_ignored_and_counted() {
     }
     let p = pair("haforge", true);
     wait_roles(&p.a, "active", &p.b, "standby");
+    let transitions_before = ha(&p.b)["transitions"].clone();
     let b_addr = SocketAddr::new("198.51.100.3".parse().unwrap(), advert::PORT);
     let now = SystemTime::now();
+    // A replay must carry a sequence lb-b has passed: wait until it accepted
+    // a real advert sent after `now` (two more: the first may be in flight).
+    let heard = adverts_received(&p.b);
+    assert!(
+        wait_until(Duration::from_secs(3), || adverts_received(&p.b)
+            > heard + 1),
+        "lb-b heard no advert from lb-a"
+    );
     let claim = |seq: u64| Advert {
         node: "lb-a".into(),
         role: Role::Standby,
@@ -418,8 +441,19 @@ fn forged_replayed_and_unknown_adverts_are_ignored_and_counted() {
         r["forged"] == 5 && r["replayed"] == 5 && r["stale"] == 5 && r["unknown_sender"] == 1
     });
     assert!(ok, "{}", ha(&p.b)["adverts_rejected"]);
-    std::thread::sleep(Duration::from_millis(400));
+    // lb-b decides on each advert as it comes; more than dead_after of lb-a's
+    // real ones after the forged ones, a role change would have happened.
+    let received = adverts_received(&p.b);
+    let more = wait_until(Duration::from_secs(3), || {
+        adverts_received(&p.b) > received + u64::from(DEAD_AFTER)
+    });
+    assert!(more, "lb-b hears lb-a: {}", ha(&p.b));
     assert_eq!(role(&p.b), "standby", "nothing forged moved the role");
+    assert_eq!(
+        ha(&p.b)["transitions"],
+        transitions_before,
+        "nothing forged moved the role"
+    );
     let metrics = scrape(p.topo.lb2(), "198.51.100.3");
     for line in [
         "balancer_ha_adverts_rejected_total{reason=\"forged\"} 5",
@@ -471,7 +505,7 @@ fn split_brain_heals_to_the_rightful_owner() {
     // `ip route del` and the CLI polling on a busy machine.
     assert!(healed.elapsed() < Duration::from_secs(1));
     assert!(ha(&p.b)["split_brains"].as_u64().unwrap() >= 1);
-    assert!(!has_vip(p.topo.lb2()));
+    wait_vip(p.topo.lb2(), false);
     assert!(p.b.output_so_far().contains("both nodes active"));
     let ok = wait_until(Duration::from_secs(5), || request(&p.topo));
     assert!(ok);
@@ -647,9 +681,9 @@ fn a_node_restarted_without_ha_on_pinned_state_opens_flows_again() {
             .is_some()
     );
     // Restarted standalone on the same pinned maps: its flows again.
-    lb.home()
-        .write_config(&with_ha.replace("enabled = true", "enabled = false"))
-        .unwrap();
+    let mut without_ha = with_ha;
+    without_ha.ha.enabled = Some(false);
+    lb.home().write_config(&without_ha).unwrap();
     lb.restart(topo.lb(), &[]).unwrap();
     assert!(
         wait_until(Duration::from_secs(3), || request(&topo)),

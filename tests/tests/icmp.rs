@@ -98,18 +98,7 @@ fn frag_needed_from_the_client_side_reaches_the_backend() {
 
 #[test]
 fn packet_too_big_from_the_backend_side_reaches_the_ipv6_client() {
-    let config = CONFIG.replace(
-        "snat_addresses = [\"203.0.113.9\"]",
-        "snat_addresses = [\"203.0.113.9\", \"2001:db8:2::9\"]",
-    ) + r#"
-[[service]]
-name = "web6"
-vip = "2001:db8:1::10"
-port = 80
-protocol = "tcp"
-health = { kind = "none" }
-backends = [{ address = "[2001:db8:2::11]:8080" }]
-"#;
+    let config = config_with_ipv6();
     let Some(fx) = Fixture::with_config(&config, 4096) else {
         return;
     };

@@ -3,47 +3,38 @@
 
 mod common;
 
+use std::net::{IpAddr, SocketAddr};
+
 use balancer_common::stats::Counter;
+use balancer_tests::config::{Config, Health, Service};
 use common::*;
 
-const CONFIG6: &str = r#"
-[node]
-name = "v6"
-interfaces = ["front", "back"]
-snat_addresses = ["203.0.113.9", "2001:db8:2::9"]
-
-[[service]]
-name = "web6"
-vip = "2001:db8:1::10"
-port = 80
-protocol = "tcp"
-health = { kind = "none" }
-backends = [
-  { address = "[2001:db8:2::11]:8080" },
-  { address = "[2001:db8:2::12]:8080" },
-  { address = "[2001:db8:2::13]:8080" },
-]
-
-[[service]]
-name = "dns6"
-vip = "2001:db8:1::10"
-port = 53
-protocol = "udp"
-health = { kind = "none" }
-backends = [{ address = "[2001:db8:2::11]:5353" }]
-
-[[service]]
-name = "inside-only"
-vip = "2001:db8:1::10"
-port = 81
-protocol = "tcp"
-allow = ["2001:db8:1::/64"]
-health = { kind = "none" }
-backends = [{ address = "[2001:db8:2::12]:8080" }]
-"#;
+/// IPv6 services on [`VIP6`]: `web6` (TCP 80, the three [`BACKENDS6`]),
+/// `dns6` (UDP 53) and `inside-only` (TCP 81, allowing 2001:db8:1::/64 only).
+fn config6() -> Config {
+    let backend = |b: usize, port: u16| SocketAddr::from((BACKENDS6[b], port));
+    Config::new("v6")
+        .snat([SNAT.into(), IpAddr::from(SNAT6)])
+        .service(
+            Service::tcp("web6", VIP6, 80)
+                .health(Health::none())
+                .backends([backend(0, 8080), backend(1, 8080), backend(2, 8080)]),
+        )
+        .service(
+            Service::udp("dns6", VIP6, 53)
+                .health(Health::none())
+                .backend(backend(0, 5353)),
+        )
+        .service(
+            Service::tcp("inside-only", VIP6, 81)
+                .allow(["2001:db8:1::/64"])
+                .health(Health::none())
+                .backend(backend(1, 8080)),
+        )
+}
 
 fn fixture() -> Option<Fixture> {
-    Fixture::with_config(CONFIG6, 4096)
+    Fixture::with_config(&config6(), 4096)
 }
 
 #[test]

@@ -17,8 +17,10 @@ use std::{
 };
 
 use balancer_tests::{
-    Balancer, Topology, addrs, balancer_bin, require_program, require_root, tcp_connect,
-    tcp_request, tcp_server, udp_connect, udp_server, wait_until,
+    Balancer, Pace, Topology, addrs, balancer_bin,
+    config::{Config, Firewall, Flows, Health, Service},
+    require_program, require_root, tcp_connect, tcp_request, tcp_server, udp_connect, udp_server,
+    wait_until,
 };
 use serde_json::Value;
 
@@ -149,74 +151,49 @@ fn wait_sweeps(topo: &Topology, n: usize) {
     }
 }
 
-fn config(extra_services: &str, flows: &str, firewall: &str) -> String {
-    format!(
-        r#"
-[node]
-name = "metrics-test"
-interfaces = ["front", "back"]
-snat_addresses = ["203.0.113.9"]
-
-[control]
-metrics = "{METRICS}"
-
-[flows]
-{flows}
-
-[firewall]
-{firewall}
-
-[[service]]
-name = "web"
-vip = "{VIP}"
-port = 80
-protocol = "tcp"
-health = {{ kind = "tcp", interval_ms = 200, timeout_ms = 500, rise = 1, fall = 1 }}
-backends = [{{ address = "{}" }}, {{ address = "{}" }}]
-
-[[service]]
-name = "dns"
-vip = "{VIP}"
-port = 53
-protocol = "udp"
-health = {{ kind = "none" }}
-backends = [{{ address = "{}" }}, {{ address = "{}" }}]
-{extra_services}
-"#,
-        backend(1, 8080),
-        backend(2, 8080),
-        backend(1, 5353),
-        backend(2, 5353),
-    )
+/// `web` (TCP 80, checked every 200 ms) and `dns` (UDP 53, unchecked) on the
+/// two backends, metrics on [`METRICS`].
+fn config() -> Config {
+    Config::new("metrics-test")
+        .snat(["203.0.113.9"])
+        .metrics(METRICS)
+        .service(
+            Service::tcp("web", VIP, 80)
+                .health(Health::tcp().timing(200, 500, 1, 1))
+                .backends([backend(1, 8080), backend(2, 8080)]),
+        )
+        .service(
+            Service::udp("dns", VIP, 53)
+                .health(Health::none())
+                .backends([backend(1, 5353), backend(2, 5353)]),
+        )
 }
 
-/// Services whose packets the test sends to be dropped, one per reason.
-const DROPPING: &str = r#"
-[[service]]
-name = "closed"
-vip = "198.51.100.10"
-port = 54
-protocol = "udp"
-allow = ["192.0.2.0/24"]
-health = { kind = "none" }
-backends = [{ address = "203.0.113.11:5353" }]
+/// [`config`] without `web`'s health checks.
+fn config_unchecked() -> Config {
+    config().edit_service("web", |s| s.health(Health::none()))
+}
 
-[[service]]
-name = "nobody"
-vip = "198.51.100.10"
-port = 55
-protocol = "udp"
-health = { kind = "tcp", port = 5999, interval_ms = 200, timeout_ms = 500, rise = 1, fall = 1 }
-backends = [{ address = "203.0.113.11:5353" }]
-
-[[service]]
-name = "limited"
-vip = "198.51.100.10"
-port = 56
-protocol = "udp"
-health = { kind = "none" }
-backends = [{ address = "203.0.113.12:5353" }]
-"#;
+/// `config` with services whose packets the test sends to be dropped, one per reason.
+fn with_dropping(config: Config) -> Config {
+    config
+        .service(
+            Service::udp("closed", VIP, 54)
+                .allow(["192.0.2.0/24"])
+                .health(Health::none())
+                .backend(backend(1, 5353)),
+        )
+        .service(
+            Service::udp("nobody", VIP, 55)
+                .health(Health::tcp().port(5999).timing(200, 500, 1, 1))
+                .backend(backend(1, 5353)),
+        )
+        .service(
+            Service::udp("limited", VIP, 56)
+                .health(Health::none())
+                .backend(backend(2, 5353)),
+        )
+}
 
 /// Sends `n` datagrams from one socket of `ns` at `src` (any port) to `to`.
 fn send_datagrams(ns: &balancer_tests::Netns, src: IpAddr, to: SocketAddr, n: usize) {
@@ -258,11 +235,9 @@ fn counters_match_the_traffic_sent_and_promtool_accepts_a_scrape() {
     const BURST: usize = 80;
     let lb = Balancer::start(
         topo.lb(),
-        &config(
-            DROPPING,
-            "tcp_transitory_timeout_s = 2",
-            &format!("new_connections_per_source = {{ rate = 1, burst = {BURST} }}"),
-        ),
+        &with_dropping(config())
+            .flows(Flows::default().tcp_transitory_timeout_s(2))
+            .firewall(Firewall::default().rate(1, BURST as u32)),
     )
     .unwrap();
     wait_health(
@@ -302,9 +277,37 @@ fn counters_match_the_traffic_sent_and_promtool_accepts_a_scrape() {
     send_datagrams(topo.client(), client, vip(54), FIREWALL);
     send_datagrams(topo.client(), client, vip(55), NO_BACKEND);
     new_udp_flows(topo.client(), other, vip(56), BURST + OVER_RATE);
-    // The last datagrams are on their way when the sockets close: give them
-    // (and the rate limit's replies) a moment.
-    std::thread::sleep(Duration::from_millis(300));
+    // The last datagrams may still be on their way when the sockets close:
+    // wait until every count they add to has reached what was sent (the
+    // exact figures are asserted below, on a scrape after this one).
+    let since = |s: &BTreeMap<String, f64>, name: &str, labels: &[(&str, &str)]| {
+        let k = key(name, labels);
+        s.get(&k).copied().unwrap_or(0.0) - before.get(&k).copied().unwrap_or(0.0)
+    };
+    let limited = backend(2, 5353).to_string();
+    let arrived = wait_until(T, || {
+        let s = samples(&scrape(&topo));
+        [
+            ("firewall", FIREWALL),
+            ("no_healthy_backend", NO_BACKEND),
+            ("rate_limit", OVER_RATE),
+        ]
+        .iter()
+        .all(|(reason, n)| {
+            since(&s, "balancer_dropped_packets_total", &[("reason", reason)]) as usize >= *n
+        }) && since(
+            &s,
+            "balancer_backend_connections_total",
+            &[("service", "limited"), ("backend", limited.as_str())],
+        ) as usize
+            >= BURST
+            && since(&s, "balancer_connections_total", &[]) as usize >= N + M + BURST
+    });
+    assert!(
+        arrived,
+        "the datagrams sent are not all counted within {T:?}:\n{}",
+        scrape(&topo)
+    );
 
     let (text, head) = scrape_with(&topo, None);
     assert!(head.contains("text/plain; version=0.0.4"), "{head}");
@@ -529,10 +532,7 @@ fn scrapes_during_traffic_lose_no_counts() {
         .collect();
     let lb = Balancer::start(
         topo.lb(),
-        &config("", "tcp_transitory_timeout_s = 2", "").replace(
-            "health = { kind = \"tcp\", interval_ms = 200, timeout_ms = 500, rise = 1, fall = 1 }",
-            "health = { kind = \"none\" }",
-        ),
+        &config_unchecked().flows(Flows::default().tcp_transitory_timeout_s(2)),
     )
     .unwrap();
     let connections = |s: &BTreeMap<String, f64>| {
@@ -594,22 +594,30 @@ fn flow_table_fill_and_evictions_come_from_the_sweeps() {
     const CAPACITY: usize = 64;
     let lb = Balancer::start(
         topo.lb(),
-        &config(
-            "",
-            &format!("capacity = {CAPACITY}\ntcp_transitory_timeout_s = 2"),
-            "",
-        )
-        .replace(
-            "health = { kind = \"tcp\", interval_ms = 200, timeout_ms = 500, rise = 1, fall = 1 }",
-            "health = { kind = \"none\" }",
+        &config_unchecked().flows(
+            Flows::default()
+                .capacity(CAPACITY as u32)
+                .tcp_transitory_timeout_s(2),
         ),
     )
     .unwrap();
     wait_sweeps(&topo, 1);
     const FLOWS: usize = 60;
     new_udp_flows(topo.client(), addrs::CLIENT.into(), vip(53), FLOWS);
-    std::thread::sleep(Duration::from_millis(200));
-    // A sweep that started after the last flow.
+    // Every flow made (the program counts it as it creates it)...
+    let made = || {
+        sum(
+            &samples(&scrape(&topo)),
+            "balancer_backend_connections_total",
+            &[("service", "dns")],
+        ) as usize
+    };
+    assert!(
+        wait_until(T, || made() >= FLOWS),
+        "{} of {FLOWS} flows",
+        made()
+    );
+    // ...then a sweep that started after the last flow.
     wait_sweeps(&topo, 2);
     let s = samples(&scrape(&topo));
     let entries = get(&s, "balancer_flow_table_entries", &[]) as usize;
@@ -646,14 +654,7 @@ fn flows_lists_connections_with_filters_and_the_stats_watch_shows_rates() {
     let _tcp: Vec<_> = (1..=2)
         .map(|i| tcp_server(topo.backend(i), backend(i, 8080)).unwrap())
         .collect();
-    let lb = Balancer::start(
-        topo.lb(),
-        &config("", "", "").replace(
-            "health = { kind = \"tcp\", interval_ms = 200, timeout_ms = 500, rise = 1, fall = 1 }",
-            "health = { kind = \"none\" }",
-        ),
-    )
-    .unwrap();
+    let lb = Balancer::start(topo.lb(), &config_unchecked()).unwrap();
     let mut held = Vec::new();
     for i in 0..6 {
         let mut c = tcp_connect(topo.client(), vip(80), T).unwrap();
@@ -730,11 +731,12 @@ fn flows_lists_connections_with_filters_and_the_stats_watch_shows_rates() {
     let stop = Arc::new(AtomicBool::new(false));
     let frames: Vec<Value> = std::thread::scope(|s| {
         s.spawn(|| {
-            // Bounded in time: the watch takes about 3 s.
+            // Bounded in time: the watch takes about 3 s. A request every 10 ms.
             let until = Instant::now() + Duration::from_secs(15);
+            let mut pace = Pace::new(Duration::from_millis(10));
             while !stop.load(Ordering::SeqCst) && Instant::now() < until {
                 let _ = tcp_request(topo.client(), vip(80), "rate", T);
-                std::thread::sleep(Duration::from_millis(10));
+                pace.wait();
             }
         });
         let lines: Vec<Value> = BufReader::new(watch.stdout.take().unwrap())
@@ -776,7 +778,7 @@ fn flows_streams_a_million_flows() {
     use balancer_common::{
         FAMILY_V4, PROTO_TCP,
         flow::{DIR_FORWARD, DIR_REPLY, FlowKey, FlowValue, STATE_ESTABLISHED},
-        maps::{Backends, Flows},
+        maps::{Backends, Flows as FlowTable},
         service::{Backend, BackendIndex},
     };
     use balancer_user::dataplane::PinnedMaps;
@@ -794,10 +796,7 @@ fn flows_streams_a_million_flows() {
         .unwrap();
     let lb = Balancer::start(
         topo.lb(),
-        &config("", "capacity = 2200000", "").replace(
-            "health = { kind = \"tcp\", interval_ms = 200, timeout_ms = 500, rise = 1, fall = 1 }",
-            "health = { kind = \"none\" }",
-        ),
+        &config_unchecked().flows(Flows::default().capacity(2_200_000)),
     )
     .unwrap();
     let pinned = PinnedMaps::new(&lb.home().pin_dir());
@@ -815,7 +814,7 @@ fn flows_streams_a_million_flows() {
                 .is_ok_and(|b| b.addr == raw(be.ip()) && u16::from_be(b.port_be) == be.port())
         })
         .expect("web's first backend in BACKENDS");
-    let mut flows: HashMap<MapData, FlowKey, FlowValue> = pinned.open::<Flows, _>().unwrap();
+    let mut flows: HashMap<MapData, FlowKey, FlowValue> = pinned.open::<FlowTable, _>().unwrap();
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

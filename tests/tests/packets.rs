@@ -10,9 +10,13 @@ mod common;
 /// (after web's three).
 const DNS_BACKEND: u32 = 3;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use balancer_common::{ha::Lease, service::BackendIndex, stats::Counter};
+use balancer_tests::{
+    config::{Config, Health, Service},
+    poll_until,
+};
 use balancer_user::expiry::Timeouts;
 use common::*;
 
@@ -429,10 +433,7 @@ fn sweeps_count_the_entries_and_the_snat_ports_they_keep() {
 
 #[test]
 fn every_snat_address_adds_its_ports() {
-    let config = CONFIG.replace(
-        "snat_addresses = [\"203.0.113.9\"]",
-        "snat_addresses = [\"203.0.113.9\", \"203.0.113.8\"]",
-    );
+    let config = config().snat([SNAT, [203, 0, 113, 8]]);
     let Some(fx) = Fixture::with_config(&config, 4096) else {
         return;
     };
@@ -485,10 +486,7 @@ fn no_healthy_backend_leaves_the_syn_to_the_host_unchanged_and_counts_it() {
 #[test]
 fn arp_and_neighbour_solicitation_for_a_vip_stop_when_the_ha_lease_runs_out() {
     // Both families: an IPv6 VIP beside the IPv4 ones.
-    let config = CONFIG.replace(
-        "snat_addresses = [\"203.0.113.9\"]",
-        "snat_addresses = [\"203.0.113.9\", \"2001:db8:2::9\"]",
-    ) + "\n[[service]]\nname = \"web6\"\nvip = \"2001:db8:1::10\"\nport = 80\nprotocol = \"tcp\"\nhealth = { kind = \"none\" }\nbackends = [{ address = \"[2001:db8:2::11]:8080\" }]\n";
+    let config = config_with_ipv6();
     let Some(mut fx) = Fixture::with_config(&config, 4096) else {
         return;
     };
@@ -550,17 +548,19 @@ fn vips_added_and_removed_at_run_time_are_filtered_in_and_out() {
         (XDP_PASS, syn.clone()),
         "not a VIP yet"
     );
-    let with = CONFIG.to_string()
-        + "\n[[service]]\nname = \"late\"\nvip = \"198.51.100.20\"\nport = 80\nprotocol = \"tcp\"\nhealth = { kind = \"none\" }\nbackends = [{ address = \"203.0.113.11:8080\" }]\n";
-    let apply = |fx: &mut Fixture, text: &str| {
-        let cfg = balancer_user::config::parse(text).unwrap().config;
-        let plan = balancer_user::plan::plan(&cfg, |_| unreachable!()).unwrap();
+    let with = config().service(
+        Service::tcp("late", new_vip, 80)
+            .health(Health::none())
+            .backend("203.0.113.11:8080"),
+    );
+    let apply = |fx: &mut Fixture, config: &Config| {
+        let plan = plan_of(config);
         fx.dp.apply(&plan).unwrap();
         fx.dp.remove_stale(&plan).unwrap();
     };
     apply(&mut fx, &with);
     assert_eq!(fx.run(&syn, fx.front).0, XDP_REDIRECT, "a VIP now");
-    apply(&mut fx, CONFIG);
+    apply(&mut fx, &config());
     let other = tcp_frame(CLIENT, new_vip, 52004, 80, "S", b"");
     assert_eq!(
         fx.run(&other, fx.front),
@@ -579,6 +579,8 @@ fn vips_added_and_removed_at_run_time_are_filtered_in_and_out() {
 /// the second.
 #[test]
 fn new_flows_take_the_next_hop_of_the_backend_they_are_addressed_to() {
+    // The hop cache is per CPU: pinned, every flow here meets the same one.
+    pin_to_cpu0();
     let Some(mut fx) = Fixture::new() else { return };
     let mut sport = 53000u16;
     let mut open = |fx: &Fixture| {
@@ -593,26 +595,53 @@ fn new_flows_take_the_next_hop_of_the_backend_they_are_addressed_to() {
     }
     // The same indexes, the backends in the other order: the hops cached a
     // moment ago belong to other addresses now.
-    let reversed = CONFIG.replace(
-        "{ address = \"203.0.113.11:8080\" },\n  { address = \"203.0.113.12:8080\" },\n  { address = \"203.0.113.13:8080\" },",
-        "{ address = \"203.0.113.13:8080\" },\n  { address = \"203.0.113.12:8080\" },\n  { address = \"203.0.113.11:8080\" },",
-    );
-    assert_ne!(reversed, CONFIG);
-    let cfg = balancer_user::config::parse(&reversed).unwrap().config;
-    let plan = balancer_user::plan::plan(&cfg, |_| unreachable!()).unwrap();
-    fx.dp.apply(&plan).unwrap();
+    let mut reversed = config();
+    reversed.service_mut("web").backends.reverse();
+    assert_ne!(reversed, config());
+    fx.dp.apply(&plan_of(&reversed)).unwrap();
     for _ in 0..6 {
         let seen = open(&fx);
         assert_eq!(seen.eth_dst, backend_mac(seen.dst), "after the reorder");
     }
     // A backend's neighbour moves to another Ethernet address: new flows
-    // follow it once the cached hop is a second old.
+    // follow it once the cached hop is a second old. New flows, every 50 ms,
+    // until one to the moved backend takes its new address; any opened later
+    // than a second after the move (and a margin for the coarse clock) with
+    // the old one is a failure. 50 ms: 32 SNAT ports per backend last.
     let moved = [0x02, 0, 0, 0, 0x0f, 0x11];
+    let cached_at_most = Duration::from_millis(1100);
     sh(&format!(
         "ip neigh replace 203.0.113.11 lladdr {} dev back nud permanent",
         mac(moved)
     ));
-    std::thread::sleep(Duration::from_millis(1100));
+    let since_move = Instant::now();
+    let mut stale_too_late = Vec::new();
+    let took = poll_until(Duration::from_secs(3), Duration::from_millis(50), || {
+        let opened = since_move.elapsed();
+        let seen = open(&fx);
+        if seen.dst != BACKENDS[0] {
+            assert_eq!(seen.eth_dst, backend_mac(seen.dst));
+            return false;
+        }
+        if seen.eth_dst == moved {
+            return true;
+        }
+        assert_eq!(
+            seen.eth_dst,
+            backend_mac(seen.dst),
+            "the old address or the new"
+        );
+        if opened >= cached_at_most {
+            stale_too_late.push(opened);
+        }
+        false
+    })
+    .expect("no new flow took the moved neighbour's address within 3 s");
+    assert!(
+        stale_too_late.is_empty(),
+        "flows opened {stale_too_late:?} after the move took the old address (cached {cached_at_most:?} at most)"
+    );
+    eprintln!("new flows took the moved neighbour's address {took:?} after the move");
     let mut seen_moved = 0;
     for _ in 0..9 {
         let seen = open(&fx);
@@ -631,7 +660,7 @@ fn new_flows_take_the_next_hop_of_the_backend_they_are_addressed_to() {
 /// without refusing a flow while one is free.
 #[test]
 fn a_large_snat_range_fills_to_its_last_port_without_refusals() {
-    let config = CONFIG.replace("40000-40031", "40000-40299");
+    let config = config().snat_port_range(40000, 40299);
     let Some(fx) = Fixture::with_config(&config, 4096) else {
         return;
     };

@@ -49,7 +49,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use balancer_common::{service::BackendIndex, stats::Counter};
+use balancer_common::{csum, service::BackendIndex, stats::Counter};
 use common::*;
 
 const DEFAULT_SEED: u64 = 0x1b3d_0003_5eed_2026;
@@ -228,44 +228,22 @@ impl Rng {
 }
 
 // ---------------------------------------------------------------------------
-// Checksums, computed here independently of the program's csum module
-
-fn ones_sum(mut sum: u64, data: &[u8]) -> u64 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u16::from_be_bytes([c[0], c[1]]) as u64;
-    }
-    if let [last] = chunks.remainder() {
-        sum += (*last as u64) << 8;
-    }
-    sum
-}
-
-fn fold(mut sum: u64) -> u16 {
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
+// Checksums: full sums over the frame with balancer_common::csum (the one
+// implementation), while the program updates checksums incrementally.
 
 /// The one's-complement sum of a region whose checksum field is included:
 /// 0xffff when the checksum validates. 0 and 0xffff are the same number in
 /// one's complement and come out as 0xffff.
 fn residual(sum: u64) -> u16 {
-    match fold(sum) {
+    match csum::fold(sum) {
         0 => 0xffff,
         r => r,
     }
 }
 
-/// The checksum to store in a zeroed field of a region summing to `sum`.
-fn checksum(sum: u64) -> u16 {
-    !fold(sum)
-}
-
 fn pseudo_v4(src: &[u8], dst: &[u8], proto: u8, len: usize) -> u64 {
-    let s = ones_sum(0, src);
-    ones_sum(s, dst) + proto as u64 + len as u64
+    let s = csum::sum_be(0, src);
+    csum::sum_be(s, dst) + proto as u64 + len as u64
 }
 
 fn get16(f: &[u8], at: usize) -> u16 {
@@ -408,25 +386,25 @@ fn build_v4(v: &V4) -> (Vec<u8>, Layout) {
     f.extend_from_slice(&v.src);
     f.extend_from_slice(&v.dst);
     f.extend_from_slice(&v.options);
-    let c = checksum(ones_sum(0, &f[l3..l3 + hl]));
+    let c = csum::checksum(0, &f[l3..l3 + hl]);
     put16(&mut f, l3 + 10, c);
     let l4_off = f.len();
     f.extend_from_slice(&l4);
     let pseudo = pseudo_v4(&v.src, &v.dst, proto, l4.len());
     match &v.l4 {
         L4::Tcp { .. } => {
-            let c = checksum(ones_sum(pseudo, &f[l4_off..]));
+            let c = csum::checksum(pseudo, &f[l4_off..]);
             put16(&mut f, l4_off + 16, c);
         }
         L4::Udp { no_checksum, .. } if !no_checksum => {
-            let c = match checksum(ones_sum(pseudo, &f[l4_off..])) {
+            let c = match csum::checksum(pseudo, &f[l4_off..]) {
                 0 => 0xffff,
                 c => c,
             };
             put16(&mut f, l4_off + 6, c);
         }
         L4::Raw { proto: ICMP, .. } if l4.len() >= 4 => {
-            let c = checksum(ones_sum(0, &f[l4_off..]));
+            let c = csum::checksum(0, &f[l4_off..]);
             put16(&mut f, l4_off + 2, c);
         }
         _ => {}
@@ -445,7 +423,7 @@ fn repair_checksums(f: &mut [u8], l3: usize) {
         return;
     }
     put16(f, l3 + 10, 0);
-    let c = checksum(ones_sum(0, &f[l3..l3 + hl]));
+    let c = csum::checksum(0, &f[l3..l3 + hl]);
     put16(f, l3 + 10, c);
     let ip_len = get16(f, l3 + 2) as usize;
     if ip_len < hl || ip_len > f.len() - l3 {
@@ -457,10 +435,7 @@ fn repair_checksums(f: &mut [u8], l3: usize) {
     match f[l3 + 9] {
         TCP if l4_len >= 20 => {
             put16(f, l4 + 16, 0);
-            let c = checksum(ones_sum(
-                pseudo_v4(&src, &dst, TCP, l4_len),
-                &f[l4..l4 + l4_len],
-            ));
+            let c = csum::checksum(pseudo_v4(&src, &dst, TCP, l4_len), &f[l4..l4 + l4_len]);
             put16(f, l4 + 16, c);
         }
         UDP if l4_len >= 8 => {
@@ -469,8 +444,8 @@ fn repair_checksums(f: &mut [u8], l3: usize) {
                 return;
             }
             put16(f, l4 + 6, 0);
-            let sum = ones_sum(pseudo_v4(&src, &dst, UDP, udp_len), &f[l4..l4 + udp_len]);
-            let c = match checksum(sum) {
+            let pseudo = pseudo_v4(&src, &dst, UDP, udp_len);
+            let c = match csum::checksum(pseudo, &f[l4..l4 + udp_len]) {
                 0 => 0xffff,
                 c => c,
             };
@@ -666,9 +641,9 @@ fn ipv6_frame(rng: &mut Rng, labels: &mut Vec<&'static str>) -> Vec<u8> {
         l4.extend(payload(rng));
     }
     if let Some(at) = csum_at {
-        let mut sum = ones_sum(ones_sum(0, &src), &dst);
+        let mut sum = csum::sum_be(csum::sum_be(0, &src), &dst);
         sum += l4.len() as u64 + last as u64;
-        let c = checksum(ones_sum(sum, &l4));
+        let c = csum::checksum(sum, &l4);
         put16(&mut l4, at, c);
     }
     f.extend_from_slice(&[0x60, 0, 0, 0]);
@@ -1064,12 +1039,12 @@ fn hex(b: &[u8]) -> String {
 fn residuals(f: &[u8], t: &Tuple) -> (u16, Option<u16>) {
     const L3: usize = 14;
     let hl = t.l4 - L3;
-    let ip = residual(ones_sum(0, &f[L3..L3 + hl]));
+    let ip = residual(csum::sum_be(0, &f[L3..L3 + hl]));
     let ip_len = get16(f, L3 + 2) as usize;
     let (src, dst) = (&f[L3 + 12..L3 + 16], &f[L3 + 16..L3 + 20]);
     let l4 = if t.proto == TCP {
         let len = ip_len - hl;
-        Some(residual(ones_sum(
+        Some(residual(csum::sum_be(
             pseudo_v4(src, dst, TCP, len),
             &f[t.l4..t.l4 + len],
         )))
@@ -1077,7 +1052,7 @@ fn residuals(f: &[u8], t: &Tuple) -> (u16, Option<u16>) {
         None
     } else {
         let len = get16(f, t.l4 + 4) as usize;
-        Some(residual(ones_sum(
+        Some(residual(csum::sum_be(
             pseudo_v4(src, dst, UDP, len),
             &f[t.l4..t.l4 + len],
         )))
@@ -1736,9 +1711,8 @@ fn judge(fx: &Fixture, net: &Net, model: &mut Model, run: &Run) -> Result<&'stat
             // the ICMP checksum as valid as it came.
             let ip_len = get16(frame, 14 + 2) as usize;
             let hl = (frame[14] & 0x0f) as usize * 4;
-            let ok_ip = |f: &[u8]| balancer_common::csum::checksum(0, &f[14..14 + hl]) == 0;
-            let ok_icmp =
-                |f: &[u8]| balancer_common::csum::checksum(0, &f[14 + hl..14 + ip_len]) == 0;
+            let ok_ip = |f: &[u8]| csum::checksum(0, &f[14..14 + hl]) == 0;
+            let ok_icmp = |f: &[u8]| csum::checksum(0, &f[14 + hl..14 + ip_len]) == 0;
             if out.len() != frame.len() || !ok_ip(out) || ok_icmp(out) != ok_icmp(frame) {
                 return Err("ICMP error: translated with broken checksums".into());
             }
@@ -1805,8 +1779,7 @@ fn judge(fx: &Fixture, net: &Net, model: &mut Model, run: &Run) -> Result<&'stat
 
 #[test]
 fn randomized_frames_pass_unchanged_drop_or_forward_valid_packets() {
-    let config = CONFIG.replace("40000-40031", &format!("{}-{}", SNAT_RANGE.0, SNAT_RANGE.1));
-    assert_ne!(config, CONFIG, "the fixture's SNAT range is where expected");
+    let config = config().snat_port_range(SNAT_RANGE.0, SNAT_RANGE.1);
     let seed = env_u64("ROBUSTNESS_SEED").unwrap_or(DEFAULT_SEED);
     let frames = env_u64("ROBUSTNESS_FRAMES").unwrap_or(DEFAULT_FRAMES);
     let Some(fx) = Fixture::with_config(&config, flow_table(frames)) else {

@@ -4,75 +4,48 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::SocketAddr};
 
 use balancer_common::service::BackendIndex;
-use balancer_user::{config, expiry::Timeouts, plan};
+use balancer_tests::config::{Config, Health, Scheduler, Service};
+use balancer_user::expiry::Timeouts;
 use common::*;
 
-const SCHEDULERS: &str = r#"
-[node]
-name = "sched"
-interfaces = ["front", "back"]
-snat_addresses = ["203.0.113.9"]
-snat_port_range = "1024-65535"
-
-[[service]]
-name = "rr"
-vip = "198.51.100.10"
-port = 80
-protocol = "tcp"
-scheduler = "round-robin"
-health = { kind = "none" }
-backends = [
-  { address = "203.0.113.11:8080", weight = 2 },
-  { address = "203.0.113.12:8080", weight = 1 },
-  { address = "203.0.113.13:8080", weight = 1 },
-]
-
-[[service]]
-name = "p2c"
-vip = "198.51.100.10"
-port = 81
-protocol = "tcp"
-scheduler = "p2c"
-health = { kind = "none" }
-backends = [
-  { address = "203.0.113.11:8080" },
-  { address = "203.0.113.12:8080" },
-  { address = "203.0.113.13:8080" },
-]
-
-[[service]]
-name = "maglev"
-vip = "198.51.100.10"
-port = 82
-protocol = "tcp"
-scheduler = "maglev"
-health = { kind = "none" }
-backends = [
-  { address = "203.0.113.11:8080", weight = 100 },
-  { address = "203.0.113.12:8080", weight = 100 },
-  { address = "203.0.113.13:8080", weight = 50 },
-]
-"#;
-
-fn pin_to_cpu0() {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes within it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
-            0,
-            "sched_setaffinity"
-        );
-    }
+/// Three TCP services on [`VIP`] over the three [`BACKENDS`] at 8080:
+/// round-robin (port 80, weights 2:1:1), p2c (81) and maglev (82, weights
+/// 100:100:50).
+fn schedulers() -> Config {
+    let web = |b: usize| SocketAddr::from((BACKENDS[b], 8080));
+    Config::new("sched")
+        .snat([SNAT])
+        .snat_port_range(1024, 65535)
+        .service(
+            Service::tcp("rr", VIP, 80)
+                .scheduler(Scheduler::RoundRobin)
+                .health(Health::none())
+                .weighted_backend(web(0), 2)
+                .weighted_backend(web(1), 1)
+                .weighted_backend(web(2), 1),
+        )
+        .service(
+            Service::tcp("p2c", VIP, 81)
+                .scheduler(Scheduler::P2c)
+                .health(Health::none())
+                .backends([web(0), web(1), web(2)]),
+        )
+        .service(
+            Service::tcp("maglev", VIP, 82)
+                .scheduler(Scheduler::Maglev)
+                .health(Health::none())
+                .weighted_backend(web(0), 100)
+                .weighted_backend(web(1), 100)
+                .weighted_backend(web(2), 50),
+        )
 }
 
 fn fixture() -> Option<Fixture> {
     pin_to_cpu0();
-    Fixture::with_config(SCHEDULERS, 1 << 18)
+    Fixture::with_config(&schedulers(), 1 << 18)
 }
 
 /// The backend (index into BACKENDS) a new flow from `client:sport` to `port` gets.
@@ -161,11 +134,12 @@ fn maglev_moves_few_flows_when_a_backend_goes() {
         })
         .collect();
     // What the table says, read without opening flows: the plan's own table.
-    let cfg = config::parse(SCHEDULERS).unwrap().config;
-    let before = plan::plan(&cfg, |_| unreachable!()).unwrap();
-    let smaller = SCHEDULERS.replace("  { address = \"203.0.113.13:8080\", weight = 50 },\n", "");
-    let cfg = config::parse(&smaller).unwrap().config;
-    let after = plan::plan(&cfg, |_| unreachable!()).unwrap();
+    let before = plan_of(&schedulers());
+    let mut smaller = schedulers();
+    smaller
+        .service_mut("maglev")
+        .remove_backend(SocketAddr::from((BACKENDS[2], 8080)));
+    let after = plan_of(&smaller);
     let (t0, t1) = (
         &before.services[2].maglev_table,
         &after.services[2].maglev_table,
@@ -185,33 +159,20 @@ fn maglev_moves_few_flows_when_a_backend_goes() {
 }
 
 /// A service of 1,024 backends (one host, 1,024 ports: many instances).
-fn big_pool(scheduler: &str) -> String {
-    let backends: Vec<String> = (0..1024)
-        .map(|i| format!("{{ address = \"203.0.113.11:{}\" }}", 10000 + i))
-        .collect();
-    format!(
-        r#"
-[node]
-name = "big"
-interfaces = ["front", "back"]
-snat_addresses = ["203.0.113.9"]
-snat_port_range = "1024-65535"
-
-[[service]]
-name = "big"
-vip = "198.51.100.10"
-port = 80
-protocol = "tcp"
-scheduler = "{scheduler}"
-health = {{ kind = "none" }}
-backends = [{}]
-"#,
-        backends.join(", ")
-    )
+fn big_pool(scheduler: Scheduler) -> Config {
+    Config::new("big")
+        .snat([SNAT])
+        .snat_port_range(1024, 65535)
+        .service(
+            Service::tcp("big", VIP, 80)
+                .scheduler(scheduler)
+                .health(Health::none())
+                .backends((0..1024).map(|i| SocketAddr::from((BACKENDS[0], 10000 + i)))),
+        )
 }
 
 /// Per-backend port counts of `flows` new flows to a 1,024-backend pool.
-fn spread_over_big_pool(scheduler: &str, flows: u32) -> Option<Vec<u32>> {
+fn spread_over_big_pool(scheduler: Scheduler, flows: u32) -> Option<Vec<u32>> {
     pin_to_cpu0();
     let fx = Fixture::with_config(&big_pool(scheduler), 1 << 16)?;
     let mut counts = vec![0u32; 1024];
@@ -229,7 +190,7 @@ fn spread_over_big_pool(scheduler: &str, flows: u32) -> Option<Vec<u32>> {
 
 #[test]
 fn least_conn_over_a_pool_of_1024_backends() {
-    let Some(counts) = spread_over_big_pool("least-conn", 2048) else {
+    let Some(counts) = spread_over_big_pool(Scheduler::LeastConn, 2048) else {
         return;
     };
     assert!(
@@ -240,7 +201,7 @@ fn least_conn_over_a_pool_of_1024_backends() {
 
 #[test]
 fn p2c_over_a_pool_of_1024_backends() {
-    let Some(counts) = spread_over_big_pool("p2c", 2048) else {
+    let Some(counts) = spread_over_big_pool(Scheduler::P2c, 2048) else {
         return;
     };
     let max = *counts.iter().max().unwrap();

@@ -137,6 +137,9 @@ pub fn render_status(status: &Status, now: u64) -> String {
                 p.last_heard_ms
             );
         }
+        for (peer, copy) in &ha.sync_copies {
+            let _ = writeln!(out, "  flow table of {peer}: {}", copy.describe());
+        }
         if let Some(t) = &ha.last_transition {
             let _ = writeln!(
                 out,

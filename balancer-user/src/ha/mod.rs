@@ -538,19 +538,6 @@ impl Node {
             t.from.as_str(),
             t.to.as_str()
         );
-        {
-            let mut s = self.lock();
-            *s.transitions
-                .entry(format!("{}|{}|{}", t.from.as_str(), t.to.as_str(), t.cause))
-                .or_default() += 1;
-            s.role = t.to.as_str().into();
-            s.last_transition = Some(TransitionStatus {
-                at_unix: advert::micros(SystemTime::now()) / 1_000_000,
-                from: t.from.as_str().into(),
-                to: t.to.as_str().into(),
-                reason: t.reason.clone(),
-            });
-        }
         if t.to == Role::Active {
             self.lease.renew();
             self.lease
@@ -565,7 +552,23 @@ impl Node {
             self.lease.expire();
             self.floating.undo(&self.netlink).await;
             self.owned.clear();
+            if let Some(sync) = self.sync.as_mut() {
+                sync.forget_copies();
+            }
         }
+        // Published once the addresses moved: whoever reads "standby" finds
+        // the addresses gone, "active" finds them here.
+        let mut s = self.lock();
+        *s.transitions
+            .entry(format!("{}|{}|{}", t.from.as_str(), t.to.as_str(), t.cause))
+            .or_default() += 1;
+        s.role = t.to.as_str().into();
+        s.last_transition = Some(TransitionStatus {
+            at_unix: advert::micros(SystemTime::now()) / 1_000_000,
+            from: t.from.as_str().into(),
+            to: t.to.as_str().into(),
+            reason: t.reason,
+        });
     }
 
     /// While active: own exactly the addresses of the running configuration.

@@ -292,6 +292,69 @@ impl Scrape {
                 lag / 1000.0,
             )?;
         }
+        let mut m = e.encode_descriptor(
+            "balancer_ha_sync_rejected",
+            "Flow-sync datagrams refused, by reason (forged, stale, malformed, version: a peer of another sync format or record layout, unknown_sender)",
+            None,
+            MetricType::Counter,
+        )?;
+        for reason in ["forged", "stale", "malformed", "version", "unknown_sender"] {
+            let n = ha.sync_rejected_by_reason.get(reason).copied().unwrap_or(0);
+            counter(&mut m, &[("reason", reason)], n)?;
+        }
+        single_counter(
+            e,
+            "balancer_ha_sync_retransmitted",
+            "Flow-sync datagrams sent again because a peer said it lacked them",
+            ha.sync_retransmitted,
+        )?;
+        single_counter(
+            e,
+            "balancer_ha_sync_bulks_sent",
+            "Bulk copies of this node's flow table sent to peers",
+            ha.sync_bulks_sent,
+        )?;
+        single_counter(
+            e,
+            "balancer_ha_sync_bulk_flows_sent",
+            "Flows sent in bulk copies of this node's flow table",
+            ha.sync_bulk_flows_sent,
+        )?;
+        single_counter(
+            e,
+            "balancer_ha_sync_copies_lost",
+            "Times this node's copy of a peer's flow table had a hole only a bulk copy could repair",
+            ha.sync_copies_lost,
+        )?;
+        let mut m = e.encode_descriptor(
+            "balancer_ha_sync_copy_state",
+            "This node's copy of each peer's flow table: 1 for the state it is in (none, in_progress, complete)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (peer, copy) in &ha.sync_copies {
+            for state in ["none", "in_progress", "complete"] {
+                gauge(
+                    &mut m,
+                    &[("peer", peer.as_str()), ("state", state)],
+                    i64::from(copy.state() == state),
+                )?;
+            }
+        }
+        let mut m = e.encode_descriptor(
+            "balancer_ha_sync_copy_flows",
+            "Flows of each peer's table this node copied: received so far in a bulk copy in progress, the bulk copy's total once complete",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (peer, copy) in &ha.sync_copies {
+            let flows = match copy {
+                crate::api::SyncCopy::None => 0,
+                crate::api::SyncCopy::InProgress { received, .. } => *received,
+                crate::api::SyncCopy::Complete { flows, .. } => *flows,
+            };
+            gauge(&mut m, &[("peer", peer.as_str())], flows as i64)?;
+        }
         Ok(())
     }
 

@@ -7,13 +7,20 @@
 #![allow(dead_code)]
 
 use std::{
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     process::Command,
     time::Duration,
 };
 
-use balancer_tests::require_root;
-use balancer_user::{config, dataplane::Dataplane, plan};
+use balancer_tests::{
+    config::{Config, Health, Service},
+    require_root,
+};
+use balancer_user::{
+    config as daemon_config,
+    dataplane::Dataplane,
+    plan::{self, Plan},
+};
 use etherparse::{
     NetSlice, PacketBuilder, PacketBuilderStep, SlicedPacket, TcpHeader, TransportSlice, UdpHeader,
 };
@@ -55,41 +62,68 @@ pub fn backend_mac(ip: [u8; 4]) -> [u8; 6] {
     [0x02, 0, 0, 0, 0x02, ip[3]]
 }
 
-pub const CONFIG: &str = r#"
-[node]
-name = "packet-test"
-interfaces = ["front", "back"]
-snat_addresses = ["203.0.113.9"]
-snat_port_range = "40000-40031"
+/// The fixture's SNAT port range: 32 ports per backend, few enough to fill.
+pub const SNAT_PORTS: (u16, u16) = (40000, 40031);
 
-[[service]]
-name = "web"
-vip = "198.51.100.10"
-port = 80
-protocol = "tcp"
-health = { kind = "none" }
-backends = [
-  { address = "203.0.113.11:8080" },
-  { address = "203.0.113.12:8080" },
-  { address = "203.0.113.13:8080" },
-]
+/// The fixture's configuration: `web` (TCP 80, the three [`BACKENDS`]), `dns`
+/// (UDP 53, the first backend) and `unresolved` (TCP 81, a backend without a
+/// neighbour), all on [`VIP`], SNAT from [`SNAT`].
+pub fn config() -> Config {
+    Config::new("packet-test")
+        .snat([SNAT])
+        .snat_port_range(SNAT_PORTS.0, SNAT_PORTS.1)
+        .service(
+            Service::tcp("web", VIP, 80)
+                .health(Health::none())
+                .backends(BACKENDS.map(|b| SocketAddr::from((b, 8080)))),
+        )
+        .service(
+            Service::udp("dns", VIP, 53)
+                .health(Health::none())
+                .backend(SocketAddr::from((BACKENDS[0], 5353))),
+        )
+        .service(
+            Service::tcp("unresolved", VIP, 81)
+                .health(Health::none())
+                .backend(SocketAddr::from((UNRESOLVED_BACKEND, 8080))),
+        )
+}
 
-[[service]]
-name = "dns"
-vip = "198.51.100.10"
-port = 53
-protocol = "udp"
-health = { kind = "none" }
-backends = [{ address = "203.0.113.11:5353" }]
+/// [`config`] with an IPv6 SNAT address and `web6` (TCP 80 on [`VIP6`] to the
+/// first of [`BACKENDS6`]).
+pub fn config_with_ipv6() -> Config {
+    let mut cfg = config().service(
+        Service::tcp("web6", VIP6, 80)
+            .health(Health::none())
+            .backend(SocketAddr::from((BACKENDS6[0], 8080))),
+    );
+    cfg.node.snat_addresses = Some(vec![SNAT.into(), SNAT6.into()]);
+    cfg
+}
 
-[[service]]
-name = "unresolved"
-vip = "198.51.100.10"
-port = 81
-protocol = "tcp"
-health = { kind = "none" }
-backends = [{ address = "203.0.113.14:8080" }]
-"#;
+/// What the daemon would write to the maps for `config`: its own parser and planner.
+pub fn plan_of(config: &Config) -> Plan {
+    let text = config.to_toml();
+    let cfg = daemon_config::parse(&text)
+        .unwrap_or_else(|e| panic!("the fixture's configuration is refused: {e}\n{text}"))
+        .config;
+    plan::plan(&cfg, |_| unreachable!("snat addresses are configured")).expect("plan")
+}
+
+/// Pins the calling thread to CPU 0, so that per-CPU state (round-robin
+/// cursors, the next-hop cache) is the same from one run to the next.
+pub fn pin_to_cpu0() {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "sched_setaffinity"
+        );
+    }
+}
 
 /// A loaded program in a private network namespace with `front` and `back`.
 pub struct Fixture {
@@ -115,16 +149,16 @@ pub fn mac(m: [u8; 6]) -> String {
 }
 
 impl Fixture {
-    /// [`Fixture::with_config`] with the tests' [`CONFIG`].
+    /// [`Fixture::with_config`] with the tests' [`config`].
     pub fn new() -> Option<Self> {
-        Self::with_config(CONFIG, 65536)
+        Self::with_config(&config(), 65536)
     }
 
     /// Moves the calling thread into a new network namespace (children it
     /// spawns, `ip` included, inherit it) and loads the program there with
     /// `config` and a flow table of `flows` entries. `None` (after saying why)
     /// where the test cannot run; see `require_root`.
-    pub fn with_config(config: &str, flows: u32) -> Option<Self> {
+    pub fn with_config(config: &Config, flows: u32) -> Option<Self> {
         if !require_root() {
             return None;
         }
@@ -171,11 +205,7 @@ impl Fixture {
                 mac(backend_mac6(b))
             ));
         }
-        let cfg = config::parse(config)
-            .expect("fixture config is valid")
-            .config;
-        let plan =
-            plan::plan(&cfg, |_| unreachable!("snat addresses are configured")).expect("plan");
+        let plan = plan_of(config);
         let mut dp = Dataplane::load(flows).expect("load program");
         dp.apply(&plan).expect("apply plan");
         let front = balancer_user::netconf::ifindex("front").unwrap();

@@ -18,7 +18,9 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use balancer_tests::{
-    Balancer, TempDir, Topology, addrs, tcp_connect, tcp_request, tcp_server, wait_until,
+    Balancer, TempDir, Topology, addrs,
+    config::{Config, Flows, Ha, Health, Service},
+    poll_until, tcp_connect, tcp_request, tcp_server, wait_until,
 };
 
 use super::e2e::{binary, measure::processes_cpu, report::write_section};
@@ -30,45 +32,26 @@ const ADVERT_MS: u32 = 100;
 const DEAD_AFTER: u32 = 3;
 const SYNC_SECONDS: u64 = 5;
 
-fn config(name: &str, priority: u8, peer: &str, key: &str) -> String {
-    let backends: Vec<String> = (1..=3)
-        .map(|i| format!("{{ address = \"{}:8080\" }}", addrs::backend(i)))
-        .collect();
-    format!(
-        r#"
-[node]
-name = "{name}"
-interfaces = ["front", "back"]
-snat_addresses = ["203.0.113.9"]
-
-[control]
-metrics = "off"
-
-[flows]
-tcp_transitory_timeout_s = 5
-
-[ha]
-enabled = true
-interface = "front"
-peers = ["{peer}"]
-priority = {priority}
-advert_interval_ms = {ADVERT_MS}
-dead_after = {DEAD_AFTER}
-preempt = true
-auth_key_file = "{key}"
-sync_flows = true
-track_interfaces = ["front", "back"]
-
-[[service]]
-name = "web"
-vip = "{VIP}"
-port = 80
-protocol = "tcp"
-health = {{ kind = "tcp", interval_ms = 500, timeout_ms = 200, rise = 1, fall = 2 }}
-backends = [{}]
-"#,
-        backends.join(", ")
-    )
+fn config(name: &str, priority: u8, peer: &str, key: &str) -> Config {
+    Config::new(name)
+        .snat(["203.0.113.9"])
+        .metrics_off()
+        .flows(Flows::default().tcp_transitory_timeout_s(5))
+        .ha(Ha::enabled()
+            .interface("front")
+            .peers([peer])
+            .priority(priority)
+            .advert_interval_ms(ADVERT_MS)
+            .dead_after(DEAD_AFTER)
+            .preempt(true)
+            .auth_key_file(key)
+            .sync_flows(true)
+            .track_interfaces(["front", "back"]))
+        .service(
+            Service::tcp("web", VIP, 80)
+                .health(Health::tcp().timing(500, 200, 1, 2))
+                .backends((1..=3).map(|i| SocketAddr::new(addrs::backend(i).into(), 8080))),
+        )
 }
 
 fn vip() -> SocketAddr {
@@ -87,11 +70,20 @@ fn role(lb: &Balancer) -> String {
 }
 
 fn sync_sent(lb: &Balancer) -> u64 {
+    ha_count(lb, "sync_sent")
+}
+
+fn sync_installed(lb: &Balancer) -> u64 {
+    ha_count(lb, "sync_installed")
+}
+
+/// A count of `balancer status`'s HA part; 0 where there is none.
+fn ha_count(lb: &Balancer, name: &str) -> u64 {
     let Ok(out) = lb.cli(&["status", "--json"]) else {
         return 0;
     };
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v["status"]["ha"]["sync_sent"].as_u64().unwrap_or(0)
+    v["status"]["ha"][name].as_u64().unwrap_or(0)
 }
 
 fn wait_roles(a: &Balancer, want_a: &str, b: &Balancer, want_b: &str) -> Result<()> {
@@ -182,8 +174,12 @@ pub fn run() -> Result<()> {
         processes_cpu(&pids(&a)) - busy_start.0 - idle.0,
         processes_cpu(&pids(&b)) - busy_start.1 - idle.1,
     );
-    // Closing records follow the FIN; let them through.
-    std::thread::sleep(Duration::from_millis(500));
+    // Closing records follow the FIN: wait (a bounded time) until both
+    // records of every counted flow, its new and its ended one, were sent.
+    let counted = flows.load(Ordering::Relaxed);
+    wait_until(Duration::from_secs(5), || {
+        sync_sent(&a) - sent_before >= 2 * counted
+    });
     let records = sync_sent(&a) - sent_before;
     let flows = flows.load(Ordering::Relaxed).max(1);
     let per_10k = |cpu: f64| (cpu.max(0.0) * 10_000.0 / flows as f64) * 1000.0;
@@ -201,6 +197,7 @@ pub fn run() -> Result<()> {
     let mut gaps = Vec::with_capacity(runs);
     let (mut survived, mut held_total) = (0usize, 0usize);
     for run in 1..=runs {
+        let installed_before = sync_installed(&b);
         let mut held: Vec<_> = (0..HELD)
             .map(|i| -> Result<_> {
                 let mut c = tcp_connect(topo.client(), vip(), Duration::from_secs(5))?;
@@ -209,20 +206,27 @@ pub fn run() -> Result<()> {
             })
             .collect::<Result<_>>()
             .context("opening the held connections")?;
-        // Give the standby the flows (one advert interval is plenty).
-        std::thread::sleep(Duration::from_millis(200));
+        // The standby has the held flows.
+        if !wait_until(Duration::from_secs(5), || {
+            sync_installed(&b) >= installed_before + HELD as u64
+        }) {
+            bail!(
+                "the standby installed {} of the {HELD} held flows in 5 s",
+                sync_installed(&b) - installed_before
+            );
+        }
         // From the moment the link is down: attempts only after it.
         topo.lb().ip(&["link", "set", "front", "down"])?;
         let down = Instant::now();
         let mut gap = None;
-        while down.elapsed() < Duration::from_secs(10) {
+        poll_until(Duration::from_secs(10), Duration::from_millis(5), || {
             let attempt = Instant::now();
-            if request(&topo, Duration::from_millis(100)) {
+            let served = request(&topo, Duration::from_millis(100));
+            if served {
                 gap = Some(attempt.duration_since(down));
-                break;
             }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+            served
+        });
         let gap = gap.context("never served again within 10 s")?;
         gaps.push(gap);
         wait_roles(&a, "standby", &b, "active")?;

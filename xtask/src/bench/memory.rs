@@ -27,6 +27,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt::Write as _,
+    net::SocketAddr,
     os::fd::{FromRawFd, OwnedFd},
     path::Path,
     process::Command,
@@ -34,7 +35,11 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use balancer_tests::{Netns, Process, Signal, TempDir, Topology, balancer_bin, wait_until};
+use balancer_tests::{
+    Netns, Process, Signal, TempDir, Topology, balancer_bin,
+    config::{Config, Flows, Health, Service},
+    wait_until,
+};
 
 use super::host::{HostInfo, host_info};
 
@@ -90,67 +95,44 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-fn minimal_config() -> String {
-    format!(
-        r#"[node]
-name = "mem-minimal"
-interfaces = ["front", "back"]
-snat_addresses = ["203.0.113.9"]
-
-[control]
-metrics = "off"
-
-[[service]]
-name = "web"
-vip = "{}"
-port = 80
-protocol = "tcp"
-health = {{ kind = "none" }}
-backends = [
-  {{ address = "203.0.113.11:8080" }},
-  {{ address = "203.0.113.12:8080" }},
-  {{ address = "203.0.113.13:8080" }},
-]
-"#,
-        ip(VIP)
-    )
+fn minimal_config() -> Config {
+    Config::new("mem-minimal")
+        .snat(["203.0.113.9"])
+        .metrics_off()
+        .service(
+            Service::tcp("web", VIP, 80)
+                .health(Health::none())
+                .backends([
+                    "203.0.113.11:8080",
+                    "203.0.113.12:8080",
+                    "203.0.113.13:8080",
+                ]),
+        )
 }
 
 /// 200 services on one VIP (ports 10000-10199), 50 backends each: backend `b`
 /// of service `s` is 203.0.113.(11 + b):(20000 + s).
-fn large_config() -> String {
-    let mut s = format!(
-        r#"[node]
-name = "mem-large"
-interfaces = ["front", "back"]
-snat_addresses = ["203.0.113.9"]
-
-[control]
-metrics = "off"
-
-[flows]
-capacity = {CAPACITY}
-tcp_transitory_timeout_s = {TRANSITORY_S}
-"#
-    );
+fn large_config() -> Config {
+    let mut config = Config::new("mem-large")
+        .snat(["203.0.113.9"])
+        .metrics_off()
+        .flows(
+            Flows::default()
+                .capacity(CAPACITY)
+                .tcp_transitory_timeout_s(TRANSITORY_S as u32),
+        );
     for svc in 0..SERVICES {
-        let backends: Vec<String> = (0..BACKENDS_PER_SERVICE)
-            .map(|b| format!("{{ address = \"203.0.113.{}:{}\" }}", 11 + b, 20000 + svc))
-            .collect();
-        let _ = write!(
-            s,
-            "\n[[service]]\nname = \"svc{svc}\"\nvip = \"{}\"\nport = {}\nprotocol = \"tcp\"\n\
-             health = {{ kind = \"none\" }}\nbackends = [{}]\n",
-            ip(VIP),
-            10000 + svc,
-            backends.join(", ")
+        let port = 20000 + svc as u16;
+        config = config.service(
+            Service::tcp(&format!("svc{svc}"), VIP, 10000 + svc as u16)
+                .health(Health::none())
+                .backends(
+                    (0..BACKENDS_PER_SERVICE)
+                        .map(|b| SocketAddr::from(([203, 0, 113, 11 + b as u8], port))),
+                ),
         );
     }
-    s
-}
-
-fn ip(a: [u8; 4]) -> String {
-    std::net::Ipv4Addr::from(a).to_string()
+    config
 }
 
 /// One map of the daemon's program.
@@ -236,15 +218,15 @@ impl Measured {
 }
 
 /// Starts the daemon on `config` in `lb`, measures, stops it.
-fn measure(lb: &Netns, config: &str, fill: bool) -> Result<Measured> {
+fn measure(lb: &Netns, config: &Config, fill: bool) -> Result<Measured> {
     let dir = TempDir::new("mem")?;
     let path = dir.join("balancer.toml");
-    std::fs::write(&path, config).context("writing the configuration")?;
-    let parsed = count_config(config);
+    let text = config.to_toml();
+    std::fs::write(&path, &text).context("writing the configuration")?;
     let mut m = Measured {
-        services: parsed.0,
-        backends: parsed.1,
-        config_bytes: config.len(),
+        services: config.services.len(),
+        backends: config.services.iter().map(|s| s.backends.len()).sum(),
+        config_bytes: text.len(),
         ..Measured::default()
     };
 
@@ -546,14 +528,6 @@ fn describe_sweeps(sweeps: &[(u64, u64)], none: &str) -> String {
         "{} sweep(s) expiring flows: {}",
         sweeps.len(),
         parts.join("; ")
-    )
-}
-
-/// Services and backends in a configuration we wrote.
-fn count_config(config: &str) -> (usize, usize) {
-    (
-        config.matches("[[service]]").count(),
-        config.matches("address = ").count(),
     )
 }
 

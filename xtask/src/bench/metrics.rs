@@ -15,12 +15,15 @@
 use std::{
     fmt::Write as _,
     io::{Read, Write},
-    net::TcpStream,
+    net::{SocketAddr, TcpStream},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use balancer_tests::{Netns, TempDir, Topology, balancer_bin};
+use balancer_tests::{
+    Netns, TempDir, Topology, balancer_bin,
+    config::{Config, Health, Service},
+};
 
 use super::{
     host::host_info,
@@ -62,11 +65,12 @@ pub fn run() -> Result<()> {
         ("no health checks", None),
         (
             "TCP checks every 5 s (all refused: 2,000 checks/s)",
-            Some("{ kind = \"tcp\", interval_ms = 5000, timeout_ms = 1000, rise = 1, fall = 1 }"),
+            Some(Health::tcp().timing(5000, 1000, 1, 1)),
         ),
     ] {
         eprintln!("metrics: {SERVICES} services x {BACKENDS_PER_SERVICE} backends, {name}");
-        results.push((name, measure(topo.lb(), &config(checks), checks.is_some())?));
+        let checked = checks.is_some();
+        results.push((name, measure(topo.lb(), &config(checks), checked)?));
     }
     drop(topo);
     print!("{}", render(&host, &results));
@@ -74,25 +78,24 @@ pub fn run() -> Result<()> {
 }
 
 /// Backend `b` of service `s` is 203.0.113.(11 + b):(20000 + s).
-fn config(checks: Option<&str>) -> String {
-    let mut s = format!(
-        "[node]\nname = \"bench-metrics\"\ninterfaces = [\"front\", \"back\"]\n\
-         snat_addresses = [\"203.0.113.9\"]\n\n[control]\nmetrics = \"{METRICS}\"\n"
-    );
-    let health = checks.unwrap_or("{ kind = \"none\" }");
-    for svc in 0..SERVICES {
-        let backends: Vec<String> = (0..BACKENDS_PER_SERVICE)
-            .map(|b| format!("{{ address = \"203.0.113.{}:{}\" }}", 11 + b, 20000 + svc))
-            .collect();
-        let _ = write!(
-            s,
-            "\n[[service]]\nname = \"svc{svc}\"\nvip = \"198.51.100.10\"\nport = {}\n\
-             protocol = \"tcp\"\nhealth = {health}\nbackends = [{}]\n",
-            10000 + svc,
-            backends.join(", ")
-        );
-    }
-    s
+fn config(checks: Option<Health>) -> Config {
+    let health = checks.unwrap_or_else(Health::none);
+    (0..SERVICES).fold(
+        Config::new("bench-metrics")
+            .snat(["203.0.113.9"])
+            .metrics(METRICS),
+        |config, svc| {
+            let port = 20000 + svc as u16;
+            config.service(
+                Service::tcp(&format!("svc{svc}"), "198.51.100.10", 10000 + svc as u16)
+                    .health(health.clone())
+                    .backends(
+                        (0..BACKENDS_PER_SERVICE)
+                            .map(|b| SocketAddr::from(([203, 0, 113, 11 + b as u8], port))),
+                    ),
+            )
+        },
+    )
 }
 
 #[derive(Debug, Default)]
@@ -114,10 +117,10 @@ struct Scrapes {
     samples: usize,
 }
 
-fn measure(lb: &Netns, config: &str, checks: bool) -> Result<Measured> {
+fn measure(lb: &Netns, config: &Config, checks: bool) -> Result<Measured> {
     let dir = TempDir::new("bench-metrics")?;
     let path = dir.join("balancer.toml");
-    std::fs::write(&path, config)?;
+    std::fs::write(&path, config.to_toml())?;
     let daemon = start_daemon(
         lb,
         &path,

@@ -26,11 +26,13 @@ pub struct Bulk {
     ready: Vec<Record>,
     began: bool,
     ended: bool,
+    /// Whether peers' flows go too (see [`sent_in_bulk`]).
+    all_owners: bool,
 }
 
 impl Bulk {
     /// Starts a copy of the flow table open as `flows`.
-    pub fn new(id: u32, flows: OwnedFd, expected: u64) -> Self {
+    pub fn new(id: u32, flows: OwnedFd, expected: u64, all_owners: bool) -> Self {
         Self {
             id,
             expected,
@@ -39,6 +41,7 @@ impl Bulk {
             ready: Vec::new(),
             began: false,
             ended: false,
+            all_owners,
         }
     }
 
@@ -54,10 +57,10 @@ impl Bulk {
             });
         }
         while self.ready.len() < budget && !self.reader.done() {
-            let ready = &mut self.ready;
+            let (ready, all_owners) = (&mut self.ready, self.all_owners);
             self.reader.next_batch(CHUNK, |k, v| {
                 let (key, value): (FlowKey, FlowValue) = (batch::read(k), batch::read(v));
-                if let Some(record) = own_flow(&key, &value) {
+                if let Some(record) = sent_in_bulk(&key, &value, all_owners) {
                     ready.push(record);
                 }
             })?;
@@ -81,9 +84,17 @@ impl Bulk {
     }
 }
 
-/// A live flow of this node's own (not a peer's, not ending) as a record.
-pub fn own_flow(key: &FlowKey, value: &FlowValue) -> Option<Record> {
-    if value.direction != DIR_FORWARD || value.owner != OWNER_SELF || value.released != 0 {
+/// A live flow (not ending) as a bulk copy sends it: only this node's own,
+/// or with `all_owners` also those synced here from a peer. An active node of
+/// an active-standby pair sends every flow it forwards: the peers' are its
+/// own once it adopts them, which may not have happened yet just after a
+/// takeover. An active-active node sends only its own: each peer sends the
+/// others theirs.
+pub fn sent_in_bulk(key: &FlowKey, value: &FlowValue, all_owners: bool) -> Option<Record> {
+    if value.direction != DIR_FORWARD
+        || value.released != 0
+        || !all_owners && value.owner != OWNER_SELF
+    {
         return None;
     }
     Some(Record::Flow(Flow {

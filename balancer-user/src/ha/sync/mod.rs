@@ -114,6 +114,8 @@ pub struct FlowSync {
     live: Vec<Record>,
     /// Flows per second a bulk copy sends at most, to each peer.
     bulk_rate: u32,
+    /// Whether a bulk copy sends peers' flows too (active-standby).
+    all_owners: bool,
     last_pump: Instant,
     next_bulk_id: u32,
     pub counters: SyncCounters,
@@ -146,6 +148,7 @@ impl FlowSync {
             peers: peers.iter().map(|p| (*p, Peer::new())).collect(),
             live: Vec::new(),
             bulk_rate: bulk_rate.max(1),
+            all_owners: true,
             last_pump: Instant::now(),
             next_bulk_id: 1,
             counters: SyncCounters::default(),
@@ -462,6 +465,17 @@ impl FlowSync {
         self.counters.unmatched += applied.unmatched;
     }
 
+    /// This node just became a standby (it started, or stepped down): what it
+    /// holds of any peer's table is not known to be whole, and its own flows
+    /// must become the new active node's. Every copy starts over with a bulk
+    /// copy.
+    pub fn forget_copies(&mut self) {
+        for p in self.peers.values_mut() {
+            p.copy = Copy::None;
+            p.last_bulk_request = None;
+        }
+    }
+
     /// Starts (over) a bulk copy of this node's flows to the peer at `addr`.
     fn start_bulk(&mut self, addr: IpAddr, why: &str) {
         let fd = match self.sink.flows_fd() {
@@ -471,12 +485,12 @@ impl FlowSync {
                 return;
             }
         };
-        let expected = self.sink.own_flows();
+        let expected = self.sink.flows_in_bulk(self.all_owners);
         let id = self.next_bulk_id;
         self.next_bulk_id = self.next_bulk_id.wrapping_add(1);
         let peer = self.peers.get_mut(&addr).expect("listed");
         info!(target: TARGET, event = "ha_sync_bulk", peer = %addr, flows = expected, why, "starting a bulk copy of the flow table");
-        peer.bulk = Some(Bulk::new(id, fd, expected));
+        peer.bulk = Some(Bulk::new(id, fd, expected, self.all_owners));
         peer.bulk_started = Some(Instant::now());
         self.counters.bulks_sent += 1;
     }

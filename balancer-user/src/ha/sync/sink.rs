@@ -66,9 +66,9 @@ impl Sink {
         self.flows.map().fd().as_fd().try_clone_to_owned()
     }
 
-    /// Forward entries of this node's own (what a bulk copy would send),
-    /// counted a batch of entries per system call.
-    pub fn own_flows(&self) -> u64 {
+    /// The flows a bulk copy would send (see `bulk::sent_in_bulk`), counted a
+    /// batch of entries per system call.
+    pub fn flows_in_bulk(&self, all_owners: bool) -> u64 {
         use aya::maps::IterableMap;
         use std::os::fd::AsFd;
         let mut count = 0;
@@ -78,7 +78,8 @@ impl Sink {
             size_of::<FlowValue>(),
             4096,
             |k, v| {
-                if super::bulk::own_flow(&batch::read(k), &batch::read(v)).is_some() {
+                if super::bulk::sent_in_bulk(&batch::read(k), &batch::read(v), all_owners).is_some()
+                {
                     count += 1;
                 }
                 std::ops::ControlFlow::Continue(())

@@ -8,7 +8,11 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use balancer_tests::{Balancer, Process, TempDir, Topology, wait_tcp_ready};
+use balancer_tests::{
+    Balancer, Process, TempDir, Topology,
+    config::{Config, Flows, Forwarding, Health, Scheduler, Service, XdpMode},
+    wait_tcp_ready,
+};
 
 /// The web port (nginx) and the iperf3 port, the same on every target.
 pub const HTTP_PORT: u16 = 80;
@@ -225,55 +229,31 @@ fn backends(topo: &Topology, n: usize) -> impl Iterator<Item = (usize, Ipv4Addr)
 /// thousands of short connections per backend in a few seconds do not run out of SNAT
 /// ports (the defaults, 20,000 ports per backend held 30 s after a close, sustain about
 /// 670 new connections per second per backend).
-pub fn balancer_config(topo: &Topology, n: usize) -> String {
-    let web: Vec<String> = backends(topo, n)
-        .map(|(_, a)| format!("  {{ address = \"{a}:{HTTP_PORT}\", weight = 100 }},"))
-        .collect();
-    format!(
-        r#"[node]
-name = "e2e-bench"
-interfaces = ["{front}", "{back}"]
-xdp_mode = "auto"
-forwarding = "full-nat"
-snat_addresses = ["{SNAT_ADDR}"]
-snat_port_range = "{SNAT_PORTS}"
-
-[control]
-metrics = "off"
-
-[flows]
-tcp_transitory_timeout_s = {TRANSITORY_S}
-
-[[service]]
-name = "web"
-vip = "{VIP_BALANCER}"
-port = {HTTP_PORT}
-protocol = "tcp"
-scheduler = "least-conn"
-health = {{ kind = "none" }}
-backends = [
-{web}
-]
-
-[[service]]
-name = "iperf"
-vip = "{VIP_BALANCER}"
-port = {IPERF_PORT}
-protocol = "tcp"
-health = {{ kind = "none" }}
-backends = [
-  {{ address = "{be1}:{IPERF_PORT}" }},
-]
-"#,
-        front = topo.lb_front_if(),
-        back = topo.lb_back_if(),
-        web = web.join("\n"),
-        be1 = topo.backend_addr(1),
-    )
+pub fn balancer_config(topo: &Topology, n: usize) -> Config {
+    let web = backends(topo, n).fold(
+        Service::tcp("web", VIP_BALANCER, HTTP_PORT)
+            .scheduler(Scheduler::LeastConn)
+            .health(Health::none()),
+        |s, (_, a)| s.weighted_backend(SocketAddr::new(a.into(), HTTP_PORT), 100),
+    );
+    Config::new("e2e-bench")
+        .interfaces([topo.lb_front_if(), topo.lb_back_if()])
+        .xdp_mode(XdpMode::Auto)
+        .forwarding(Forwarding::FullNat)
+        .snat([SNAT_ADDR])
+        .snat_port_range(SNAT_PORTS.0, SNAT_PORTS.1)
+        .metrics_off()
+        .flows(Flows::default().tcp_transitory_timeout_s(TRANSITORY_S))
+        .service(web)
+        .service(
+            Service::tcp("iperf", VIP_BALANCER, IPERF_PORT)
+                .health(Health::none())
+                .backend(SocketAddr::new(topo.backend_addr(1).into(), IPERF_PORT)),
+        )
 }
 
 /// The balancer's SNAT port range and closed-flow timeout in this benchmark.
-pub const SNAT_PORTS: &str = "10000-65000";
+pub const SNAT_PORTS: (u16, u16) = (10000, 65000);
 pub const TRANSITORY_S: u32 = 2;
 
 /// HAProxy in TCP mode, least connections, no health checks (like the balancer's
