@@ -278,7 +278,9 @@ fn notifications_follow_the_daemon_as_systemd_runs_it() {
     let reloading = notify.wait_for(mark, "RELOADING=1", 1, T);
     let ready_again = notify.wait_for(reloading, "READY=1", 1, T);
     assert!(
-        notify.status_at(ready_again).starts_with("running; "),
+        notify
+            .status_at(ready_again)
+            .starts_with("configuration generation 2"),
         "{:?}",
         notify.lines()
     );

@@ -102,7 +102,7 @@ fn reload(daemon: &mut Daemon, by: &str) -> Reply {
     notify(&reloading);
     let reply = daemon.reload(by);
     let status = if reply.ok {
-        format!("running; {}", reply.message)
+        reply.message.clone()
     } else {
         format!("running; reload refused: {}", reply.message)
     };
