@@ -244,7 +244,7 @@ async fn serve(config_path: &Path, config: config::Config, options: Options) -> 
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     // Pinged from this loop, so that a loop that hangs stops the pings and
     // systemd restarts the daemon (which takes over the pinned state).
-    let watchdog = sd_notify::watchdog_enabled();
+    let watchdog = sd_notify::watchdog_enabled().filter(|timeout| !timeout.is_zero());
     let mut watchdog_tick =
         tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |timeout| timeout / 2));
     watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
