@@ -161,7 +161,11 @@ pass "refused reload fails; still active: $(inside systemctl show balancer -p St
 cp "$work/good.toml" "$root/etc/balancer/balancer.toml"
 
 inside systemctl restart balancer
-inside journalctl -u balancer -o cat | grep -q SIGUSR2 || fail "restart did not send SIGUSR2"
+journal_has() {
+    for _ in $(seq 50); do inside journalctl -u balancer -o cat | grep -q "$1" && return 0; sleep 0.1; done
+    return 1
+}
+journal_has SIGUSR2 || fail "restart did not send SIGUSR2"
 expect_held restart
 pass "restart (SIGUSR2) keeps the connection"
 
@@ -171,7 +175,7 @@ pass "package upgrade restarts the daemon and keeps the connection"
 
 inside systemctl kill -s STOP --kill-who=main balancer
 for _ in $(seq 30); do [ "$(inside systemctl show balancer -p NRestarts --value)" != 0 ] && break; sleep 1; done
-inside journalctl -u balancer -o cat | grep -q "Watchdog timeout" || fail "no watchdog timeout"
+journal_has "Watchdog timeout" || fail "no watchdog timeout"
 for _ in $(seq 50); do [ "$(inside systemctl is-active balancer)" = active ] && break; sleep 0.1; done
 expect_held watchdog
 pass "a stopped loop trips the watchdog; the restarted daemon keeps the connection"
