@@ -12,6 +12,10 @@ use std::{
     net::{IpAddr, SocketAddr},
     os::unix::net::UnixDatagram,
     path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -97,11 +101,14 @@ fn as_the_unit_runs_it(bounding_set: &str) -> [&str; 9] {
 }
 
 /// The test's end of `NOTIFY_SOCKET`: every line of every datagram, with the
-/// time it was read.
+/// time it arrived (read on a thread of its own, so that what the test does
+/// meanwhile does not bunch the arrival times).
 struct Notifications {
-    socket: UnixDatagram,
     path: PathBuf,
+    arrived: Arc<Mutex<Vec<(Instant, String)>>>,
     seen: Vec<(Instant, String)>,
+    stop: Arc<AtomicBool>,
+    reader: Option<std::thread::JoinHandle<()>>,
     _dir: TempDir,
 }
 
@@ -113,10 +120,34 @@ impl Notifications {
         socket
             .set_read_timeout(Some(Duration::from_millis(20)))
             .unwrap();
+        let arrived = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (arrived, stop) = (arrived.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match socket.recv(&mut buf) {
+                        Ok(n) => {
+                            let now = Instant::now();
+                            let mut arrived = arrived.lock().unwrap();
+                            for line in String::from_utf8_lossy(&buf[..n]).lines() {
+                                arrived.push((now, line.to_string()));
+                            }
+                        }
+                        // Told to stop and nothing more queued.
+                        Err(_) if stop.load(Ordering::Relaxed) => break,
+                        Err(_) => {}
+                    }
+                }
+            })
+        };
         Notifications {
-            socket,
             path,
+            arrived,
             seen: Vec::new(),
+            stop,
+            reader: Some(reader),
             _dir: dir,
         }
     }
@@ -125,15 +156,9 @@ impl Notifications {
         self.path.to_str().unwrap()
     }
 
-    /// Reads what has arrived.
+    /// Takes in what has arrived.
     fn drain(&mut self) {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = self.socket.recv(&mut buf) {
-            let now = Instant::now();
-            for line in String::from_utf8_lossy(&buf[..n]).lines() {
-                self.seen.push((now, line.to_string()));
-            }
-        }
+        self.seen.append(&mut self.arrived.lock().unwrap());
     }
 
     /// Waits until `count` lines equal to `line` have arrived after the
@@ -153,6 +178,7 @@ impl Notifications {
                 "{count} x {line:?} not notified within {timeout:?}; got {:?}",
                 self.lines()
             );
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -177,6 +203,26 @@ impl Notifications {
             .filter(|(_, l)| l == "WATCHDOG=1")
             .map(|(t, _)| *t)
             .collect()
+    }
+}
+
+impl Notifications {
+    /// Stops reading once everything sent so far has been read, and takes it in.
+    fn finish(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("the notification reader");
+        }
+        self.drain();
+    }
+}
+
+impl Drop for Notifications {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
     }
 }
 
@@ -391,7 +437,7 @@ fn a_daemon_that_cannot_attach_never_says_ready() {
         "{status:?}\n{}",
         lb.output_so_far()
     );
-    notify.drain();
+    notify.finish();
     assert!(
         !notify.lines().contains(&"READY=1"),
         "{:?}\n{}",
