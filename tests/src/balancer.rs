@@ -84,6 +84,18 @@ impl Drop for Home {
     }
 }
 
+/// How [`Balancer::launch`] starts the daemon, beyond its configuration.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Launch<'a> {
+    /// More arguments to `balancer run`.
+    pub args: &'a [&'a str],
+    /// Environment for the daemon (`NOTIFY_SOCKET`, `WATCHDOG_USEC`, ...).
+    pub env: &'a [(&'a str, &'a str)],
+    /// A command the daemon runs under (`setpriv ...`): these words, then
+    /// the binary and its arguments.
+    pub wrapper: &'a [&'a str],
+}
+
 /// A running `balancer run`; killed on drop if still running.
 pub struct Balancer {
     process: Process,
@@ -106,6 +118,16 @@ impl Balancer {
         let home = Home::new()?;
         home.write_config(config)?;
         let process = spawn(ns, &home, args)?;
+        Ok(Balancer { process, home })
+    }
+
+    /// Starts `balancer run` as `launch` says and returns at once, without
+    /// waiting for the daemon to say it is running: the caller waits for what
+    /// it needs ([`Balancer::wait_for_log`], a notification, ...).
+    pub fn launch(ns: &Netns, config: &str, launch: Launch) -> Result<Balancer> {
+        let home = Home::new()?;
+        home.write_config(config)?;
+        let process = Process::start(command(ns, &home, launch)?)?;
         Ok(Balancer { process, home })
     }
 
@@ -213,7 +235,7 @@ impl Balancer {
     }
 }
 
-fn spawn(ns: &Netns, home: &Home, args: &[&str]) -> Result<Process> {
+fn command(ns: &Netns, home: &Home, launch: Launch) -> Result<std::process::Command> {
     let bin = balancer_bin();
     if !bin.exists() {
         bail!(
@@ -221,12 +243,28 @@ fn spawn(ns: &Netns, home: &Home, args: &[&str]) -> Result<Process> {
             bin.display()
         );
     }
-    let mut cmd = ns.command(&bin);
+    let mut cmd = match launch.wrapper.split_first() {
+        Some((program, words)) => {
+            let mut cmd = ns.command(program);
+            cmd.args(words).arg(&bin);
+            cmd
+        }
+        None => ns.command(&bin),
+    };
     cmd.arg("run")
         .arg("--config")
         .arg(home.config_path())
-        .args(args);
-    let mut process = Process::start(cmd)?;
+        .args(launch.args)
+        .envs(launch.env.iter().copied());
+    Ok(cmd)
+}
+
+fn spawn(ns: &Netns, home: &Home, args: &[&str]) -> Result<Process> {
+    let launch = Launch {
+        args,
+        ..Launch::default()
+    };
+    let mut process = Process::start(command(ns, home, launch)?)?;
     let ready = wait_until(BALANCER_START_TIMEOUT, || {
         !process.is_running() || process.output_so_far().contains("balancer running")
     });

@@ -30,7 +30,7 @@ mod util;
 
 use std::sync::OnceLock;
 
-pub use balancer::{BALANCER_START_TIMEOUT, Balancer, Home, balancer_bin};
+pub use balancer::{BALANCER_START_TIMEOUT, Balancer, Home, Launch, balancer_bin};
 pub use netns::{EXEC_TIMEOUT, Netns, Process, run_command};
 pub use nginx::{NGINX_START_TIMEOUT, Nginx, nginx};
 /// For [`Process::signal`].

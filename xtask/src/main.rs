@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod package;
 mod setup;
 
 use std::{
@@ -40,6 +41,14 @@ enum Task {
         #[arg(default_value = "all")]
         which: String,
     },
+    /// Build the Debian package (target/package/balancer_VERSION_ARCH.deb) from
+    /// a release build and packaging/.
+    Package {
+        /// Then check it: lintian, systemd-analyze verify, the installed
+        /// binary on the installed configuration, man pages against --help.
+        #[arg(long)]
+        check: bool,
+    },
     /// Set up, then run the balancer on a demo topology in network namespaces.
     Demo {
         /// Requests to send through the VIP.
@@ -53,6 +62,7 @@ fn main() -> Result<()> {
         Task::Setup => setup::run(),
         Task::Test { args } => test(&args),
         Task::Bench { which } => bench::run(&which),
+        Task::Package { check } => package::main(check),
         Task::Demo { requests } => {
             setup::run()?;
             demo::run(requests)
@@ -119,6 +129,8 @@ fn test(extra: &[String]) -> Result<()> {
     run(cargo()
         .arg("machete")
         .current_dir(workspace_root().join("balancer-ebpf")))?;
+    // The Debian package as an operator installs it (a release build).
+    package::main(true)?;
     // The namespace tests run the real binary.
     run(cargo().args(["build", "-p", "balancer-user", "--bin", "balancer"]))?;
     let balancer = workspace_root().join("target/debug/balancer");

@@ -29,6 +29,14 @@ const APT_PACKAGES: &[&str] = &[
     // psql and pgbench of version 15 under /usr/lib/postgresql/15/bin.
     "postgresql-15",
     "postgresql-client-15",
+    // `cargo xtask package --check`: dpkg-shlibdeps, strip, lintian,
+    // systemd-analyze verify; setpriv (util-linux) runs the daemon with the
+    // unit's capability bounding set in tests/tests/systemd.rs.
+    "dpkg-dev",
+    "binutils",
+    "lintian",
+    "systemd",
+    "util-linux",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The unused-dependency check of `cargo xtask test`.

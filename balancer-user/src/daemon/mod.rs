@@ -4,23 +4,25 @@
 
 mod control;
 mod host;
+mod logging;
 mod scrape;
 mod state;
 
 use std::{
-    io::IsTerminal,
     path::{Path, PathBuf},
     process::ExitCode,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
+use sd_notify::NotifyState;
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
 };
 use tracing::{error, info, warn};
 
+pub use logging::LogFormat;
 pub use state::needs_restart;
 
 use crate::{
@@ -36,12 +38,6 @@ use crate::{
 use control::ControlSocket;
 use state::Daemon;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Human,
-    Json,
-}
-
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
     /// Discard pinned state of a previous daemon instead of taking it over.
@@ -50,7 +46,7 @@ pub struct Options {
 }
 
 pub fn main(config_path: &Path, options: Options) -> ExitCode {
-    init_logging(options.log_format);
+    logging::init(options.log_format);
     let loaded = match config::load(config_path) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -87,21 +83,33 @@ pub fn main(config_path: &Path, options: Options) -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+/// How often tracked conditions are looked at and the HA watchdog is fed.
+const HA_CONDITIONS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Tells the service manager (`NOTIFY_SOCKET`, set by systemd for
+/// `Type=notify`) about a change of state; nothing without one.
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        warn!("cannot notify the service manager: {e}");
     }
 }
 
-const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-/// How often tracked conditions are looked at and the HA watchdog is fed.
-const HA_CONDITIONS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+/// A reload as systemd wants to see it: RELOADING=1 with the time it began,
+/// then READY=1 whether the file was accepted or the running one stays.
+fn reload(daemon: &mut Daemon, by: &str) -> Reply {
+    let mut reloading = vec![NotifyState::Reloading];
+    reloading.extend(NotifyState::monotonic_usec_now().ok());
+    notify(&reloading);
+    let reply = daemon.reload(by);
+    let status = if reply.ok {
+        reply.message.clone()
+    } else {
+        format!("running; reload refused: {}", reply.message)
+    };
+    notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    reply
+}
 
 fn start_ha(daemon: &Daemon) -> Result<ha::HaHandle> {
     let config = daemon.config();
@@ -134,6 +142,9 @@ async fn serve(config_path: &Path, config: config::Config, options: Options) -> 
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    // What systemd sends on `systemctl restart` (RestartKillSignal= in the
+    // unit): stop, but leave the data plane to the next daemon.
+    let mut sigusr2 = signal(SignalKind::user_defined2()).context("SIGUSR2 handler")?;
 
     // Before touching any pinned state: a second daemon must not take over
     // the first one's maps under it.
@@ -227,6 +238,18 @@ async fn serve(config_path: &Path, config: config::Config, options: Options) -> 
         socket = %socket.path().display(),
         "balancer running"
     );
+    // Only now: the program is attached and its maps are filled.
+    let status = format!(
+        "running: {} services, {backends} backends",
+        daemon.config().services.len()
+    );
+    notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    // Pinged from this loop, so that a loop that hangs stops the pings and
+    // systemd restarts the daemon (which takes over the pinned state).
+    let watchdog = sd_notify::watchdog_enabled().filter(|timeout| !timeout.is_zero());
+    let mut watchdog_tick =
+        tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |timeout| timeout / 2));
+    watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let mut sweep = tokio::time::interval(daemon.timeouts.sweep_interval());
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -239,6 +262,7 @@ async fn serve(config_path: &Path, config: config::Config, options: Options) -> 
     let mut xdp_faults = Vec::new();
     let stop = loop {
         tokio::select! {
+            _ = watchdog_tick.tick(), if watchdog.is_some() => notify(&[NotifyState::Watchdog]),
             _ = sweep.tick() => daemon.sweep(),
             _ = housekeeping.tick() => daemon.housekeep(),
             _ = ha_tick.tick(), if daemon.ha.is_some() => {
@@ -268,14 +292,18 @@ async fn serve(config_path: &Path, config: config::Config, options: Options) -> 
                 if let Some(stop) = stop {
                     // Let the connection's task write the reply before the
                     // runtime goes.
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     break stop;
                 }
             }
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break Stop::Clean; }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break Stop::Clean; }
+            _ = sigusr2.recv() => {
+                info!("SIGUSR2: stopping; the program stays attached for the next daemon");
+                break Stop::HandOver;
+            }
             _ = sighup.recv() => {
-                let reply = daemon.reload("SIGHUP");
+                let reply = reload(&mut daemon, "SIGHUP");
                 if !reply.ok {
                     for p in &reply.problems {
                         error!("{p}");
@@ -284,6 +312,7 @@ async fn serve(config_path: &Path, config: config::Config, options: Options) -> 
             }
         }
     };
+    notify(&[NotifyState::Stopping]);
     if let Some(h) = daemon.ha.take() {
         h.stop();
     }
@@ -311,7 +340,7 @@ fn handle(daemon: &mut Daemon, request: Request) -> (Reply, Option<Stop>) {
             reply.status = Some(daemon.status());
             (reply, None)
         }
-        Request::Reload => (daemon.reload("admin"), None),
+        Request::Reload => (reload(daemon, "admin"), None),
         Request::Stats => (daemon.stats_reply(), None),
         Request::Backend {
             action,
