@@ -41,7 +41,7 @@ pub use servers::{
     tcp_server, tcp_server_named, udp_connect, udp_request, udp_server, udp_server_named,
     wait_tcp_ready,
 };
-pub use topology::{Topology, TopologyBuilder, addrs, ifnames};
+pub use topology::{LbHost, Topology, TopologyBuilder, addrs, ifnames};
 pub use util::{
     Pace, TempDir, netns_names, netns_with_prefix, poll_until, promtool_check_metrics,
     unique_prefix, wait_until,

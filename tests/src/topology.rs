@@ -143,12 +143,23 @@ impl TopologyBuilder {
     }
 }
 
+/// One of the two balancer hosts of a topology built with `standby(true)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LbHost {
+    /// `lb`: `front` 198.51.100.1, `back` 203.0.113.1.
+    Lb,
+    /// `lb2`: `front` 198.51.100.3, `back` 203.0.113.3.
+    Lb2,
+}
+
 /// The standard topology (see the module documentation). Dropping it removes every
 /// namespace, interface and process in it.
 #[derive(Debug)]
 pub struct Topology {
     prefix: String,
     ipv6: bool,
+    /// Hosts replaced so far (their namespaces get fresh names).
+    replacements: u32,
     // Field order is drop order: hosts first, the switch last.
     client: Netns,
     lb: Netns,
@@ -194,6 +205,7 @@ impl Topology {
         let topo = Topology {
             prefix,
             ipv6: b.ipv6,
+            replacements: 0,
             client,
             lb,
             lb2,
@@ -303,20 +315,9 @@ impl Topology {
         }
         self.sw.ip_batch(&lines)?;
 
-        // Checksums are filled in before frames reach the lb's XDP program, XDP_TX'd or
-        // redirected frames are accepted, and the lb's veths can receive redirected frames
-        // (their peers have NAPI through GRO). See TOOLCHAIN.md, "XDP on veth pairs".
-        let mut sw_ports = vec![SW_LB_FRONT, SW_LB_BACK];
-        if self.lb2.is_some() {
-            sw_ports.extend([SW_LB2_FRONT, SW_LB2_BACK]);
-        }
-        for dev in sw_ports {
-            self.sw.ethtool_k(dev, &[("tx", false), ("gro", true)])?;
-        }
-        for lb in std::iter::once(&self.lb).chain(self.lb2.iter()) {
-            for dev in [LB_FRONT, LB_BACK] {
-                lb.ethtool_k(dev, &[("tx", false)])?;
-            }
+        self.tune_lb_ports(&self.lb, (SW_LB_FRONT, SW_LB_BACK))?;
+        if let Some(lb2) = &self.lb2 {
+            self.tune_lb_ports(lb2, (SW_LB2_FRONT, SW_LB2_BACK))?;
         }
         Ok(())
     }
@@ -352,6 +353,84 @@ impl Topology {
         lb.sysctl("net.ipv4.ip_forward", "1")?;
         if v6 {
             lb.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        }
+        Ok(())
+    }
+
+    /// The balancer host `which` dies: every process in it is killed at once
+    /// (SIGKILL) and its links go, and with them the XDP program attached to
+    /// them. Nothing it had is cleaned up; its namespace stays, empty, until
+    /// [`Topology::replace_lb`].
+    pub fn kill_lb(&self, which: LbHost) -> Result<()> {
+        let ns = self.lb_host(which);
+        for pid in ns.pids() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        // Deleting one end of a veth pair deletes both.
+        ns.ip_batch(&[
+            format!("link del {}", ifnames::LB_FRONT),
+            format!("link del {}", ifnames::LB_BACK),
+        ])
+    }
+
+    /// A fresh host in place of the one [`Topology::kill_lb`] killed: a new
+    /// namespace (nothing running, nothing pinned), wired to the same ports
+    /// of the bridges with the same addresses.
+    pub fn replace_lb(&mut self, which: LbHost) -> Result<()> {
+        use ifnames::*;
+        self.replacements += 1;
+        let name = format!("{}-{}r{}", self.prefix, label(which), self.replacements);
+        let fresh = Netns::with_label(&name, label(which))?;
+        fresh.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
+        fresh.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
+        let (v4, v6, ports) = match which {
+            LbHost::Lb => (
+                (addrs::LB_FRONT, addrs::LB_BACK),
+                (addrs::LB_FRONT6, addrs::LB_BACK6),
+                (SW_LB_FRONT, SW_LB_BACK),
+            ),
+            LbHost::Lb2 => (
+                (addrs::LB2_FRONT, addrs::LB2_BACK),
+                (addrs::LB2_FRONT6, addrs::LB2_BACK6),
+                (SW_LB2_FRONT, SW_LB2_BACK),
+            ),
+        };
+        self.wire_lb(&fresh, v4, v6, ports)?;
+        self.sw.ip_batch(&[
+            format!("link set {} master {BRIDGE_FRONT} up", ports.0),
+            format!("link set {} master {BRIDGE_BACK} up", ports.1),
+        ])?;
+        self.tune_lb_ports(&fresh, ports)?;
+        let old = match which {
+            LbHost::Lb => std::mem::replace(&mut self.lb, fresh),
+            LbHost::Lb2 => self
+                .lb2
+                .replace(fresh)
+                .context("topology built without standby(true)")?,
+        };
+        drop(old);
+        Ok(())
+    }
+
+    fn lb_host(&self, which: LbHost) -> &Netns {
+        match which {
+            LbHost::Lb => &self.lb,
+            LbHost::Lb2 => self.lb2(),
+        }
+    }
+
+    /// Checksums filled in before frames reach the lb's XDP program, XDP_TX'd
+    /// or redirected frames accepted, and redirected frames received (the
+    /// peers have NAPI through GRO). See TOOLCHAIN.md, "XDP on veth pairs".
+    fn tune_lb_ports(&self, lb: &Netns, (sw_front, sw_back): (&str, &str)) -> Result<()> {
+        for dev in [sw_front, sw_back] {
+            self.sw.ethtool_k(dev, &[("tx", false), ("gro", true)])?;
+        }
+        for dev in [ifnames::LB_FRONT, ifnames::LB_BACK] {
+            lb.ethtool_k(dev, &[("tx", false)])?;
         }
         Ok(())
     }
@@ -473,5 +552,12 @@ impl Topology {
         v.extend(self.backends.iter());
         v.push(&self.sw);
         v
+    }
+}
+
+fn label(which: LbHost) -> &'static str {
+    match which {
+        LbHost::Lb => "lb",
+        LbHost::Lb2 => "lb2",
     }
 }

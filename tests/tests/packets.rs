@@ -677,3 +677,93 @@ fn a_large_snat_range_fills_to_its_last_port_without_refusals() {
     assert_eq!(action, XDP_DROP, "the range is full");
     assert_eq!(fx.dp.counter(Counter::DropSnatExhausted).unwrap(), 1);
 }
+
+#[test]
+fn a_peers_flows_are_held_until_adopted_then_expire_as_this_nodes() {
+    use aya::maps::HashMap;
+    use balancer_common::{
+        expiry::{ADOPT_ALL, SweepLimits},
+        flow::{FlowKey, FlowValue, OWNER_SELF},
+        maps::Flows,
+    };
+    let Some(mut fx) = Fixture::new() else { return };
+    // Five UDP flows, as a peer's sync would have installed them: owned by
+    // the peer, idle since long ago.
+    for i in 0..5u16 {
+        let frame = udp_frame(CLIENT, VIP, 34000 + i, 53, b"q");
+        assert_eq!(fx.run(&frame, fx.front).0, XDP_REDIRECT);
+    }
+    let peer = balancer_common::flow::node_id(b"lb-a");
+    {
+        let mut flows = fx
+            .dp
+            .map_mut::<Flows, HashMap<_, FlowKey, FlowValue>>()
+            .unwrap();
+        let entries: Vec<(FlowKey, FlowValue)> = flows.iter().map(Result::unwrap).collect();
+        assert_eq!(entries.len(), 10);
+        for (k, mut v) in entries {
+            v.owner = peer;
+            v.last_seen_ns = 1;
+            flows.insert(k, v, 0).unwrap();
+        }
+    }
+    // Held: no idleness expires a peer's flow.
+    let stats = fx.dp.sweep(&no_idle_allowed()).unwrap();
+    assert_eq!((stats.expired, stats.held_entries), (0, 10));
+    assert_eq!(fx.dp.flow_entries().unwrap(), 10);
+    // Adopted (a takeover): this node's now, idle from now on.
+    let adopt = SweepLimits {
+        adopt: ADOPT_ALL,
+        ..Timeouts {
+            udp: Duration::from_secs(60),
+            ..no_idle_allowed()
+        }
+        .limits()
+    };
+    let stats = fx.dp.sweep_with(adopt).unwrap();
+    assert_eq!((stats.adopted, stats.expired), (5, 0), "{stats:?}");
+    {
+        let flows = fx
+            .dp
+            .map::<Flows, HashMap<_, FlowKey, FlowValue>>()
+            .unwrap();
+        assert!(
+            flows
+                .iter()
+                .map(Result::unwrap)
+                .all(|(_, v)| v.owner == OWNER_SELF && v.last_seen_ns > 1)
+        );
+    }
+    // And from then on they expire like any of this node's.
+    let stats = fx.dp.sweep(&no_idle_allowed()).unwrap();
+    assert_eq!(stats.expired, 5);
+    assert_eq!(fx.dp.flow_entries().unwrap(), 0);
+}
+
+#[test]
+fn just_after_a_takeover_a_segment_of_no_known_flow_is_dropped_not_reset() {
+    let Some(mut fx) = Fixture::new() else { return };
+    let mid_flow = tcp_frame(CLIENT, VIP, 35000, 80, "A", b"data");
+    fx.dp
+        .set_ha_lease(Lease {
+            until_ns: u64::MAX,
+            takeover_grace_until_ns: u64::MAX,
+        })
+        .unwrap();
+    assert_eq!(fx.run(&mid_flow, fx.front).0, XDP_DROP);
+    assert_eq!(fx.dp.counter(Counter::DropTakeoverGrace).unwrap(), 1);
+    // A new connection is not held up by the grace.
+    let syn = tcp_frame(CLIENT, VIP, 35001, 80, "S", b"");
+    assert_eq!(fx.run(&syn, fx.front).0, XDP_REDIRECT);
+    // After it, the host answers such a segment (with a reset).
+    fx.dp
+        .set_ha_lease(Lease {
+            until_ns: u64::MAX,
+            takeover_grace_until_ns: 1,
+        })
+        .unwrap();
+    let (action, out) = fx.run(&mid_flow, fx.front);
+    assert_eq!((action, &out), (XDP_PASS, &mid_flow));
+    assert_eq!(fx.dp.counter(Counter::PassNoFlow).unwrap(), 1);
+    assert_eq!(fx.dp.counter(Counter::DropTakeoverGrace).unwrap(), 1);
+}

@@ -510,6 +510,11 @@ impl Node {
         if let Some(t) = changed {
             self.apply(t, inputs).await;
         }
+        if self.election.split_brains > splits && self.election.role() == Role::Active {
+            // The peer was active too and announced the addresses as its own:
+            // this node, which stays, takes the neighbours back.
+            self.announce_left = ANNOUNCE_REPEATS;
+        }
         self.update_status(priority, inputs);
     }
 

@@ -320,6 +320,9 @@ pub struct Codec {
     key: Vec<u8>,
     name: String,
     session: u64,
+    /// The record layout written: this version's, but for a test's peer of
+    /// another version ([`Codec::with_layout`]).
+    layout: u16,
     max_age: Duration,
     /// The newest send time seen per (peer, session): control messages carry
     /// no sequence, so their freshness is what keeps a replay out.
@@ -332,6 +335,7 @@ impl Codec {
             key,
             name: name[..name.len().min(MAX_NAME)].to_string(),
             session,
+            layout: RECORD_LAYOUT,
             max_age,
             newest: HashMap::new(),
         }
@@ -341,12 +345,19 @@ impl Codec {
         self.session
     }
 
+    /// Writes records of layout `layout`, as a node of another version would
+    /// (what the tests send to see such a peer refused).
+    pub fn with_layout(mut self, layout: u16) -> Self {
+        self.layout = layout;
+        self
+    }
+
     fn header(&self, kind: Kind, sent_us: u64) -> Vec<u8> {
         let mut out = Vec::with_capacity(MAX_DATAGRAM);
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
         out.push(kind as u8);
-        out.extend_from_slice(&RECORD_LAYOUT.to_be_bytes());
+        out.extend_from_slice(&self.layout.to_be_bytes());
         out.push(self.name.len() as u8);
         out.extend_from_slice(self.name.as_bytes());
         out.extend_from_slice(&self.session.to_be_bytes());
