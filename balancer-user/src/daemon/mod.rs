@@ -137,94 +137,52 @@ enum Stop {
     HandOver,
 }
 
+/// The signals the daemon answers.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    /// What systemd sends on `systemctl restart` (RestartKillSignal= in the
+    /// unit): stop, but leave the data plane to the next daemon.
+    usr2: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("SIGHUP handler")?,
+            usr2: signal(SignalKind::user_defined2()).context("SIGUSR2 handler")?,
+        })
+    }
+}
+
+/// What feeds the daemon's loop besides its timers and signals.
+struct Inputs {
+    calls: mpsc::Receiver<control::Call>,
+    scrapes: mpsc::Receiver<crate::metrics::http::Scrape>,
+    health: mpsc::UnboundedReceiver<crate::health::Event>,
+}
+
 async fn serve(config_path: &Path, config: config::Config, options: Options) -> Result<()> {
     // Signals first, so that a stop during set-up still cleans up.
-    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    // What systemd sends on `systemctl restart` (RestartKillSignal= in the
-    // unit): stop, but leave the data plane to the next daemon.
-    let mut sigusr2 = signal(SignalKind::user_defined2()).context("SIGUSR2 handler")?;
-
+    let mut signals = Signals::new()?;
     // Before touching any pinned state: a second daemon must not take over
     // the first one's maps under it.
-    let (socket, mut calls) = ControlSocket::bind(&config.control.socket)?;
-    let (_metrics, mut scrapes) = scrape::listen(&config.control)?;
+    let (socket, calls) = ControlSocket::bind(&config.control.socket)?;
+    let (_metrics, scrapes) = scrape::listen(&config.control)?;
     let netlink = Netlink::connect()?;
-    let pins = Pins::prepare(&config.control.pin_dir, options.fresh)?;
-    let (dataplane, recovered) = Dataplane::open(pins, config.flows.capacity)?;
-    let record = host_record(socket.path());
-    let net = NetChanges::recorded(&record, recovered);
-
-    let (health_tx, mut health_rx) = mpsc::unbounded_channel();
-    let checker = HealthChecker::new(health_tx);
-    let runtime = if recovered {
-        let state = dataplane.recover()?;
-        let (runtime, changes) =
-            Runtime::recover(config.clone(), &state, Instant::now()).map_err(anyhow::Error::msg)?;
-        if !changes.is_empty() {
-            info!(
-                "the configuration differs from the pinned state: {}",
-                changes.summary()
-            );
-        }
-        runtime
-    } else {
-        Runtime::new(config.clone()).map_err(anyhow::Error::msg)?
-    };
-    let mut daemon = Daemon::new(
-        config_path.to_path_buf(),
-        runtime,
-        dataplane,
-        net,
-        checker,
-        recovered,
-    );
-
-    let started = async {
-        host::prepare(daemon.runtime.config(), &mut daemon.net, &netlink).await?;
-        if !daemon.config().ha.enabled {
-            // Pinned state of a node that had [ha] may hold a lapsed lease,
-            // under which the program opens no flows: standalone owns them.
-            daemon.dataplane.set_ha_lease(Default::default())?;
-        }
-        daemon.sync()?;
-        let interfaces = daemon.config().node.interfaces.clone();
-        daemon.dataplane.release_other_interfaces(&interfaces)?;
-        for interface in &interfaces {
-            let mode = daemon.config().node.xdp_mode;
-            daemon.dataplane.attach(interface, mode)?;
-        }
-        anyhow::Ok(())
-    }
-    .await;
-    if let Err(e) = started {
-        // A daemon that took over running state leaves it running: traffic
-        // keeps flowing while the operator fixes what stopped this one.
-        if recovered {
-            daemon.dataplane.hand_over();
-            daemon.net.hand_over();
-        } else if let Err(close) = daemon.dataplane.close() {
-            warn!("removing the pinned state: {close:#}");
-        }
-        return Err(e);
-    }
-    daemon.update_checks();
-    if recovered {
-        daemon.report_recovery();
-    }
-    if daemon.config().ha.enabled {
-        let started = start_ha(&daemon);
-        match started {
-            Ok(handle) => daemon.ha = Some(handle),
-            Err(e) => {
-                if let Err(close) = daemon.dataplane.close() {
-                    warn!("removing the pinned state: {close:#}");
-                }
-                return Err(e);
-            }
-        }
-    }
+    let (health_tx, health) = mpsc::unbounded_channel();
+    let mut daemon = start(
+        config_path,
+        config,
+        options,
+        host_record(socket.path()),
+        HealthChecker::new(health_tx),
+        &netlink,
+    )
+    .await?;
     let backends: usize = daemon
         .config()
         .services
@@ -244,66 +202,147 @@ async fn serve(config_path: &Path, config: config::Config, options: Options) -> 
         daemon.config().services.len()
     );
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    let mut inputs = Inputs {
+        calls,
+        scrapes,
+        health,
+    };
+    let stop = run(&mut daemon, &mut signals, &mut inputs).await;
+    notify(&[NotifyState::Stopping]);
+    shut_down(daemon, stop, &netlink).await
+}
+
+/// Loads (or takes over) the program and its maps, configures the host,
+/// attaches, starts the health checks and high availability.
+async fn start(
+    config_path: &Path,
+    config: config::Config,
+    options: Options,
+    record: PathBuf,
+    checker: HealthChecker,
+    netlink: &Netlink,
+) -> Result<Daemon> {
+    let pins = Pins::prepare(&config.control.pin_dir, options.fresh)?;
+    let (dataplane, recovered) = Dataplane::open(pins, config.flows.capacity)?;
+    let net = NetChanges::recorded(&record, recovered);
+    let runtime = if recovered {
+        let state = dataplane.recover()?;
+        let (runtime, changes) =
+            Runtime::recover(config.clone(), &state, Instant::now()).map_err(anyhow::Error::msg)?;
+        if !changes.is_empty() {
+            info!(
+                "the configuration differs from the pinned state: {}",
+                changes.summary()
+            );
+        }
+        runtime
+    } else {
+        Runtime::new(config).map_err(anyhow::Error::msg)?
+    };
+    let mut daemon = Daemon::new(
+        config_path.to_path_buf(),
+        runtime,
+        dataplane,
+        net,
+        checker,
+        recovered,
+    );
+    if let Err(e) = bring_up(&mut daemon, netlink).await {
+        // A daemon that took over running state leaves it running: traffic
+        // keeps flowing while the operator fixes what stopped this one.
+        if recovered {
+            daemon.dataplane.hand_over();
+            daemon.net.hand_over();
+        } else if let Err(close) = daemon.dataplane.close() {
+            warn!("removing the pinned state: {close:#}");
+        }
+        return Err(e);
+    }
+    daemon.update_checks();
+    if recovered {
+        daemon.report_recovery();
+    }
+    if daemon.config().ha.enabled {
+        match start_ha(&daemon) {
+            Ok(handle) => daemon.ha = Some(handle),
+            Err(e) => {
+                if let Err(close) = daemon.dataplane.close() {
+                    warn!("removing the pinned state: {close:#}");
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(daemon)
+}
+
+/// The host's settings, the maps, and the program on every interface.
+async fn bring_up(daemon: &mut Daemon, netlink: &Netlink) -> Result<()> {
+    host::prepare(daemon.runtime.config(), &mut daemon.net, netlink).await?;
+    if !daemon.config().ha.enabled {
+        // Pinned state of a node that had [ha] may hold a lapsed lease,
+        // under which the program opens no flows: standalone owns them.
+        daemon.dataplane.set_ha_lease(Default::default())?;
+    }
+    daemon.sync()?;
+    let interfaces = daemon.config().node.interfaces.clone();
+    daemon.dataplane.release_other_interfaces(&interfaces)?;
+    for interface in &interfaces {
+        let mode = daemon.config().node.xdp_mode;
+        daemon.dataplane.attach(interface, mode)?;
+    }
+    Ok(())
+}
+
+/// How often the daemon asks the kernel whether the program is still
+/// attached (an HA condition): it costs a process spawn.
+const XDP_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A tokio interval whose missed ticks are delayed, not made up in a burst.
+fn every(period: Duration) -> tokio::time::Interval {
+    let mut t = tokio::time::interval(period);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t
+}
+
+/// The daemon's loop: timers, health verdicts, scrapes, admin calls and
+/// signals, until one says stop.
+async fn run(daemon: &mut Daemon, signals: &mut Signals, inputs: &mut Inputs) -> Stop {
     // Pinged from this loop, so that a loop that hangs stops the pings and
     // systemd restarts the daemon (which takes over the pinned state).
     let watchdog = sd_notify::watchdog_enabled().filter(|timeout| !timeout.is_zero());
-    let mut watchdog_tick =
-        tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |timeout| timeout / 2));
-    watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-
-    let mut sweep = tokio::time::interval(daemon.timeouts.sweep_interval());
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
-    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut ha_tick = tokio::time::interval(HA_CONDITIONS_INTERVAL);
-    ha_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut ha_ticks = 0u64;
-    let mut ha_inputs = ha::Inputs::default();
-    let mut xdp_faults = Vec::new();
-    let stop = loop {
+    let mut watchdog_tick = every(watchdog.map_or(Duration::from_secs(3600), |t| t / 2));
+    let mut sweep = every(daemon.timeouts.sweep_interval());
+    let mut housekeeping = every(HOUSEKEEPING_INTERVAL);
+    let mut ha_tick = every(HA_CONDITIONS_INTERVAL);
+    let mut xdp_check = every(XDP_CHECK_INTERVAL);
+    loop {
         tokio::select! {
             _ = watchdog_tick.tick(), if watchdog.is_some() => notify(&[NotifyState::Watchdog]),
             _ = sweep.tick() => daemon.sweep(),
             _ = housekeeping.tick() => daemon.housekeep(),
-            _ = ha_tick.tick(), if daemon.ha.is_some() => {
-                ha_ticks += 1;
-                // The XDP attachment costs a process spawn: once a second.
-                if ha_ticks % 4 == 1 {
-                    xdp_faults = daemon.xdp_faults();
-                }
-                let next = daemon.ha_inputs(&xdp_faults);
-                if next.faults != ha_inputs.faults || next.penalty_reasons != ha_inputs.penalty_reasons {
-                    crate::events::ha_conditions(&next.faults, &next.penalty_reasons, next.penalty);
-                }
-                ha_inputs = next;
-                if let Some(h) = &daemon.ha {
-                    h.set_inputs(ha_inputs.clone());
-                    h.pet();
-                }
-                if let Some(owner) = daemon.ha.as_ref().and_then(|h| h.take_adoption()) {
-                    daemon.adopt_flows(owner);
-                }
-            }
-            Some(event) = health_rx.recv() => daemon.on_health(event),
-            Some(scrape) = scrapes.recv() => daemon.answer_scrape(scrape),
-            Some((request, reply)) = calls.recv() => {
-                let (answer, stop) = handle(&mut daemon, request);
+            _ = xdp_check.tick(), if daemon.ha.is_some() => daemon.check_xdp(),
+            _ = ha_tick.tick(), if daemon.ha.is_some() => daemon.tick_ha(),
+            Some(event) = inputs.health.recv() => daemon.on_health(event),
+            Some(scrape) = inputs.scrapes.recv() => daemon.answer_scrape(scrape),
+            Some((request, reply)) = inputs.calls.recv() => {
+                let (answer, stop) = handle(daemon, request);
                 let _ = reply.send(answer);
                 if let Some(stop) = stop {
                     // Let the connection's task write the reply before the
                     // runtime goes.
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    break stop;
+                    return stop;
                 }
             }
-            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break Stop::Clean; }
-            _ = sigint.recv() => { info!("SIGINT: stopping"); break Stop::Clean; }
-            _ = sigusr2.recv() => {
+            _ = signals.term.recv() => { info!("SIGTERM: stopping"); return Stop::Clean; }
+            _ = signals.int.recv() => { info!("SIGINT: stopping"); return Stop::Clean; }
+            _ = signals.usr2.recv() => {
                 info!("SIGUSR2: stopping; the program stays attached for the next daemon");
-                break Stop::HandOver;
+                return Stop::HandOver;
             }
-            _ = sighup.recv() => {
-                let reply = reload(&mut daemon, "SIGHUP");
+            _ = signals.hup.recv() => {
+                let reply = reload(daemon, "SIGHUP");
                 if !reply.ok {
                     for p in &reply.problems {
                         error!("{p}");
@@ -311,8 +350,12 @@ async fn serve(config_path: &Path, config: config::Config, options: Options) -> 
                 }
             }
         }
-    };
-    notify(&[NotifyState::Stopping]);
+    }
+}
+
+/// Gives up the HA role, then either undoes everything or leaves the data
+/// plane to the next daemon.
+async fn shut_down(mut daemon: Daemon, stop: Stop, netlink: &Netlink) -> Result<()> {
     if let Some(h) = daemon.ha.take() {
         h.stop();
     }
@@ -322,7 +365,7 @@ async fn serve(config_path: &Path, config: config::Config, options: Options) -> 
     match stop {
         Stop::Clean => {
             let closed = dataplane.close();
-            net.undo(&netlink).await;
+            net.undo(netlink).await;
             closed
         }
         Stop::HandOver => {

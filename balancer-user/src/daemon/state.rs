@@ -48,6 +48,10 @@ pub struct Daemon {
     recovered: bool,
     /// What the metrics need beside the kernel's counters (daemon/scrape.rs).
     pub metrics: Metrics,
+    /// The interfaces the program was last found detached from.
+    xdp_faults: Vec<String>,
+    /// What the HA thread was last told.
+    last_ha_inputs: ha::Inputs,
 }
 
 impl Daemon {
@@ -73,6 +77,8 @@ impl Daemon {
             last_reload: None,
             recovered,
             metrics: Metrics::new(),
+            xdp_faults: Vec::new(),
+            last_ha_inputs: ha::Inputs::default(),
         }
     }
 
@@ -243,6 +249,32 @@ impl Daemon {
             .filter(|i| !netconf::xdp_attached(i).unwrap_or(false))
             .map(|i| format!("the XDP program is not attached to {i}"))
             .collect()
+    }
+
+    /// Asks the kernel whether the program is still attached to every
+    /// interface, for the next HA ticks.
+    pub fn check_xdp(&mut self) {
+        self.xdp_faults = self.xdp_faults();
+    }
+
+    /// Tells the HA thread what the tracked conditions say (logging a change
+    /// of them) and that this loop is alive; adopts the synced flows after
+    /// a takeover.
+    pub fn tick_ha(&mut self) {
+        let next = self.ha_inputs(&self.xdp_faults);
+        if next.faults != self.last_ha_inputs.faults
+            || next.penalty_reasons != self.last_ha_inputs.penalty_reasons
+        {
+            events::ha_conditions(&next.faults, &next.penalty_reasons, next.penalty);
+        }
+        if let Some(h) = &self.ha {
+            h.set_inputs(next.clone());
+            h.pet();
+        }
+        self.last_ha_inputs = next;
+        if let Some(owner) = self.ha.as_ref().and_then(|h| h.take_adoption()) {
+            self.adopt_flows(owner);
+        }
     }
 
     /// What the HA thread needs to know: tracked conditions (with the last
