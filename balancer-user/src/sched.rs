@@ -37,16 +37,21 @@ fn fnv1a(seed: u64, data: &[u8]) -> u64 {
     h
 }
 
-/// A Maglev lookup table of size `m` (a prime): entry → backend index. Each
-/// backend walks its own permutation of the entries, named by `names` (stable
-/// identities, not positions), taking turns in proportion to its weight. Every
-/// entry is filled unless all weights are 0 (then every entry is `u32::MAX`).
+/// A Maglev lookup table of size `m` (a prime): entry → backend index (a
+/// position in `names`). Each backend walks its own permutation of the
+/// entries, named by `names` (stable identities, not positions), taking turns
+/// in proportion to its weight, in the order of the names: every node builds
+/// the same table for the same backends and weights, however its file lists
+/// them and whatever its reload history. Every entry is filled unless all
+/// weights are 0 (then every entry is `u32::MAX`).
 pub fn maglev_table(names: &[String], weights: &[u32], m: u32) -> Vec<u32> {
     let mut table = vec![u32::MAX; m as usize];
     let max_weight = weights.iter().copied().max().unwrap_or(0);
     if max_weight == 0 {
         return table;
     }
+    let mut turns: Vec<usize> = (0..names.len()).collect();
+    turns.sort_by(|a, b| names[*a].cmp(&names[*b]));
     let perms: Vec<(u64, u64)> = names
         .iter()
         .map(|n| {
@@ -59,7 +64,8 @@ pub fn maglev_table(names: &[String], weights: &[u32], m: u32) -> Vec<u32> {
     let mut credit = vec![0u64; names.len()];
     let mut filled = 0;
     while filled < m {
-        for (i, &w) in weights.iter().enumerate() {
+        for &i in &turns {
+            let w = weights[i];
             credit[i] += u64::from(w);
             while credit[i] >= u64::from(max_weight) && filled < m {
                 credit[i] -= u64::from(max_weight);
@@ -145,6 +151,24 @@ mod tests {
             (moved as f64) / (others as f64) < 0.05,
             "{moved} of {others} entries of remaining backends moved"
         );
+    }
+
+    #[test]
+    fn maglev_picks_the_same_backend_whatever_the_order_of_the_list() {
+        let m = 4093;
+        let forward = names(5);
+        let weights = [100, 50, 100, 10, 100];
+        let mut reversed = forward.clone();
+        reversed.reverse();
+        let reversed_weights: Vec<u32> = weights.iter().rev().copied().collect();
+        let a = maglev_table(&forward, &weights, m);
+        let b = maglev_table(&reversed, &reversed_weights, m);
+        for (entry, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert_eq!(
+                forward[*x as usize], reversed[*y as usize],
+                "entry {entry} names another backend when the list is reversed"
+            );
+        }
     }
 
     #[test]
