@@ -7,8 +7,9 @@
 //! packets of the same flow on other CPUs.
 //!
 //! Flows an HA peer opened and synced here (`owner` not ours) are kept
-//! whatever their age: their owner says when they end. A takeover adopts
-//! them (`SweepLimits::adopt`): they become this node's, idle from now.
+//! whatever their age: their owner says when they end, unless they ended
+//! here. A takeover adopts them (`SweepLimits::adopt`): they become this
+//! node's, idle from now.
 //!
 //! On the way it counts what it keeps: entries in all (the table's fill level)
 //! and, per backend, the reply entries (in full NAT, the SNAT ports held), for
@@ -84,7 +85,11 @@ extern "C" fn sweep_one(
     // Sweep that sweep_flows gave it.
     let (key, value, s) = unsafe { (&*key, &mut *value, &mut *(ctx as *mut Sweep)) };
     s.stats.scanned += 1;
-    if value.owner != OWNER_SELF {
+    // A peer's flow that ended here (in active-active its FIN may cross this
+    // node) goes like a closing flow of ours: its owner heard of the end from
+    // this node and says no more of it.
+    let ended_here = value.direction != DIR_REPLY && value.released != 0;
+    if value.owner != OWNER_SELF && !ended_here {
         let adopt = s.limits.adopt;
         if adopt != ADOPT_ALL && adopt != value.owner {
             // A peer's flow ends on its owner's word, never by idleness here.

@@ -740,6 +740,52 @@ fn a_peers_flows_are_held_until_adopted_then_expire_as_this_nodes() {
     assert_eq!(fx.dp.flow_entries().unwrap(), 0);
 }
 
+/// In active-active a peer's flow may end on this node (ECMP brought its FIN
+/// or reset here): this node told the owner, who says no more of it, so the
+/// entries go like a closing flow of this node's. A peer's flow that did not
+/// end here stays held.
+#[test]
+fn a_peers_flow_that_ended_here_expires_and_the_others_stay_held() {
+    use aya::maps::HashMap;
+    use balancer_common::{
+        flow::{FlowKey, FlowValue},
+        maps::Flows,
+    };
+    let Some(mut fx) = Fixture::new() else { return };
+    for port in [36000, 36001] {
+        let syn = tcp_frame(CLIENT, VIP, port, 80, "S", b"");
+        assert_eq!(fx.run(&syn, fx.front).0, XDP_REDIRECT);
+    }
+    let peer = balancer_common::flow::node_id(b"lb-b");
+    let retag = |fx: &mut Fixture| {
+        let mut flows = fx
+            .dp
+            .map_mut::<Flows, HashMap<_, FlowKey, FlowValue>>()
+            .unwrap();
+        let entries: Vec<(FlowKey, FlowValue)> = flows.iter().map(Result::unwrap).collect();
+        for (k, mut v) in entries {
+            v.owner = peer;
+            v.last_seen_ns = 1;
+            flows.insert(k, v, 0).unwrap();
+        }
+    };
+    retag(&mut fx);
+    // The client resets the first connection through this node.
+    let rst = tcp_frame(CLIENT, VIP, 36000, 80, "R", b"");
+    assert_eq!(fx.run(&rst, fx.front).0, XDP_REDIRECT);
+    retag(&mut fx);
+    // (Its reply entry counts as held when the walk meets it first.)
+    let stats = fx.dp.sweep(&no_idle_allowed()).unwrap();
+    assert_eq!((stats.expired, stats.adopted), (1, 0), "{stats:?}");
+    assert_eq!(
+        fx.dp.flow_entries().unwrap(),
+        2,
+        "the other flow's two entries"
+    );
+    let stats = fx.dp.sweep(&no_idle_allowed()).unwrap();
+    assert_eq!((stats.expired, stats.held_entries), (0, 2), "{stats:?}");
+}
+
 #[test]
 fn just_after_a_takeover_a_segment_of_no_known_flow_is_dropped_not_reset() {
     let Some(mut fx) = Fixture::new() else { return };
