@@ -63,6 +63,7 @@ fn main() -> ExitCode {
             weight,
             connect.json,
         ),
+        Command::Drain { connect } => cli::admin::drain(connect.target(), connect.json),
         Command::Stop {
             keep_dataplane,
             connect,

@@ -247,16 +247,22 @@ impl NetChanges {
     /// Undoes every change, from code that can wait.
     pub async fn undo(&mut self, netlink: &Netlink) {
         for (net, dev) in self.added.drain(..).rev() {
-            let removed = match ifindex(&dev) {
-                Ok(index) => netlink.del_address(index, net).await,
-                Err(e) => Err(e),
-            };
-            match removed {
-                Ok(()) => info!(address = %net, interface = %dev, "removed address"),
-                Err(e) => warn!(address = %net, interface = %dev, "cannot remove address: {e:#}"),
-            }
+            remove_added(netlink, net, &dev).await;
         }
         self.undo_sysctls();
+    }
+
+    /// Removes those of `addresses` that this added (an active-active node
+    /// handing a peer's SNAT addresses back).
+    pub async fn release(&mut self, netlink: &Netlink, addresses: &[IpAddr]) {
+        let (going, staying) = std::mem::take(&mut self.added)
+            .into_iter()
+            .partition(|(net, _)| addresses.contains(&net.addr()));
+        self.added = staying;
+        self.save();
+        for (net, dev) in going {
+            remove_added(netlink, net, &dev).await;
+        }
     }
 
     fn undo_sysctls(&mut self) {
@@ -269,6 +275,17 @@ impl NetChanges {
         if let Some(path) = self.record.take() {
             let _ = fs::remove_file(path);
         }
+    }
+}
+
+async fn remove_added(netlink: &Netlink, net: IpNet, dev: &str) {
+    let removed = match ifindex(dev) {
+        Ok(index) => netlink.del_address(index, net).await,
+        Err(e) => Err(e),
+    };
+    match removed {
+        Ok(()) => info!(address = %net, interface = %dev, "removed address"),
+        Err(e) => warn!(address = %net, interface = %dev, "cannot remove address: {e:#}"),
     }
 }
 

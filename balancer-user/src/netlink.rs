@@ -7,7 +7,13 @@ use std::{future::Future, net::IpAddr};
 use anyhow::{Context, Result, anyhow};
 use futures_util::TryStreamExt;
 use ipnet::IpNet;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
+use rtnetlink::{
+    RouteMessageBuilder,
+    packet_route::{
+        address::{AddressAttribute, AddressHeaderFlags, AddressMessage},
+        route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType},
+    },
+};
 
 /// An address of the host and the interface that holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +115,107 @@ impl Netlink {
             .into_iter()
             .find(|a| a.net.addr() == ip)
             .map(|a| a.ifindex))
+    }
+}
+
+/// A host route of this program's in a routing table of its own: what a
+/// routing daemon exports. Blackhole: it says where to announce, not where
+/// to forward (nothing routes through that table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HostRoute {
+    pub table: u32,
+    pub protocol: u8,
+    pub ip: IpAddr,
+}
+
+impl HostRoute {
+    fn message(&self) -> RouteMessage {
+        let prefix = if self.ip.is_ipv4() { 32 } else { 128 };
+        RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(self.ip, prefix)
+            .expect("a host prefix of the address's own family")
+            .table_id(self.table)
+            .protocol(RouteProtocol::Other(self.protocol))
+            .scope(RouteScope::Universe)
+            .kind(RouteType::BlackHole)
+            .build()
+    }
+}
+
+impl Netlink {
+    /// Adds `route`, or replaces one to the same prefix in the same table.
+    pub async fn add_route(&self, route: HostRoute) -> Result<()> {
+        self.handle
+            .route()
+            .add(route.message())
+            .replace()
+            .execute()
+            .await
+            .with_context(|| format!("adding a route to {} in table {}", route.ip, route.table))
+    }
+
+    /// Removes `route`; one already gone is no error.
+    pub async fn del_route(&self, route: HostRoute) -> Result<()> {
+        match self.handle.route().del(route.message()).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ESRCH => Ok(()),
+            Err(e) => Err(anyhow!(e)).with_context(|| {
+                format!(
+                    "removing the route to {} from table {}",
+                    route.ip, route.table
+                )
+            }),
+        }
+    }
+
+    /// The host routes of `protocol` in `table`, both families.
+    pub async fn routes(&self, table: u32, protocol: u8) -> Result<Vec<HostRoute>> {
+        let mut found = Vec::new();
+        for dump in [
+            RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
+            RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+        ] {
+            let messages: Vec<RouteMessage> = self
+                .handle
+                .route()
+                .get(dump)
+                .execute()
+                .try_collect()
+                .await
+                .context("listing the routes")?;
+            for m in messages {
+                let in_table = m
+                    .attributes
+                    .iter()
+                    .find_map(|a| match a {
+                        RouteAttribute::Table(t) => Some(*t),
+                        _ => None,
+                    })
+                    .unwrap_or(u32::from(m.header.table));
+                let host = m.header.destination_prefix_length
+                    == if m.header.address_family == rtnetlink::packet_route::AddressFamily::Inet {
+                        32
+                    } else {
+                        128
+                    };
+                if in_table != table || u8::from(m.header.protocol) != protocol || !host {
+                    continue;
+                }
+                let ip = m.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(v4)) => Some(IpAddr::V4(*v4)),
+                    RouteAttribute::Destination(RouteAddress::Inet6(v6)) => Some(IpAddr::V6(*v6)),
+                    _ => None,
+                });
+                if let Some(ip) = ip {
+                    found.push(HostRoute {
+                        table,
+                        protocol,
+                        ip,
+                    });
+                }
+            }
+        }
+        Ok(found)
     }
 }
 

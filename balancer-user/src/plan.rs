@@ -44,6 +44,20 @@ pub struct Plan {
     pub snat_v6: Vec<IpAddr>,
 }
 
+impl Plan {
+    /// Active-active: the peers' SNAT addresses are looked at too, so that the
+    /// backends' replies to a peer's flows are translated here once this node
+    /// holds the addresses (it adopted them). New flows never take them.
+    pub fn with_peer_snat(mut self, peers: &[IpAddr]) -> Self {
+        let mut local = LocalAddrs(std::mem::take(&mut self.local_addrs));
+        for ip in peers {
+            local.mark(*ip, ADDR_F_SNAT);
+        }
+        self.local_addrs = local.0;
+        self
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedService {
     pub name: String,

@@ -490,6 +490,13 @@ pub struct Ha {
     pub preempt_sync_timeout_ms: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub takeover_grace_ms: Option<u32>,
+    /// Active-active: how long new flows are still served after a drain
+    /// withdrew the routes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub withdraw_wait_ms: Option<u32>,
+    /// Active-active: how long a draining node forwards the flows it holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_timeout_s: Option<u32>,
 }
 
 impl Ha {
@@ -588,6 +595,16 @@ impl Ha {
 
     pub fn takeover_grace_ms(mut self, ms: u32) -> Self {
         self.takeover_grace_ms = Some(ms);
+        self
+    }
+
+    pub fn withdraw_wait_ms(mut self, ms: u32) -> Self {
+        self.withdraw_wait_ms = Some(ms);
+        self
+    }
+
+    pub fn drain_timeout_s(mut self, s: u32) -> Self {
+        self.drain_timeout_s = Some(s);
         self
     }
 }

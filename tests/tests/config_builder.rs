@@ -63,7 +63,9 @@ fn every_key() -> Config {
             .announce_table(300)
             .bulk_sync_rate(5000)
             .preempt_sync_timeout_ms(2000)
-            .takeover_grace_ms(500))
+            .takeover_grace_ms(500)
+            .withdraw_wait_ms(700)
+            .drain_timeout_s(9))
         .service(
             Service::tcp("web", "198.51.100.10", 80)
                 .scheduler(Scheduler::Maglev)
@@ -165,6 +167,8 @@ fn every_key_reaches_the_daemon_as_set() {
     assert_eq!(ha.bulk_sync_rate, 5000);
     assert_eq!(ha.preempt_sync_timeout_ms, 2000);
     assert_eq!(ha.takeover_grace_ms, 500);
+    assert_eq!(ha.withdraw_wait_ms, 700);
+    assert_eq!(ha.drain_timeout_s, 9);
 
     assert_eq!(got.services.len(), 3);
     let web = &got.services[0];
@@ -275,6 +279,8 @@ fn keys_are_written_only_when_set() {
         "announce_table",
         "bulk_sync_rate",
         "takeover_grace_ms",
+        "withdraw_wait_ms",
+        "drain_timeout_s",
     ] {
         assert!(!text.contains(key), "{key} written unset:\n{text}");
     }

@@ -201,6 +201,7 @@ fn forged_replayed_and_unknown_adverts_are_ignored_and_counted() {
         priority: 0,
         seq,
         digest: [0; 8],
+        member: None,
     };
     // Forged: another key, claiming lb-a gave up.
     let forged = Codec::new(

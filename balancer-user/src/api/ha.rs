@@ -1,6 +1,6 @@
 //! High availability as `balancer status` and the metrics show it.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +45,24 @@ pub struct HaStatus {
     /// This node's copy of each peer's flow table, by peer name.
     #[serde(default)]
     pub sync_copies: BTreeMap<String, SyncCopy>,
+    /// `active-standby` or `active-active`.
+    #[serde(default)]
+    pub mode: String,
+    /// Active-active: the VIPs this node announces (routes in
+    /// `announce_table`).
+    #[serde(default)]
+    pub announced: Vec<IpAddr>,
+    /// Active-active: the SNAT addresses this node holds, its own and those
+    /// of the peers it adopted.
+    #[serde(default)]
+    pub snat_held: Vec<IpAddr>,
+    /// Active-active: the peers whose SNAT addresses (and flows) this node
+    /// holds for them.
+    #[serde(default)]
+    pub adopted: Vec<String>,
+    /// Active-active: times this node adopted a peer's addresses and flows.
+    #[serde(default)]
+    pub adoptions: u64,
 }
 
 /// How much of a peer's flow table this node holds.
@@ -83,13 +101,18 @@ impl SyncCopy {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct PeerStatus {
     pub node: String,
+    /// Active-standby: its role. Active-active: joining, active, draining or
+    /// leaving.
     pub role: String,
     pub priority: u8,
     pub alive: bool,
     pub last_heard_ms: u64,
+    /// Active-active: its own SNAT addresses, as its adverts say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snat: Vec<IpAddr>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

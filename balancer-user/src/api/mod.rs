@@ -34,6 +34,9 @@ pub enum Request {
         #[serde(default)]
         keep_dataplane: bool,
     },
+    /// Active-active: withdraw this node's routes, keep forwarding its flows
+    /// until they end or `ha.drain_timeout_s`, then stop.
+    Drain,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

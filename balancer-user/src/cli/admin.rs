@@ -48,6 +48,10 @@ pub fn backend(
     run(target, &request, json, print_reply)
 }
 
+pub fn drain(target: Target, json: bool) -> ExitCode {
+    run(target, &Request::Drain, json, print_reply)
+}
+
 pub fn stop(target: Target, keep_dataplane: bool, json: bool) -> ExitCode {
     run(target, &Request::Stop { keep_dataplane }, json, print_reply)
 }
@@ -139,6 +143,29 @@ pub fn render_status(status: &Status, now: u64) -> String {
         }
         for (peer, copy) in &ha.sync_copies {
             let _ = writeln!(out, "  flow table of {peer}: {}", copy.describe());
+        }
+        if ha.mode == "active-active" {
+            let list = |ips: &[std::net::IpAddr]| {
+                if ips.is_empty() {
+                    "none".to_string()
+                } else {
+                    ips.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            };
+            let _ = writeln!(out, "  announced: {}", list(&ha.announced));
+            let _ = writeln!(
+                out,
+                "  SNAT addresses held: {}{}",
+                list(&ha.snat_held),
+                if ha.adopted.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (adopted from {})", ha.adopted.join(", "))
+                }
+            );
         }
         if let Some(t) = &ha.last_transition {
             let _ = writeln!(

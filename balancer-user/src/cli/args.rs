@@ -132,7 +132,15 @@ pub enum Command {
         #[command(flatten)]
         connect: Connect,
     },
-    /// Stop the running daemon.
+    /// Active-active: withdraw this node's routes to the VIPs, keep forwarding
+    /// its connections until they end or ha.drain_timeout_s passes, then stop.
+    /// Returns at once; `balancer status` shows the drain.
+    Drain {
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Stop the running daemon. In active-active, drain first (as `balancer
+    /// drain` does); a second stop during a drain stops at once.
     Stop {
         /// Leave the program attached and its state pinned, for an upgrade:
         /// established connections keep flowing until the next `balancer run`

@@ -147,9 +147,14 @@ fn operator_sections() -> Roff {
                  configuration stays; balancer reload does the same and exits 2 when refused.",
             ),
             (
-                "SIGTERM, SIGINT",
+                "SIGTERM",
                 "Stop cleanly: detach the program, remove the pinned state and undo the host \
-                 changes. Established connections through this host end.",
+                 changes. Established connections through this host end. In active-active, \
+                 drain first (balancer drain); a second SIGTERM stops at once.",
+            ),
+            (
+                "SIGINT",
+                "Stop cleanly at once, without an active-active drain.",
             ),
             (
                 "SIGUSR2",

@@ -13,7 +13,7 @@
 
 use super::{
     problem::Warning,
-    types::{Config, HaMode, SynCookies},
+    types::{Config, SynCookies},
 };
 
 /// Which of the keys below the file sets itself, rather than leaving them to
@@ -22,7 +22,6 @@ use super::{
 pub struct Written {
     pub tcp_syn_timeout_s: bool,
     pub syn_cookies: bool,
-    pub announce_table: bool,
 }
 
 pub fn not_yet_enforced(config: &Config, written: &Written) -> Vec<Warning> {
@@ -44,26 +43,6 @@ pub fn not_yet_enforced(config: &Config, written: &Written) -> Vec<Warning> {
                 "\"{cookies}\" is not enforced yet: this version answers no SYN with a cookie; every SYN to a VIP opens a flow at once, as with \"off\""
             ),
         ));
-    }
-    if config.ha.mode == HaMode::ActiveActive {
-        warnings.push(Warning::new(
-            "ha.mode",
-            format!(
-                "\"{}\" is not enforced yet: this version runs \"{}\", in which the active node alone owns the VIPs and serves them",
-                HaMode::ActiveActive,
-                HaMode::ActiveStandby
-            ),
-        ));
-        // In active-standby the table is unused, which validation says.
-        if written.announce_table {
-            warnings.push(Warning::new(
-                "ha.announce_table",
-                format!(
-                    "not enforced yet: this version keeps no routes to the VIPs in table {}",
-                    config.ha.announce_table
-                ),
-            ));
-        }
     }
     warnings
 }

@@ -120,6 +120,8 @@ pub(super) struct RawHa {
     pub bulk_sync_rate: Option<Spanned<u32>>,
     pub preempt_sync_timeout_ms: Option<Spanned<u32>>,
     pub takeover_grace_ms: Option<Spanned<u32>>,
+    pub withdraw_wait_ms: Option<Spanned<u32>>,
+    pub drain_timeout_s: Option<Spanned<u32>>,
 }
 
 /// A `[[service]]` table, read in three parts so that a mistake in one backend

@@ -194,13 +194,12 @@ fn reference_loads_as_it_is() {
         dns.as_bytes(),
         [0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1]
     );
-    // No health key of another kind, no other remark.
-    assert_eq!(
-        warned(&loaded),
-        PENDING_IN_THE_EXAMPLES,
-        "{:#?}",
-        loaded.warnings
-    );
+    // No health key of another kind, no other remark; the reference, in
+    // active-standby, also documents active-active's drain.
+    let mut expected = PENDING_IN_THE_EXAMPLES.to_vec();
+    expected.extend(["ha.drain_timeout_s", "ha.withdraw_wait_ms"]);
+    expected.sort_unstable();
+    assert_eq!(warned(&loaded), expected, "{:#?}", loaded.warnings);
 }
 
 /// Key paths of a TOML document, tables of lists flattened (`service.health.kind`),
@@ -1276,25 +1275,18 @@ fn features_not_enforced_yet_are_each_said() {
         loaded.warnings
     );
 
-    // Active-active: the mode and its table are each said.
+    // Active-active: the mode and its table are enforced; nothing is said.
     let text = text.replace("mode = \"active-standby\"", "mode = \"active-active\"");
     let loaded = accepted(&text);
-    warning(
-        &loaded,
-        "ha.mode",
-        "\"active-active\" is not enforced yet: this version runs \"active-standby\"",
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .all(|w| w.path != "ha.mode" && w.path != "ha.announce_table"),
+        "{:#?}",
+        loaded.warnings
     );
-    warning(
-        &loaded,
-        "ha.announce_table",
-        "not enforced yet: this version keeps no routes to the VIPs in table 200",
-    );
-    let ignored = loaded
-        .warnings
-        .iter()
-        .filter(|w| w.message.contains("ignored"))
-        .count();
-    assert_eq!(ignored, 0, "{:#?}", loaded.warnings);
+    assert_eq!(loaded.config.ha.mode, HaMode::ActiveActive);
 }
 
 #[test]
@@ -1327,10 +1319,67 @@ fn coming_features_are_said_only_when_asked_for() {
         "\"always\" is not enforced yet",
     );
     assert_eq!(loaded.config.firewall.syn_cookies, SynCookies::Always);
-    // Active-active without its table: the mode alone is said.
-    let loaded = accepted(&format!("{BASE}\n[ha]\nmode = \"active-active\"\n"));
-    assert_eq!(warned(&loaded), ["ha.mode"], "{:#?}", loaded.warnings);
+}
+
+const ACTIVE_ACTIVE: &str = "\n[ha]\nenabled = true\nmode = \"active-active\"\ninterface = \"front\"\npeers = [\"198.51.100.3\", \"198.51.100.4\"]\nauth_key_file = \"/etc/balancer/ha.key\"\n";
+
+#[test]
+fn active_active_needs_snat_addresses_of_its_own() {
+    let text = format!("{BASE}{ACTIVE_ACTIVE}");
+    let p = problem(&text, "node.snat_addresses", "a peer adopts them");
+    assert!(p.message.contains("active-active"), "{p}");
+    let own = base_with(
+        "interfaces = [\"front\", \"back\"]",
+        "interfaces = [\"front\", \"back\"]\nsnat_addresses = [\"203.0.113.5\"]",
+    );
+    let loaded = accepted(&format!("{own}{ACTIVE_ACTIVE}"));
+    assert_eq!(loaded.warnings, []);
     assert_eq!(loaded.config.ha.mode, HaMode::ActiveActive);
+    assert_eq!(loaded.config.ha.withdraw_wait_ms, 2000);
+    assert_eq!(loaded.config.ha.drain_timeout_s, 30);
+    let dnat = base_with(
+        "interfaces = [\"front\", \"back\"]",
+        "interfaces = [\"front\", \"back\"]\nforwarding = \"dnat\"",
+    );
+    problem(
+        &format!("{dnat}{ACTIVE_ACTIVE}"),
+        "ha.mode",
+        "needs node.forwarding = \"full-nat\"",
+    );
+}
+
+#[test]
+fn drain_settings_are_bounded_and_belong_to_active_active() {
+    let own = base_with(
+        "interfaces = [\"front\", \"back\"]",
+        "interfaces = [\"front\", \"back\"]\nsnat_addresses = [\"203.0.113.5\"]",
+    );
+    let loaded = accepted(&format!(
+        "{own}{ACTIVE_ACTIVE}withdraw_wait_ms = 500\ndrain_timeout_s = 0\n"
+    ));
+    assert_eq!(loaded.config.ha.withdraw_wait_ms, 500);
+    assert_eq!(loaded.config.ha.drain_timeout_s, 0);
+    problem(
+        &format!("{own}{ACTIVE_ACTIVE}withdraw_wait_ms = 60001\n"),
+        "ha.withdraw_wait_ms",
+        "out of range 0-60000",
+    );
+    problem(
+        &format!("{own}{ACTIVE_ACTIVE}drain_timeout_s = 86401\n"),
+        "ha.drain_timeout_s",
+        "out of range 0-86400",
+    );
+    warning(
+        &accepted(&format!("{own}{ACTIVE_ACTIVE}sync_flows = false\n")),
+        "ha.sync_flows",
+        "move to another node",
+    );
+    let standby = format!("{own}\n[ha]\ndrain_timeout_s = 10\n");
+    warning(
+        &accepted(&standby),
+        "ha.drain_timeout_s",
+        "ignored with mode = \"active-standby\"",
+    );
 }
 
 #[test]

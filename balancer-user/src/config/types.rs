@@ -117,7 +117,7 @@ impl RateLimit {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Ha {
     pub enabled: bool,
-    /// Default [`HaMode::ActiveStandby`]; active-active is not enforced yet (see `pending.rs`).
+    /// Default [`HaMode::ActiveStandby`].
     pub mode: HaMode,
     pub interface: Option<String>,
     pub peers: Vec<IpAddr>,
@@ -138,8 +138,13 @@ pub struct Ha {
     /// routing table in which this node keeps a host route to each VIP it can
     /// serve, for its BGP daemon to export. 1 to 4294967295 except the kernel's own
     /// tables ([`Ha::RESERVED_TABLES`]); default [`Ha::DEFAULT_ANNOUNCE_TABLE`].
-    /// Not enforced yet (see `pending.rs`).
     pub announce_table: u32,
+    /// Active-active: after a drain (or a stop) withdrew this node's routes,
+    /// how long it keeps opening new flows while the routers converge.
+    pub withdraw_wait_ms: u32,
+    /// Active-active: after that, how long a draining node keeps forwarding
+    /// the flows it holds before it stops anyway.
+    pub drain_timeout_s: u32,
     /// Flows per second a bulk copy of the flow table sends a peer at most
     /// (a node that starts, returns or is replaced asks for one).
     pub bulk_sync_rate: u32,
@@ -157,6 +162,9 @@ impl Ha {
     /// Bounds of `bulk_sync_rate` (flows per second) and `takeover_grace_ms`.
     pub const BULK_SYNC_RATES: std::ops::RangeInclusive<u32> = 100..=10_000_000;
     pub const MAX_TAKEOVER_GRACE_MS: u32 = 60_000;
+    /// Bounds of `withdraw_wait_ms` and `drain_timeout_s`.
+    pub const MAX_WITHDRAW_WAIT_MS: u32 = 60_000;
+    pub const MAX_DRAIN_TIMEOUT_S: u32 = 86_400;
     /// The kernel's `default` (253), `main` (254) and `local` (255) tables: the
     /// host's own routes, never a table of the balancer's. (0 names no table.)
     pub const RESERVED_TABLES: [(u32, &'static str); 3] =
@@ -186,6 +194,10 @@ impl Default for Ha {
             bulk_sync_rate: 100_000,
             preempt_sync_timeout_ms: 30_000,
             takeover_grace_ms: 1000,
+            // BGP withdraws reach a router in well under a second; twice that
+            // covers a route reflector.
+            withdraw_wait_ms: 2000,
+            drain_timeout_s: 30,
         }
     }
 }

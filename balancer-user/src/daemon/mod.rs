@@ -3,6 +3,7 @@
 //! flow expiry, until told to stop.
 
 mod control;
+mod drain;
 mod host;
 mod logging;
 mod scrape;
@@ -36,6 +37,7 @@ use crate::{
     runtime::Runtime,
 };
 use control::ControlSocket;
+use drain::Drain;
 use state::Daemon;
 
 #[derive(Debug, Clone, Copy)]
@@ -320,7 +322,15 @@ async fn run(daemon: &mut Daemon, signals: &mut Signals, inputs: &mut Inputs) ->
         tokio::select! {
             _ = watchdog_tick.tick(), if watchdog.is_some() => notify(&[NotifyState::Watchdog]),
             _ = sweep.tick() => daemon.sweep(),
-            _ = housekeeping.tick() => daemon.housekeep(),
+            _ = housekeeping.tick() => {
+                daemon.housekeep();
+                if let Some(mut drain) = daemon.drain.take() {
+                    if drain.done(daemon) {
+                        return Stop::Clean;
+                    }
+                    daemon.drain = Some(drain);
+                }
+            }
             _ = xdp_check.tick(), if daemon.ha.is_some() => daemon.check_xdp(),
             _ = ha_tick.tick(), if daemon.ha.is_some() => daemon.tick_ha(),
             Some(event) = inputs.health.recv() => daemon.on_health(event),
@@ -335,7 +345,13 @@ async fn run(daemon: &mut Daemon, signals: &mut Signals, inputs: &mut Inputs) ->
                     return stop;
                 }
             }
-            _ = signals.term.recv() => { info!("SIGTERM: stopping"); return Stop::Clean; }
+            _ = signals.term.recv() => {
+                if start_drain(daemon, "SIGTERM") {
+                    continue;
+                }
+                info!("SIGTERM: stopping");
+                return Stop::Clean;
+            }
             _ = signals.int.recv() => { info!("SIGINT: stopping"); return Stop::Clean; }
             _ = signals.usr2.recv() => {
                 info!("SIGUSR2: stopping; the program stays attached for the next daemon");
@@ -391,7 +407,35 @@ fn handle(daemon: &mut Daemon, request: Request) -> (Reply, Option<Stop>) {
             address,
             weight,
         } => (daemon.backend(action, &service, address, weight), None),
+        Request::Drain => {
+            if !active_active(daemon) {
+                return (
+                    Reply::refused(
+                        "refused: drain is for ha.mode = \"active-active\"; drain a backend with `balancer backend drain`, or stop this node with `balancer stop`",
+                        Vec::new(),
+                    ),
+                    None,
+                );
+            }
+            if daemon.drain.is_none() {
+                start_drain(daemon, "admin");
+            }
+            (
+                Reply::ok(
+                    "draining: routes withdrawn; this node stops once its flows end or ha.drain_timeout_s passes",
+                ),
+                None,
+            )
+        }
         Request::Stop { keep_dataplane } => {
+            if !keep_dataplane && start_drain(daemon, "admin stop") {
+                return (
+                    Reply::ok(
+                        "draining first: routes withdrawn; this node stops once its flows end or ha.drain_timeout_s passes (stop again to stop at once)",
+                    ),
+                    None,
+                );
+            }
             if keep_dataplane {
                 info!("stopping; the program stays attached for the next daemon");
                 (
@@ -404,6 +448,23 @@ fn handle(daemon: &mut Daemon, request: Request) -> (Reply, Option<Stop>) {
             }
         }
     }
+}
+
+fn active_active(daemon: &Daemon) -> bool {
+    let ha = &daemon.config().ha;
+    ha.enabled && ha.mode == config::HaMode::ActiveActive
+}
+
+/// In active-active, a stop drains first: starts the drain and says so. A
+/// stop during a drain, or without active-active, stops at once (false).
+fn start_drain(daemon: &mut Daemon, by: &str) -> bool {
+    if !active_active(daemon) || daemon.drain.is_some() {
+        return false;
+    }
+    daemon.drain = Some(Drain::start(&daemon.config().ha, by));
+    // The HA thread withdraws the routes now, not at its next tick.
+    daemon.tick_ha();
+    true
 }
 
 /// Where the host changes are recorded: beside the admin socket, in a

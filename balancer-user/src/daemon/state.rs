@@ -52,6 +52,11 @@ pub struct Daemon {
     xdp_faults: Vec<String>,
     /// What the HA thread was last told.
     last_ha_inputs: ha::Inputs,
+    /// Active-active: a drain under way.
+    pub drain: Option<super::drain::Drain>,
+    /// Active-active: the peers' SNAT addresses, which the program looks at
+    /// too (see `Plan::with_peer_snat`).
+    peer_snat: Vec<IpAddr>,
 }
 
 impl Daemon {
@@ -79,6 +84,8 @@ impl Daemon {
             metrics: Metrics::new(),
             xdp_faults: Vec::new(),
             last_ha_inputs: ha::Inputs::default(),
+            drain: None,
+            peer_snat: Vec::new(),
         }
     }
 
@@ -88,7 +95,7 @@ impl Daemon {
 
     /// Writes the whole running state to the maps.
     pub fn sync(&mut self) -> Result<()> {
-        let plan = plan_for(&mut self.snat_sources, &self.runtime)?;
+        let plan = plan_for(&mut self.snat_sources, &self.runtime)?.with_peer_snat(&self.peer_snat);
         self.dataplane.apply(&plan)?;
         for (index, purged) in self.runtime.retired_indexes().collect::<Vec<_>>() {
             let purge = if purged { BACKEND_F_PURGE } else { 0 };
@@ -272,8 +279,17 @@ impl Daemon {
             h.pet();
         }
         self.last_ha_inputs = next;
-        if let Some(owner) = self.ha.as_ref().and_then(|h| h.take_adoption()) {
+        let adoptions = self.ha.as_ref().map(|h| h.take_adoptions());
+        for owner in adoptions.unwrap_or_default() {
             self.adopt_flows(owner);
+        }
+        let peer_snat = self.ha.as_ref().map(|h| h.peer_snat()).unwrap_or_default();
+        if peer_snat != self.peer_snat {
+            info!(addresses = ?peer_snat, "the peers' SNAT addresses");
+            self.peer_snat = peer_snat;
+            if let Err(e) = self.sync() {
+                error!("writing the peers' SNAT addresses to the maps: {e:#}");
+            }
         }
     }
 
@@ -311,7 +327,33 @@ impl Daemon {
             digest: ha::advert::digest(
                 &serde_json::to_string(&config.services).unwrap_or_default(),
             ),
+            servable: self.servable_vips(),
+            snat: config.node.snat_addresses.clone(),
+            draining: self.drain.is_some(),
         }
+    }
+
+    /// The VIPs one of whose services has a backend that takes new flows
+    /// here: what an active-active node announces.
+    fn servable_vips(&self) -> Vec<IpAddr> {
+        let mut vips: Vec<IpAddr> = self
+            .runtime
+            .config()
+            .services
+            .iter()
+            .filter(|svc| {
+                self.runtime.service(&svc.name).is_some_and(|state| {
+                    state
+                        .backends
+                        .values()
+                        .any(|b| b.healthy() && !b.draining())
+                })
+            })
+            .map(|svc| svc.vip)
+            .collect();
+        vips.sort();
+        vips.dedup();
+        vips
     }
 
     /// `balancer backend ACTION SERVICE ADDRESS`.

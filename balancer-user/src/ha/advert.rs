@@ -7,9 +7,15 @@
 //! `"LBHA"` | version u8 | role u8 | priority u8 | name length u8 |
 //! sequence u64 (sender's clock, µs since the epoch) | config digest [8] |
 //! name | HMAC-SHA256 of everything before it [32].
+//!
+//! Version 2, sent in active-active, adds after the name what a group member
+//! says of itself: flags u8 ([`Member`]) | address count u8 | its SNAT
+//! addresses, 16 bytes each (IPv4 as IPv4-mapped). Active-standby nodes keep
+//! sending version 1, which releases before this one read.
 
 use std::{
     collections::HashMap,
+    net::{IpAddr, Ipv6Addr},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -18,9 +24,15 @@ use sha2::Sha256;
 
 const MAGIC: &[u8; 4] = b"LBHA";
 const VERSION: u8 = 1;
+const VERSION_GROUP: u8 = 2;
 const HEADER: usize = 4 + 1 + 1 + 1 + 1 + 8 + 8;
 const MAC_LEN: usize = 32;
 pub const MAX_NAME: usize = 64;
+/// SNAT addresses an advert carries at most (a node's per-family limit twice).
+pub const MAX_SNAT: usize = 32;
+const MEMBER_READY: u8 = 1;
+const MEMBER_DRAINING: u8 = 2;
+const MEMBER_LEAVING: u8 = 4;
 /// UDP port of the adverts.
 pub const PORT: u16 = 8909;
 
@@ -69,6 +81,23 @@ pub struct Advert {
     /// Of the services configuration, so that an operator learns when the two
     /// nodes run different ones.
     pub digest: [u8; 8],
+    /// What an active-active node says of itself (version 2); `None` from an
+    /// active-standby node.
+    pub member: Option<Member>,
+}
+
+/// An active-active node's state, as its adverts say it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Member {
+    /// It holds complete copies of its peers' flow tables (or gave up
+    /// waiting): it serves, and owns its SNAT addresses.
+    pub ready: bool,
+    /// Its routes are withdrawn; it forwards the flows it has until it stops.
+    pub draining: bool,
+    /// It is stopping: a peer adopts its SNAT addresses now.
+    pub leaving: bool,
+    /// Its own SNAT addresses (`node.snat_addresses`).
+    pub snat: Vec<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -110,13 +139,37 @@ impl Codec {
         let name = &advert.node.as_bytes()[..advert.node.len().min(MAX_NAME)];
         let mut out = Vec::with_capacity(HEADER + name.len() + MAC_LEN);
         out.extend_from_slice(MAGIC);
-        out.push(VERSION);
+        out.push(if advert.member.is_some() {
+            VERSION_GROUP
+        } else {
+            VERSION
+        });
         out.push(advert.role.code());
         out.push(advert.priority);
         out.push(name.len() as u8);
         out.extend_from_slice(&advert.seq.to_be_bytes());
         out.extend_from_slice(&advert.digest);
         out.extend_from_slice(name);
+        if let Some(m) = &advert.member {
+            let flags = [
+                (m.ready, MEMBER_READY),
+                (m.draining, MEMBER_DRAINING),
+                (m.leaving, MEMBER_LEAVING),
+            ]
+            .iter()
+            .filter(|(set, _)| *set)
+            .fold(0, |flags, (_, bit)| flags | bit);
+            let snat = &m.snat[..m.snat.len().min(MAX_SNAT)];
+            out.push(flags);
+            out.push(snat.len() as u8);
+            for ip in snat {
+                let v6 = match ip {
+                    IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                    IpAddr::V6(v6) => *v6,
+                };
+                out.extend_from_slice(&v6.octets());
+            }
+        }
         let mut mac = self.mac();
         mac.update(&out);
         out.extend_from_slice(&mac.finalize().into_bytes());
@@ -126,22 +179,52 @@ impl Codec {
     /// Checks and decodes an advert received at `now`; a good one moves the
     /// sender's sequence window.
     pub fn decode(&mut self, data: &[u8], now: SystemTime) -> Result<Advert, Rejected> {
-        if data.len() < HEADER + MAC_LEN || &data[..4] != MAGIC || data[4] != VERSION {
+        if data.len() < HEADER + MAC_LEN
+            || &data[..4] != MAGIC
+            || !matches!(data[4], VERSION | VERSION_GROUP)
+        {
             return Err(Rejected::Malformed);
         }
         let name_len = data[7] as usize;
-        if name_len > MAX_NAME || data.len() != HEADER + name_len + MAC_LEN {
+        let named = HEADER + name_len;
+        if name_len > MAX_NAME || data.len() < named + MAC_LEN {
             return Err(Rejected::Malformed);
         }
-        let (body, tag) = data.split_at(HEADER + name_len);
+        let extra = if data[4] == VERSION_GROUP {
+            if data.len() < named + 2 + MAC_LEN {
+                return Err(Rejected::Malformed);
+            }
+            2 + 16 * data[named + 1] as usize
+        } else {
+            0
+        };
+        if data.len() != named + extra + MAC_LEN {
+            return Err(Rejected::Malformed);
+        }
+        let (body, tag) = data.split_at(named + extra);
         let mut mac = self.mac();
         mac.update(body);
         mac.verify_slice(tag).map_err(|_| Rejected::Forged)?;
+        let member = (data[4] == VERSION_GROUP).then(|| {
+            let flags = data[named];
+            Member {
+                ready: flags & MEMBER_READY != 0,
+                draining: flags & MEMBER_DRAINING != 0,
+                leaving: flags & MEMBER_LEAVING != 0,
+                snat: body[named + 2..]
+                    .chunks_exact(16)
+                    .map(|c| {
+                        let v6 = Ipv6Addr::from(<[u8; 16]>::try_from(c).expect("16 bytes"));
+                        v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+                    })
+                    .collect(),
+            }
+        });
         let role = Role::from_code(data[5]).ok_or(Rejected::Malformed)?;
         let seq = u64::from_be_bytes(data[8..16].try_into().expect("8 bytes"));
         let digest: [u8; 8] = data[16..24].try_into().expect("8 bytes");
-        let node = String::from_utf8(data[HEADER..HEADER + name_len].to_vec())
-            .map_err(|_| Rejected::Malformed)?;
+        let node =
+            String::from_utf8(data[HEADER..named].to_vec()).map_err(|_| Rejected::Malformed)?;
         let now_us = micros(now);
         let age = now_us.saturating_sub(seq);
         if age > self.max_age.as_micros() as u64 {
@@ -159,6 +242,7 @@ impl Codec {
             priority: data[6],
             seq,
             digest,
+            member,
         })
     }
 }
@@ -186,6 +270,7 @@ mod tests {
             priority: 200,
             seq,
             digest: digest("x"),
+            member: None,
         }
     }
 
@@ -242,6 +327,35 @@ mod tests {
             codec().decode(&codec().encode(&old), now),
             Err(Rejected::Stale { .. })
         ));
+    }
+
+    #[test]
+    fn a_group_members_advert_carries_its_state_and_snat_addresses() {
+        let now = SystemTime::now();
+        let mut a = advert(micros(now));
+        a.member = Some(Member {
+            ready: true,
+            draining: false,
+            leaving: true,
+            snat: vec![
+                "203.0.113.5".parse().unwrap(),
+                "2001:db8::5".parse().unwrap(),
+            ],
+        });
+        let wire = codec().encode(&a);
+        assert_eq!(wire[4], VERSION_GROUP);
+        assert_eq!(codec().decode(&wire, now), Ok(a.clone()));
+        // Every prefix of it is refused, and so is an address count that
+        // disagrees with the length.
+        for len in 0..wire.len() {
+            assert!(codec().decode(&wire[..len], now).is_err(), "{len} bytes");
+        }
+        let mut lying = wire.clone();
+        lying[4 + 4 + 16 + 4 + 1] = 3;
+        assert_eq!(codec().decode(&lying, now), Err(Rejected::Malformed));
+        // An active-standby node's advert is the first version, unchanged.
+        a.member = None;
+        assert_eq!(codec().encode(&a)[4], VERSION);
     }
 
     #[test]

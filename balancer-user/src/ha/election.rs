@@ -329,6 +329,7 @@ mod tests {
             priority,
             seq: 0,
             digest: [0; 8],
+            member: None,
         }
     }
 

@@ -1,14 +1,21 @@
-//! Active/standby high availability. A thread of its own sends and receives
-//! the adverts, runs the election, syncs the flow table and moves the
-//! floating addresses (VIPs and SNAT addresses, through netlink), so that a
-//! busy daemon loop (a long sweep, a reload) never delays a heartbeat or a
+//! High availability. A thread of its own sends and receives the adverts,
+//! syncs the flow table and moves addresses (through netlink), so that a busy
+//! daemon loop (a long sweep, a reload) never delays a heartbeat or a
 //! takeover. The daemon loop feeds it what the tracked conditions say and a
 //! watchdog stamp; if the stamp goes stale the node yields its role.
+//!
+//! Active-standby: an election picks the active node, which owns the VIPs and
+//! SNAT addresses. Active-active ([`active_active`]): every node serves the
+//! VIPs it can, announcing them by routing, and holds its own SNAT addresses
+//! and those of dead peers it adopts.
 
+mod active_active;
 pub mod advert;
 mod announce;
 pub mod election;
 mod lease;
+pub mod members;
+mod routes;
 pub mod sync;
 
 use std::{
@@ -17,25 +24,27 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU32, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     thread::JoinHandle,
     time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context, Result, bail};
-use balancer_common::expiry::ADOPT_ALL;
+use balancer_common::{expiry::ADOPT_ALL, flow::node_id};
 use tokio::{net::UdpSocket, sync::watch};
 use tracing::{debug, info, warn};
 
 use self::{
     advert::{Advert, Codec, Rejected, Role},
     election::{Election, Transition},
-    sync::FlowSync,
+    members::Group,
+    routes::Routes,
+    sync::{FlowSync, bulk::Owners},
 };
 use crate::{
     api::{HaStatus, PeerStatus, SyncCopy, TransitionStatus},
-    config::Ha,
+    config::{Ha, HaMode},
     netconf::NetChanges,
     netlink::Netlink,
 };
@@ -48,7 +57,7 @@ const SYNC_LINGER: Duration = Duration::from_millis(5);
 const SYNC_REPORT: Duration = Duration::from_millis(20);
 /// Announcements after a takeover: at once and a few times after, in case the
 /// first is lost.
-const ANNOUNCE_REPEATS: u32 = 3;
+pub(crate) const ANNOUNCE_REPEATS: u32 = 3;
 
 /// What the daemon loop tells the HA thread.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -58,19 +67,29 @@ pub struct Inputs {
     /// Priority taken off for lesser conditions, with their reasons.
     pub penalty: u8,
     pub penalty_reasons: Vec<String>,
-    /// The floating addresses the active node owns.
+    /// Active-standby: the floating addresses the active node owns.
     pub addresses: Vec<IpAddr>,
     pub digest: [u8; 8],
+    /// Active-active: the VIPs this node can serve (one of their services
+    /// has a healthy backend here), and its own SNAT addresses.
+    pub servable: Vec<IpAddr>,
+    pub snat: Vec<IpAddr>,
+    /// Active-active: the operator asked this node to drain.
+    pub draining: bool,
 }
 
 pub struct HaHandle {
     inputs: watch::Sender<Inputs>,
     alive_ms: Arc<AtomicU64>,
     status: Arc<Mutex<HaStatus>>,
-    adopt: Arc<AtomicU32>,
+    adopt: Adoptions,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
+
+/// Whose synced flows the daemon's next sweeps are to adopt: node ids, or
+/// [`ADOPT_ALL`].
+type Adoptions = Arc<Mutex<Vec<u32>>>;
 
 impl HaHandle {
     pub fn set_inputs(&self, inputs: Inputs) {
@@ -81,13 +100,24 @@ impl HaHandle {
         });
     }
 
-    /// Whose flows the daemon's next sweep is to adopt (`SweepLimits::adopt`):
-    /// a takeover makes the peers' synced flows this node's. Asked once.
-    pub fn take_adoption(&self) -> Option<u32> {
-        match self.adopt.swap(0, Ordering::Relaxed) {
-            0 => None,
-            owner => Some(owner),
-        }
+    /// Whose flows the daemon's next sweeps are to adopt
+    /// (`SweepLimits::adopt`): a takeover makes the peers' synced flows this
+    /// node's, an active-active node adopts a dead peer's. Asked once.
+    pub fn take_adoptions(&self) -> Vec<u32> {
+        std::mem::take(&mut *self.adopt.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Active-active: the SNAT addresses of the peers, as their adverts say.
+    pub fn peer_snat(&self) -> Vec<IpAddr> {
+        let mut addresses: Vec<IpAddr> = self
+            .status()
+            .peers
+            .into_iter()
+            .flat_map(|p| p.snat)
+            .collect();
+        addresses.sort();
+        addresses.dedup();
+        addresses
     }
 
     /// The daemon loop is alive.
@@ -153,7 +183,7 @@ pub fn start(
     let (inputs_tx, inputs_rx) = watch::channel(inputs);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let alive_ms = Arc::new(AtomicU64::new(now_ms()));
-    let adopt = Arc::new(AtomicU32::new(0));
+    let adopt = Adoptions::default();
     let status = Arc::new(Mutex::new(HaStatus {
         role: Role::Init.as_str().into(),
         priority: config.priority,
@@ -220,16 +250,28 @@ struct Setup {
     lease: lease::Lease,
     status: Arc<Mutex<HaStatus>>,
     alive_ms: Arc<AtomicU64>,
-    adopt: Arc<AtomicU32>,
+    adopt: Adoptions,
 }
 
 impl Setup {
     /// On the HA thread's runtime: netlink, the sockets, the flow sync.
     async fn node(self, inputs: &Inputs) -> Result<(Node, UdpSocket)> {
         let netlink = Netlink::connect()?;
+        let active_active = self.config.mode == HaMode::ActiveActive;
         // A node starts as no owner: addresses a killed predecessor left go, so
-        // that only the active node answers for them.
-        crate::netconf::remove_addresses(&netlink, &inputs.addresses).await?;
+        // that only the active node answers for them (in active-active, the
+        // node's own SNAT addresses, which a peer may hold now, and routes).
+        let owned = if active_active {
+            &inputs.snat
+        } else {
+            &inputs.addresses
+        };
+        crate::netconf::remove_addresses(&netlink, owned).await?;
+        let routes = if active_active {
+            Some(Routes::open(&netlink, self.config.announce_table).await?)
+        } else {
+            None
+        };
         let socket = std::net::UdpSocket::bind(SocketAddr::new(
             IpAddr::V6(Ipv6Addr::UNSPECIFIED),
             advert::PORT,
@@ -248,6 +290,13 @@ impl Setup {
                 &self.pin_dir,
                 self.config.bulk_sync_rate,
                 max_age,
+                if active_active {
+                    Owners::Own {
+                        adopted: Vec::new(),
+                    }
+                } else {
+                    Owners::All
+                },
             )?)
         } else {
             None
@@ -261,6 +310,9 @@ impl Setup {
             Instant::now(),
         );
         election.preempt_wait = Duration::from_millis(self.config.preempt_sync_timeout_ms.into());
+        let group = active_active.then(|| {
+            active_active::Membership::new(Group::new(&self.name, self.config.dead_after, interval))
+        });
         let node = Node {
             name: self.name,
             codec: Codec::new(self.key, max_age),
@@ -276,6 +328,8 @@ impl Setup {
             alive_ms: self.alive_ms,
             adopt: self.adopt,
             announce_left: 0,
+            group,
+            routes,
         };
         Ok((node, UdpSocket::from_std(socket)?))
     }
@@ -295,8 +349,11 @@ struct Node {
     lease: lease::Lease,
     status: Arc<Mutex<HaStatus>>,
     alive_ms: Arc<AtomicU64>,
-    adopt: Arc<AtomicU32>,
+    adopt: Adoptions,
     announce_left: u32,
+    /// Active-active: the group and this node's place in it, and its routes.
+    group: Option<active_active::Membership>,
+    routes: Option<Routes>,
 }
 
 impl Node {
@@ -319,10 +376,14 @@ impl Node {
                 _ = tick.tick() => {
                     let current = inputs.borrow().clone();
                     let priority = self.effective(&current);
-                    self.decide(priority, &current).await;
-                    self.refresh_addresses(&current).await;
-                    if self.election.role() == Role::Active {
-                        self.lease.renew();
+                    if self.group.is_some() {
+                        self.settle_group(priority, &current).await;
+                    } else {
+                        self.decide(priority, &current).await;
+                        self.refresh_addresses(&current).await;
+                        if self.election.role() == Role::Active {
+                            self.lease.renew();
+                        }
                     }
                     self.send(&socket, priority, &current).await;
                     self.update_status(priority, &current);
@@ -337,8 +398,12 @@ impl Node {
                 _ = inputs.changed() => {
                     let current = inputs.borrow().clone();
                     let priority = self.effective(&current);
-                    self.decide(priority, &current).await;
-                    self.refresh_addresses(&current).await;
+                    if self.group.is_some() {
+                        self.settle_group(priority, &current).await;
+                    } else {
+                        self.decide(priority, &current).await;
+                        self.refresh_addresses(&current).await;
+                    }
                 }
                 _ = pump.tick(), if self.sync.is_some() => {
                     let sending = self.sending();
@@ -364,24 +429,32 @@ impl Node {
         // Leaving: the peer hears priority 0 and takes over at once instead of
         // waiting for dead_after intervals.
         let current = inputs.borrow().clone();
-        if let Some(t) = self.election.step_down("stopping") {
+        if self.group.is_some() {
+            self.leave_group().await;
+        } else if let Some(t) = self.election.step_down("stopping") {
             self.apply(t, &current).await;
         }
         self.send(&socket, 0, &current).await;
     }
 
-    /// Whether this node sends its flows to its peers: while it serves.
+    /// Whether this node sends its flows to its peers: while it serves (in
+    /// active-active, always).
     fn sending(&self) -> bool {
-        self.election.role() == Role::Active
+        self.group.is_some() || self.election.role() == Role::Active
     }
 
-    /// Whether this node installs its peers' flows: while another serves.
+    /// Whether this node installs its peers' flows: while another serves (in
+    /// active-active, always).
     fn receiving(&self) -> bool {
-        self.election.role() != Role::Active
+        self.group.is_some() || self.election.role() != Role::Active
     }
 
-    /// The peers whose whole table this node must hold: the active one.
+    /// The peers whose whole table this node must hold: the active one (in
+    /// active-active, every live peer).
     fn copies_wanted(&self) -> Vec<String> {
+        if let Some(g) = &self.group {
+            return g.group.live_peers(Instant::now());
+        }
         if !self.receiving() {
             return Vec::new();
         }
@@ -450,10 +523,11 @@ impl Node {
     async fn send(&mut self, socket: &UdpSocket, priority: u8, inputs: &Inputs) {
         let advert = Advert {
             node: self.name.clone(),
-            role: self.election.role(),
+            role: self.role(),
             priority,
             seq: advert::micros(SystemTime::now()),
             digest: inputs.digest,
+            member: self.group.as_ref().map(|g| g.me.member.clone()),
         };
         let wire = self.codec.encode(&advert);
         for peer in &self.config.peers {
@@ -497,7 +571,16 @@ impl Node {
         if advert.digest != inputs.digest {
             debug!(peer = %advert.node, "the peer runs another services configuration");
         }
+        if advert.member.is_some() != self.group.is_some() {
+            reject(&self.status, "other_mode");
+            warn!(target: crate::events::TARGET, event = "ha_advert_rejected", %source, reason = "the peer runs the other ha.mode", "advert ignored");
+            return;
+        }
         self.lock().adverts_received += 1;
+        if self.group.is_some() {
+            self.heard_member(&advert, inputs).await;
+            return;
+        }
         let splits = self.election.split_brains;
         let priority = self.effective(inputs);
         let ready = self.copies_ready();
@@ -548,7 +631,7 @@ impl Node {
             self.lease
                 .start_takeover_grace(Duration::from_millis(self.config.takeover_grace_ms.into()));
             // The peers' flows synced here are this node's to expire now.
-            self.adopt.store(ADOPT_ALL, Ordering::Relaxed);
+            self.adopt_flows(ADOPT_ALL);
             self.owned.clear();
             self.refresh_addresses(inputs).await;
             self.announce_left = ANNOUNCE_REPEATS;
@@ -625,20 +708,43 @@ impl Node {
         }
     }
 
+    /// Asks the daemon loop to adopt the flows of `owner` (a node id, or
+    /// [`ADOPT_ALL`]) in its next sweep.
+    fn adopt_flows(&self, owner: u32) {
+        self.adopt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(owner);
+    }
+
+    /// The role adverts and status show: the election's, or in active-active
+    /// whether this node serves.
+    fn role(&self) -> Role {
+        match &self.group {
+            Some(g) if g.me.member.ready => Role::Active,
+            Some(_) => Role::Init,
+            None => self.election.role(),
+        }
+    }
+
     fn update_status(&self, priority: u8, inputs: &Inputs) {
         let now = Instant::now();
-        let peers = self
-            .election
-            .peers()
-            .iter()
-            .map(|(name, p)| PeerStatus {
-                node: name.clone(),
-                role: p.role.as_str().into(),
-                priority: p.priority,
-                alive: self.election.alive(p, now),
-                last_heard_ms: now.saturating_duration_since(p.last_heard).as_millis() as u64,
-            })
-            .collect();
+        let peers = match &self.group {
+            Some(g) => g.peer_status(now),
+            None => self
+                .election
+                .peers()
+                .iter()
+                .map(|(name, p)| PeerStatus {
+                    node: name.clone(),
+                    role: p.role.as_str().into(),
+                    priority: p.priority,
+                    alive: self.election.alive(p, now),
+                    last_heard_ms: now.saturating_duration_since(p.last_heard).as_millis() as u64,
+                    ..PeerStatus::default()
+                })
+                .collect(),
+        };
         let mut conditions = inputs.faults.clone();
         conditions.extend(inputs.penalty_reasons.iter().cloned());
         if self.watchdog_expired() {
@@ -648,7 +754,23 @@ impl Node {
         s.effective_priority = priority;
         s.peers = peers;
         s.conditions = conditions;
-        s.role = self.election.role().as_str().into();
+        s.role = match &self.group {
+            Some(g) => g.state_word().into(),
+            None => self.election.role().as_str().into(),
+        };
+        if let Some(g) = &self.group {
+            s.mode = HaMode::ActiveActive.to_string();
+            s.announced = self
+                .routes
+                .as_ref()
+                .map(Routes::announced)
+                .unwrap_or_default();
+            s.snat_held = g.held.clone();
+            s.adopted = g.adopted.clone();
+            s.adoptions = g.adoptions;
+        } else {
+            s.mode = HaMode::ActiveStandby.to_string();
+        }
         if let Some(sync) = &self.sync {
             let c = &sync.counters;
             s.sync_sent = c.sent;

@@ -28,7 +28,16 @@ pub struct CheckFigures {
 }
 
 /// Roles a node can have; one is 1, the others 0.
-const ROLES: [&str; 4] = ["active", "standby", "init", "standalone"];
+/// Active-standby's roles, then active-active's states that are not one.
+const ROLES: [&str; 7] = [
+    "active",
+    "standby",
+    "init",
+    "standalone",
+    "joining",
+    "draining",
+    "leaving",
+];
 
 /// Renders `snapshot` and `checks` as an OpenMetrics exposition (ending in
 /// `# EOF`).
@@ -254,11 +263,18 @@ impl Scrape {
         )?;
         let mut m = e.encode_descriptor(
             "balancer_ha_adverts_rejected",
-            "Adverts ignored, by reason (forged, replayed, stale, malformed, unknown_sender)",
+            "Adverts ignored, by reason (forged, replayed, stale, malformed, unknown_sender, other_mode: a peer runs the other ha.mode)",
             None,
             MetricType::Counter,
         )?;
-        for reason in ["forged", "replayed", "stale", "malformed", "unknown_sender"] {
+        for reason in [
+            "forged",
+            "replayed",
+            "stale",
+            "malformed",
+            "unknown_sender",
+            "other_mode",
+        ] {
             let n = ha.adverts_rejected.get(reason).copied().unwrap_or(0);
             counter(&mut m, &[("reason", reason)], n)?;
         }
@@ -355,7 +371,46 @@ impl Scrape {
             };
             gauge(&mut m, &[("peer", peer.as_str())], flows as i64)?;
         }
+        if ha.mode == "active-active" {
+            self.active_active(e, ha)?;
+        }
         Ok(())
+    }
+
+    fn active_active(&self, e: &mut DescriptorEncoder, ha: &crate::api::HaStatus) -> Fmt {
+        let mut m = e.encode_descriptor(
+            "balancer_ha_announced",
+            "Active-active: 1 for each VIP this node announces (a route in ha.announce_table)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for vip in &ha.announced {
+            gauge(&mut m, &[("vip", vip.to_string().as_str())], 1)?;
+        }
+        let mut m = e.encode_descriptor(
+            "balancer_ha_snat_held",
+            "Active-active: 1 for each SNAT address this node holds, by the node it belongs to (this one, or a peer it adopted)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for addr in &ha.snat_held {
+            let owner = ha
+                .peers
+                .iter()
+                .find(|p| p.snat.contains(addr))
+                .map_or("self", |p| p.node.as_str());
+            gauge(
+                &mut m,
+                &[("address", addr.to_string().as_str()), ("owner", owner)],
+                1,
+            )?;
+        }
+        single_counter(
+            e,
+            "balancer_ha_adoptions",
+            "Active-active: times this node adopted a dead or leaving peer's SNAT addresses and flows",
+            ha.adoptions,
+        )
     }
 
     fn dataplane(&self, e: &mut DescriptorEncoder, s: &Snapshot) -> Fmt {

@@ -278,7 +278,6 @@ impl Checker<'_> {
         };
         let enabled = raw.enabled.unwrap_or(default.enabled);
         let mode = raw.mode.unwrap_or(default.mode);
-        self.written.announce_table = raw.announce_table.is_some();
         let announce_table = match raw.announce_table {
             None => default.announce_table,
             Some(table) => {
@@ -344,6 +343,29 @@ impl Checker<'_> {
                 );
             }
         }
+        if enabled && mode == HaMode::ActiveActive {
+            self.active_active_node(node, line);
+            if raw.sync_flows == Some(false) {
+                self.warn(
+                    "ha.sync_flows",
+                    "false in active-active: a connection that the routers move to another node (one joins, drains or dies) breaks there",
+                );
+            }
+        }
+        for (key, written) in [
+            ("ha.withdraw_wait_ms", raw.withdraw_wait_ms.is_some()),
+            ("ha.drain_timeout_s", raw.drain_timeout_s.is_some()),
+        ] {
+            if written && mode != HaMode::ActiveActive {
+                self.warn(
+                    key,
+                    format!(
+                        "ignored with mode = \"{mode}\": only mode = \"{}\" drains by withdrawing routes",
+                        HaMode::ActiveActive
+                    ),
+                );
+            }
+        }
         let track_interfaces = raw.track_interfaces.unwrap_or_default();
         if let Some(node) = node {
             let foreign = interface
@@ -402,6 +424,44 @@ impl Checker<'_> {
                 default.takeover_grace_ms,
                 "milliseconds",
             ),
+            withdraw_wait_ms: self.within(
+                "ha.withdraw_wait_ms",
+                raw.withdraw_wait_ms,
+                0..=Ha::MAX_WITHDRAW_WAIT_MS,
+                default.withdraw_wait_ms,
+                "milliseconds",
+            ),
+            drain_timeout_s: self.within(
+                "ha.drain_timeout_s",
+                raw.drain_timeout_s,
+                0..=Ha::MAX_DRAIN_TIMEOUT_S,
+                default.drain_timeout_s,
+                "seconds",
+            ),
+        }
+    }
+
+    /// Active-active nodes full-NAT with addresses of their own, which a peer
+    /// adopts when the node dies: the backends' replies to its flows need
+    /// somewhere to go. Neither DNAT (the backends answer the client through
+    /// their gateway, one node) nor the egress interface's address (which no
+    /// peer can take) allows that.
+    fn active_active_node(&mut self, node: Option<&Node>, line: Option<usize>) {
+        let Some(node) = node else {
+            return;
+        };
+        if node.forwarding == Forwarding::Dnat {
+            self.error(
+                "ha.mode",
+                line,
+                "\"active-active\" needs node.forwarding = \"full-nat\": with DNAT a backend answers the client through its gateway, which cannot be every node",
+            );
+        } else if node.snat_addresses.is_empty() {
+            self.error(
+                "node.snat_addresses",
+                line,
+                "ha.mode = \"active-active\" needs addresses of this node's own for full NAT (not the interface's): a peer adopts them when this node dies, so that the backends' replies still arrive",
+            );
         }
     }
 

@@ -26,13 +26,36 @@ pub struct Bulk {
     ready: Vec<Record>,
     began: bool,
     ended: bool,
-    /// Whether peers' flows go too (see [`sent_in_bulk`]).
-    all_owners: bool,
+    /// Whose flows go (see [`sent_in_bulk`]).
+    owners: Owners,
+}
+
+/// Whose flows a bulk copy sends, the sender's own always.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owners {
+    /// Every flow it forwards (active-standby: the active node's table is
+    /// all its own once it adopts the peers' flows, which may not have
+    /// happened yet just after a takeover).
+    All,
+    /// Its own, and those of the dead peers it adopted (active-active: each
+    /// peer sends the others its own; adopted flows may still carry their old
+    /// owner until the next sweep).
+    Own { adopted: Vec<u32> },
+}
+
+impl Owners {
+    fn include(&self, owner: u32) -> bool {
+        owner == OWNER_SELF
+            || match self {
+                Owners::All => true,
+                Owners::Own { adopted } => adopted.contains(&owner),
+            }
+    }
 }
 
 impl Bulk {
     /// Starts a copy of the flow table open as `flows`.
-    pub fn new(id: u32, flows: OwnedFd, expected: u64, all_owners: bool) -> Self {
+    pub fn new(id: u32, flows: OwnedFd, expected: u64, owners: Owners) -> Self {
         Self {
             id,
             expected,
@@ -41,7 +64,7 @@ impl Bulk {
             ready: Vec::new(),
             began: false,
             ended: false,
-            all_owners,
+            owners,
         }
     }
 
@@ -57,10 +80,10 @@ impl Bulk {
             });
         }
         while self.ready.len() < budget && !self.reader.done() {
-            let (ready, all_owners) = (&mut self.ready, self.all_owners);
+            let (ready, owners) = (&mut self.ready, &self.owners);
             self.reader.next_batch(CHUNK, |k, v| {
                 let (key, value): (FlowKey, FlowValue) = (batch::read(k), batch::read(v));
-                if let Some(record) = sent_in_bulk(&key, &value, all_owners) {
+                if let Some(record) = sent_in_bulk(&key, &value, owners) {
                     ready.push(record);
                 }
             })?;
@@ -84,17 +107,10 @@ impl Bulk {
     }
 }
 
-/// A live flow (not ending) as a bulk copy sends it: only this node's own,
-/// or with `all_owners` also those synced here from a peer. An active node of
-/// an active-standby pair sends every flow it forwards: the peers' are its
-/// own once it adopts them, which may not have happened yet just after a
-/// takeover. An active-active node sends only its own: each peer sends the
-/// others theirs.
-pub fn sent_in_bulk(key: &FlowKey, value: &FlowValue, all_owners: bool) -> Option<Record> {
-    if value.direction != DIR_FORWARD
-        || value.released != 0
-        || !all_owners && value.owner != OWNER_SELF
-    {
+/// A live flow (not ending) as a bulk copy sends it, if it is one of
+/// `owners`'.
+pub fn sent_in_bulk(key: &FlowKey, value: &FlowValue, owners: &Owners) -> Option<Record> {
+    if value.direction != DIR_FORWARD || value.released != 0 || !owners.include(value.owner) {
         return None;
     }
     Some(Record::Flow(Flow {

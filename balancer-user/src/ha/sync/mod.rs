@@ -9,6 +9,10 @@
 //!
 //! Active-standby: the active node sends, the others receive; a node keeps
 //! asking the active one for a bulk copy until it holds a complete one.
+//! Active-active: every node sends its own flows to every peer and receives
+//! theirs, and asks each live peer for a bulk copy; a node that adopts a dead
+//! peer's flows sends them all again as its own, so that the others learn
+//! whose they are now.
 
 pub mod bulk;
 pub mod sink;
@@ -31,7 +35,7 @@ use tracing::{debug, info, warn};
 pub use wire::PORT;
 
 use self::{
-    bulk::Bulk,
+    bulk::{Bulk, Owners},
     sink::{Applied, Sink},
     source::Source,
     stream::{Receiver, Sender},
@@ -114,8 +118,8 @@ pub struct FlowSync {
     live: Vec<Record>,
     /// Flows per second a bulk copy sends at most, to each peer.
     bulk_rate: u32,
-    /// Whether a bulk copy sends peers' flows too (active-standby).
-    all_owners: bool,
+    /// Whose flows a bulk copy sends.
+    owners: Owners,
     last_pump: Instant,
     next_bulk_id: u32,
     pub counters: SyncCounters,
@@ -132,6 +136,7 @@ impl FlowSync {
         pin_dir: &Path,
         bulk_rate: u32,
         max_age: Duration,
+        owners: Owners,
     ) -> Result<Self> {
         let socket = std::net::UdpSocket::bind(SocketAddr::new(
             IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
@@ -148,7 +153,7 @@ impl FlowSync {
             peers: peers.iter().map(|p| (*p, Peer::new())).collect(),
             live: Vec::new(),
             bulk_rate: bulk_rate.max(1),
-            all_owners: true,
+            owners,
             last_pump: Instant::now(),
             next_bulk_id: 1,
             counters: SyncCounters::default(),
@@ -476,6 +481,21 @@ impl FlowSync {
         }
     }
 
+    /// Active-active: this node adopted the flows of the peer whose node id
+    /// is `owner` (it died or left). Every peer gets them again, now as this
+    /// node's, in a bulk copy.
+    pub fn adopted(&mut self, owner: u32, peer: &str) {
+        if let Owners::Own { adopted } = &mut self.owners
+            && !adopted.contains(&owner)
+        {
+            adopted.push(owner);
+        }
+        let addrs: Vec<IpAddr> = self.peers.keys().copied().collect();
+        for addr in addrs {
+            self.start_bulk(addr, &format!("it adopted the flows of {peer}"));
+        }
+    }
+
     /// Starts (over) a bulk copy of this node's flows to the peer at `addr`.
     fn start_bulk(&mut self, addr: IpAddr, why: &str) {
         let fd = match self.sink.flows_fd() {
@@ -485,12 +505,12 @@ impl FlowSync {
                 return;
             }
         };
-        let expected = self.sink.flows_in_bulk(self.all_owners);
+        let expected = self.sink.flows_in_bulk(&self.owners);
         let id = self.next_bulk_id;
         self.next_bulk_id = self.next_bulk_id.wrapping_add(1);
         let peer = self.peers.get_mut(&addr).expect("listed");
         info!(target: TARGET, event = "ha_sync_bulk", peer = %addr, flows = expected, why, "starting a bulk copy of the flow table");
-        peer.bulk = Some(Bulk::new(id, fd, expected, self.all_owners));
+        peer.bulk = Some(Bulk::new(id, fd, expected, self.owners.clone()));
         peer.bulk_started = Some(Instant::now());
         self.counters.bulks_sent += 1;
     }

@@ -68,7 +68,7 @@ impl Sink {
 
     /// The flows a bulk copy would send (see `bulk::sent_in_bulk`), counted a
     /// batch of entries per system call.
-    pub fn flows_in_bulk(&self, all_owners: bool) -> u64 {
+    pub fn flows_in_bulk(&self, owners: &super::bulk::Owners) -> u64 {
         use aya::maps::IterableMap;
         use std::os::fd::AsFd;
         let mut count = 0;
@@ -78,8 +78,7 @@ impl Sink {
             size_of::<FlowValue>(),
             4096,
             |k, v| {
-                if super::bulk::sent_in_bulk(&batch::read(k), &batch::read(v), all_owners).is_some()
-                {
+                if super::bulk::sent_in_bulk(&batch::read(k), &batch::read(v), owners).is_some() {
                     count += 1;
                 }
                 std::ops::ControlFlow::Continue(())
