@@ -20,6 +20,7 @@
 
 mod balancer;
 mod bird;
+mod chatter;
 pub mod config;
 mod netns;
 mod nginx;
@@ -34,6 +35,7 @@ use std::sync::OnceLock;
 
 pub use balancer::{BALANCER_START_TIMEOUT, Balancer, Home, Launch, balancer_bin};
 pub use bird::{BIRD_START_TIMEOUT, Bird, BirdProtocol, example_path, with_defines};
+pub use chatter::Chatter;
 pub use netns::{EXEC_TIMEOUT, Netns, Process, run_command};
 pub use nginx::{NGINX_START_TIMEOUT, Nginx, nginx};
 /// For [`Process::signal`].

@@ -233,6 +233,7 @@ fn a_node_whose_bird_dies_loses_its_next_hop_and_a_restarted_one_announces_again
         .backends(1)
         .build()
         .unwrap();
+    assert!(topo.announce_routes(1).unwrap().is_empty());
     topo.add_announce_route(1, vip()).unwrap();
     topo.add_announce_route(2, vip()).unwrap();
     topo.start_birds().unwrap();
