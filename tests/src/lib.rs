@@ -19,11 +19,14 @@
 //! ```
 
 mod balancer;
+mod bird;
+mod chatter;
 pub mod config;
 mod netns;
 mod nginx;
 mod ping;
 mod role;
+pub mod routed;
 mod servers;
 mod topology;
 mod util;
@@ -31,11 +34,14 @@ mod util;
 use std::sync::OnceLock;
 
 pub use balancer::{BALANCER_START_TIMEOUT, Balancer, Home, Launch, balancer_bin};
+pub use bird::{BIRD_START_TIMEOUT, Bird, BirdProtocol, example_path, with_defines};
+pub use chatter::Chatter;
 pub use netns::{EXEC_TIMEOUT, Netns, Process, run_command};
 pub use nginx::{NGINX_START_TIMEOUT, Nginx, nginx};
 /// For [`Process::signal`].
 pub use nix::sys::signal::Signal;
 pub use role::{AgentEndpoint, RoleEndpoint, agent_endpoint, role_endpoint};
+pub use routed::{Routed, RoutedBuilder};
 pub use servers::{
     ServerHandle, TcpClient, UdpClient, tcp_connect, tcp_connect_from, tcp_listener, tcp_request,
     tcp_server, tcp_server_named, udp_connect, udp_request, udp_server, udp_server_named,

@@ -254,8 +254,8 @@ fn connections_survive_a_move_a_death_a_replacement_and_a_drain() {
     wait_role(&b, "active");
     site.route_to(LbHost::Lb);
     let n = 10;
-    let chatter = Chatter::start(&site.topo, n);
-    chatter.wait_for_more(2);
+    let chatter = chatter(&site.topo, n);
+    talked(&chatter, 2);
     wait_copy(&b, "lb-a");
     wait_for("lb-b holds lb-a's flows", &b, || {
         ha(&b)["sync_installed"].as_u64().unwrap_or(0) >= n as u64
@@ -264,7 +264,7 @@ fn connections_survive_a_move_a_death_a_replacement_and_a_drain() {
     // The route moves: lb-b forwards lb-a's flows with lb-a's SNAT address and
     // port; the backends' replies still reach lb-a, which holds that address.
     site.route_to(LbHost::Lb2);
-    chatter.wait_for_more(5);
+    talked(&chatter, 5);
 
     // lb-a's host dies: lb-b adopts its SNAT addresses and flows.
     let died = Instant::now();
@@ -278,7 +278,7 @@ fn connections_survive_a_move_a_death_a_replacement_and_a_drain() {
     for theirs in snat_of(LbHost::Lb) {
         assert!(holds(site.ns(LbHost::Lb2), theirs), "{theirs} adopted");
     }
-    chatter.wait_for_more(5);
+    talked(&chatter, 5);
 
     // A fresh host replaces it and joins: once its copy is complete it holds
     // its addresses again, and the route may lead to it.
@@ -293,9 +293,9 @@ fn connections_survive_a_move_a_death_a_replacement_and_a_drain() {
             holds(site.ns(LbHost::Lb), own)
         });
     }
-    chatter.wait_for_more(5);
+    talked(&chatter, 5);
     site.route_to(LbHost::Lb);
-    chatter.wait_for_more(5);
+    talked(&chatter, 5);
 
     // lb-b drains: its routes go at once; it stops after drain_timeout_s
     // with its flows (the adopted ones) left for lb-a2 to adopt.
@@ -313,7 +313,7 @@ fn connections_survive_a_move_a_death_a_replacement_and_a_drain() {
     eprintln!("lb-b drained and stopped after {:?}", drained.elapsed());
     assert!(b.output_so_far().contains("drain_timeout_s passed"));
     wait_for("lb-a2 adopts lb-b", &a2, || adopted(&a2) == ["lb-b"]);
-    chatter.wait_for_more(5);
+    talked(&chatter, 5);
     assert_all_survived(chatter.stop(), n);
 }
 

@@ -89,8 +89,8 @@ fn a_standby_that_starts_after_the_connections_keeps_them_on_failover() {
     let mut site = Site::new("hcla");
     let a = site.start(LbHost::Lb, &site.config(LbHost::Lb, false));
     wait_role(&a, "active");
-    let chatter = Chatter::start(&site.topo, 30);
-    chatter.wait_for_more(3);
+    let chatter = chatter(&site.topo, 30);
+    talked(&chatter, 3);
     // The standby starts after the connections: it copies the table.
     let b = site.start(LbHost::Lb2, &site.config(LbHost::Lb2, false));
     wait_role(&b, "standby");
@@ -99,7 +99,7 @@ fn a_standby_that_starts_after_the_connections_keeps_them_on_failover() {
     let died = Instant::now();
     wait_role(&b, "active");
     eprintln!("lb-b active {:?} after lb-a's host died", died.elapsed());
-    chatter.wait_for_more(10);
+    talked(&chatter, 10);
     assert_all_survived(chatter.stop(), 30);
     let took_over = transition_to(&b, "active");
     assert!(took_over.contains("lb-a: complete"), "{took_over}");
@@ -117,14 +117,14 @@ fn a_replaced_host_copies_the_table_and_a_second_failover_keeps_every_connection
     let b = site.start(LbHost::Lb2, &site.config(LbHost::Lb2, false));
     wait_role(&a, "active");
     wait_role(&b, "standby");
-    let chatter = Chatter::start(&site.topo, 20);
+    let chatter = chatter(&site.topo, 20);
     wait_copy(&b, "lb-a");
-    chatter.wait_for_more(3);
+    talked(&chatter, 3);
 
     // lb-a's host dies; lb-b takes over.
     site.topo.kill_lb(LbHost::Lb).unwrap();
     wait_role(&b, "active");
-    chatter.wait_for_more(5);
+    talked(&chatter, 5);
     drop(a);
 
     // A fresh host, nothing pinned, takes lb-a's place and joins as standby.
@@ -132,12 +132,12 @@ fn a_replaced_host_copies_the_table_and_a_second_failover_keeps_every_connection
     let a2 = site.start(LbHost::Lb, &site.config(LbHost::Lb, false));
     wait_role(&a2, "standby");
     wait_copy(&a2, "lb-b");
-    chatter.wait_for_more(3);
+    talked(&chatter, 3);
 
     // Then lb-b's host dies: the replacement has every connection.
     site.topo.kill_lb(LbHost::Lb2).unwrap();
     wait_role(&a2, "active");
-    chatter.wait_for_more(10);
+    talked(&chatter, 10);
     assert_all_survived(chatter.stop(), 20);
     let took_over = transition_to(&a2, "active");
     assert!(took_over.contains("lb-b: complete"), "{took_over}");
@@ -159,7 +159,7 @@ fn a_returning_node_takes_the_role_back_only_once_its_copy_is_complete() {
     let b = site.start(LbHost::Lb2, &b_config);
     wait_role(&a, "active");
     wait_role(&b, "standby");
-    let chatter = Chatter::start(&site.topo, 20);
+    let chatter = chatter(&site.topo, 20);
     // Idle connections too, so that the copy takes a while: the failback
     // must wait for it.
     let idle: Vec<TcpClient> = (0..300)
@@ -173,7 +173,7 @@ fn a_returning_node_takes_the_role_back_only_once_its_copy_is_complete() {
 
     site.topo.kill_lb(LbHost::Lb).unwrap();
     wait_role(&b, "active");
-    chatter.wait_for_more(5);
+    talked(&chatter, 5);
     drop(a);
 
     site.topo.replace_lb(LbHost::Lb).unwrap();
@@ -196,7 +196,7 @@ fn a_returning_node_takes_the_role_back_only_once_its_copy_is_complete() {
         copied < preempted,
         "took the role before the copy was complete:\n{log}"
     );
-    chatter.wait_for_more(10);
+    talked(&chatter, 10);
     assert_all_survived(chatter.stop(), 20);
     drop(idle);
 }
@@ -286,7 +286,7 @@ fn a_healed_partition_keeps_the_winners_connections() {
     let b = site.start(LbHost::Lb2, &site.config(LbHost::Lb2, true));
     wait_role(&a, "active");
     wait_role(&b, "standby");
-    let chatter = Chatter::start(&site.topo, 20);
+    let chatter = chatter(&site.topo, 20);
     wait_copy(&b, "lb-a");
     // The HA link breaks both ways: lb-b hears nothing of lb-a and takes
     // over too.
@@ -297,7 +297,7 @@ fn a_healed_partition_keeps_the_winners_connections() {
     site.topo.lb().exec("nft", &[block]).unwrap();
     wait_role(&b, "active");
     assert_eq!(role(&a), "active", "lb-a hears nothing either");
-    chatter.wait_for_more(5);
+    talked(&chatter, 5);
     // The link returns: lb-b, outranked, steps down; lb-a stays.
     for lb in [site.topo.lb(), site.topo.lb2()] {
         lb.exec("nft", &["delete table inet part"]).unwrap();
@@ -311,7 +311,7 @@ fn a_healed_partition_keeps_the_winners_connections() {
             > 0,
         "the split brain was not counted"
     );
-    chatter.wait_for_more(10);
+    talked(&chatter, 10);
     assert_all_survived(chatter.stop(), 20);
     let metrics = scrape(site.topo.lb(), "198.51.100.1");
     assert!(

@@ -34,6 +34,12 @@ const MANIFEST: &[(&str, &str, u32)] = &[
         0o644,
     ),
     ("balancer.toml", "etc/balancer/balancer.toml", 0o644),
+    // `ip route` names the active-active VIP routes' protocol "balancer".
+    (
+        "../examples/active-active/rt_protos.d/balancer.conf",
+        "etc/iproute2/rt_protos.d/balancer.conf",
+        0o644,
+    ),
     (
         "debian/copyright",
         "usr/share/doc/balancer/copyright",

@@ -29,6 +29,9 @@ const APT_PACKAGES: &[&str] = &[
     // psql and pgbench of version 15 under /usr/lib/postgresql/15/bin.
     "postgresql-15",
     "postgresql-client-15",
+    // examples/active-active and the active-active tests: BIRD 2 on the
+    // router and on every balancer node (bird, birdc).
+    "bird2",
     // `cargo xtask package --check`: dpkg-shlibdeps, strip, lintian,
     // systemd-analyze verify; setpriv (util-linux) runs the daemon with the
     // unit's capability bounding set in tests/tests/systemd.rs.

@@ -6,16 +6,11 @@
 use std::{
     net::SocketAddr,
     os::unix::fs::PermissionsExt,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
 use balancer_tests::{
-    Balancer, Pace, TcpClient, TempDir, Topology, addrs,
+    Balancer, Chatter, TempDir, Topology, addrs,
     config::{Config, Ha, Health, Service},
     poll_until, tcp_connect, tcp_server, wait_until,
 };
@@ -240,92 +235,18 @@ pub fn roles_taken(lb: &Balancer) -> Vec<String> {
 /// How long a step may take to show (a role change, a copy, traffic).
 pub const STEP: Duration = Duration::from_secs(15);
 
-/// Connections that each send a line every 100 ms and check the answer
-/// (the same backend's echo every time), until stopped.
-pub struct Chatter {
-    stop: Arc<AtomicBool>,
-    lines: Arc<AtomicU64>,
-    threads: Vec<JoinHandle<Result<u64, String>>>,
+/// `n` connections to the VIP that each send a line every 100 ms and check
+/// the answer, until stopped.
+pub fn chatter(topo: &Topology, n: usize) -> Chatter {
+    Chatter::start(topo.client(), vip(), n).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-impl Chatter {
-    /// Opens `n` connections through the VIP and starts them talking.
-    pub fn start(topo: &Topology, n: usize) -> Chatter {
-        Chatter::start_to(topo, vip(), n)
+/// Waits until every connection has talked `more` lines past now (through
+/// whatever just happened).
+pub fn talked(chatter: &Chatter, more: u64) {
+    if let Err(e) = chatter.wait_for_more(more, STEP) {
+        panic!("{e:#}");
     }
-
-    /// Opens `n` connections to `to` and starts them talking.
-    pub fn start_to(topo: &Topology, to: SocketAddr, n: usize) -> Chatter {
-        let stop = Arc::new(AtomicBool::new(false));
-        let lines = Arc::new(AtomicU64::new(0));
-        let threads = (0..n)
-            .map(|i| {
-                let mut c = tcp_connect(topo.client(), to, Duration::from_secs(5))
-                    .unwrap_or_else(|e| panic!("connection {i}: {e:#}"));
-                let first = c.request(&format!("c{i} hello")).unwrap();
-                let backend = first.split_once(' ').unwrap().0.to_string();
-                let (stop, lines) = (stop.clone(), lines.clone());
-                std::thread::spawn(move || talk(i, c, &backend, &stop, &lines))
-            })
-            .collect();
-        Chatter {
-            stop,
-            lines,
-            threads,
-        }
-    }
-
-    /// Lines answered so far, all connections together.
-    pub fn lines(&self) -> u64 {
-        self.lines.load(Ordering::Relaxed)
-    }
-
-    /// Waits until every connection answered about `per_connection` more
-    /// lines (so each has talked through whatever just happened).
-    pub fn wait_for_more(&self, per_connection: u64) {
-        let want = self.lines() + per_connection * self.threads.len() as u64;
-        let ok = wait_until(STEP, || self.lines() >= want);
-        assert!(ok, "the connections stalled at {} lines", self.lines());
-    }
-
-    /// Stops them; every connection that failed, with why.
-    pub fn stop(self) -> Vec<String> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.threads
-            .into_iter()
-            .filter_map(|t| t.join().expect("a chatter thread panicked").err())
-            .collect()
-    }
-}
-
-/// One connection's loop: a line every 100 ms, bounded at two minutes.
-pub fn talk(
-    i: usize,
-    mut c: TcpClient,
-    backend: &str,
-    stop: &AtomicBool,
-    lines: &AtomicU64,
-) -> Result<u64, String> {
-    let started = Instant::now();
-    let mut pace = Pace::new(Duration::from_millis(100));
-    let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(120) {
-        let line = format!("c{i} l{n}");
-        match c.request(&line) {
-            Ok(reply) if reply == format!("{backend} {line}") => {}
-            Ok(reply) => return Err(format!("connection {i} line {n}: {reply:?}")),
-            Err(e) => {
-                return Err(format!(
-                    "connection {i} line {n} after {:?}: {e:#}",
-                    started.elapsed()
-                ));
-            }
-        }
-        n += 1;
-        lines.fetch_add(1, Ordering::Relaxed);
-        pace.wait();
-    }
-    Ok(n)
 }
 
 pub fn wait_role(lb: &Balancer, want: &str) {
