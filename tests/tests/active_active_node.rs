@@ -8,15 +8,12 @@
 
 mod ha_common;
 
-use std::{
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use balancer_tests::{
-    Balancer, LbHost, Netns, TempDir, Topology, addrs,
-    config::{Config, Ha, HaMode, Health, Service},
-    require_root, tcp_server, wait_until,
+    Balancer, LbHost, Netns, TempDir, addrs,
+    config::{Config, HaMode},
+    require_root, wait_until,
 };
 use ha_common::*;
 
@@ -44,89 +41,33 @@ fn other(host: LbHost) -> LbHost {
     }
 }
 
-struct Site {
-    topo: Topology,
-    servers: Vec<balancer_tests::ServerHandle>,
-    _keys: TempDir,
-    key: String,
+/// Both nodes in active-active.
+trait Group {
+    fn config(&self, host: LbHost, key: &str) -> Config;
+    fn start(&self, host: LbHost) -> Balancer;
+    fn route_to(&self, host: LbHost);
 }
 
-impl Site {
-    fn new(hint: &str) -> Site {
-        let topo = Topology::builder()
-            .hint(hint)
-            .backends(3)
-            .standby(true)
-            .build()
-            .unwrap();
-        let keys = TempDir::new("aakey").unwrap();
-        let key = key_file(&keys, 0o600);
-        let mut site = Site {
-            topo,
-            servers: Vec::new(),
-            _keys: keys,
-            key,
-        };
-        site.serve(true);
-        site.serve(false);
-        site
-    }
-
-    /// Starts the backends' servers of one family.
-    fn serve(&mut self, v4: bool) {
-        for i in 1..=3 {
-            let addr = if v4 {
-                SocketAddr::new(addrs::backend(i).into(), 8080)
-            } else {
-                SocketAddr::new(addrs::backend6(i).into(), 8080)
-            };
-            self.servers
-                .push(tcp_server(self.topo.backend(i), addr).unwrap());
-        }
-    }
-
-    fn ns(&self, host: LbHost) -> &Netns {
-        match host {
-            LbHost::Lb => self.topo.lb(),
-            LbHost::Lb2 => self.topo.lb2(),
-        }
-    }
-
+impl Group for Site {
+    /// The active-standby pair's configuration (ha_common), made
+    /// active-active: each node its own SNAT addresses, a short drain.
     fn config(&self, host: LbHost, key: &str) -> Config {
         let name = match host {
             LbHost::Lb => "lb-a",
             LbHost::Lb2 => "lb-b",
         };
-        let health = Health::tcp().timing(200, 100, 1, 2);
-        Config::new(name)
-            .snat(snat_of(host))
-            .metrics(format!("{}:9108", front(host)))
-            .ha(Ha::enabled()
-                .mode(HaMode::ActiveActive)
-                .interface("front")
-                .peers([front(other(host))])
-                .advert_interval_ms(100)
-                .dead_after(DEAD_AFTER)
-                .auth_key_file(key)
-                .sync_flows(true)
+        let mut c = config(name, 100, front(other(host)), true, key, true);
+        c.node.snat_addresses = Some(snat_of(host).map(|a| a.parse().unwrap()).to_vec());
+        c.ha =
+            c.ha.mode(HaMode::ActiveActive)
                 .announce_table(TABLE)
                 .withdraw_wait_ms(300)
-                .drain_timeout_s(2)
-                .track_interfaces(["front", "back"]))
-            .service(
-                Service::tcp("web", VIP, 80)
-                    .health(health.clone())
-                    .backends((1..=3).map(|i| SocketAddr::new(addrs::backend(i).into(), 8080))),
-            )
-            .service(
-                Service::tcp("web6", VIP6, 80)
-                    .health(health)
-                    .backends((1..=3).map(|i| SocketAddr::new(addrs::backend6(i).into(), 8080))),
-            )
+                .drain_timeout_s(2);
+        c
     }
 
     fn start(&self, host: LbHost) -> Balancer {
-        Balancer::start(self.ns(host), &self.config(host, &self.key)).unwrap()
+        self.start_with(host, &self.config(host, &self.key))
     }
 
     /// The client's route to the VIPs now leads to `host`'s node.

@@ -6,56 +6,21 @@
 
 mod ha_common;
 
-use std::{
-    net::SocketAddr,
-    time::{Duration, Instant, SystemTime},
-};
+use std::time::{Duration, Instant, SystemTime};
 
 use balancer_tests::{
-    Balancer, LbHost, Pace, TcpClient, TempDir, Topology, addrs, config::Config, require_root,
-    tcp_connect, tcp_server, wait_until,
+    Balancer, LbHost, Pace, TcpClient, config::Config, require_root, tcp_connect, wait_until,
 };
 use balancer_user::ha::{advert, sync::wire};
 use ha_common::*;
 
-/// A topology of two balancer hosts and three backends, with nothing running
-/// on the balancer hosts yet.
-struct Site {
-    topo: Topology,
-    _servers: Vec<balancer_tests::ServerHandle>,
-    _keys: TempDir,
-    key: String,
+/// lb-a on `lb` (priority 200) and lb-b on `lb2` (priority 100), flow sync on.
+trait Pair {
+    fn config(&self, host: LbHost, preempt: bool) -> Config;
+    fn start(&self, host: LbHost, config: &Config) -> Balancer;
 }
 
-impl Site {
-    fn new(hint: &str) -> Site {
-        let topo = Topology::builder()
-            .hint(hint)
-            .backends(3)
-            .standby(true)
-            .build()
-            .unwrap();
-        let servers = (1..=3)
-            .flat_map(|i| {
-                [
-                    SocketAddr::new(addrs::backend(i).into(), 8080),
-                    SocketAddr::new(addrs::backend6(i).into(), 8080),
-                ]
-                .map(|addr| tcp_server(topo.backend(i), addr).unwrap())
-            })
-            .collect();
-        let keys = TempDir::new("hakey").unwrap();
-        let key = key_file(&keys, 0o600);
-        Site {
-            topo,
-            _servers: servers,
-            _keys: keys,
-            key,
-        }
-    }
-
-    /// A node's configuration: lb-a on `lb` (priority 200), lb-b on `lb2`
-    /// (priority 100), flow sync on.
+impl Pair for Site {
     fn config(&self, host: LbHost, preempt: bool) -> Config {
         match host {
             LbHost::Lb => config("lb-a", 200, "198.51.100.3", preempt, &self.key, true),
@@ -64,11 +29,7 @@ impl Site {
     }
 
     fn start(&self, host: LbHost, config: &Config) -> Balancer {
-        let ns = match host {
-            LbHost::Lb => self.topo.lb(),
-            LbHost::Lb2 => self.topo.lb2(),
-        };
-        Balancer::start(ns, config).unwrap()
+        self.start_with(host, config)
     }
 }
 

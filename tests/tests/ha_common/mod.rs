@@ -10,7 +10,7 @@ use std::{
 };
 
 use balancer_tests::{
-    Balancer, Chatter, TempDir, Topology, addrs,
+    Balancer, Chatter, LbHost, Netns, ServerHandle, TempDir, Topology, addrs,
     config::{Config, Ha, Health, Service},
     poll_until, tcp_connect, tcp_server, wait_until,
 };
@@ -281,4 +281,59 @@ pub fn assert_all_survived(failed: Vec<String>, n: usize) {
         failed.join("\n")
     );
     eprintln!("{n} of {n} connections kept working");
+}
+
+/// Two balancer hosts and three backends serving both families, with a key
+/// file and nothing running on the balancer hosts yet.
+pub struct Site {
+    pub topo: Topology,
+    pub servers: Vec<ServerHandle>,
+    _keys: TempDir,
+    pub key: String,
+}
+
+impl Site {
+    pub fn new(hint: &str) -> Site {
+        let topo = Topology::builder()
+            .hint(hint)
+            .backends(3)
+            .standby(true)
+            .build()
+            .unwrap();
+        let keys = TempDir::new("hakey").unwrap();
+        let key = key_file(&keys, 0o600);
+        let mut site = Site {
+            topo,
+            servers: Vec::new(),
+            _keys: keys,
+            key,
+        };
+        site.serve(true);
+        site.serve(false);
+        site
+    }
+
+    /// Starts the backends' servers of one family.
+    pub fn serve(&mut self, v4: bool) {
+        for i in 1..=3 {
+            let addr = if v4 {
+                SocketAddr::new(addrs::backend(i).into(), 8080)
+            } else {
+                SocketAddr::new(addrs::backend6(i).into(), 8080)
+            };
+            self.servers
+                .push(tcp_server(self.topo.backend(i), addr).unwrap());
+        }
+    }
+
+    pub fn ns(&self, host: LbHost) -> &Netns {
+        match host {
+            LbHost::Lb => self.topo.lb(),
+            LbHost::Lb2 => self.topo.lb2(),
+        }
+    }
+
+    pub fn start_with(&self, host: LbHost, config: &Config) -> Balancer {
+        Balancer::start(self.ns(host), config).unwrap()
+    }
 }
