@@ -7,9 +7,9 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Result;
 use tracing::{info, warn};
 
-use super::state::Daemon;
 use crate::{config::Ha, events::TARGET};
 
 pub struct Drain {
@@ -32,15 +32,14 @@ impl Drain {
     }
 
     /// Whether the drain is over (the node may stop), after counting the
-    /// flows it still owns.
-    pub fn done(&mut self, daemon: &mut Daemon) -> bool {
+    /// flows it still owns with `own_flows`.
+    pub fn done(&mut self, own_flows: impl FnOnce() -> Result<u64>) -> bool {
         let waited = self.since.elapsed();
         if waited < self.withdraw_wait {
             return false;
         }
-        let own = match daemon.sweep_recorded(None) {
-            // Two entries per flow; a peer's flows are held, not this node's.
-            Ok(s) => s.kept_entries.saturating_sub(s.held_entries) / 2,
+        let own = match own_flows() {
+            Ok(n) => n,
             Err(e) => {
                 warn!("counting the flows left to drain: {e:#}");
                 u64::MAX

@@ -325,7 +325,7 @@ async fn run(daemon: &mut Daemon, signals: &mut Signals, inputs: &mut Inputs) ->
             _ = housekeeping.tick() => {
                 daemon.housekeep();
                 if let Some(mut drain) = daemon.drain.take() {
-                    if drain.done(daemon) {
+                    if drain.done(|| daemon.own_flows()) {
                         return Stop::Clean;
                     }
                     daemon.drain = Some(drain);

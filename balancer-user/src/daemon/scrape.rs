@@ -216,6 +216,13 @@ impl Daemon {
     /// Runs the flow sweep and records what it found for the metrics.
     /// A sweep (adopting the flows of `adopt`, an HA peer's node id or
     /// `ADOPT_ALL`, if given), recorded for the metrics.
+    /// Flows this node owns, counted by a sweep: two entries per flow; a
+    /// peer's flows are held, not this node's.
+    pub(super) fn own_flows(&mut self) -> Result<u64> {
+        let s = self.sweep_recorded(None)?;
+        Ok(s.kept_entries.saturating_sub(s.held_entries) / 2)
+    }
+
     pub(super) fn sweep_recorded(&mut self, adopt: Option<u32>) -> Result<SweepStats> {
         let new_flows = |dp: &crate::dataplane::Dataplane| dp.counter(Counter::NewFlow).ok();
         let before = new_flows(&self.dataplane);
