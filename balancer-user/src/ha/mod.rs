@@ -267,6 +267,9 @@ impl Setup {
             &inputs.addresses
         };
         crate::netconf::remove_addresses(&netlink, owned).await?;
+        if let Some(interface) = &self.config.interface {
+            announce_self(&netlink, interface).await;
+        }
         let routes = if active_active {
             Some(Routes::open(&netlink, self.config.announce_table).await?)
         } else {
@@ -790,6 +793,27 @@ impl Node {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HaStatus> {
         self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Announces this host's own addresses on the HA interface (gratuitous ARP,
+/// unsolicited NA): a host that replaced a dead one at the same address has
+/// another MAC, and its peers' neighbour entries would point at the dead one
+/// for seconds (a stale entry is probed only after `delay_first_probe_time`),
+/// so that the peers would not hear this node and it would not hear them.
+async fn announce_self(netlink: &Netlink, interface: &str) {
+    let Ok(ifindex) = crate::netconf::ifindex(interface) else {
+        return;
+    };
+    match netlink.addresses().await {
+        Ok(addresses) => {
+            for a in addresses.iter().filter(|a| a.ifindex == ifindex) {
+                if let Err(e) = announce::announce(interface, a.net.addr()) {
+                    debug!(address = %a.net, "announcing this host's address: {e:#}");
+                }
+            }
+        }
+        Err(e) => debug!("listing this host's addresses: {e:#}"),
     }
 }
 
