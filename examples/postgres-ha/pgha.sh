@@ -21,8 +21,10 @@
 #   pgha.sh outside CMD [ARGS]     the same on the outsider
 #
 # Node N lives in namespace $PGHA_PREFIX-beN at 203.0.113.4N with its files in
-# $PGHA_DIR/beN. The end-to-end test (tests/tests/postgres.rs) drives the same
-# subcommands on a topology of its own (its own prefix and directory).
+# $PGHA_DIR/beN; the role endpoints run from a copy in $PGHA_DIR/bin, which the
+# postgres user can reach wherever the clone is. The end-to-end tests
+# (tests/tests/postgres*.rs) drive the same subcommands on topologies of their
+# own (their own prefix and directory).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -61,11 +63,13 @@ check_node() {
 }
 
 # PostgreSQL refuses to run as root: every server-side step runs as `postgres`
-# (the user Debian's package creates) inside the node's namespace.
+# (the user Debian's package creates) inside the node's namespace. It starts in
+# /, not in the caller's directory, which may be one that postgres cannot enter
+# (a clone in root's home): initdb and pg_ctl would complain of it.
 as_postgres() {
     local n=$1
     shift
-    ip netns exec "$(node_ns "$n")" runuser -u postgres -- "$@"
+    (cd / && exec ip netns exec "$(node_ns "$n")" runuser -u postgres -- "$@")
 }
 
 # Version 15's own programs, not Debian's wrapper in /usr/bin, which picks a
@@ -197,12 +201,34 @@ cmd_sql() {
         -h "$(node_dir "$n")" -p 5432 -U postgres -d postgres -c "$*"
 }
 
-cmd_role_endpoint() {
-    check_node "${1:-}"
-    local n=$1
+# The role endpoint runs as postgres, as PostgreSQL does: a network-facing
+# server that needs no privilege, asking for the role over the node's socket.
+# cargo builds it under target/ in the clone, which postgres cannot reach when
+# the clone is in a directory that other users cannot enter (root's home, a
+# `mktemp -d`, both 0700): it runs from a copy in $PGHA_DIR/bin instead.
+stage_role_endpoint() {
     [[ -x "$ROLE_ENDPOINT" ]] ||
         die "no role endpoint at $ROLE_ENDPOINT: cargo build -p balancer-tests --bin pg-role-endpoint"
-    exec ip netns exec "$(node_ns "$n")" runuser -u postgres -- "$ROLE_ENDPOINT" \
+    local bin="$PGHA_DIR/bin/pg-role-endpoint" tmp
+    if ! cmp -s "$ROLE_ENDPOINT" "$bin"; then
+        install -d -m 0755 "$PGHA_DIR/bin"
+        # Copied under another name and renamed: endpoints started together
+        # may each stage it, and none may run a half-written file.
+        tmp="$(mktemp "$PGHA_DIR/bin/.pg-role-endpoint.XXXXXX")"
+        install -m 0755 "$ROLE_ENDPOINT" "$tmp"
+        mv -f "$tmp" "$bin"
+    fi
+    runuser -u postgres -- test -x "$bin" ||
+        die "user postgres cannot execute $bin: can other users enter $PGHA_DIR and every directory above it?"
+    echo "$bin"
+}
+
+cmd_role_endpoint() {
+    check_node "${1:-}"
+    local n=$1 bin
+    bin="$(stage_role_endpoint)"
+    cd /
+    exec ip netns exec "$(node_ns "$n")" runuser -u postgres -- "$bin" \
         --listen "$(node_addr "$n"):8008" --pghost "$(node_dir "$n")" --psql "$PGBIN/psql"
 }
 
@@ -316,7 +342,9 @@ cmd_up() {
     cmd_replica 2 1
     cmd_replica 3 1
 
-    echo "== role endpoints on :8008"
+    local role_endpoint
+    role_endpoint="$(stage_role_endpoint)"
+    echo "== role endpoints on :8008 (run by postgres from $role_endpoint)"
     for n in "${NODES[@]}"; do
         "$0" role-endpoint "$n" >"$(node_dir "$n")/role-endpoint.log" 2>&1 &
     done
@@ -326,6 +354,8 @@ cmd_up() {
         mount -t bpf bpf "$BPFFS"
     fi
     echo "== balancer: $BALANCER run --config $CONFIG (log: $PGHA_DIR/balancer.log)"
+    # Created before the daemon starts, so that the wait below finds a file.
+    : >"$PGHA_DIR/balancer.log"
     ip netns exec "$(ns lb)" "$BALANCER" run --config "$CONFIG" >"$PGHA_DIR/balancer.log" 2>&1 &
     echo $! >"$PGHA_DIR/balancer.pid"
     local log="$PGHA_DIR/balancer.log" tries=0
@@ -427,7 +457,8 @@ cmd_down() {
 }
 
 usage() {
-    sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    # The comment at the top, up to the first line that is not one.
+    awk 'NR == 1 { next } !/^#/ { exit } { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"
     exit 2
 }
 
