@@ -34,11 +34,11 @@ PGHA_DIR="${PGHA_DIR:-/tmp/pgha}"
 PGBIN="${PGBIN:-/usr/lib/postgresql/15/bin}"
 BALANCER="${PGHA_BALANCER:-$REPO/target/debug/balancer}"
 ROLE_ENDPOINT="${PGHA_ROLE_ENDPOINT:-$REPO/target/debug/pg-role-endpoint}"
-CONFIG="$HERE/balancer.toml"
+CONFIG="${PGHA_CONFIG:-$HERE/balancer.toml}"
 # The daemon's pinned maps: [control].pin_dir of the configuration, on a BPF file
 # system that `up` mounts (a daemon started with `ip netns exec` has a mount
 # namespace of its own, in which /sys/fs/bpf is private to it).
-PIN_DIR="${PGHA_PIN_DIR:-$(sed -n 's/^pin_dir *= *"\(.*\)"/\1/p' "$CONFIG")}"
+PIN_DIR="$(sed -n 's/^pin_dir *= *"\(.*\)"/\1/p' "$CONFIG")"
 BPFFS="$(dirname "$PIN_DIR")"
 
 VIP=198.51.100.20
@@ -386,38 +386,11 @@ cmd_status() {
     "$BALANCER" status --config "$CONFIG"
 }
 
-# SERVICE_DROPS counts the new connections dropped per service and reason, per
-# CPU, at service id x COUNTER_COUNT + reason (balancer-common/src/stats.rs).
-# Service ids go in file order: db-rw 0, db-ro 1. The daemon has no stats
-# command or metrics yet, so this reads the pinned map; the test checks that
-# it agrees with balancer-common.
-COUNTER_COUNT=16
-DROP_FIREWALL=13
-
+# New connections each service's firewall rules dropped, from the daemon's
+# own counters (`balancer stats`).
 cmd_drops() {
-    local svc id name key out
-    for svc in "0 db-rw" "1 db-ro"; do
-        read -r id name <<<"$svc"
-        key=$((id * COUNTER_COUNT + DROP_FIREWALL))
-        out="$(bpftool map lookup pinned "$PIN_DIR/maps/SERVICE_DROPS" \
-            key $((key & 255)) $(((key >> 8) & 255)) 0 0)"
-        echo "$name: $(sum_per_cpu <<<"$out") dropped by the firewall"
-    done
-}
-
-# bpftool's "value (CPU 00): 02 00 00 00 00 00 00 00" lines (u64, little
-# endian), summed over the CPUs.
-sum_per_cpu() {
-    local total=0 line byte shift
-    while read -r line; do
-        [[ $line == value* ]] || continue
-        shift=0
-        for byte in ${line#*: }; do
-            total=$((total + (16#$byte << shift)))
-            shift=$((shift + 8))
-        done
-    done
-    echo "$total"
+    "$BALANCER" stats --config "$CONFIG" --json |
+        jq -r '.stats.services[] | "\(.name): \(.drops.firewall // 0) dropped by the firewall"'
 }
 
 cmd_down() {

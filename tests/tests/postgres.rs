@@ -156,7 +156,8 @@ impl Probes<'_> {
 }
 
 /// New connections to `service_id` dropped by the firewall, summed over the
-/// CPUs, read from the daemon's pinned map (it has no stats command yet).
+/// CPUs, read from the daemon's pinned map itself: what `pgha.sh drops`
+/// (`balancer stats`) must agree with.
 fn firewall_drops(pin_dir: &Path, service_id: ServiceId) -> Result<u64> {
     let drops: PerCpuArray<MapData, u64> = PinnedMaps::new(pin_dir).open::<ServiceDrops, _>()?;
     Ok(drops
@@ -235,7 +236,7 @@ fn postgres_ha_writes_reads_pgbench_failover_and_a_refused_client() {
     example.run(&["outsider"]).unwrap();
     let lb = Balancer::start(topo.lb(), &config_text).unwrap();
     let pin_dir = lb.home().pin_dir();
-    example.pin_dir.set(pin_dir.clone()).unwrap();
+    example.config.set(lb.config_path()).unwrap();
     wait_states(&lb, &PRIMARY_BE1);
 
     // Writes through 5432 reach the primary.

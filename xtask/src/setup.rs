@@ -29,6 +29,8 @@ const APT_PACKAGES: &[&str] = &[
     // psql and pgbench of version 15 under /usr/lib/postgresql/15/bin.
     "postgresql-15",
     "postgresql-client-15",
+    // examples/postgres-ha's `pgha.sh drops` reads `balancer stats --json`.
+    "jq",
     // examples/active-active and the active-active tests: BIRD 2 on the
     // router and on every balancer node (bird, birdc).
     "bird2",

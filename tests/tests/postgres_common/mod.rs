@@ -61,11 +61,11 @@ pub fn backend(n: usize) -> String {
 }
 
 /// The example's script, pointed at a test's namespaces, directory and
-/// daemon (whose pin directory is known once it runs).
+/// daemon (whose configuration is known once it runs).
 pub struct Example {
     pub prefix: String,
     pub dir: PathBuf,
-    pub pin_dir: OnceCell<PathBuf>,
+    pub config: OnceCell<PathBuf>,
 }
 
 impl Example {
@@ -77,8 +77,8 @@ impl Example {
             .env("PGHA_ROLE_ENDPOINT", ROLE_ENDPOINT)
             .env("PGHA_BALANCER", balancer_bin())
             .env("PGBIN", PGBIN);
-        if let Some(p) = self.pin_dir.get() {
-            c.env("PGHA_PIN_DIR", p);
+        if let Some(p) = self.config.get() {
+            c.env("PGHA_CONFIG", p);
         }
         c
     }
@@ -194,7 +194,7 @@ impl Cluster {
             example: Example {
                 prefix: topo.prefix().to_string(),
                 dir: dir.path().to_path_buf(),
-                pin_dir: OnceCell::new(),
+                config: OnceCell::new(),
             },
             started: Vec::new(),
             roles: Vec::new(),
