@@ -85,14 +85,6 @@ pub fn interface_up(interface: &str) -> bool {
         .is_ok_and(|s| matches!(s.trim(), "up" | "unknown"))
 }
 
-/// Whether an XDP program is attached to `interface`.
-pub fn xdp_attached(interface: &str) -> Result<bool> {
-    let out = run_ip(&["-j", "-d", "link", "show", "dev", interface])?;
-    let links: Vec<serde_json::Value> =
-        serde_json::from_str(&out).context("parsing `ip -j link show`")?;
-    Ok(links.iter().any(|l| l.get("xdp").is_some()))
-}
-
 pub fn route_source(dst: IpAddr) -> Result<IpAddr> {
     #[derive(Deserialize)]
     struct Route {

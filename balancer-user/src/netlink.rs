@@ -107,6 +107,29 @@ impl Netlink {
             .with_context(|| format!("removing {net} from ifindex {ifindex}"))
     }
 
+    /// Whether an XDP program is attached to the interface `ifindex`.
+    pub async fn xdp_attached(&self, ifindex: u32) -> Result<bool> {
+        use rtnetlink::packet_route::link::{LinkAttribute, LinkXdp, XdpAttached};
+        let link = self
+            .handle
+            .link()
+            .get()
+            .match_index(ifindex)
+            .execute()
+            .try_next()
+            .await
+            .with_context(|| format!("reading link {ifindex}"))?
+            .ok_or_else(|| anyhow!("no link with index {ifindex}"))?;
+        Ok(link.attributes.iter().any(|a| match a {
+            LinkAttribute::Xdp(xdp) => xdp.iter().any(|x| match x {
+                LinkXdp::Attached(how) => *how != XdpAttached::None,
+                LinkXdp::ProgId(id) => *id != 0,
+                _ => false,
+            }),
+            _ => false,
+        }))
+    }
+
     /// The interface that holds `ip`, if any.
     pub async fn interface_of(&self, ip: IpAddr) -> Result<Option<u32>> {
         Ok(self

@@ -483,3 +483,32 @@ fn a_node_restarted_without_ha_on_pinned_state_opens_flows_again() {
         lb.output_so_far()
     );
 }
+
+/// The program detached from one of the active node's interfaces (by anyone:
+/// here `bpftool link detach` on its pinned link) is a fault: the node gives
+/// up the role and the standby serves.
+#[test]
+fn an_active_node_whose_program_is_detached_yields() {
+    if !require_root() || !balancer_tests::require_program("bpftool") {
+        return;
+    }
+    let p = pair("haxdp", false);
+    wait_roles(&p.a, "active", &p.b, "standby");
+    let link = p.a.home().pin_dir().join("links").join("front");
+    let out = std::process::Command::new("bpftool")
+        .args(["link", "detach", "pinned"])
+        .arg(&link)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "bpftool link detach: {out:?}");
+    wait_roles(&p.a, "standby", &p.b, "active");
+    let status = ha(&p.a);
+    assert_eq!(status["effective_priority"], 0, "{status}");
+    assert!(
+        status["conditions"]
+            .to_string()
+            .contains("the XDP program is not attached to front"),
+        "{status}"
+    );
+    assert!(wait_until(Duration::from_secs(3), || request(&p.topo)));
+}

@@ -121,7 +121,8 @@ fn start_ha(daemon: &Daemon) -> Result<ha::HaHandle> {
         .as_ref()
         .context("ha.auth_key_file is required")?;
     let key = ha::read_key(key_file)?;
-    let inputs = daemon.ha_inputs(&daemon.xdp_faults());
+    // Just attached; the XDP check's first tick looks at once.
+    let inputs = daemon.ha_inputs(&[]);
     ha::start(
         &config.node.name,
         &config.ha,
@@ -209,7 +210,7 @@ async fn serve(config_path: &Path, config: config::Config, options: Options) -> 
         scrapes,
         health,
     };
-    let stop = run(&mut daemon, &mut signals, &mut inputs).await;
+    let stop = run(&mut daemon, &mut signals, &mut inputs, &netlink).await;
     notify(&[NotifyState::Stopping]);
     shut_down(daemon, stop, &netlink).await
 }
@@ -296,8 +297,8 @@ async fn bring_up(daemon: &mut Daemon, netlink: &Netlink) -> Result<()> {
     Ok(())
 }
 
-/// How often the daemon asks the kernel whether the program is still
-/// attached (an HA condition): it costs a process spawn.
+/// How often the daemon asks the kernel (netlink) whether the program is
+/// still attached (an HA condition).
 const XDP_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A tokio interval whose missed ticks are delayed, not made up in a burst.
@@ -309,7 +310,12 @@ fn every(period: Duration) -> tokio::time::Interval {
 
 /// The daemon's loop: timers, health verdicts, scrapes, admin calls and
 /// signals, until one says stop.
-async fn run(daemon: &mut Daemon, signals: &mut Signals, inputs: &mut Inputs) -> Stop {
+async fn run(
+    daemon: &mut Daemon,
+    signals: &mut Signals,
+    inputs: &mut Inputs,
+    netlink: &Netlink,
+) -> Stop {
     // Pinged from this loop, so that a loop that hangs stops the pings and
     // systemd restarts the daemon (which takes over the pinned state).
     let watchdog = sd_notify::watchdog_enabled().filter(|timeout| !timeout.is_zero());
@@ -331,7 +337,7 @@ async fn run(daemon: &mut Daemon, signals: &mut Signals, inputs: &mut Inputs) ->
                     daemon.drain = Some(drain);
                 }
             }
-            _ = xdp_check.tick(), if daemon.ha.is_some() => daemon.check_xdp(),
+            _ = xdp_check.tick(), if daemon.ha.is_some() => daemon.check_xdp(netlink).await,
             _ = ha_tick.tick(), if daemon.ha.is_some() => daemon.tick_ha(),
             Some(event) = inputs.health.recv() => daemon.on_health(event),
             Some(scrape) = inputs.scrapes.recv() => daemon.answer_scrape(scrape),

@@ -241,27 +241,27 @@ impl Daemon {
         })
     }
 
-    /// Interfaces the program is no longer attached to, as fault reasons
-    /// (none unless `ha.track_xdp`). Asks the kernel: a process spawn per
-    /// interface, so the caller does not ask on every tick.
-    pub fn xdp_faults(&self) -> Vec<String> {
+    /// Asks the kernel (netlink) whether the program is still attached to
+    /// every interface, for the next HA ticks: those it is not are faults
+    /// (none unless `ha.track_xdp`).
+    pub async fn check_xdp(&mut self, netlink: &crate::netlink::Netlink) {
         let config = self.runtime.config();
-        if !config.ha.track_xdp {
-            return Vec::new();
-        }
-        config
+        let mut faults = Vec::new();
+        for interface in config
             .node
             .interfaces
             .iter()
-            .filter(|i| !netconf::xdp_attached(i).unwrap_or(false))
-            .map(|i| format!("the XDP program is not attached to {i}"))
-            .collect()
-    }
-
-    /// Asks the kernel whether the program is still attached to every
-    /// interface, for the next HA ticks.
-    pub fn check_xdp(&mut self) {
-        self.xdp_faults = self.xdp_faults();
+            .filter(|_| config.ha.track_xdp)
+        {
+            let attached = match netconf::ifindex(interface) {
+                Ok(index) => netlink.xdp_attached(index).await.unwrap_or(false),
+                Err(_) => false,
+            };
+            if !attached {
+                faults.push(format!("the XDP program is not attached to {interface}"));
+            }
+        }
+        self.xdp_faults = faults;
     }
 
     /// Tells the HA thread what the tracked conditions say (logging a change
