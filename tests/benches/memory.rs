@@ -32,7 +32,6 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt::Write as _,
-    net::SocketAddr,
     process::Command,
     time::{Duration, Instant},
 };
@@ -40,10 +39,10 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use balancer_tests::{
     Balancer, Launch, Netns, Topology, balancer_bin,
-    config::{Config, Firewall, Flows, Health, Service, SynCookies},
-    cpu_time, resident_kib,
+    config::{Config, Flows, Health, Service},
+    cpu_time, resident_kib, thousands as group,
 };
-use support::{FlowPlan, PORTS_PER_CLIENT, daemon_dataplane, group, send_syns};
+use support::{FlowPlan, PORTS_PER_CLIENT, daemon_dataplane, no_cookies, send_syns};
 
 mod support;
 
@@ -75,13 +74,7 @@ const IDLE: Duration = Duration::from_millis(1500);
 const SWEEP_TIMEOUT: Duration = Duration::from_secs(90);
 
 fn main() {
-    if !support::benchmarking("memory") {
-        return;
-    }
-    if let Err(e) = run() {
-        eprintln!("memory: {e:#}");
-        std::process::exit(1);
-    }
+    support::bench_main("memory", run);
 }
 
 fn run() -> Result<()> {
@@ -124,7 +117,7 @@ fn minimal_config() -> Config {
 /// 200 services on one VIP (ports 10000-10199), 50 backends each: backend `b`
 /// of service `s` is 203.0.113.(11 + b):(20000 + s).
 fn large_config() -> Config {
-    let mut config = Config::new("mem-large")
+    let config = Config::new("mem-large")
         .snat(["203.0.113.9"])
         .metrics_off()
         .firewall(no_cookies())
@@ -133,24 +126,7 @@ fn large_config() -> Config {
                 .capacity(CAPACITY)
                 .tcp_transitory_timeout_s(TRANSITORY_S as u32),
         );
-    for svc in 0..SERVICES {
-        let port = 20000 + svc as u16;
-        config = config.service(
-            Service::tcp(&format!("svc{svc}"), VIP, 10000 + svc as u16)
-                .health(Health::none())
-                .backends(
-                    (0..BACKENDS_PER_SERVICE)
-                        .map(|b| SocketAddr::from(([203, 0, 113, 11 + b as u8], port))),
-                ),
-        );
-    }
-    config
-}
-
-/// Every SYN opens a flow, even a million in a few seconds: with
-/// `syn_cookies = "auto"` (the default) the fill would look like a flood.
-fn no_cookies() -> Firewall {
-    Firewall::default().syn_cookies(SynCookies::Off)
+    PLAN.services(config, BACKENDS_PER_SERVICE)
 }
 
 /// One map of the daemon's program.

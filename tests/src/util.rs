@@ -256,6 +256,19 @@ pub fn resident_kib(pid: u32) -> Result<(u64, u64)> {
     Ok((kib("VmRSS:")?, kib("VmHWM:")?))
 }
 
+/// `n` with its thousands grouped, for reports: 1234567 → "1,234,567".
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// `promtool check metrics` on a scrape (Debian's prometheus package): what
 /// it objects to, if anything.
 pub fn promtool_check_metrics(text: &str) -> Result<()> {
@@ -337,6 +350,14 @@ mod tests {
         assert!(cpu_time(me).unwrap() > before, "no CPU time charged in 5 s");
         let (rss, hwm) = resident_kib(std::process::id()).unwrap();
         assert!(rss > 0 && hwm >= rss, "{rss} {hwm}");
+    }
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
     }
 
     #[test]

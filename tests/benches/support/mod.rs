@@ -4,7 +4,7 @@
 // Each including bench uses a part of it.
 #![allow(dead_code)]
 
-use std::{ops::Range, path::Path, time::Duration};
+use std::{net::SocketAddr, ops::Range, os::unix::fs::PermissionsExt, path::Path, time::Duration};
 
 use anyhow::{Context, Result, ensure};
 use aya::maps::{HashMap, MapData};
@@ -13,7 +13,11 @@ use balancer_common::{
     flow::{FlowKey, FlowValue},
     maps::Flows,
 };
-use balancer_tests::Balancer;
+use balancer_tests::{
+    Balancer, ServerHandle, TempDir, Topology, addrs,
+    config::{Config, Firewall, Health, Service, SynCookies},
+    tcp_server,
+};
 use balancer_user::dataplane::{Dataplane, PinnedMaps, Pins};
 
 pub const XDP_DROP: u32 = 1;
@@ -33,6 +37,64 @@ pub fn benchmarking(name: &str) -> bool {
         eprintln!("{name}: a benchmark; run it with `cargo xtask bench` (skipped)");
     }
     yes
+}
+
+/// A daemon benchmark's `main`: `run` under `cargo bench` (see
+/// [`benchmarking`]); an error ends the process with status 1.
+pub fn bench_main(name: &str, run: impl FnOnce() -> Result<()>) {
+    if !benchmarking(name) {
+        return;
+    }
+    if let Err(e) = run() {
+        eprintln!("{name}: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Every SYN opens a flow, even a million in a few seconds: with
+/// `syn_cookies = "auto"` (the default) a fill would look like a flood.
+pub fn no_cookies() -> Firewall {
+    Firewall::default().syn_cookies(SynCookies::Off)
+}
+
+/// Two balancer hosts of a namespace topology (`lb`, `lb2`; IPv4 only) with
+/// nothing running on them yet, three backends that answer TCP on port 8080
+/// (`tcp_server`: a line back, after their name), and an HA key file.
+pub struct Site {
+    pub topo: Topology,
+    /// The key file's path.
+    pub key: String,
+    pub servers: Vec<ServerHandle>,
+    pub keys: TempDir,
+}
+
+impl Site {
+    pub fn new(hint: &str) -> Result<Site> {
+        let topo = Topology::builder()
+            .hint(hint)
+            .backends(3)
+            .standby(true)
+            .ipv6(false)
+            .build()?;
+        let servers = (1..=3)
+            .map(|i| {
+                tcp_server(
+                    topo.backend(i),
+                    SocketAddr::new(addrs::backend(i).into(), 8080),
+                )
+            })
+            .collect::<Result<_>>()?;
+        let keys = TempDir::new(hint)?;
+        let key = keys.join("ha.key");
+        std::fs::write(&key, "balancer-benchmark-key-0123456789abcdef")?;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+        Ok(Site {
+            topo,
+            key: key.display().to_string(),
+            servers,
+            keys,
+        })
+    }
 }
 
 /// The program of the daemon whose state is pinned in `pin_dir`, loaded
@@ -135,6 +197,24 @@ pub const CLIENT_BASE: u8 = 100;
 pub const PORTS_PER_CLIENT: u32 = 10_000;
 
 impl FlowPlan {
+    /// `config` with the plan's services, no health checks: service `s` on
+    /// the VIP, port 10000 + `s`, with `backends` backends
+    /// 203.0.113.(11 + b):(20000 + s).
+    pub fn services(&self, mut config: Config, backends: u32) -> Config {
+        for svc in 0..self.services {
+            let port = 20000 + svc as u16;
+            config = config.service(
+                Service::tcp(&format!("svc{svc}"), self.vip, 10000 + svc as u16)
+                    .health(Health::none())
+                    .backends(
+                        (0..backends)
+                            .map(|b| SocketAddr::from(([203, 0, 113, 11 + b as u8], port))),
+                    ),
+            );
+        }
+        config
+    }
+
     /// The client's SYN of flow `i`.
     pub fn syn(&self, i: u32) -> Segment {
         Segment {
@@ -188,19 +268,6 @@ pub fn ha_status(lb: &Balancer) -> serde_json::Value {
 /// A count of the HA part of `balancer status` (0 where there is none).
 pub fn ha_count(lb: &Balancer, name: &str) -> u64 {
     ha_status(lb)[name].as_u64().unwrap_or(0)
-}
-
-/// 1234567 → "1,234,567".
-pub fn group(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// The median of `v` (0 when empty).

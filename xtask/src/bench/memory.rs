@@ -8,5 +8,9 @@
 use anyhow::Result;
 
 pub fn run() -> Result<()> {
-    super::section_of_target("## Memory", "memory", &[("bpftool", &["version"])])
+    print!(
+        "{}",
+        super::section_of_target("## Memory", "memory", &[("bpftool", &["version"])])?
+    );
+    Ok(())
 }

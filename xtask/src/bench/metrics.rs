@@ -23,10 +23,10 @@ use anyhow::{Context, Result, bail, ensure};
 use balancer_tests::{
     Balancer, Launch, Netns, Topology, balancer_bin,
     config::{Config, Health, Service},
-    cpu_time, resident_kib,
+    cpu_time, resident_kib, thousands as group,
 };
 
-use super::host::{group, host_info};
+use super::host::host_info;
 
 const SERVICES: u32 = 200;
 const BACKENDS_PER_SERVICE: u32 = 50;

@@ -36,11 +36,11 @@ pub fn run(which: &str) -> Result<()> {
     }
 }
 
-/// Prints the section `heading` of BENCHMARKS.md as measured by the bench
-/// target `name` (see [`bench_target`]): the command, the machine (with the
-/// first lines of `versions`, programs measured), the binary and the load
-/// average above what the target printed.
-fn section_of_target(heading: &str, name: &str, versions: &[(&str, &[&str])]) -> Result<()> {
+/// The section `heading` of BENCHMARKS.md as measured by the bench target
+/// `name` (see [`bench_target`]): the command, the machine (with the first
+/// lines of `versions`, programs measured), the binary and the load average
+/// above what the target printed.
+fn section_of_target(heading: &str, name: &str, versions: &[(&str, &[&str])]) -> Result<String> {
     // BALANCER_BIN names a binary to measure; else the release build of the tree.
     let binary = e2e::binary::prepare()?;
     let host = host::host_info(versions);
@@ -52,9 +52,8 @@ fn section_of_target(heading: &str, name: &str, versions: &[(&str, &[&str])]) ->
     } else {
         format!(", {}", host.versions.join(", "))
     };
-    println!("{heading}\n");
-    println!(
-        "Command: `cargo xtask bench {name}` (as root; {} s; runs `tests/benches/{name}.rs`). Run on {}: {} CPUs ({}), {:.0} GiB, kernel {}{versions}. Binary: {binary}. Load average (1 min) {load_before} at the start, {} at the end.\n",
+    Ok(format!(
+        "{heading}\n\nCommand: `cargo xtask bench {name}` (as root; {} s; runs `tests/benches/{name}.rs`). Run on {}: {} CPUs ({}), {:.0} GiB, kernel {}{versions}. Binary: {binary}. Load average (1 min) {load_before} at the start, {} at the end.\n\n{body}",
         started.elapsed().as_secs(),
         host.date,
         host.cpus,
@@ -62,9 +61,7 @@ fn section_of_target(heading: &str, name: &str, versions: &[(&str, &[&str])]) ->
         host.mem_gib,
         host.kernel,
         load_average(),
-    );
-    print!("{body}");
-    Ok(())
+    ))
 }
 
 /// Runs the bench target `name` of the tests crate (`tests/benches/NAME.rs`,
