@@ -1,4 +1,4 @@
-//! `cargo xtask bench [packet|e2e|memory|failover|metrics|all]`.
+//! `cargo xtask bench [packet|e2e|memory|failover|sync|metrics|all]`.
 
 mod e2e;
 mod failover;
@@ -6,6 +6,7 @@ mod host;
 mod memory;
 mod metrics;
 mod packet;
+mod sync;
 
 use std::{
     process::{Command, Stdio},
@@ -22,16 +23,20 @@ pub fn run(which: &str) -> Result<()> {
         "e2e" => e2e::run(),
         "memory" => memory::run(),
         "failover" => failover::run(),
+        "sync" => sync::run(),
         "metrics" => metrics::run(),
         "all" => {
             packet::run()?;
             e2e::run()?;
             memory::run()?;
             failover::run()?;
+            sync::run()?;
             metrics::run()
         }
         other => {
-            bail!("unknown benchmark {other:?}: packet, e2e, memory, failover, metrics or all")
+            bail!(
+                "unknown benchmark {other:?}: packet, e2e, memory, failover, sync, metrics or all"
+            )
         }
     }
 }
