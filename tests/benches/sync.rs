@@ -88,6 +88,10 @@ const POLL: Duration = Duration::from_millis(100);
 /// Test runs per round of the per-packet measurement, and how long it runs
 /// idle before and after the bulk copy.
 const RUNS_PER_ROUND: usize = 4000;
+/// A pause after each round (about 5 ms of runs), so that the measurement
+/// takes about a quarter of a CPU: a loop that takes a whole one leaves the
+/// standby (on the same two CPUs here) too little to keep up with the copy.
+const ROUND_PAUSE: Duration = Duration::from_millis(15);
 const IDLE_ROUNDS: Duration = Duration::from_secs(8);
 /// The fill's pace: flows per second, in steps of this many.
 const FILL_RATE: u32 = 50_000;
@@ -239,6 +243,31 @@ fn events_by(lb: &Balancer, mark: usize, event: &str, by: &str) -> BTreeMap<Stri
         }
     }
     out
+}
+
+/// When the lines of `lb`'s log after `mark` for which `pick` holds were
+/// written: seconds into the UTC day (from their `timestamp`).
+fn log_times(lb: &Balancer, mark: usize, pick: impl Fn(&serde_json::Value) -> bool) -> Vec<f64> {
+    lb.output_so_far()[mark..]
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|v| pick(v))
+        .filter_map(|v| {
+            // 2026-12-07T17:51:16.139674Z
+            let time = v["timestamp"]
+                .as_str()?
+                .split('T')
+                .nth(1)?
+                .trim_end_matches('Z');
+            let mut parts = time.split(':');
+            let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
+            Some(
+                h.parse::<f64>().ok()? * 3600.0
+                    + m.parse::<f64>().ok()? * 60.0
+                    + s.parse::<f64>().ok()?,
+            )
+        })
+        .collect()
 }
 
 /// A counter of the `Udp:` lines of `/proc/net/snmp` in `ns` (such as
@@ -656,10 +685,23 @@ struct Bulk {
     bulk_reasons: BTreeMap<String, u64>,
     /// Datagrams the standby's kernel dropped for a full socket buffer.
     standby_rcvbuf_errors: u64,
+    /// Adverts the standby refused, by reason (`stale`: read too late).
+    standby_adverts_rejected: String,
     /// Role changes meanwhile: the active node must stay active, the standby
-    /// standby (after its first, from `init`).
+    /// standby (after its first, from `init`), and the standby's by cause.
     active_transitions: u64,
     standby_transitions: u64,
+    standby_causes: BTreeMap<String, u64>,
+    /// The longest time each HA thread (active, standby) went without
+    /// sleeping while the standby copied (see [`Awake`]).
+    active_awake: Stretch,
+    standby_awake: Stretch,
+    /// The machine's steal time over the copy (all CPUs), ms.
+    stolen_ms: f64,
+    /// For each time the standby took over from a live active node
+    /// (`peer_dead`): seconds from the end of the active node's nearest sweep
+    /// (its `expired flows` line; negative: before it ended), if it swept.
+    takeovers_after_sweep: Vec<Option<f64>>,
     load_before: String,
     load_after: String,
 }
@@ -710,6 +752,8 @@ fn bulk_copy(
     if let Some(p) = during {
         p.mark(Mark::Launched);
     }
+    let awake = Awake::watch([a.pid(), b.pid()]);
+    let stolen0 = steal_ms();
     loop {
         let copy = copy_of(&b);
         if copy.state == "in_progress" && bulk.began.is_none() {
@@ -734,6 +778,8 @@ fn bulk_copy(
     if let Some(p) = during {
         p.mark(Mark::Complete);
     }
+    [bulk.active_awake, bulk.standby_awake] = awake.stop();
+    bulk.stolen_ms = steal_ms() - stolen0;
     bulk.active_cpu = cpu_time(a.pid())? - a0;
     bulk.standby_cpu = cpu_time(b.pid())? - b0;
     bulk.wire = WireCount::read(topo.lb())?.since(w0);
@@ -744,8 +790,22 @@ fn bulk_copy(
         .count();
     bulk.bulk_reasons = events_by(a, log_mark, "ha_sync_bulk", "why");
     bulk.standby_rcvbuf_errors = udp_counter(topo.lb2(), "RcvbufErrors")?;
+    bulk.standby_adverts_rejected = ha_status(&b)["adverts_rejected"].to_string();
     bulk.active_transitions = transitions(a) - transitions0;
     bulk.standby_transitions = transitions(&b).saturating_sub(1);
+    bulk.standby_causes = events_by(&b, 0, "ha_transition", "cause");
+    let sweeps = log_times(a, 0, |v| v["message"] == "expired flows");
+    bulk.takeovers_after_sweep = log_times(&b, 0, |v| {
+        v["event"] == "ha_transition" && v["cause"] == "peer_dead"
+    })
+    .into_iter()
+    .map(|t| {
+        sweeps
+            .iter()
+            .map(|s| t - s)
+            .reduce(|x, y| if y.abs() < x.abs() { y } else { x })
+    })
+    .collect();
     // Live records of the last flows may still be on their way.
     std::thread::sleep(Duration::from_secs(1));
     let hb = ha_status(&b);
@@ -760,6 +820,112 @@ fn bulk_copy(
     bulk.retransmitted = counter("sync_retransmitted") - resent0;
     bulk.compared = compare(&a.home().pin_dir(), &b.home().pin_dir())?;
     Ok((bulk, b))
+}
+
+/// The longest stretch a thread did not sleep: on a CPU, or runnable and
+/// waiting for one (ms).
+#[derive(Debug, Clone, Copy, Default)]
+struct Stretch {
+    awake_ms: f64,
+    running_ms: f64,
+    waiting_ms: f64,
+    /// Time the hypervisor ran something else on this machine's CPUs
+    /// meanwhile (steal, all CPUs summed), ms.
+    stolen_ms: f64,
+}
+
+/// Follows the `ha` thread of processes (the HA election, adverts and flow
+/// sync share it) through `/proc/PID/task/TID/schedstat` (time on a CPU and
+/// time waiting for one, ns) every few milliseconds. A thread that neither
+/// sleeps nor waits on its sockets for longer than `dead_after` advert
+/// intervals (300 ms) reads no advert meanwhile.
+struct Awake {
+    stop: std::sync::Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<[Stretch; 2]>,
+}
+
+impl Awake {
+    const EVERY: Duration = Duration::from_millis(5);
+
+    fn watch(pids: [u32; 2]) -> Awake {
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let tasks = pids.map(ha_thread);
+            let mut samples: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
+            while !stopped.load(Ordering::Relaxed) {
+                let stolen = steal_ms();
+                for (task, samples) in tasks.iter().zip(samples.iter_mut()) {
+                    if let Some((run, wait)) = task.as_deref().and_then(schedstat) {
+                        samples.push((Instant::now(), run, wait, stolen));
+                    }
+                }
+                std::thread::sleep(Self::EVERY);
+            }
+            samples.map(|s| longest_awake(&s))
+        });
+        Awake { stop, thread }
+    }
+
+    fn stop(self) -> [Stretch; 2] {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+/// When, the thread's time on a CPU and waiting for one (ns), and the
+/// machine's steal time (ms).
+type Sample = (Instant, u64, u64, f64);
+
+/// Steal time of all CPUs (`/proc/stat`), ms.
+fn steal_ms() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: f64 = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .and_then(|l| l.split_whitespace().nth(8)?.parse().ok())
+        .unwrap_or(0.0);
+    // USER_HZ is 100 where this runs (10 ms ticks).
+    ticks * 10.0
+}
+
+/// `/proc/PID/task/TID` of the thread called `ha`.
+fn ha_thread(pid: u32) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|t| std::fs::read_to_string(t.join("comm")).is_ok_and(|c| c.trim() == "ha"))
+}
+
+/// Time on a CPU and time runnable waiting for one, ns.
+fn schedstat(task: &Path) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(task.join("schedstat")).ok()?;
+    let mut f = text.split_whitespace().map(|v| v.parse::<u64>().ok());
+    Some((f.next()??, f.next()??))
+}
+
+/// The longest run of sampling intervals in which the thread was on a CPU or
+/// waiting for one for at least 90 % of the interval.
+fn longest_awake(samples: &[Sample]) -> Stretch {
+    let (mut best, mut current) = (Stretch::default(), Stretch::default());
+    for w in samples.windows(2) {
+        let ((t0, r0, w0, s0), (t1, r1, w1, s1)) = (w[0], w[1]);
+        let dt = t1.duration_since(t0).as_secs_f64() * 1000.0;
+        let (run, wait) = ((r1 - r0) as f64 / 1e6, (w1 - w0) as f64 / 1e6);
+        if run + wait >= 0.9 * dt {
+            current.awake_ms += dt;
+            current.running_ms += run;
+            current.waiting_ms += wait;
+            current.stolen_ms += s1 - s0;
+            if current.awake_ms > best.awake_ms {
+                best = current;
+            }
+        } else {
+            current = Stretch::default();
+        }
+    }
+    best
 }
 
 /// When the phases of a measurement running beside a bulk copy began.
@@ -864,6 +1030,7 @@ fn packet_cost(
                         .lock()
                         .expect("not poisoned")
                         .push((start, Instant::now(), mean));
+                    std::thread::sleep(ROUND_PAUSE);
                 }
                 Ok(())
             })
@@ -1000,7 +1167,7 @@ fn render(live: &Live, bulks: &[Bulk], cost: &PacketCost) -> String {
     row(
         &mut s,
         "the copy by the standby's clock (`took_ms`: first to last record)",
-        &|b| format!("{:.1} s", b.copy.took_ms as f64 / 1000.0),
+        &|b| secs(b.complete.map(|_| Duration::from_millis(b.copy.took_ms))),
     );
     row(&mut s, "… flows per second", &|b| {
         (b.copy.flows * 1000)
@@ -1089,13 +1256,62 @@ fn render(live: &Live, bulks: &[Bulk], cost: &PacketCost) -> String {
     );
     row(
         &mut s,
-        "role changes meanwhile: active / standby (after its first)",
-        &|b| format!("{} / {}", b.active_transitions, b.standby_transitions),
+        "longest time the HA thread did not sleep, ms (on a CPU + waiting for one; the machine's steal time meanwhile): active; standby",
+        &|b| {
+            let f = |s: &Stretch| {
+                format!(
+                    "{:.0} ({:.0} + {:.0}; {:.0})",
+                    s.awake_ms, s.running_ms, s.waiting_ms, s.stolen_ms
+                )
+            };
+            format!("{}; {}", f(&b.active_awake), f(&b.standby_awake))
+        },
+    );
+    row(
+        &mut s,
+        "the machine's steal time over the copy (all CPUs)",
+        &|b| format!("{:.0} ms", b.stolen_ms),
+    );
+    row(&mut s, "standby: adverts refused, by reason", &|b| {
+        b.standby_adverts_rejected.clone()
+    });
+    row(
+        &mut s,
+        "role changes meanwhile: active / standby (after its first; all of the standby's by cause)",
+        &|b| {
+            let causes: Vec<String> = b
+                .standby_causes
+                .iter()
+                .map(|(cause, n)| format!("{n} × {cause}"))
+                .collect();
+            format!(
+                "{} / {} ({})",
+                b.active_transitions,
+                b.standby_transitions,
+                causes.join(", ")
+            )
+        },
     );
     row(
         &mut s,
         "sweeps of the active node's table meanwhile",
         &|b| b.sweeps.to_string(),
+    );
+    row(
+        &mut s,
+        "standby's `peer_dead` takeovers: seconds from the end of the active node's nearest sweep",
+        &|b| {
+            let after: Vec<String> = b
+                .takeovers_after_sweep
+                .iter()
+                .map(|a| a.map_or("no sweep".into(), |a| format!("{a:+.2}")))
+                .collect();
+            if after.is_empty() {
+                "-".into()
+            } else {
+                after.join(", ")
+            }
+        },
     );
     row(&mut s, "load average (1 min) before / after", &|b| {
         format!("{} / {}", b.load_before, b.load_after)
@@ -1108,8 +1324,10 @@ fn render(live: &Live, bulks: &[Bulk], cost: &PacketCost) -> String {
     let b = &cost.bulk;
     let _ = writeln!(
         s,
-        "Per packet: BPF_PROG_TEST_RUN of established client packets (ACK with 16 bytes, {} flows to be1..be3 in turn) on the active node's program, {RUNS_PER_ROUND} runs a round, rounds back to back on one thread for {} s before a fresh standby starts, while it copies {} flows, and for {} s after. Round means; the figure is their median.\n",
+        "Per packet: BPF_PROG_TEST_RUN of established client packets (ACK with 16 bytes, {} flows to be1..be3 in turn) on the active node's program, {RUNS_PER_ROUND} runs a round, a round every {} ms or so on one thread ({} ms pause after each) for {} s before a fresh standby starts, while it copies {} flows, and for {} s after. Round means; the figure is their median.\n",
         MEASURED_FLOWS,
+        ROUND_PAUSE.as_millis() + 5,
+        ROUND_PAUSE.as_millis(),
         IDLE_ROUNDS.as_secs(),
         group(u64::from(b.flows)),
         IDLE_ROUNDS.as_secs()
@@ -1156,10 +1374,10 @@ fn render(live: &Live, bulks: &[Bulk], cost: &PacketCost) -> String {
     let took = b.observed;
     let _ = writeln!(
         s,
-        "\nActions of the measured runs: {}. The copy meanwhile: `balancer run` to `complete` {}, {:.1} s by the standby's clock; {} bulk copies started; tables compared: {} missing, {} different; the active daemon used {:.1} s of CPU in the {:.1} s from the standby's start to the end of the copy (or of the wait for it), {:.0} % of one CPU, the standby {:.1} s; role changes of the standby meanwhile: {}; {} sweeps of the active node's table; load average {} / {}.",
+        "\nActions of the measured runs: {}. The copy meanwhile: `balancer run` to `complete` {}, {} by the standby's clock; {} bulk copies started; tables compared: {} missing, {} different; the active daemon used {:.1} s of CPU in the {:.1} s from the standby's start to the end of the copy (or of the wait for it), {:.0} % of one CPU, the standby {:.1} s; role changes of the standby meanwhile: {} ({}); {} sweeps of the active node's table; load average {} / {}.",
         actions.join(", "),
         secs(b.complete),
-        b.copy.took_ms as f64 / 1000.0,
+        secs(b.complete.map(|_| Duration::from_millis(b.copy.took_ms))),
         b.bulks_sent,
         group(b.compared.missing),
         group(b.compared.different),
@@ -1168,6 +1386,11 @@ fn render(live: &Live, bulks: &[Bulk], cost: &PacketCost) -> String {
         100.0 * b.active_cpu.as_secs_f64() / took.as_secs_f64().max(1e-9),
         b.standby_cpu.as_secs_f64(),
         b.standby_transitions,
+        b.standby_causes
+            .iter()
+            .map(|(cause, n)| format!("{n} × {cause}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         b.sweeps,
         b.load_before,
         b.load_after
