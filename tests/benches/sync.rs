@@ -270,6 +270,19 @@ fn log_times(lb: &Balancer, mark: usize, pick: impl Fn(&serde_json::Value) -> bo
         .collect()
 }
 
+/// Frames dropped at interface `dev` of `ns`, received and sent
+/// (`ip -s link`: for a veth with an XDP program, a full ring of its peer's
+/// frames counts here).
+fn link_drops(ns: &Netns, dev: &str) -> Result<(u64, u64)> {
+    let out = ns.ip(&["-s", "-j", "link", "show", dev])?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    let stats = &v[0]["stats64"];
+    Ok((
+        stats["rx"]["dropped"].as_u64().unwrap_or(0),
+        stats["tx"]["dropped"].as_u64().unwrap_or(0),
+    ))
+}
+
 /// A counter of the `Udp:` lines of `/proc/net/snmp` in `ns` (such as
 /// `RcvbufErrors`: datagrams dropped because the socket's buffer was full).
 fn udp_counter(ns: &Netns, name: &str) -> Result<u64> {
@@ -685,6 +698,12 @@ struct Bulk {
     bulk_reasons: BTreeMap<String, u64>,
     /// Datagrams the standby's kernel dropped for a full socket buffer.
     standby_rcvbuf_errors: u64,
+    /// Adverts the active node sent from the standby's start to the end of
+    /// the copy, and those the standby took (it started meanwhile).
+    adverts: (u64, u64),
+    /// Frames dropped on the way to the standby's `front` (received, sent by
+    /// the switch's port towards it), over the copy.
+    link_drops: (u64, u64),
     /// Adverts the standby refused, by reason (`stale`: read too late).
     standby_adverts_rejected: String,
     /// Role changes meanwhile: the active node must stay active, the standby
@@ -744,6 +763,7 @@ fn bulk_copy(
             .map_or(0, |t| t.values().filter_map(|v| v.as_u64()).sum())
     };
     let transitions0 = transitions(a);
+    let adverts0 = counter("adverts_sent");
     let (w0, a0) = (WireCount::read(topo.lb())?, cpu_time(a.pid())?);
     let launched = Instant::now();
     let b = Balancer::launch(topo.lb2(), &config_b.to_toml(), LAUNCH)?;
@@ -754,6 +774,11 @@ fn bulk_copy(
     }
     let awake = Awake::watch([a.pid(), b.pid()]);
     let stolen0 = steal_ms();
+    let port = balancer_tests::ifnames::SW_LB2_FRONT;
+    let drops0 = (
+        link_drops(topo.lb2(), "front")?.0,
+        link_drops(topo.switch(), port)?.1,
+    );
     loop {
         let copy = copy_of(&b);
         if copy.state == "in_progress" && bulk.began.is_none() {
@@ -780,6 +805,14 @@ fn bulk_copy(
     }
     [bulk.active_awake, bulk.standby_awake] = awake.stop();
     bulk.stolen_ms = steal_ms() - stolen0;
+    bulk.adverts = (
+        counter("adverts_sent") - adverts0,
+        ha_count(&b, "adverts_received"),
+    );
+    bulk.link_drops = (
+        link_drops(topo.lb2(), "front")?.0 - drops0.0,
+        link_drops(topo.switch(), port)?.1 - drops0.1,
+    );
     bulk.active_cpu = cpu_time(a.pid())? - a0;
     bulk.standby_cpu = cpu_time(b.pid())? - b0;
     bulk.wire = WireCount::read(topo.lb())?.since(w0);
@@ -1266,6 +1299,16 @@ fn render(live: &Live, bulks: &[Bulk], cost: &PacketCost) -> String {
             };
             format!("{}; {}", f(&b.active_awake), f(&b.standby_awake))
         },
+    );
+    row(
+        &mut s,
+        "adverts: sent by the active node from the standby's start to the end of the copy / taken by the standby",
+        &|b| format!("{} / {}", b.adverts.0, b.adverts.1),
+    );
+    row(
+        &mut s,
+        "frames dropped towards the standby's `front`: received there / sent by the switch port",
+        &|b| format!("{} / {}", group(b.link_drops.0), group(b.link_drops.1)),
     );
     row(
         &mut s,
