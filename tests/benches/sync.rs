@@ -609,8 +609,8 @@ fn open_flows(
 type Rewrite = (RawAddr, u16, RawAddr, u16, u8);
 
 /// The live forward entries of the flow table pinned in `pin_dir` (read in
-/// batches), of every owner or of `owner` only.
-fn forward_flows(pin_dir: &Path, owner: Option<u32>) -> Result<StdHashMap<FlowKey, Rewrite>> {
+/// batches), with their owners.
+fn forward_flows(pin_dir: &Path) -> Result<StdHashMap<FlowKey, (Rewrite, u32)>> {
     let table = pinned_flows(pin_dir)?;
     let mut out = StdHashMap::new();
     batch::for_each(
@@ -620,17 +620,15 @@ fn forward_flows(pin_dir: &Path, owner: Option<u32>) -> Result<StdHashMap<FlowKe
         4096,
         |k, v| {
             let v: FlowValue = batch::read(v);
-            if v.direction == DIR_FORWARD && v.released == 0 && owner.is_none_or(|o| v.owner == o) {
-                out.insert(
-                    batch::read(k),
-                    (
-                        v.new_src,
-                        v.new_sport_be,
-                        v.new_dst,
-                        v.new_dport_be,
-                        v.state,
-                    ),
+            if v.direction == DIR_FORWARD && v.released == 0 {
+                let rewrite = (
+                    v.new_src,
+                    v.new_sport_be,
+                    v.new_dst,
+                    v.new_dport_be,
+                    v.state,
                 );
+                out.insert(batch::read(k), (rewrite, v.owner));
             }
             ControlFlow::Continue(())
         },
@@ -643,24 +641,32 @@ fn forward_flows(pin_dir: &Path, owner: Option<u32>) -> Result<StdHashMap<FlowKe
 #[derive(Debug, Clone, Copy, Default)]
 struct Compared {
     active: u64,
+    /// The standby's forward entries owned by lb-a.
     standby: u64,
+    /// Of the active node's flows: not in the standby's table at all; there
+    /// with another rewrite; there, as they should be, but owned by the
+    /// standby itself (it adopted them when it took over).
     missing: u64,
     different: u64,
+    adopted: u64,
+    /// In the standby's table, not in the active node's.
     extra: u64,
 }
 
 fn compare(active: &Path, standby: &Path) -> Result<Compared> {
-    let a = forward_flows(active, None)?;
-    let b = forward_flows(standby, Some(node_id(ACTIVE.as_bytes())))?;
+    let a = forward_flows(active)?;
+    let b = forward_flows(standby)?;
+    let peer = node_id(ACTIVE.as_bytes());
     let mut c = Compared {
         active: a.len() as u64,
-        standby: b.len() as u64,
+        standby: b.values().filter(|(_, owner)| *owner == peer).count() as u64,
         ..Compared::default()
     };
-    for (key, rewrite) in &a {
+    for (key, (rewrite, _)) in &a {
         match b.get(key) {
             None => c.missing += 1,
-            Some(r) if r != rewrite => c.different += 1,
+            Some((r, _)) if r != rewrite => c.different += 1,
+            Some((_, owner)) if *owner != peer => c.adopted += 1,
             Some(_) => {}
         }
     }
@@ -1221,12 +1227,13 @@ fn render(live: &Live, bulks: &[Bulk], cost: &PacketCost) -> String {
     );
     row(
         &mut s,
-        "**tables compared: missing on the standby / different / extra**",
+        "**tables compared: missing on the standby / different / there but adopted by the standby / extra**",
         &|b| {
             format!(
-                "**{} / {} / {}**",
+                "**{} / {} / {} / {}**",
                 group(b.compared.missing),
                 group(b.compared.different),
+                group(b.compared.adopted),
                 group(b.compared.extra)
             )
         },
@@ -1417,13 +1424,14 @@ fn render(live: &Live, bulks: &[Bulk], cost: &PacketCost) -> String {
     let took = b.observed;
     let _ = writeln!(
         s,
-        "\nActions of the measured runs: {}. The copy meanwhile: `balancer run` to `complete` {}, {} by the standby's clock; {} bulk copies started; tables compared: {} missing, {} different; the active daemon used {:.1} s of CPU in the {:.1} s from the standby's start to the end of the copy (or of the wait for it), {:.0} % of one CPU, the standby {:.1} s; role changes of the standby meanwhile: {} ({}); {} sweeps of the active node's table; load average {} / {}.",
+        "\nActions of the measured runs: {}. The copy meanwhile: `balancer run` to `complete` {}, {} by the standby's clock; {} bulk copies started; tables compared: {} missing, {} different, {} adopted by the standby; the active daemon used {:.1} s of CPU in the {:.1} s from the standby's start to the end of the copy (or of the wait for it), {:.0} % of one CPU, the standby {:.1} s; role changes of the standby meanwhile: {} ({}); {} sweeps of the active node's table; load average {} / {}.",
         actions.join(", "),
         secs(b.complete),
         secs(b.complete.map(|_| Duration::from_millis(b.copy.took_ms))),
         b.bulks_sent,
         group(b.compared.missing),
         group(b.compared.different),
+        group(b.compared.adopted),
         b.active_cpu.as_secs_f64(),
         took.as_secs_f64(),
         100.0 * b.active_cpu.as_secs_f64() / took.as_secs_f64().max(1e-9),
