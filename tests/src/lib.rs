@@ -49,8 +49,8 @@ pub use servers::{
 };
 pub use topology::{LbHost, Topology, TopologyBuilder, addrs, ifnames};
 pub use util::{
-    Pace, TempDir, netns_names, netns_with_prefix, poll_until, promtool_check_metrics,
-    unique_prefix, wait_until,
+    Pace, TempDir, cpu_time, netns_names, netns_with_prefix, poll_until, promtool_check_metrics,
+    resident_kib, thousands, unique_prefix, wait_until,
 };
 
 /// Whether the namespace tests can run here (root, `ip`, namespaces can be created).

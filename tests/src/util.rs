@@ -218,6 +218,57 @@ pub(crate) fn tail(s: &str, max: usize) -> String {
     format!("...{}", &s[start..])
 }
 
+/// CPU time (user + system, every thread) that process `pid` has used so far
+/// (`/proc/PID/stat`, in clock ticks: 10 ms steps at the usual USER_HZ of 100).
+pub fn cpu_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // The command name is in parentheses and may hold spaces; after it come
+    // state(3) ... utime(14) stime(15).
+    let fields: Vec<u64> = stat
+        .rfind(')')
+        .map(|close| &stat[close + 1..])
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let (Some(utime), Some(stime)) = (fields.get(10), fields.get(11)) else {
+        bail!("short /proc/{pid}/stat: {stat}");
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_micros((utime + stime) * 1_000_000 / hz))
+}
+
+/// Resident memory of process `pid` now and at its peak (`VmRSS`, `VmHWM` of
+/// `/proc/PID/status`), KiB.
+pub fn resident_kib(pid: u32) -> Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let kib = |name: &str| -> Result<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .with_context(|| format!("no {name} in /proc/{pid}/status"))
+    };
+    Ok((kib("VmRSS:")?, kib("VmHWM:")?))
+}
+
+/// `n` with its thousands grouped, for reports: 1234567 → "1,234,567".
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// `promtool check metrics` on a scrape (Debian's prometheus package): what
 /// it objects to, if anything.
 pub fn promtool_check_metrics(text: &str) -> Result<()> {
@@ -282,6 +333,31 @@ mod tests {
             false
         });
         assert_eq!(never, None);
+    }
+
+    #[test]
+    fn reads_its_own_cpu_time_and_memory() {
+        let me = std::process::id();
+        let before = cpu_time(me).unwrap();
+        // Busy until the next clock tick is charged (bounded).
+        let start = Instant::now();
+        let mut x = 0u64;
+        while cpu_time(me).unwrap() == before && start.elapsed() < Duration::from_secs(5) {
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        assert!(cpu_time(me).unwrap() > before, "no CPU time charged in 5 s");
+        let (rss, hwm) = resident_kib(std::process::id()).unwrap();
+        assert!(rss > 0 && hwm >= rss, "{rss} {hwm}");
+    }
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
     }
 
     #[test]

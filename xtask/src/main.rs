@@ -36,8 +36,9 @@ enum Task {
         /// and throughput through namespaces against HAProxy and nftables),
         /// `memory` (kernel map bytes per flow, the daemon's resident memory
         /// with 10,000 backends and 1,000,000 flows), `failover` (HA failover
-        /// gap, connection survival and flow sync cost), `metrics` (a scrape
-        /// with 10,000 backends), or `all`.
+        /// gap and connection survival), `sync` (HA flow sync: bulk copies of
+        /// 100,000 and 1,000,000 flows, the active node's packet cost meanwhile,
+        /// live sync cost), `metrics` (a scrape with 10,000 backends), or `all`.
         #[arg(default_value = "all")]
         which: String,
     },

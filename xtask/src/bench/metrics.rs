@@ -21,14 +21,12 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 use balancer_tests::{
-    Netns, TempDir, Topology, balancer_bin,
+    Balancer, Launch, Netns, Topology, balancer_bin,
     config::{Config, Health, Service},
+    cpu_time, resident_kib, thousands as group,
 };
 
-use super::{
-    host::host_info,
-    memory::{cpu_ticks, daemon_pid, group, rss, start_daemon, stop_daemon, tick},
-};
+use super::host::host_info;
 
 const SERVICES: u32 = 200;
 const BACKENDS_PER_SERVICE: u32 = 50;
@@ -118,16 +116,14 @@ struct Scrapes {
 }
 
 fn measure(lb: &Netns, config: &Config, checks: bool) -> Result<Measured> {
-    let dir = TempDir::new("bench-metrics")?;
-    let path = dir.join("balancer.toml");
-    std::fs::write(&path, config.to_toml())?;
-    let daemon = start_daemon(
-        lb,
-        &path,
-        "info,balancer_user::daemon::scrape=debug",
-        START_TIMEOUT,
-    )?;
-    let pid = daemon_pid(&daemon)?;
+    // The scrape's debug line has the daemon's own times.
+    let launch = Launch {
+        env: &[("RUST_LOG", "info,balancer_user::daemon::scrape=debug")],
+        ..Launch::default()
+    };
+    let daemon = Balancer::launch(lb, &config.to_toml(), launch)?;
+    daemon.wait_for_log(&["balancer running"], START_TIMEOUT)?;
+    let pid = daemon.pid();
     if checks {
         std::thread::sleep(CHECKS_SETTLE);
     } else {
@@ -138,7 +134,7 @@ fn measure(lb: &Netns, config: &Config, checks: bool) -> Result<Measured> {
     scrape(lb, false)?;
     let log_from = daemon.output_so_far().len();
     let t0 = Instant::now();
-    let c0 = cpu_ticks(pid)?;
+    let c0 = cpu_time(pid)?;
     for i in 0..SCRAPES {
         let om = i % 2 == 1;
         let t = Instant::now();
@@ -154,12 +150,12 @@ fn measure(lb: &Netns, config: &Config, checks: bool) -> Result<Measured> {
         std::thread::sleep(PAUSE);
     }
     let scraping = t0.elapsed();
-    let busy = cpu_ticks(pid)? - c0;
-    let c1 = cpu_ticks(pid)?;
+    let busy = cpu_time(pid)? - c0;
+    let c1 = cpu_time(pid)?;
     std::thread::sleep(scraping);
-    let idle = cpu_ticks(pid)? - c1;
-    m.cpu_per_scrape = tick() * busy.saturating_sub(idle) as u32 / SCRAPES as u32;
-    m.rss_kb = rss(pid)?.rss_kb;
+    let idle = cpu_time(pid)? - c1;
+    m.cpu_per_scrape = busy.saturating_sub(idle) / SCRAPES as u32;
+    m.rss_kb = resident_kib(pid)?.0;
     // The daemon's render times, in the order of the scrapes.
     let log = daemon.output_so_far();
     let field = |l: &str, name: &str| -> Option<f64> {
@@ -185,7 +181,7 @@ fn measure(lb: &Netns, config: &Config, checks: bool) -> Result<Measured> {
         s.read_ms.push(read);
         s.render_ms.push(all);
     }
-    stop_daemon(daemon)?;
+    daemon.stop()?;
     Ok(m)
 }
 

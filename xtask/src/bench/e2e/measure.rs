@@ -54,18 +54,9 @@ impl MachineCpu {
 /// utime + stime of the given processes (all their threads), in seconds; processes that
 /// are gone count as 0.
 pub fn processes_cpu(pids: &[i32]) -> f64 {
-    let t = tick_s();
     pids.iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .filter_map(|stat| {
-            // Fields after the command name, which is in parentheses and may hold spaces:
-            // state(3) ... utime(14) stime(15).
-            let rest = &stat[stat.rfind(')')? + 1..];
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let utime: u64 = f.get(11)?.parse().ok()?;
-            let stime: u64 = f.get(12)?.parse().ok()?;
-            Some((utime + stime) as f64 * t)
-        })
+        .filter_map(|pid| balancer_tests::cpu_time(*pid as u32).ok())
+        .map(|t| t.as_secs_f64())
         .sum()
 }
 
