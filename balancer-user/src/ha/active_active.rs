@@ -183,7 +183,7 @@ impl Node {
         for peer in &newly {
             let owner = node_id(peer.as_bytes());
             self.adopt_flows(owner);
-            if let Some(sync) = self.sync.as_mut() {
+            if let Some(sync) = &self.sync {
                 sync.adopted(owner, peer);
             }
             warn!(target: TARGET, event = "ha_snat", peer = %peer, adopted = true, "adopted the SNAT addresses and flows of a peer that is gone");

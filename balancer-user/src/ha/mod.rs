@@ -1,7 +1,7 @@
-//! High availability. A thread of its own sends and receives the adverts,
-//! syncs the flow table and moves addresses (through netlink), so that a busy
-//! daemon loop (a long sweep, a reload) never delays a heartbeat or a
-//! takeover. The daemon loop feeds it what the tracked conditions say and a
+//! High availability. A thread of its own sends and receives the adverts and
+//! moves addresses (through netlink), so that a busy daemon loop (a long
+//! sweep, a reload) never delays a heartbeat or a takeover; the flow sync
+//! runs on another ([`sync::thread`]), so that a bulk copy never does either. The daemon loop feeds it what the tracked conditions say and a
 //! watchdog stamp; if the stamp goes stale the node yields its role.
 //!
 //! Active-standby: an election picks the active node, which owns the VIPs and
@@ -40,7 +40,10 @@ use self::{
     election::{Election, Transition},
     members::Group,
     routes::Routes,
-    sync::{FlowSync, bulk::Owners},
+    sync::{
+        bulk::Owners,
+        thread::{Settings, SyncThread},
+    },
 };
 use crate::{
     api::{HaStatus, PeerStatus, SyncCopy, TransitionStatus},
@@ -49,12 +52,6 @@ use crate::{
     netlink::Netlink,
 };
 
-/// How often the flow-event ring is drained into datagrams: the standby lags
-/// the active node by at most this (plus the network), and the daemon wakes
-/// up 200 times a second instead of once per flow.
-const SYNC_LINGER: Duration = Duration::from_millis(5);
-/// How often a receiving node reports what it holds of its peers' streams.
-const SYNC_REPORT: Duration = Duration::from_millis(20);
 /// Announcements after a takeover: at once and a few times after, in case the
 /// first is lost.
 pub(crate) const ANNOUNCE_REPEATS: u32 = 3;
@@ -286,21 +283,21 @@ impl Setup {
         // are refused: the nodes' clocks must agree within it.
         let max_age = (interval * 10).max(Duration::from_secs(1));
         let sync = if self.config.sync_flows {
-            Some(FlowSync::open(
-                &self.name,
-                self.key.clone(),
-                &self.config.peers,
-                &self.pin_dir,
-                self.config.bulk_sync_rate,
+            Some(SyncThread::start(Settings {
+                name: self.name.clone(),
+                key: self.key.clone(),
+                peers: self.config.peers.clone(),
+                pin_dir: self.pin_dir.clone(),
+                bulk_rate: self.config.bulk_sync_rate,
                 max_age,
-                if active_active {
+                owners: if active_active {
                     Owners::Own {
                         adopted: Vec::new(),
                     }
                 } else {
                     Owners::All
                 },
-            )?)
+            })?)
         } else {
             None
         };
@@ -345,7 +342,7 @@ struct Node {
     codec: Codec,
     election: Election,
     netlink: Netlink,
-    sync: Option<FlowSync>,
+    sync: Option<SyncThread>,
     /// The floating addresses while active.
     floating: NetChanges,
     owned: Vec<IpAddr>,
@@ -366,10 +363,6 @@ impl Node {
         mut inputs: watch::Receiver<Inputs>,
         mut stop: tokio::sync::oneshot::Receiver<()>,
     ) {
-        let mut pump = tokio::time::interval(SYNC_LINGER);
-        pump.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut report = tokio::time::interval(SYNC_REPORT);
-        report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let interval = Duration::from_millis(self.config.advert_interval_ms.into());
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -408,26 +401,9 @@ impl Node {
                         self.refresh_addresses(&current).await;
                     }
                 }
-                _ = pump.tick(), if self.sync.is_some() => {
-                    let sending = self.sending();
-                    if let Some(sync) = self.sync.as_mut() {
-                        sync.pump(sending).await;
-                    }
-                }
-                _ = report.tick(), if self.sync.is_some() => {
-                    let want = self.copies_wanted();
-                    if let Some(sync) = self.sync.as_mut() {
-                        sync.report(&want).await;
-                    }
-                }
-                received = recv_sync(self.sync.as_mut()) => {
-                    let (sending, receiving) = (self.sending(), self.receiving());
-                    if let (Ok((n, from)), Some(sync)) = (received, self.sync.as_mut()) {
-                        sync.receive(n, from, sending, receiving).await;
-                    }
-                }
                 _ = &mut stop => break,
             }
+            self.tell_sync();
         }
         // Leaving: the peer hears priority 0 and takes over at once instead of
         // waiting for dead_after intervals.
@@ -438,6 +414,17 @@ impl Node {
             self.apply(t, &current).await;
         }
         self.send(&socket, 0, &current).await;
+    }
+
+    /// Tells the flow sync what this node does with flows now.
+    fn tell_sync(&self) {
+        if let Some(sync) = &self.sync {
+            sync.set_role(sync::thread::Role {
+                sending: self.sending(),
+                receiving: self.receiving(),
+                want_copies: self.copies_wanted(),
+            });
+        }
     }
 
     /// Whether this node sends its flows to its peers: while it serves (in
@@ -643,7 +630,7 @@ impl Node {
             self.lease.expire();
             self.floating.undo(&self.netlink).await;
             self.owned.clear();
-            if let Some(sync) = self.sync.as_mut() {
+            if let Some(sync) = &self.sync {
                 sync.forget_copies();
             }
         }
@@ -775,7 +762,7 @@ impl Node {
             s.mode = HaMode::ActiveStandby.to_string();
         }
         if let Some(sync) = &self.sync {
-            let c = &sync.counters;
+            let c = sync.counters();
             s.sync_sent = c.sent;
             s.sync_installed = c.installed;
             s.sync_closed = c.closed;
@@ -819,14 +806,6 @@ async fn announce_self(netlink: &Netlink, interface: &str) {
 
 fn now_ms() -> u64 {
     advert::micros(SystemTime::now()) / 1000
-}
-
-/// The next flow-sync datagram, or never without sync.
-async fn recv_sync(sync: Option<&mut FlowSync>) -> std::io::Result<(usize, SocketAddr)> {
-    match sync {
-        Some(s) => s.recv().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Where a peer is reached from the dual-stack HA sockets: an IPv4 peer as

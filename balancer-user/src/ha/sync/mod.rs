@@ -18,6 +18,7 @@ pub mod bulk;
 pub mod sink;
 pub mod source;
 pub mod stream;
+pub mod thread;
 pub mod wire;
 
 use std::{
@@ -50,6 +51,17 @@ const POSITION_EVERY: Duration = Duration::from_millis(100);
 const BULK_REQUEST_EVERY: Duration = Duration::from_secs(1);
 /// A bulk copy asked for again within this is not started over.
 const BULK_RESTART_AFTER: Duration = Duration::from_secs(5);
+/// Datagrams a peer may leave unacknowledged before the bulk copy to it
+/// waits: a standby that cannot keep up slows the copy down instead of
+/// overflowing its socket and losing what is then resent (or, past the
+/// resend window, copied all over again).
+const BULK_IN_FLIGHT: usize = stream::WINDOW / 4;
+/// A peer heard from within this is alive to the sync: an overflow or an
+/// adoption sends bulk copies only to such peers.
+const PEER_HEARD: Duration = Duration::from_secs(3);
+/// The sync socket's receive buffer: a burst of a bulk copy (a few thousand
+/// datagrams) fits, so the first loss is not the buffer's.
+const RECEIVE_BUFFER: usize = 16 << 20;
 
 /// A data body as the sender keeps it: the encoded records and their count.
 type Encoded = (Vec<u8>, u16);
@@ -89,6 +101,8 @@ struct Peer {
     copy: Copy,
     copy_since: Option<Instant>,
     last_bulk_request: Option<Instant>,
+    /// The last good datagram from it.
+    last_heard: Option<Instant>,
 }
 
 impl Peer {
@@ -104,6 +118,7 @@ impl Peer {
             copy: Copy::None,
             copy_since: None,
             last_bulk_request: None,
+            last_heard: None,
         }
     }
 }
@@ -144,6 +159,7 @@ impl FlowSync {
         ))
         .map_err(|e| anyhow::anyhow!("binding the flow sync port {PORT}: {e}"))?;
         socket.set_nonblocking(true)?;
+        receive_buffer(&socket, RECEIVE_BUFFER);
         let session = micros(SystemTime::now());
         Ok(Self {
             socket: UdpSocket::from_std(socket)?,
@@ -206,9 +222,8 @@ impl FlowSync {
         if self.source.overflowed() {
             // Changes were dropped before this thread saw them: only a new
             // copy of the table brings them to the peers.
-            warn!(target: TARGET, event = "ha_sync_overflow", "the kernel's flow-change ring overflowed; every peer gets a bulk copy");
-            let peers: Vec<IpAddr> = self.peers.keys().copied().collect();
-            for addr in peers {
+            warn!(target: TARGET, event = "ha_sync_overflow", "the kernel's flow-change ring overflowed; every live peer gets a bulk copy");
+            for addr in self.live_peers(now) {
                 self.start_bulk(addr, "the flow-change ring overflowed");
             }
         }
@@ -219,7 +234,8 @@ impl FlowSync {
         for addr in addrs {
             let mut records = live.clone();
             let peer = self.peers.get_mut(&addr).expect("listed");
-            if let Some(bulk) = peer.bulk.as_mut() {
+            let in_flight = peer.tx.unacked();
+            if let Some(bulk) = peer.bulk.as_mut().filter(|_| in_flight < BULK_IN_FLIGHT) {
                 match bulk.next(budget) {
                     Ok(more) => {
                         let flows = more.iter().filter(|r| matches!(r, Record::Flow(_))).count();
@@ -347,6 +363,7 @@ impl FlowSync {
         } = envelope;
         let peer = self.peers.get_mut(&source).expect("checked");
         peer.name.get_or_insert_with(|| node.clone());
+        peer.last_heard = Some(Instant::now());
         match message {
             Message::Data { seq, records } => {
                 self.counters.lag_ms = Some(now_us.saturating_sub(sent_us) as f64 / 1000.0);
@@ -386,7 +403,13 @@ impl FlowSync {
                         }
                     }
                     Err(stream::OutOfWindow) => {
-                        if sending {
+                        // Once per copy: the acknowledgements that follow
+                        // name the same old gap until the new copy repairs it.
+                        let copying = peer.bulk.is_some()
+                            && peer
+                                .bulk_started
+                                .is_some_and(|t| t.elapsed() < BULK_RESTART_AFTER);
+                        if sending && !copying {
                             self.start_bulk(source, "what it lacks left the resend window");
                         }
                     }
@@ -490,10 +513,21 @@ impl FlowSync {
         {
             adopted.push(owner);
         }
-        let addrs: Vec<IpAddr> = self.peers.keys().copied().collect();
-        for addr in addrs {
+        for addr in self.live_peers(Instant::now()) {
             self.start_bulk(addr, &format!("it adopted the flows of {peer}"));
         }
+    }
+
+    /// The peers heard from lately.
+    fn live_peers(&self, now: Instant) -> Vec<IpAddr> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| {
+                p.last_heard
+                    .is_some_and(|t| now.saturating_duration_since(t) < PEER_HEARD)
+            })
+            .map(|(addr, _)| *addr)
+            .collect()
     }
 
     /// Starts (over) a bulk copy of this node's flows to the peer at `addr`.
@@ -514,6 +548,29 @@ impl FlowSync {
         peer.bulk_started = Some(Instant::now());
         self.counters.bulks_sent += 1;
     }
+}
+
+/// Asks for a receive buffer of `bytes`: past `net.core.rmem_max` with
+/// CAP_NET_ADMIN (SO_RCVBUFFORCE), else as much as that allows.
+fn receive_buffer(socket: &std::net::UdpSocket, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: a valid socket and a c_int option value of its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return;
+        }
+    }
+    debug!("the flow sync socket keeps its default receive buffer");
 }
 
 async fn send(socket: &UdpSocket, to: IpAddr, datagram: &[u8]) {
