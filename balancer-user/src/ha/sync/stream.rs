@@ -193,8 +193,15 @@ impl<B> Receiver<B> {
     /// resend. A gap below that one will never fill.
     pub fn on_position(&mut self, last: u64, oldest: u64) -> Delivered<B> {
         self.highest = self.highest.max(last);
+        // Answered with an acknowledgement even with nothing new: the last
+        // one may have been lost, and a sender whose bulk copy waits for its
+        // window to empty would wait for ever.
+        self.dirty = true;
         let Some(next) = self.next else {
-            // Nothing received yet: take the stream up after its last datagram.
+            // Nothing received yet: take the stream up after its last
+            // datagram, and say so, so that the sender stops keeping what
+            // came before for this node (and a bulk copy waiting for its
+            // window to empty goes on).
             self.next = Some(last + 1);
             return Delivered::default();
         };
@@ -273,6 +280,21 @@ mod tests {
 
     fn seqs(d: &Delivered<u8>) -> Vec<u8> {
         d.bodies.clone()
+    }
+
+    #[test]
+    fn a_receiver_that_joins_mid_stream_acknowledges_what_it_skipped() {
+        let mut tx = Sender::<u8>::new();
+        for n in 0..100 {
+            tx.push(body(n));
+        }
+        assert_eq!(tx.unacked(), 100, "nobody listened");
+        let mut rx = Receiver::<u8>::new();
+        assert!(rx.on_position(tx.last(), tx.oldest()).bodies.is_empty());
+        let (upto, gaps) = rx.report(Instant::now()).expect("a report is due");
+        assert_eq!((upto, gaps.len()), (100, 0));
+        assert!(tx.on_ack(upto, &gaps).unwrap().is_empty());
+        assert_eq!(tx.unacked(), 0);
     }
 
     #[test]
