@@ -126,9 +126,12 @@ fn test(extra: &[String]) -> Result<()> {
         .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("CARGO"))?;
     // Dependencies nobody uses, in both workspaces (it reads the sources).
-    run(cargo().arg("machete"))?;
+    // cargo-machete takes itself for `cargo run` when CARGO_PKG_NAME is set,
+    // as it is here under `cargo xtask`, and then reads "machete" as a path.
+    run(cargo().arg("machete").env_remove("CARGO_PKG_NAME"))?;
     run(cargo()
         .arg("machete")
+        .env_remove("CARGO_PKG_NAME")
         .current_dir(workspace_root().join("balancer-ebpf")))?;
     // The Debian package as an operator installs it (a release build).
     package::main(true)?;
