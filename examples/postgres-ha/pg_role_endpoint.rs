@@ -2,9 +2,9 @@
 //! `GET /primary` answers 200 when the node is a primary and 503 otherwise,
 //! `GET /replica` the other way round, `GET /health` 200 whenever PostgreSQL
 //! answers at all. The role is asked afresh for every request with
-//! `SELECT pg_is_in_recovery()` through the node's local socket, so a
-//! promotion shows at the next health check, and a node whose PostgreSQL is
-//! down is neither primary nor replica.
+//! `SELECT pg_is_in_recovery()` through the node's local socket, on one psql
+//! session kept open, so a promotion shows at the next health check, and a
+//! node whose PostgreSQL is down is neither primary nor replica.
 //!
 //! ```text
 //! pg-role-endpoint --listen 203.0.113.41:8008 --pghost /tmp/pgha/be1 [--pgport 5432] [--psql PATH]
@@ -14,12 +14,13 @@
 //! PostgreSQL's own `psql`.
 
 use std::{
-    io::{Read, Write},
+    io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
-    process::{Command, Stdio},
+    process::{Child, ChildStdin, Command, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
+        mpsc::{self, Receiver, RecvTimeoutError},
     },
     time::{Duration, Instant},
 };
@@ -28,7 +29,7 @@ use std::{
 /// that takes longer than this is a failure anyway, and its psql is killed.
 const QUERY_DEADLINE: Duration = Duration::from_secs(1);
 /// Requests answered at once; more are refused, so that a flood of checks
-/// cannot pile up psql processes.
+/// cannot pile up threads waiting for the one session.
 const MAX_IN_FLIGHT: usize = 16;
 
 struct Options {
@@ -70,6 +71,7 @@ fn main() {
     // What the last request saw, so that the log shows each change once.
     let last_seen = Arc::new(Mutex::new(String::new()));
     let in_flight = Arc::new(AtomicUsize::new(0));
+    let session = Arc::new(Mutex::new(None));
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
         if in_flight.fetch_add(1, Ordering::SeqCst) >= MAX_IN_FLIGHT {
@@ -77,9 +79,14 @@ fn main() {
             let _ = respond(&mut stream, 503, "{\"error\":\"busy\"}");
             continue;
         }
-        let (opts, last_seen, in_flight) = (opts.clone(), last_seen.clone(), in_flight.clone());
+        let (opts, last_seen, in_flight, session) = (
+            opts.clone(),
+            last_seen.clone(),
+            in_flight.clone(),
+            session.clone(),
+        );
         std::thread::spawn(move || {
-            serve(&mut stream, &opts, &last_seen);
+            serve(&mut stream, &opts, &session, &last_seen);
             in_flight.fetch_sub(1, Ordering::SeqCst);
         });
     }
@@ -112,11 +119,16 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
     })
 }
 
-fn serve(stream: &mut TcpStream, opts: &Options, last_seen: &Mutex<String>) {
+fn serve(
+    stream: &mut TcpStream,
+    opts: &Options,
+    session: &Mutex<Option<Session>>,
+    last_seen: &Mutex<String>,
+) {
     let Some(path) = request_path(stream) else {
         return;
     };
-    let role = ask_role(opts);
+    let role = ask_role(opts, session);
     let seen = match &role {
         Ok(Role::Primary) => "primary".to_string(),
         Ok(Role::Replica) => "replica".to_string(),
@@ -187,44 +199,130 @@ fn request_path(stream: &mut TcpStream) -> Option<String> {
     }
 }
 
-fn ask_role(opts: &Options) -> Result<Role, String> {
-    let mut child = Command::new(&opts.psql)
-        .args([
-            "-X", "-q", "-A", "-t", "-w", "-d", "postgres", "-U", "postgres",
-        ])
-        .args(["-h", &opts.pghost, "-p", &opts.pgport.to_string()])
-        .args(["-c", "SELECT pg_is_in_recovery()"])
-        .env("PGCONNECT_TIMEOUT", "2")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("starting {}: {e}", opts.psql))?;
-    let deadline = Instant::now() + QUERY_DEADLINE;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("no answer within {QUERY_DEADLINE:?}"));
+/// One psql kept open for the endpoint's whole life. Starting psql for each
+/// check cost a process start and a connection, which under load took longer
+/// than the balancer's check timeout (a live primary seen as down).
+struct Session {
+    child: Child,
+    stdin: ChildStdin,
+    answers: Receiver<String>,
+    /// psql's last line on standard error: why the session ended.
+    last_error: Arc<Mutex<String>>,
+}
+
+impl Session {
+    fn start(opts: &Options) -> Result<Session, String> {
+        let mut child = Command::new(&opts.psql)
+            .args([
+                "-X", "-q", "-A", "-t", "-w", "-d", "postgres", "-U", "postgres",
+            ])
+            .args(["-h", &opts.pghost, "-p", &opts.pgport.to_string()])
+            // A lost connection ends psql rather than leaving it to answer
+            // nothing; the next check starts another.
+            .args(["-v", "ON_ERROR_STOP=1"])
+            .env("PGCONNECT_TIMEOUT", "2")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", opts.psql))?;
+        let (stdin, stdout, stderr) =
+            match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
+                (Some(i), Some(o), Some(e)) => (i, o, e),
+                _ => return Err("psql without pipes".into()),
+            };
+        let (tx, answers) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
             }
-            Err(e) => return Err(format!("waiting for psql: {e}")),
+        });
+        let last_error = Arc::new(Mutex::new(String::new()));
+        let errors = last_error.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if !line.trim().is_empty() {
+                    *errors.lock().unwrap_or_else(|e| e.into_inner()) = line.trim().to_string();
+                }
+            }
+        });
+        Ok(Session {
+            child,
+            stdin,
+            answers,
+            last_error,
+        })
+    }
+
+    fn ask(&mut self) -> Result<Role, String> {
+        // Answers left over from a query that timed out are stale.
+        while self.answers.try_recv().is_ok() {}
+        self.stdin
+            .write_all(b"SELECT pg_is_in_recovery();\n")
+            .and_then(|()| self.stdin.flush())
+            .map_err(|e| format!("psql: {e}"))?;
+        match self.answers.recv_timeout(QUERY_DEADLINE) {
+            Ok(answer) => match answer.trim() {
+                "f" => Ok(Role::Primary),
+                "t" => Ok(Role::Replica),
+                other => Err(format!("unexpected answer {other:?}")),
+            },
+            Err(RecvTimeoutError::Timeout) => Err(format!("no answer within {QUERY_DEADLINE:?}")),
+            Err(RecvTimeoutError::Disconnected) => {
+                // psql ended; its reader saw the end of its output before
+                // the error reader may have stored the last line.
+                let _ = self.child.wait();
+                let error = self
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                Err(if error.is_empty() {
+                    "psql ended".to_string()
+                } else {
+                    error
+                })
+            }
         }
     }
-    // psql's output is a few bytes: it fits the pipe, so reading after the
-    // exit cannot block.
-    let out = child.wait_with_output().map_err(|e| format!("psql: {e}"))?;
-    let answer = String::from_utf8_lossy(&out.stdout);
-    match answer.trim() {
-        "f" if out.status.success() => Ok(Role::Primary),
-        "t" if out.status.success() => Ok(Role::Replica),
-        _ => {
-            let err = String::from_utf8_lossy(&out.stderr);
-            Err(err.lines().next().unwrap_or("no answer").trim().to_string())
-        }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
+}
+
+/// Asks over the open session; a session that fails is dropped and, if it
+/// had answered before (PostgreSQL may have restarted since), one fresh
+/// session is tried at once, so that a restart costs no failed check.
+fn ask_role(opts: &Options, session: &Mutex<Option<Session>>) -> Result<Role, String> {
+    let mut session = session.lock().unwrap_or_else(|e| e.into_inner());
+    let reused = session.is_some();
+    if session.is_none() {
+        *session = Some(Session::start(opts)?);
+    }
+    let answer = session
+        .as_mut()
+        .map_or(Err("no session".into()), Session::ask);
+    if answer.is_ok() {
+        return answer;
+    }
+    *session = None;
+    if !reused {
+        return answer;
+    }
+    let mut fresh = Session::start(opts)?;
+    let answer = fresh.ask();
+    if answer.is_ok() {
+        *session = Some(fresh);
+    }
+    answer
 }
 
 fn respond(stream: &mut TcpStream, status: u16, body: &str) -> std::io::Result<()> {
