@@ -403,34 +403,12 @@ mod tests {
         };
         let mut got = Vec::new();
         let mut now = Instant::now();
-        for n in 0..2000u32 {
-            let b = n;
-            let seq = tx.push(b);
-            // The stream is taken up at the first datagram that arrives
-            // (what came before is a bulk copy's to bring): let it be the first.
-            if n == 0 || !lossy() {
-                got.extend(rx.on_data(seq, b).bodies);
-            }
-            if n % 16 == 0 {
-                now += NACK_AGAIN;
-                rx.on_position(tx.last(), tx.oldest());
-                if let Some((upto, gaps)) = rx.report(now) {
-                    let again: Vec<(u64, u32)> = tx
-                        .on_ack(upto, &gaps)
-                        .unwrap()
-                        .into_iter()
-                        .map(|(s, b)| (s, *b))
-                        .collect();
-                    for (s, b) in again {
-                        if !lossy() {
-                            got.extend(rx.on_data(s, b).bodies);
-                        }
-                    }
-                }
-            }
-        }
-        // Keep repairing until nothing is missing.
-        for _ in 0..50 {
+        // One round of repair: the sender's position, the receiver's report,
+        // and the resends it asks for (as lossy as the first sending).
+        let mut repair = |tx: &mut Sender<u32>,
+                          rx: &mut Receiver<u32>,
+                          got: &mut Vec<u32>,
+                          lossy: &mut dyn FnMut() -> bool| {
             now += NACK_AGAIN;
             rx.on_position(tx.last(), tx.oldest());
             if let Some((upto, gaps)) = rx.report(now) {
@@ -446,6 +424,22 @@ mod tests {
                     }
                 }
             }
+        };
+        for n in 0..2000u32 {
+            let b = n;
+            let seq = tx.push(b);
+            // The stream is taken up at the first datagram that arrives
+            // (what came before is a bulk copy's to bring): let it be the first.
+            if n == 0 || !lossy() {
+                got.extend(rx.on_data(seq, b).bodies);
+            }
+            if n % 16 == 0 {
+                repair(&mut tx, &mut rx, &mut got, &mut lossy);
+            }
+        }
+        // Keep repairing until nothing is missing.
+        for _ in 0..50 {
+            repair(&mut tx, &mut rx, &mut got, &mut lossy);
         }
         assert_eq!(got, (0..2000).collect::<Vec<_>>());
     }
