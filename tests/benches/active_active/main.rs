@@ -10,13 +10,15 @@
 //! - **New-connection gap when a node dies** ([`gap`]): a node's host is
 //!   killed, the time until new connections are served again, and the held
 //!   long-lived connections that survive; the node is replaced by a fresh
-//!   host between runs.
+//!   host between runs. Two series: the switch flooding frames for the dead
+//!   node's MAC address to the survivors, and not.
 //! - **A peer's flow, per packet** ([`peer_packet`]): BPF_PROG_TEST_RUN of
 //!   the same established packet of a flow this node owns and of one a peer
 //!   owns.
 //!
 //! Prints the body of the `## Active-active` section of BENCHMARKS.md.
-//! `AA_GAP_RUNS=N` sets the number of node deaths (default 20).
+//! `AA_GAP_RUNS=N` sets the number of node deaths in each of the gap's two
+//! series (default 20: 40 deaths).
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
