@@ -380,6 +380,7 @@ fn measure_mode(
         .collect::<Result<Vec<_>>>()?;
     eprintln!("active-active: {name}: idle");
     let before = read(site, nodes)?;
+    // The idle window itself (a measurement, not a wait for a condition).
     std::thread::sleep(IDLE);
     let idle = read(site, nodes)?.window(&before, load_average());
 
