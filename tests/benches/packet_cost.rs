@@ -13,11 +13,10 @@ mod common;
 
 use std::{
     net::{IpAddr, SocketAddr},
-    path::Path,
     time::Duration,
 };
 
-use aya::{Ebpf, programs::Xdp};
+use aya::programs::Xdp;
 use balancer_tests::config::{Config, Health, Service};
 use balancer_user::dataplane::test_run;
 use common::*;
@@ -85,18 +84,8 @@ fn main() {
     ) else {
         return;
     };
-    let baseline_path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/ebpf/bpfel-unknown-none/release/baseline");
-    let mut baseline = Ebpf::load_file(&baseline_path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (built with the balancer by balancer-user's build script)",
-            baseline_path.display()
-        )
-    });
-    for name in ["baseline_pass", "baseline_mac_swap", "baseline_lru_insert"] {
-        let p: &mut Xdp = baseline.program_mut(name).unwrap().try_into().unwrap();
-        p.load().unwrap();
-    }
+    let baseline =
+        baseline_programs(&["baseline_pass", "baseline_mac_swap", "baseline_lru_insert"]);
     let pass: &Xdp = baseline
         .program("baseline_pass")
         .unwrap()

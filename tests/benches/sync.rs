@@ -54,13 +54,10 @@ use balancer_tests::{
     config::{Config, Flows as FlowSettings, Ha, Health, Service},
     cpu_time, tcp_request, thousands as group, wait_until,
 };
-use balancer_user::{
-    dataplane::{Dataplane, batch},
-    ha::sync::PORT,
-};
+use balancer_user::dataplane::{Dataplane, batch};
 use support::{
-    ACK, FlowPlan, PSH, Ran, SYN, Segment, Site, XDP_DROP, daemon_dataplane, ha_count, ha_status,
-    load_average, median, no_cookies, pinned_flows, v4,
+    ACK, FlowPlan, PSH, Ran, Site, WireCount, daemon_dataplane, ha_count, ha_status, load_average,
+    median, no_cookies, open_flow, pinned_flows, v4,
 };
 
 const VIP: [u8; 4] = [198, 51, 100, 10];
@@ -343,91 +340,6 @@ fn replace_standby(topo: &mut Topology, b: &mut Option<Balancer>) -> Result<()> 
     topo.replace_lb(LbHost::Lb2)
 }
 
-/// Flow-sync datagrams in and out of the active node's namespace, counted
-/// by nftables (IP bytes: headers included, Ethernet not).
-#[derive(Debug, Clone, Copy, Default)]
-struct WireCount {
-    out_packets: u64,
-    out_bytes: u64,
-    in_packets: u64,
-    in_bytes: u64,
-}
-
-impl WireCount {
-    /// Adds the counters to `ns` (a table of the benchmark's own).
-    fn count_in(ns: &Netns) -> Result<()> {
-        let port = PORT.to_string();
-        ns.exec("nft", &["add", "table", "inet", "syncbench"])?;
-        for (chain, hook) in [("out", "output"), ("in", "input")] {
-            ns.exec(
-                "nft",
-                &[
-                    "add",
-                    "chain",
-                    "inet",
-                    "syncbench",
-                    chain,
-                    "{",
-                    "type",
-                    "filter",
-                    "hook",
-                    hook,
-                    "priority",
-                    "0",
-                    ";",
-                    "}",
-                ],
-            )?;
-            ns.exec(
-                "nft",
-                &[
-                    "add",
-                    "rule",
-                    "inet",
-                    "syncbench",
-                    chain,
-                    "udp",
-                    "dport",
-                    &port,
-                    "counter",
-                ],
-            )?;
-        }
-        Ok(())
-    }
-
-    fn read(ns: &Netns) -> Result<WireCount> {
-        let out = ns.exec("nft", &["-j", "list", "table", "inet", "syncbench"])?;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        let mut c = WireCount::default();
-        for item in v["nftables"].as_array().context("nft -j output")? {
-            let rule = &item["rule"];
-            for e in rule["expr"].as_array().into_iter().flatten() {
-                let counter = &e["counter"];
-                let (p, b) = (
-                    counter["packets"].as_u64().unwrap_or(0),
-                    counter["bytes"].as_u64().unwrap_or(0),
-                );
-                match rule["chain"].as_str() {
-                    Some("out") => (c.out_packets, c.out_bytes) = (p, b),
-                    Some("in") => (c.in_packets, c.in_bytes) = (p, b),
-                    _ => {}
-                }
-            }
-        }
-        Ok(c)
-    }
-
-    fn since(self, before: WireCount) -> WireCount {
-        WireCount {
-            out_packets: self.out_packets - before.out_packets,
-            out_bytes: self.out_bytes - before.out_bytes,
-            in_packets: self.in_packets - before.in_packets,
-            in_bytes: self.in_bytes - before.in_bytes,
-        }
-    }
-}
-
 /// What live sync of new connections cost.
 #[derive(Debug, Default)]
 struct Live {
@@ -575,29 +487,13 @@ fn open_flows(
         if n > 0 && (n as u32).is_multiple_of(FILL_STEP) {
             pace.wait();
         }
-        let syn = PLAN.syn(i);
-        syn.write(&[], &mut frame);
-        if dp.test_run(&frame, front)?.action == XDP_DROP {
+        let Some(forward) = open_flow(dp, &table, PLAN, i, (front, back), &mut frame)? else {
             ran.refused += 1;
             refused.push(i);
             continue;
-        }
+        };
         ran.created += 1;
-        let forward = table
-            .get(&syn.key(), 0)
-            .with_context(|| format!("flow {i} has no forward entry"))?;
         let backend = v4(forward.new_dst);
-        Segment {
-            src: backend,
-            dst: v4(forward.new_src),
-            sport: u16::from_be(forward.new_dport_be),
-            dport: u16::from_be(forward.new_sport_be),
-            seq: 7,
-            ack: syn.seq + 1,
-            flags: SYN | ACK,
-        }
-        .write(&[], &mut frame);
-        dp.test_run(&frame, back)?;
         if (11..=13).contains(&backend[3]) && measured.len() < MEASURED_FLOWS {
             measured.push(i);
         }
@@ -1004,15 +900,9 @@ fn measured_frames(measured: &[u32]) -> Vec<Vec<u8>> {
     measured
         .iter()
         .map(|&i| {
-            let syn = PLAN.syn(i);
             let mut frame = Vec::new();
-            Segment {
-                seq: syn.seq + 1,
-                ack: 8,
-                flags: ACK | PSH,
-                ..syn
-            }
-            .write(b"0123456789abcdef", &mut frame);
+            PLAN.client(i, ACK | PSH)
+                .write(b"0123456789abcdef", &mut frame);
             frame
         })
         .collect()

@@ -43,9 +43,9 @@ pub use nix::sys::signal::Signal;
 pub use role::{AgentEndpoint, RoleEndpoint, agent_endpoint, role_endpoint};
 pub use routed::{Routed, RoutedBuilder};
 pub use servers::{
-    ServerHandle, TcpClient, UdpClient, tcp_connect, tcp_connect_from, tcp_listener, tcp_request,
-    tcp_server, tcp_server_named, udp_connect, udp_request, udp_server, udp_server_named,
-    wait_tcp_ready,
+    Probed, ServerHandle, TcpClient, UdpClient, probe_until_served, served_again_after,
+    tcp_connect, tcp_connect_from, tcp_listener, tcp_request, tcp_server, tcp_server_named,
+    udp_connect, udp_request, udp_server, udp_server_named, wait_tcp_ready,
 };
 pub use topology::{LbHost, Topology, TopologyBuilder, addrs, ifnames};
 pub use util::{

@@ -28,7 +28,7 @@
 //! every BIRD and every other process in it and removes every namespace.
 
 use std::{
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
 
@@ -37,6 +37,7 @@ use anyhow::{Context, Result, bail, ensure};
 use crate::{
     Netns,
     bird::{Bird, example_path, with_defines},
+    config::{Config, Ha, HaMode, Health, Service},
     netns::{addr_add_line, bridge_line, veth_line},
     poll_until,
     topology::addrs as std_addrs,
@@ -498,6 +499,41 @@ impl Routed {
                 bird.birdc(&["show", "protocols"]).unwrap_or_default()
             )
         })
+    }
+
+    // ---- Balancers -----------------------------------------------------------
+
+    /// Node `i`'s balancer configuration for active-active: named `node{i}`,
+    /// the other nodes as peers, its own SNAT address ([`addrs::node_snat`]),
+    /// flow sync, adverts every 100 ms (dead after 3), the VIP's host route
+    /// in [`addrs::ANNOUNCE_TABLE`], no metrics endpoint, and the service
+    /// `web` (the VIP, port 80) on every backend's port 8080 with TCP health
+    /// checks every 200 ms; `key` is the HA key file.
+    pub fn node_config(&self, i: usize, key: &str) -> Config {
+        self.check_node(i);
+        let peers = (1..=self.nodes.len())
+            .filter(|&k| k != i)
+            .map(addrs::node_front);
+        Config::new(&format!("node{i}"))
+            .snat([addrs::node_snat(i)])
+            .metrics_off()
+            .ha(Ha::enabled()
+                .mode(HaMode::ActiveActive)
+                .interface(ifnames::FRONT)
+                .peers(peers)
+                .announce_table(addrs::ANNOUNCE_TABLE)
+                .auth_key_file(key)
+                .sync_flows(true)
+                .advert_interval_ms(100)
+                .dead_after(3))
+            .service(
+                Service::tcp("web", addrs::VIP, 80)
+                    .health(Health::tcp().timing(200, 100, 1, 2))
+                    .backends(
+                        (1..=self.backends.len())
+                            .map(|j| SocketAddr::new(addrs::backend(j).into(), 8080)),
+                    ),
+            )
     }
 
     // ---- Routes ------------------------------------------------------------

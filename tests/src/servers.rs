@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use crate::{netns::Netns, wait_until};
+use crate::{Pace, netns::Netns, wait_until};
 
 /// How often server threads look at their stop flag.
 pub(crate) const POLL: Duration = Duration::from_millis(50);
@@ -413,6 +413,60 @@ pub fn tcp_request(
         .with_context(|| format!("TCP request to {target} from {}", ns.name()));
     c.close();
     r
+}
+
+/// The time from `since` (a failure) until new connections from `ns` to
+/// `target` are served again: the start of the first attempt of a run of 20
+/// answered in a row (one attempt every 20 ms at most, each with a 200 ms
+/// connect limit), within 10 s.
+pub fn served_again_after(ns: &Netns, target: SocketAddr, since: Instant) -> Option<Duration> {
+    probe_until_served(ns, target, since).served
+}
+
+/// What [`probe_until_served`] saw.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Probed {
+    /// From `since` to the start of the first attempt of the run of 20
+    /// answered in a row; `None` if there was none within 10 s.
+    pub served: Option<Duration>,
+    /// From `since` to the start of the first attempt of all.
+    pub first_attempt: Duration,
+    /// Attempts made, and those not answered.
+    pub attempts: u32,
+    pub failed: u32,
+}
+
+/// [`served_again_after`], with what the prober did on the way.
+pub fn probe_until_served(ns: &Netns, target: SocketAddr, since: Instant) -> Probed {
+    let mut probed = Probed {
+        first_attempt: since.elapsed(),
+        ..Probed::default()
+    };
+    let mut run_started: Option<Instant> = None;
+    let mut run = 0;
+    let mut pace = Pace::new(Duration::from_millis(20));
+    while since.elapsed() < Duration::from_secs(10) {
+        let attempt = Instant::now();
+        let k = probed.attempts;
+        let ok = tcp_connect(ns, target, Duration::from_millis(200))
+            .and_then(|mut c| c.request(&format!("probe {k}")))
+            .is_ok();
+        probed.attempts += 1;
+        if ok {
+            run_started.get_or_insert(attempt);
+            run += 1;
+            if run == 20 {
+                probed.served = run_started.map(|t| t - since);
+                return probed;
+            }
+        } else {
+            probed.failed += 1;
+            run_started = None;
+            run = 0;
+        }
+        pace.wait();
+    }
+    probed
 }
 
 /// A UDP socket opened inside a namespace, "connected" to one target.

@@ -24,11 +24,11 @@ use std::{
 };
 
 use balancer_tests::{
-    Balancer, Chatter, Pace, Routed, ServerHandle, TempDir,
-    config::{Config, Ha, HaMode, Health, Service},
+    Balancer, Chatter, Routed, ServerHandle, TempDir,
+    config::Config,
     require_program, require_root,
     routed::addrs::{self, VIP},
-    tcp_connect, tcp_request, tcp_server, wait_until,
+    served_again_after, tcp_request, tcp_server, wait_until,
 };
 use ha_common::{KEY, ha, key_file};
 
@@ -96,31 +96,12 @@ impl Site {
         })
     }
 
-    /// Node `i`'s configuration: active-active with the two others as
-    /// peers, its own SNAT address, flow sync, the VIP on the three
-    /// backends.
+    /// Node `i`'s configuration: the topology's active-active one, with a
+    /// short drain.
     fn config(&self, i: usize, key: &str) -> Config {
-        let peers = (1..=self.topo.n_nodes())
-            .filter(|&k| k != i)
-            .map(addrs::node_front);
-        Config::new(&format!("node{i}"))
-            .snat([addrs::node_snat(i)])
-            .metrics_off()
-            .ha(Ha::enabled()
-                .mode(HaMode::ActiveActive)
-                .interface("front")
-                .peers(peers)
-                .announce_table(addrs::ANNOUNCE_TABLE)
-                .auth_key_file(key)
-                .sync_flows(true)
-                .advert_interval_ms(100)
-                .dead_after(3)
-                .drain_timeout_s(DRAIN_TIMEOUT_S))
-            .service(
-                Service::tcp("web", VIP, 80)
-                    .health(Health::tcp().timing(200, 100, 1, 2))
-                    .backends((1..=3).map(|j| SocketAddr::new(addrs::backend(j).into(), 8080))),
-            )
+        let mut c = self.topo.node_config(i, key);
+        c.ha = c.ha.drain_timeout_s(DRAIN_TIMEOUT_S);
+        c
     }
 
     fn start(&mut self, i: usize) {
@@ -192,35 +173,6 @@ impl Site {
     }
 }
 
-/// The time from `since` until new connections are served again: the start
-/// of the first attempt of a run of 20 answered in a row (one attempt every
-/// 20 ms at most, each with a 200 ms connect limit), within 10 s.
-fn served_again_after(site: &Site, since: Instant) -> Option<Duration> {
-    let mut run_started: Option<Instant> = None;
-    let mut run = 0;
-    let mut k = 0;
-    let mut pace = Pace::new(Duration::from_millis(20));
-    while since.elapsed() < Duration::from_secs(10) {
-        let attempt = Instant::now();
-        let ok = tcp_connect(site.topo.client(), vip(), Duration::from_millis(200))
-            .and_then(|mut c| c.request(&format!("probe {k}")))
-            .is_ok();
-        k += 1;
-        if ok {
-            run_started.get_or_insert(attempt);
-            run += 1;
-            if run == 20 {
-                return run_started.map(|t| t - since);
-            }
-        } else {
-            run_started = None;
-            run = 0;
-        }
-        pace.wait();
-    }
-    None
-}
-
 fn assert_all_survived(failed: Vec<String>, n: usize, site: &Site) {
     assert!(
         failed.is_empty(),
@@ -289,7 +241,7 @@ fn three_nodes_share_new_connections_and_keep_every_connection_through_death_rep
     // Node 1's host dies.
     let died = Instant::now();
     site.topo.kill_node(1).unwrap();
-    let served = served_again_after(&site, died);
+    let served = served_again_after(site.topo.client(), vip(), died);
     site.wait_hops(&[2, 3], STEP);
     eprintln!("after node1's death, new connections served again after {served:?}");
     match served {

@@ -38,7 +38,10 @@ enum Task {
         /// with 10,000 backends and 1,000,000 flows), `failover` (HA failover
         /// gap and connection survival), `sync` (HA flow sync: bulk copies of
         /// 100,000 and 1,000,000 flows, the active node's packet cost meanwhile,
-        /// live sync cost), `metrics` (a scrape with 10,000 backends), or `all`.
+        /// live sync cost), `active-active` (three nodes behind a BIRD router:
+        /// sync cost against active-standby, the new-connection gap when a node
+        /// dies, a peer's flow per packet), `metrics` (a scrape with 10,000
+        /// backends), or `all`.
         #[arg(default_value = "all")]
         which: String,
     },

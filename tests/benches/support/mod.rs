@@ -1,6 +1,7 @@
-//! What the daemon benchmarks (`memory`, `sync`) share: the data plane of a
-//! running daemon opened on its pinned maps, TCP frames to run through its
-//! program, and flows filled in through that program.
+//! What the daemon benchmarks (`memory`, `sync`, `failover`, `active_active`)
+//! share: the data plane of a running daemon opened on its pinned maps, TCP
+//! frames to run through its program, flows opened through that program, and
+//! the flow-sync datagrams counted on the wire.
 // Each including bench uses a part of it.
 #![allow(dead_code)]
 
@@ -14,11 +15,14 @@ use balancer_common::{
     maps::Flows,
 };
 use balancer_tests::{
-    Balancer, ServerHandle, TempDir, Topology, addrs,
+    Balancer, Netns, ServerHandle, TempDir, Topology, addrs,
     config::{Config, Firewall, Health, Service, SynCookies},
     tcp_server,
 };
-use balancer_user::dataplane::{Dataplane, PinnedMaps, Pins};
+use balancer_user::{
+    dataplane::{Dataplane, PinnedMaps, Pins},
+    ha::sync::PORT,
+};
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
@@ -27,6 +31,7 @@ pub const XDP_REDIRECT: u32 = 4;
 pub const SYN: u8 = 0x02;
 pub const ACK: u8 = 0x10;
 pub const PSH: u8 = 0x08;
+pub const FIN: u8 = 0x01;
 
 /// Whether cargo runs this target as a benchmark (`cargo bench` passes
 /// `--bench`). `cargo test --all-targets` runs bench targets too, without it:
@@ -85,16 +90,22 @@ impl Site {
             })
             .collect::<Result<_>>()?;
         let keys = TempDir::new(hint)?;
-        let key = keys.join("ha.key");
-        std::fs::write(&key, "balancer-benchmark-key-0123456789abcdef")?;
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+        let key = key_file(&keys)?;
         Ok(Site {
             topo,
-            key: key.display().to_string(),
+            key,
             servers,
             keys,
         })
     }
+}
+
+/// An HA key file (mode 0600) in `dir`; its path.
+pub fn key_file(dir: &TempDir) -> Result<String> {
+    let key = dir.join("ha.key");
+    std::fs::write(&key, "balancer-benchmark-key-0123456789abcdef")?;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+    Ok(key.display().to_string())
 }
 
 /// The program of the daemon whose state is pinned in `pin_dir`, loaded
@@ -227,6 +238,18 @@ impl FlowPlan {
             flags: SYN,
         }
     }
+
+    /// A later segment of flow `i` from its client (after the SYN), with
+    /// `flags`.
+    pub fn client(&self, i: u32, flags: u8) -> Segment {
+        let syn = self.syn(i);
+        Segment {
+            seq: syn.seq + 1,
+            ack: 8,
+            flags,
+            ..syn
+        }
+    }
 }
 
 /// What running frames through the program did.
@@ -254,6 +277,128 @@ pub fn send_syns(dp: &Dataplane, plan: FlowPlan, flows: Range<u32>, ifindex: u32
         }
     }
     Ok(ran)
+}
+
+/// Opens flow `i` of `plan` through the program, in the calling thread's
+/// network namespace: the client's SYN as if on `front`, then the chosen
+/// backend's SYN-ACK as if on `back`, so that both entries exist and the flow
+/// is established, as a real one; `table` is the program's flow table. The
+/// flow's forward entry, or `None` if the program dropped the SYN. `frame` is
+/// scratch space.
+pub fn open_flow(
+    dp: &Dataplane,
+    table: &HashMap<&MapData, FlowKey, FlowValue>,
+    plan: FlowPlan,
+    i: u32,
+    (front, back): (u32, u32),
+    frame: &mut Vec<u8>,
+) -> Result<Option<FlowValue>> {
+    let syn = plan.syn(i);
+    syn.write(&[], frame);
+    if dp.test_run(frame, front)?.action == XDP_DROP {
+        return Ok(None);
+    }
+    let forward = table
+        .get(&syn.key(), 0)
+        .with_context(|| format!("flow {i} has no forward entry"))?;
+    Segment {
+        src: v4(forward.new_dst),
+        dst: v4(forward.new_src),
+        sport: u16::from_be(forward.new_dport_be),
+        dport: u16::from_be(forward.new_sport_be),
+        seq: 7,
+        ack: syn.seq + 1,
+        flags: SYN | ACK,
+    }
+    .write(&[], frame);
+    dp.test_run(frame, back)?;
+    Ok(Some(forward))
+}
+
+/// Flow-sync datagrams (UDP port [`PORT`]: records, acknowledgements, bulk
+/// copies) in and out of a node's namespace, counted by nftables (IP bytes:
+/// headers included, Ethernet not).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WireCount {
+    pub out_packets: u64,
+    pub out_bytes: u64,
+    pub in_packets: u64,
+    pub in_bytes: u64,
+}
+
+impl WireCount {
+    /// Adds the counters to `ns` (a table of the benchmark's own).
+    pub fn count_in(ns: &Netns) -> Result<()> {
+        let port = PORT.to_string();
+        ns.exec("nft", &["add", "table", "inet", "syncbench"])?;
+        for (chain, hook) in [("out", "output"), ("in", "input")] {
+            ns.exec(
+                "nft",
+                &[
+                    "add",
+                    "chain",
+                    "inet",
+                    "syncbench",
+                    chain,
+                    "{",
+                    "type",
+                    "filter",
+                    "hook",
+                    hook,
+                    "priority",
+                    "0",
+                    ";",
+                    "}",
+                ],
+            )?;
+            ns.exec(
+                "nft",
+                &[
+                    "add",
+                    "rule",
+                    "inet",
+                    "syncbench",
+                    chain,
+                    "udp",
+                    "dport",
+                    &port,
+                    "counter",
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn read(ns: &Netns) -> Result<WireCount> {
+        let out = ns.exec("nft", &["-j", "list", "table", "inet", "syncbench"])?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let mut c = WireCount::default();
+        for item in v["nftables"].as_array().context("nft -j output")? {
+            let rule = &item["rule"];
+            for e in rule["expr"].as_array().into_iter().flatten() {
+                let counter = &e["counter"];
+                let (p, b) = (
+                    counter["packets"].as_u64().unwrap_or(0),
+                    counter["bytes"].as_u64().unwrap_or(0),
+                );
+                match rule["chain"].as_str() {
+                    Some("out") => (c.out_packets, c.out_bytes) = (p, b),
+                    Some("in") => (c.in_packets, c.in_bytes) = (p, b),
+                    _ => {}
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    pub fn since(self, before: WireCount) -> WireCount {
+        WireCount {
+            out_packets: self.out_packets - before.out_packets,
+            out_bytes: self.out_bytes - before.out_bytes,
+            in_packets: self.in_packets - before.in_packets,
+            in_bytes: self.in_bytes - before.in_bytes,
+        }
+    }
 }
 
 /// `balancer status --json`'s HA part (`null` if the daemon does not answer).

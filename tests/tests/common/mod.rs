@@ -125,6 +125,24 @@ pub fn pin_to_cpu0() {
     }
 }
 
+/// The baseline programs (`balancer-ebpf/src/baseline.rs`, built with the
+/// balancer's object by balancer-user's build script), with `names` loaded.
+pub fn baseline_programs(names: &[&str]) -> aya::Ebpf {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/ebpf/bpfel-unknown-none/release/baseline");
+    let mut ebpf = aya::Ebpf::load_file(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (built with the balancer by balancer-user's build script)",
+            path.display()
+        )
+    });
+    for name in names {
+        let p: &mut aya::programs::Xdp = ebpf.program_mut(name).unwrap().try_into().unwrap();
+        p.load().unwrap();
+    }
+    ebpf
+}
+
 /// A loaded program in a private network namespace with `front` and `back`.
 pub struct Fixture {
     pub dp: Dataplane,

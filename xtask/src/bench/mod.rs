@@ -1,5 +1,6 @@
-//! `cargo xtask bench [packet|e2e|memory|failover|sync|metrics|all]`.
+//! `cargo xtask bench [packet|e2e|memory|failover|sync|active-active|metrics|all]`.
 
+mod active_active;
 mod e2e;
 mod failover;
 mod host;
@@ -24,6 +25,7 @@ pub fn run(which: &str) -> Result<()> {
         "memory" => memory::run(),
         "failover" => failover::run(),
         "sync" => sync::run(),
+        "active-active" => active_active::run(),
         "metrics" => metrics::run(),
         "all" => {
             packet::run()?;
@@ -31,34 +33,46 @@ pub fn run(which: &str) -> Result<()> {
             memory::run()?;
             failover::run()?;
             sync::run()?;
+            active_active::run()?;
             metrics::run()
         }
         other => {
             bail!(
-                "unknown benchmark {other:?}: packet, e2e, memory, failover, sync, metrics or all"
+                "unknown benchmark {other:?}: packet, e2e, memory, failover, sync, active-active, metrics or all"
             )
         }
     }
 }
 
-/// The section `heading` of BENCHMARKS.md as measured by the bench target
-/// `name` (see [`bench_target`]): the command, the machine (with the first
-/// lines of `versions`, programs measured), the binary and the load average
-/// above what the target printed.
+/// The section `heading` of BENCHMARKS.md as measured by `cargo xtask bench
+/// NAME`, which runs the bench target `name` with `_` for `-` (see
+/// [`bench_target`]): the command, the machine (with the first lines of
+/// `versions`, programs measured), the binary and the load average above
+/// what the target printed.
 fn section_of_target(heading: &str, name: &str, versions: &[(&str, &[&str])]) -> Result<String> {
     // BALANCER_BIN names a binary to measure; else the release build of the tree.
     let binary = e2e::binary::prepare()?;
     let host = host::host_info(versions);
     let load_before = load_average();
     let started = Instant::now();
-    let body = bench_target(name)?;
+    let target = name.replace('-', "_");
+    let body = bench_target(&target)?;
+    // A target of one file, or of a directory (`NAME/main.rs` and its modules).
+    let source = if workspace_root()
+        .join(format!("tests/benches/{target}.rs"))
+        .exists()
+    {
+        format!("tests/benches/{target}.rs")
+    } else {
+        format!("tests/benches/{target}/")
+    };
     let versions = if host.versions.is_empty() {
         String::new()
     } else {
         format!(", {}", host.versions.join(", "))
     };
     Ok(format!(
-        "{heading}\n\nCommand: `cargo xtask bench {name}` (as root; {} s; runs `tests/benches/{name}.rs`). Run on {}: {} CPUs ({}), {:.0} GiB, kernel {}{versions}. Binary: {binary}. Load average (1 min) {load_before} at the start, {} at the end.\n\n{body}",
+        "{heading}\n\nCommand: `cargo xtask bench {name}` (as root; {} s; runs `{source}`). Run on {}: {} CPUs ({}), {:.0} GiB, kernel {}{versions}. Binary: {binary}. Load average (1 min) {load_before} at the start, {} at the end.\n\n{body}",
         started.elapsed().as_secs(),
         host.date,
         host.cpus,
