@@ -51,8 +51,10 @@ pub struct FlowValue {
     /// MTU of `nh_ifindex` when the next hop was learned: larger packets take
     /// the FIB lookup, which hands them to the stack (fragmentation needed).
     pub nh_mtu: u16,
-    /// Forward entries: 1 once the backend's active count was given back. A u32 so
-    /// that the program can swap it atomically.
+    /// Forward entries: [`RELEASED`] once the flow is closing (its backend's
+    /// active count given back, if it held one), [`UNCOUNTED`] for a peer's
+    /// flow that this node never counted. A u32 so that the program can swap
+    /// it atomically.
     pub released: u32,
     /// Next hop of this direction, learned once so that established packets
     /// skip the FIB lookup: egress ifindex (0 = not known yet), and the
@@ -71,6 +73,15 @@ pub struct FlowValue {
     pub seq_delta: u32,
 }
 const _: () = assert!(core::mem::size_of::<FlowValue>() == 88);
+
+/// [`FlowValue::released`]: the flow is closing; its release happened.
+pub const RELEASED: u32 = 1;
+/// [`FlowValue::released`]: a peer's flow installed by active-active sync,
+/// not counted in this node's `ACTIVE_CONNS` (least-connections counts the
+/// connections each node opened), so its release gives nothing back. The
+/// count is the program's to change, with atomic adds; the daemon could only
+/// read and write it, and lost the program's updates in between.
+pub const UNCOUNTED: u32 = 2;
 
 /// [`FlowValue::owner`] of this node's own flows.
 pub const OWNER_SELF: u32 = 0;

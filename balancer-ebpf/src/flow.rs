@@ -16,8 +16,8 @@ use aya_ebpf::{
 use balancer_common::{
     FAMILY_V6, RawAddr,
     flow::{
-        DIR_FORWARD, DIR_REPLY, FlowKey, FlowValue, OWNER_SELF, STATE_CLOSING, STATE_ESTABLISHED,
-        STATE_NEW,
+        DIR_FORWARD, DIR_REPLY, FlowKey, FlowValue, OWNER_SELF, RELEASED, STATE_CLOSING,
+        STATE_ESTABLISHED, STATE_NEW, UNCOUNTED,
     },
     global::Global,
     maps::{Flows, Value},
@@ -202,11 +202,13 @@ pub fn on_packet(flow: &mut FlowValue, pkt: &Packet) {
 pub fn release(forward: &mut FlowValue, proto: u8, family: u8) -> bool {
     forward.state = STATE_CLOSING;
     // SAFETY: the field is 4-byte aligned inside a map value that outlives this call.
-    let was = unsafe { atomic_xchg::<u32, { Relaxed }>(&mut forward.released, 1) };
-    if was != 0 {
+    let was = unsafe { atomic_xchg::<u32, { Relaxed }>(&mut forward.released, RELEASED) };
+    if was & RELEASED != 0 {
         return false;
     }
-    if let Some(active) = ACTIVE_CONNS.get_ptr_mut(forward.backend.0) {
+    if was & UNCOUNTED == 0
+        && let Some(active) = ACTIVE_CONNS.get_ptr_mut(forward.backend.0)
+    {
         // SAFETY: 8-byte aligned map value; the count was raised at creation.
         unsafe { atomic_xadd::<u64, u64, { Relaxed }>(active, u64::MAX) };
     }

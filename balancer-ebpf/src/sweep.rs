@@ -24,7 +24,7 @@ use aya_ebpf::{
 };
 use balancer_common::{
     expiry::{ADOPT_ALL, BackendSweep, SweepLimits, SweepStats},
-    flow::{DIR_REPLY, FlowKey, FlowValue, OWNER_SELF},
+    flow::{DIR_REPLY, FlowKey, FlowValue, OWNER_SELF, RELEASED},
     service::{BACKEND_F_PURGE, BackendIndex},
 };
 
@@ -88,7 +88,7 @@ extern "C" fn sweep_one(
     // A peer's flow that ended here (in active-active its FIN may cross this
     // node) goes like a closing flow of ours: its owner heard of the end from
     // this node and says no more of it.
-    let ended_here = value.direction != DIR_REPLY && value.released != 0;
+    let ended_here = value.direction != DIR_REPLY && value.released & RELEASED != 0;
     if value.owner != OWNER_SELF && !ended_here {
         let adopt = s.limits.adopt;
         if adopt != ADOPT_ALL && adopt != value.owner {

@@ -786,6 +786,71 @@ fn a_peers_flow_that_ended_here_expires_and_the_others_stay_held() {
     assert_eq!((stats.expired, stats.held_entries), (0, 2), "{stats:?}");
 }
 
+/// Active-active: a peer's flow installed here is not counted in this node's
+/// ACTIVE_CONNS (the daemon cannot change a count the program changes with
+/// atomic adds without losing the program's updates), so its end here gives
+/// nothing back: the count does not wrap below zero, and the end still
+/// counts as this node's release (the flow closes and goes at the sweep).
+#[test]
+fn a_peers_uncounted_flow_ending_here_leaves_the_counts_alone() {
+    use aya::maps::{Array, HashMap};
+    use balancer_common::{
+        flow::{DIR_FORWARD, FlowKey, FlowValue, RELEASED, UNCOUNTED},
+        maps::{ActiveConns, Flows},
+    };
+    let Some(mut fx) = Fixture::new() else { return };
+    let syn = tcp_frame(CLIENT, VIP, 36100, 80, "S", b"");
+    assert_eq!(fx.run(&syn, fx.front).0, XDP_REDIRECT);
+    let peer = balancer_common::flow::node_id(b"lb-b");
+    // As the sink installs it: the peer's, uncounted here.
+    let backend = {
+        let mut flows = fx
+            .dp
+            .map_mut::<Flows, HashMap<_, FlowKey, FlowValue>>()
+            .unwrap();
+        let entries: Vec<(FlowKey, FlowValue)> = flows.iter().map(Result::unwrap).collect();
+        let mut backend = None;
+        for (k, mut v) in entries {
+            v.owner = peer;
+            if v.direction == DIR_FORWARD {
+                v.released = UNCOUNTED;
+                backend = Some(v.backend);
+            }
+            flows.insert(k, v, 0).unwrap();
+        }
+        backend.expect("a forward entry")
+    };
+    let active = |fx: &mut Fixture| {
+        let counts = fx.dp.map_mut::<ActiveConns, Array<_, u64>>().unwrap();
+        counts.get(&backend.0, 0).unwrap()
+    };
+    {
+        let mut counts = fx.dp.map_mut::<ActiveConns, Array<_, u64>>().unwrap();
+        counts.set(backend.0, 0, 0).unwrap();
+    }
+    let rst = tcp_frame(CLIENT, VIP, 36100, 80, "R", b"");
+    assert_eq!(fx.run(&rst, fx.front).0, XDP_REDIRECT);
+    assert_eq!(
+        active(&mut fx),
+        0,
+        "nothing given back for an uncounted flow"
+    );
+    let flows = fx
+        .dp
+        .map_mut::<Flows, HashMap<_, FlowKey, FlowValue>>()
+        .unwrap();
+    let released: Vec<u32> = flows
+        .iter()
+        .map(Result::unwrap)
+        .filter(|(_, v)| v.direction == DIR_FORWARD)
+        .map(|(_, v)| v.released)
+        .collect();
+    assert_eq!(released, vec![RELEASED], "released here");
+    drop(flows);
+    let stats = fx.dp.sweep(&no_idle_allowed()).unwrap();
+    assert_eq!(stats.expired, 1, "it ended here: {stats:?}");
+}
+
 #[test]
 fn just_after_a_takeover_a_segment_of_no_known_flow_is_dropped_not_reset() {
     let Some(mut fx) = Fixture::new() else { return };

@@ -6,7 +6,7 @@
 use std::{mem::size_of, os::fd::OwnedFd};
 
 use anyhow::Result;
-use balancer_common::flow::{DIR_FORWARD, FlowKey, FlowValue, OWNER_SELF};
+use balancer_common::flow::{DIR_FORWARD, FlowKey, FlowValue, OWNER_SELF, RELEASED};
 
 use super::wire::{Flow, Record};
 use crate::dataplane::batch::{self, Reader};
@@ -110,7 +110,10 @@ impl Bulk {
 /// A live flow (not ending) as a bulk copy sends it, if it is one of
 /// `owners`'.
 pub fn sent_in_bulk(key: &FlowKey, value: &FlowValue, owners: &Owners) -> Option<Record> {
-    if value.direction != DIR_FORWARD || value.released != 0 || !owners.include(value.owner) {
+    if value.direction != DIR_FORWARD
+        || value.released & RELEASED != 0
+        || !owners.include(value.owner)
+    {
         return None;
     }
     Some(Record::Flow(Flow {

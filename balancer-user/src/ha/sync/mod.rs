@@ -165,7 +165,7 @@ impl FlowSync {
             socket: UdpSocket::from_std(socket)?,
             codec: Codec::new(key, name, session, max_age),
             source: Source::open(pin_dir)?,
-            sink: Sink::open(pin_dir)?,
+            sink: Sink::open(pin_dir, matches!(owners, Owners::All))?,
             peers: peers.iter().map(|p| (*p, Peer::new())).collect(),
             live: Vec::new(),
             bulk_rate: bulk_rate.max(1),

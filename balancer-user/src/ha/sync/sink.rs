@@ -12,7 +12,7 @@ use anyhow::Result;
 use aya::maps::{Array, HashMap, MapData};
 use balancer_common::{
     RawAddr,
-    flow::{DIR_FORWARD, DIR_REPLY, FlowKey, FlowValue},
+    flow::{DIR_FORWARD, DIR_REPLY, FlowKey, FlowValue, UNCOUNTED},
     maps::{ActiveConns, Backends, Flows, ServiceSlots, Services},
     service::{
         BACKEND_F_PRESENT, Backend, BackendIndex, MAX_BACKENDS_PER_SERVICE, ServiceKey,
@@ -35,6 +35,11 @@ pub struct Sink {
     slots: Array<MapData, BackendIndex>,
     backends: Array<MapData, Backend>,
     active: Array<MapData, u64>,
+    /// Whether installed flows take a count in `ACTIVE_CONNS`: a standby's
+    /// do (it forwards them after a takeover, and its program does not
+    /// change the counts meanwhile); in active-active they do not (see
+    /// [`UNCOUNTED`]).
+    count: bool,
 }
 
 /// What applying records did.
@@ -47,7 +52,7 @@ pub struct Applied {
 }
 
 impl Sink {
-    pub fn open(pin_dir: &Path) -> Result<Self> {
+    pub fn open(pin_dir: &Path, count: bool) -> Result<Self> {
         let pinned = PinnedMaps::new(pin_dir);
         Ok(Self {
             known: StdHashMap::new(),
@@ -56,6 +61,7 @@ impl Sink {
             slots: pinned.open::<ServiceSlots, _>()?,
             backends: pinned.open::<Backends, _>()?,
             active: pinned.open::<ActiveConns, _>()?,
+            count,
         })
     }
 
@@ -171,10 +177,13 @@ impl Sink {
             family: f.family,
             _pad: [0; 2],
         };
+        // A count the entry holds already (this node's flow, or one synced
+        // before) stays with it, given back at its release.
         let counted = self
             .flows
             .get(&forward_key, 0)
             .is_ok_and(|old| old.backend == index && old.released == 0);
+        let released = if counted || self.count { 0 } else { UNCOUNTED };
         let now = ktime::coarse_ns();
         // Next hops are this node's to learn (nh_ifindex 0).
         let forward = FlowValue {
@@ -187,6 +196,7 @@ impl Sink {
             last_seen_ns: now,
             state: f.state,
             direction: DIR_FORWARD,
+            released,
             owner,
             seq_delta: f.seq_delta,
             ..FlowValue::default()
@@ -211,7 +221,7 @@ impl Sink {
         {
             return false;
         }
-        if !counted {
+        if !counted && self.count {
             let count = self.active.get(&index.0, 0).unwrap_or(0);
             let _ = self.active.set(index.0, count + 1, 0);
         }
