@@ -835,18 +835,16 @@ fn a_peers_uncounted_flow_ending_here_leaves_the_counts_alone() {
         0,
         "nothing given back for an uncounted flow"
     );
-    let flows = fx
+    let released: Vec<u32> = fx
         .dp
         .map_mut::<Flows, HashMap<_, FlowKey, FlowValue>>()
-        .unwrap();
-    let released: Vec<u32> = flows
+        .unwrap()
         .iter()
         .map(Result::unwrap)
         .filter(|(_, v)| v.direction == DIR_FORWARD)
         .map(|(_, v)| v.released)
         .collect();
     assert_eq!(released, vec![RELEASED], "released here");
-    drop(flows);
     let stats = fx.dp.sweep(&no_idle_allowed()).unwrap();
     assert_eq!(stats.expired, 1, "it ended here: {stats:?}");
 }
