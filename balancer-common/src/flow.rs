@@ -27,11 +27,30 @@ const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 pub const DIR_FORWARD: u8 = 0;
 pub const DIR_REPLY: u8 = 1;
 
-/// TCP flow states. UDP flows stay `NEW` until the backend answers.
+/// Flow states. UDP flows stay `NEW` until the backend answers. A TCP flow
+/// is half-open (in `HALF_OPEN`, not `FLOWS`) until its handshake completes:
+/// `NEW`, `SYN_RECEIVED` or `PROXY_SYN`; then `ESTABLISHED` (in `FLOWS`).
+///
+/// TCP: the client's SYN was sent to the backend, which has not answered.
 pub const STATE_NEW: u8 = 0;
 pub const STATE_ESTABLISHED: u8 = 1;
 /// A FIN or RST was seen; the backend's active count was released.
 pub const STATE_CLOSING: u8 = 2;
+/// TCP: the backend answered the SYN with a SYN-ACK; the client's ACK of it
+/// (whose acknowledgement number the forward entry's `seq_delta` holds until
+/// then) completes the handshake.
+pub const STATE_SYN_RECEIVED: u8 = 3;
+/// TCP, SYN proxy: the client's ACK carried a valid cookie and was sent on
+/// to the backend as a SYN, which has not answered. Both entries' `seq_delta`
+/// hold the cookie (the balancer's initial sequence number towards the
+/// client) until it does.
+pub const STATE_PROXY_SYN: u8 = 4;
+
+/// Whether a TCP flow in `state` has not completed its handshake.
+#[inline(always)]
+pub const fn half_open(state: u8) -> bool {
+    state == STATE_NEW || state == STATE_SYN_RECEIVED || state == STATE_PROXY_SYN
+}
 
 /// Value of `FLOWS`.
 #[repr(C)]
@@ -52,7 +71,10 @@ pub struct FlowValue {
     /// the FIB lookup, which hands them to the stack (fragmentation needed).
     pub nh_mtu: u16,
     /// Forward entries: 1 once the backend's active count was given back. A u32 so
-    /// that the program can swap it atomically.
+    /// that the program can swap it atomically. Reply entries of a SYN-proxied
+    /// flow: while `PROXY_SYN`, the window of the client's ACK (for the ACK the
+    /// balancer sends the backend); once established, how the backend's windows
+    /// are rescaled for the client ([`window_rescale`], 0: not at all).
     pub released: u32,
     /// Next hop of this direction, learned once so that established packets
     /// skip the FIB lookup: egress ifindex (0 = not known yet), and the
@@ -65,12 +87,29 @@ pub struct FlowValue {
     /// flow is forwarded like any other but never expires here: the owner
     /// says when it ends, until this node adopts it (a takeover).
     pub owner: u32,
-    /// Added to sequence numbers towards the backend (and taken from them
-    /// towards the client) for the life of the flow; 0 unless the SYN proxy
-    /// opened the backend connection.
+    /// The backend's initial sequence number less the cookie (the balancer's
+    /// towards the client): added to acknowledgement numbers (and SACK blocks)
+    /// towards the backend and taken from sequence numbers towards the client,
+    /// for the life of the flow; 0 unless the SYN proxy opened the backend
+    /// connection (where it is 0 by chance, there is nothing to translate).
+    /// Half-open flows use it for the handshake (see the states).
     pub seq_delta: u32,
 }
 const _: () = assert!(core::mem::size_of::<FlowValue>() == 88);
+
+/// The `released` word of an established SYN-proxied reply entry whose backend
+/// scales its windows by `backend` while the client was told `announced`.
+#[inline(always)]
+pub const fn window_rescale(backend: u8, announced: u8) -> u32 {
+    if backend == announced {
+        0
+    } else {
+        WINDOW_RESCALE | (backend as u32 & 15) << 4 | (announced as u32 & 15)
+    }
+}
+
+/// Set in a reply entry's `released` word by [`window_rescale`].
+pub const WINDOW_RESCALE: u32 = 1 << 8;
 
 /// [`FlowValue::owner`] of this node's own flows.
 pub const OWNER_SELF: u32 = 0;

@@ -53,8 +53,9 @@ fn rule(scope: Scope, pkt: &Packet) -> Option<u32> {
     }
 }
 
+/// The source rules alone (without the rate of new connections).
 #[inline(always)]
-fn sources_allow(pkt: &Packet, service: &ServiceValue) -> bool {
+pub fn sources_allow(pkt: &Packet, service: &ServiceValue) -> bool {
     if rule(Scope::Block, pkt) == Some(RULE_DENY) {
         return false;
     }

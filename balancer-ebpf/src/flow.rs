@@ -1,4 +1,9 @@
 //! Flow creation (backend choice, SNAT port, both entries) and per-packet state.
+//!
+//! A new TCP flow's entries go to `HALF_OPEN`, not `FLOWS`: until its
+//! handshake completes (`handshake`) it can be evicted only by another new
+//! flow, never evict an established one, and it expires after
+//! `flows.tcp_syn_timeout_s` whatever it sees. UDP flows go to `FLOWS` at once.
 
 use core::{
     intrinsics::{AtomicOrdering::Relaxed, atomic_xadd, atomic_xchg},
@@ -14,7 +19,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use balancer_common::{
-    FAMILY_V6, RawAddr,
+    FAMILY_V6, PROTO_TCP, RawAddr,
     flow::{
         DIR_FORWARD, DIR_REPLY, FlowKey, FlowValue, OWNER_SELF, STATE_CLOSING, STATE_ESTABLISHED,
         STATE_NEW,
@@ -29,7 +34,7 @@ use network_types::eth::EthHdr;
 
 use crate::{
     clock, copy, forward,
-    maps::{ACTIVE_CONNS, BACKENDS, FLOWS, GLOBAL, SNAT_POOL},
+    maps::{ACTIVE_CONNS, BACKENDS, FLOWS, GLOBAL, HALF_OPEN, SNAT_POOL},
     parse::{Packet, ptr_at},
     select,
 };
@@ -105,10 +110,7 @@ extern "C" fn try_port(i: u32, _ctx: *mut c_void) -> i64 {
     let port_be = ((p.min + p.offset) as u16).to_be();
     p.reply_key.dport_be = port_be;
     // SAFETY: a per-CPU map value, filled by create before the search.
-    if FLOWS
-        .insert(&p.reply_key, unsafe { &*reply }, BPF_NOEXIST as u64)
-        .is_ok()
-    {
+    if claim(&p.reply_key, unsafe { &*reply }) {
         p.found_be = port_be;
         p.found = 1;
         return 1;
@@ -128,6 +130,28 @@ extern "C" fn try_port(i: u32, _ctx: *mut c_void) -> i64 {
         random.checked_rem(p.span).unwrap_or(0)
     };
     0
+}
+
+/// Inserts a new flow's reply entry unless its key is taken: TCP into
+/// `HALF_OPEN`, where it is taken if either table has it (inserted first, then
+/// looked up in `FLOWS`, so that a flow moving from one to the other is
+/// always seen in one of them); UDP into `FLOWS`.
+#[inline(always)]
+fn claim(reply_key: &FlowKey, reply: &FlowValue) -> bool {
+    if reply_key.proto != PROTO_TCP {
+        return FLOWS.insert(reply_key, reply, BPF_NOEXIST as u64).is_ok();
+    }
+    if HALF_OPEN
+        .insert(reply_key, reply, BPF_NOEXIST as u64)
+        .is_err()
+    {
+        return false;
+    }
+    if FLOWS.get_ptr(reply_key).is_some() {
+        let _ = HALF_OPEN.remove(reply_key);
+        return false;
+    }
+    true
 }
 
 /// Where a family's SNAT addresses are in `SNAT_POOL`, and how many there are.
@@ -155,6 +179,25 @@ pub enum Created {
     Refused(Counter),
 }
 
+/// How a new flow starts: its state and handshake words (see the states in
+/// `balancer_common::flow`).
+pub struct Open {
+    pub state: u8,
+    /// Both entries' `seq_delta`.
+    pub seq_delta: u32,
+    /// The reply entry's `released` word.
+    pub reply_aux: u32,
+}
+
+impl Open {
+    /// A flow opened by its first packet.
+    pub const NEW: Open = Open {
+        state: STATE_NEW,
+        seq_delta: 0,
+        reply_aux: 0,
+    };
+}
+
 /// Per-CPU slots of `SCRATCH` for the two entries being built.
 const SCRATCH_REPLY: u32 = 0;
 const SCRATCH_FORWARD: u32 = 1;
@@ -167,7 +210,7 @@ pub fn on_packet(flow: &mut FlowValue, pkt: &Packet) {
     let tcp_end = pkt.is_tcp_end();
     if flow.direction == DIR_FORWARD {
         if tcp_end {
-            release(flow, pkt.key.proto, pkt.key.family);
+            release(flow, pkt.key.proto, pkt.key.family, true);
         }
         return;
     }
@@ -187,7 +230,7 @@ pub fn on_packet(flow: &mut FlowValue, pkt: &Packet) {
         // SAFETY: a map value pointer is valid for the duration of the program.
         let forward = unsafe { &mut *forward };
         if tcp_end {
-            release(forward, pkt.key.proto, pkt.key.family);
+            release(forward, pkt.key.proto, pkt.key.family, true);
         } else if forward.state == STATE_NEW {
             forward.state = STATE_ESTABLISHED;
         }
@@ -197,9 +240,10 @@ pub fn on_packet(flow: &mut FlowValue, pkt: &Packet) {
 /// Marks a forward entry closing and gives its backend's active count back,
 /// once: both ends may send their FIN at the same time on two CPUs, and the
 /// sweep may expire the flow meanwhile. Returns whether this call did. The
-/// standby hears of the end (`sync::closed`) from whichever call did.
+/// standby hears of the end (`sync::closed`) from whichever call did, if it
+/// heard of the flow (`synced`: a flow of `FLOWS`, not a half-open one).
 #[inline(always)]
-pub fn release(forward: &mut FlowValue, proto: u8, family: u8) -> bool {
+pub fn release(forward: &mut FlowValue, proto: u8, family: u8, synced: bool) -> bool {
     forward.state = STATE_CLOSING;
     // SAFETY: the field is 4-byte aligned inside a map value that outlives this call.
     let was = unsafe { atomic_xchg::<u32, { Relaxed }>(&mut forward.released, 1) };
@@ -210,7 +254,9 @@ pub fn release(forward: &mut FlowValue, proto: u8, family: u8) -> bool {
         // SAFETY: 8-byte aligned map value; the count was raised at creation.
         unsafe { atomic_xadd::<u64, u64, { Relaxed }>(active, u64::MAX) };
     }
-    crate::sync::closed(forward, proto, family);
+    if synced {
+        crate::sync::closed(forward, proto, family);
+    }
     true
 }
 
@@ -251,7 +297,13 @@ fn fill(
 /// A new flow: its backend by the service's scheduler, then a source port
 /// on an SNAT address (which inserts the reply entry), then the forward entry.
 #[inline(always)]
-pub fn create(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceValue) -> Created {
+pub fn create(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    key: &FlowKey,
+    service: &ServiceValue,
+    open: &Open,
+) -> Created {
     let Some(backend_idx) = select::choose(service, key) else {
         return Created::Refused(Counter::DropNoBackend);
     };
@@ -268,9 +320,18 @@ pub fn create(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceVa
     };
     // SAFETY: per-CPU map value, used by this program run only; no other
     // reference to it is alive here.
-    if let Err(reason) = prepare_reply(ctx, pkt, key, backend, backend_idx, dnat, now, unsafe {
-        &mut *probe
-    }) {
+    if let Err(reason) = prepare_reply(
+        ctx,
+        pkt,
+        key,
+        backend,
+        backend_idx,
+        dnat,
+        now,
+        // SAFETY: as above.
+        unsafe { &mut *probe },
+        open,
+    ) {
         return Created::Refused(reason);
     }
     let snat_port_be = if dnat {
@@ -281,9 +342,18 @@ pub fn create(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceVa
     };
     match snat_port_be {
         // SAFETY: as above; the search is over.
-        Ok(port_be) => insert_forward(ctx, pkt, key, backend, backend_idx, port_be, now, unsafe {
-            &*probe
-        }),
+        Ok(port_be) => insert_forward(
+            ctx,
+            pkt,
+            key,
+            backend,
+            backend_idx,
+            port_be,
+            now,
+            // SAFETY: as above; the search is over.
+            unsafe { &*probe },
+            open,
+        ),
         Err(reason) => Created::Refused(reason),
     }
 }
@@ -304,6 +374,7 @@ fn prepare_reply(
     dnat: bool,
     now: u64,
     probe: &mut PortProbe,
+    open: &Open,
 ) -> Result<(), Counter> {
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
         return Err(Counter::DropMalformed);
@@ -324,6 +395,9 @@ fn prepare_reply(
         now,
         DIR_REPLY,
     );
+    reply.state = open.state;
+    reply.seq_delta = open.seq_delta;
+    reply.released = open.reply_aux;
     // SAFETY: reading the xdp_md of the running program.
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     reply.nh_ifindex = ingress;
@@ -351,10 +425,7 @@ fn claim_client_port(key: &FlowKey, probe: &PortProbe) -> Result<u16, Counter> {
         return Err(Counter::DropFlowTableFull);
     };
     // SAFETY: this CPU's slot, filled by prepare_reply.
-    if FLOWS
-        .insert(&probe.reply_key, unsafe { &*reply }, BPF_NOEXIST as u64)
-        .is_err()
-    {
+    if !claim(&probe.reply_key, unsafe { &*reply }) {
         return Err(Counter::DropSnatExhausted);
     }
     Ok(key.sport_be)
@@ -445,6 +516,7 @@ fn insert_forward(
     snat_port_be: u16,
     now: u64,
     probe: &PortProbe,
+    open: &Open,
 ) -> Created {
     let Some(forward) = SCRATCH.get_ptr_mut(SCRATCH_FORWARD) else {
         return Created::Refused(Counter::DropFlowTableFull);
@@ -461,17 +533,32 @@ fn insert_forward(
         now,
         DIR_FORWARD,
     );
+    forward.state = open.state;
+    forward.seq_delta = open.seq_delta;
     // Learned before the insert, so that the entry holds it from the start.
     forward::learn_backend_hop(ctx, pkt, forward, backend_idx, now);
-    if FLOWS.insert(key, &*forward, 0).is_err() {
+    let tcp = key.proto == PROTO_TCP;
+    let inserted = if tcp {
+        HALF_OPEN.insert(key, &*forward, 0)
+    } else {
+        FLOWS.insert(key, &*forward, 0)
+    };
+    if inserted.is_err() {
         // Best effort: an orphaned reply entry only ages out of the LRU.
-        let _ = FLOWS.remove(&probe.reply_key);
+        let _ = if tcp {
+            HALF_OPEN.remove(&probe.reply_key)
+        } else {
+            FLOWS.remove(&probe.reply_key)
+        };
         return Created::Refused(Counter::DropFlowTableFull);
     }
     if let Some(active) = ACTIVE_CONNS.get_ptr_mut(backend_idx.0) {
         // SAFETY: 8-byte aligned map value.
         unsafe { atomic_xadd::<u64, u64, { Relaxed }>(active, 1) };
     }
-    crate::sync::new_flow(key, forward);
+    if !tcp {
+        // TCP flows go to the peers once established (`handshake::promote`).
+        crate::sync::new_flow(key, forward);
+    }
     Created::Flow(forward)
 }

@@ -14,8 +14,10 @@ mod addr;
 mod clock;
 mod copy;
 mod firewall;
+mod flood;
 mod flow;
 mod forward;
+mod handshake;
 mod icmp;
 mod lease;
 mod maps;
@@ -25,24 +27,29 @@ mod parse;
 mod select;
 mod sweep;
 mod sync;
+mod synproxy;
+mod tcpopt;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use balancer_common::{
-    flow::{DIR_FORWARD, FlowKey},
+    PROTO_TCP,
+    flow::{DIR_FORWARD, STATE_PROXY_SYN},
+    global::SYN_COOKIES_OFF,
     service::{SCHED_MAGLEV, ServiceKey, ServiceValue},
     stats::Counter,
 };
 
 use crate::{
     addr::Addressed,
-    flow::Created,
+    flow::{Created, Open},
     maps::{SERVICES, count},
     parse::{Packet, Parsed},
+    synproxy::Proxy,
 };
 
 #[xdp]
 pub fn balancer(ctx: XdpContext) -> u32 {
-    let pkt = match parse::parse(&ctx) {
+    let mut pkt = match parse::parse(&ctx) {
         Parsed::Packet(pkt) => pkt,
         Parsed::IcmpError(err) => return icmp::relay(&ctx, &err),
         Parsed::Neighbour(n) => {
@@ -54,19 +61,35 @@ pub fn balancer(ctx: XdpContext) -> u32 {
         Parsed::Pass(counter) => return pass(counter),
         Parsed::Malformed => return drop(Counter::DropMalformed),
     };
-    process(&ctx, &pkt)
+    process(&ctx, &mut pkt)
 }
 
 #[inline(always)]
-fn process(ctx: &XdpContext, pkt: &Packet) -> u32 {
+fn process(ctx: &XdpContext, pkt: &mut Packet) -> u32 {
     let key = &pkt.key;
     if let Some(flow) = maps::FLOWS.get_ptr_mut(key) {
         // SAFETY: a map value pointer is valid for the duration of the program.
         let flow = unsafe { &mut *flow };
         flow::on_packet(flow, pkt);
+        if flow.seq_delta != 0 {
+            // Opened by the SYN proxy: sequence numbers to translate.
+            return synproxy::established(ctx, pkt, flow);
+        }
         nat::translate(ctx, pkt, flow);
         maps::count_backend(flow.backend, flow.direction == DIR_FORWARD, pkt.ip_len);
         return forward::forward(ctx, pkt, flow);
+    }
+    if key.proto == PROTO_TCP
+        && let Some(flow) = maps::HALF_OPEN.get_ptr_mut(key)
+    {
+        // SAFETY: a map value pointer is valid for the duration of the program.
+        let flow = unsafe { &mut *flow };
+        if flow.state == STATE_PROXY_SYN {
+            // Called from here rather than from `half_open`: one call less
+            // deep, for the stack.
+            return synproxy::pending(ctx, pkt, flow);
+        }
+        return handshake::half_open(ctx, pkt, flow);
     }
 
     // No flow: only a VIP:port can start one; anything else addressed to an SNAT
@@ -88,7 +111,30 @@ fn process(ctx: &XdpContext, pkt: &Packet) -> u32 {
     let service = unsafe { &*service };
     // Maglev sends a mid-stream packet whose flow state was lost (a restart, a
     // failover without sync) to the backend it had, so it may open the flow.
-    let opens = pkt.may_open_flow() || service.scheduler == SCHED_MAGLEV && pkt.may_resume_flow();
+    if pkt.may_open_flow() {
+        if key.proto == PROTO_TCP && service.backend_count > 0 {
+            let now = clock::now_ns();
+            if flood::cookies_on(now)
+                && let Some(action) = syn_cookie(ctx, pkt, service, now)
+            {
+                return action;
+            }
+        }
+        return open_flow(ctx, pkt, service, Proxy::NONE);
+    }
+    if pkt.is_tcp_ack() && flood::mode() != SYN_COOKIES_OFF {
+        // Perhaps the ACK of a SYN-ACK with a cookie.
+        let proxy = synproxy::check_ack(ctx, pkt);
+        if proxy.valid() {
+            return open_flow(ctx, pkt, service, proxy);
+        }
+        let resumes = service.scheduler == SCHED_MAGLEV && pkt.may_resume_flow();
+        if !resumes && flood::cookies_lately(clock::now_ns(), synproxy::COOKIE_RECENT_NS) {
+            maps::count_service_drop(service.id, Counter::DropSynCookieInvalid);
+            return drop(Counter::DropSynCookieInvalid);
+        }
+    }
+    let opens = service.scheduler == SCHED_MAGLEV && pkt.may_resume_flow();
     if !opens {
         if lease::in_takeover_grace() {
             // Its flow may still be arriving from the old active node: the
@@ -99,14 +145,31 @@ fn process(ctx: &XdpContext, pkt: &Packet) -> u32 {
         // answers with a reset, which is what the client of an ended flow needs.
         return pass(Counter::PassNoFlow);
     }
-    open_flow(ctx, pkt, key, service)
+    open_flow(ctx, pkt, service, Proxy::NONE)
 }
 
-/// A new flow's first packet. Not inlined: the flow's two entries would
-/// otherwise share one stack frame with the established path, past the 512-byte
-/// BPF stack.
+/// A SYN while the SYN proxy answers SYNs: a SYN-ACK with a cookie, no state;
+/// `None` when no cookie can be made yet (no key for this period), to open
+/// the flow as without cookies. Not inlined, for the stack.
 #[inline(never)]
-fn open_flow(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceValue) -> u32 {
+fn syn_cookie(ctx: &XdpContext, pkt: &Packet, service: &ServiceValue, now: u64) -> Option<u32> {
+    if lease::expired() {
+        return Some(drop(Counter::DropNotActive));
+    }
+    // Source rules now, so that a source refused gets nothing back; the
+    // rate of new connections per source once its ACK proves its address.
+    if !firewall::sources_allow(pkt, service) {
+        maps::count_service_drop(service.id, Counter::DropFirewall);
+        return Some(drop(Counter::DropFirewall));
+    }
+    synproxy::answer_syn(ctx, pkt, now)
+}
+
+/// A new flow's first packet (or the ACK of a cookie, `proxy`). Not inlined:
+/// the flow's two entries would otherwise share one stack frame with the
+/// established path, past the 512-byte BPF stack.
+#[inline(never)]
+fn open_flow(ctx: &XdpContext, pkt: &mut Packet, service: &ServiceValue, proxy: Proxy) -> u32 {
     if lease::expired() {
         return drop(Counter::DropNotActive);
     }
@@ -114,9 +177,32 @@ fn open_flow(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceVal
         maps::count_service_drop(service.id, reason);
         return drop(reason);
     }
-    match flow::create(ctx, pkt, key, service) {
+    let open = if proxy.valid() {
+        // The ACK becomes the SYN it answers, before the flow takes it.
+        if !synproxy::ack_into_syn(ctx, pkt, proxy) {
+            return drop(Counter::DropNoRoom);
+        }
+        Open {
+            state: STATE_PROXY_SYN,
+            seq_delta: proxy.cookie(),
+            reply_aux: proxy.reply_aux(),
+        }
+    } else {
+        Open::NEW
+    };
+    let key = &pkt.key;
+    match flow::create(ctx, pkt, key, service, &open) {
         Created::Flow(flow) => {
             count(Counter::NewFlow);
+            if key.proto == PROTO_TCP {
+                let now = clock::now_ns();
+                if proxy.valid() {
+                    count(Counter::SynCookieValid);
+                    flood::completed(now);
+                } else {
+                    flood::opened(now, false);
+                }
+            }
             nat::translate(ctx, pkt, flow);
             maps::count_backend(flow.backend, true, pkt.ip_len);
             maps::count_new_flow(flow.backend);
@@ -124,7 +210,7 @@ fn open_flow(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceVal
         }
         Created::Refused(reason) => {
             maps::count_service_drop(service.id, reason);
-            if reason == Counter::DropNoBackend {
+            if reason == Counter::DropNoBackend && !proxy.valid() {
                 // The host has the VIP and no socket on the port: it answers
                 // with a reset (ICMP port unreachable for UDP), so that clients
                 // fail at once instead of retrying into silence.

@@ -9,7 +9,10 @@ use anyhow::{Context, Result, bail};
 use balancer_common::{
     PROTO_TCP, PROTO_UDP,
     firewall::{RULE_ALLOW, RULE_DENY, Scope},
-    global::{GLOBAL_F_DEFAULT_DENY, GLOBAL_F_DNAT, GLOBAL_F_SYNC},
+    global::{
+        GLOBAL_F_DEFAULT_DENY, GLOBAL_F_DNAT, GLOBAL_F_SYNC, SYN_COOKIES_ALWAYS, SYN_COOKIES_AUTO,
+        SYN_COOKIES_OFF,
+    },
     service::{
         ADDR_F_DNAT_BACKEND, ADDR_F_SNAT, ADDR_F_VIP, AddrKey, BACKEND_F_HEALTHY,
         BACKEND_F_PRESENT, Backend, BackendIndex, MAGLEV_M, MAX_BACKENDS, MAX_BACKENDS_PER_SERVICE,
@@ -21,7 +24,7 @@ use balancer_common::{
 
 use crate::{
     addr::raw,
-    config::{Config, FirewallAction, Forwarding, Protocol, Scheduler, Service},
+    config::{Config, FirewallAction, Forwarding, Protocol, Scheduler, Service, SynCookies},
     sched::{self, round_robin_sequence},
 };
 
@@ -38,6 +41,11 @@ pub struct Plan {
     /// New connections per second and burst per source (0 = unlimited).
     pub rate: u32,
     pub burst: u32,
+    /// `firewall.syn_cookies` (`SYN_COOKIES_*`), and auto mode's threshold
+    /// (half-open flows per second, node-wide) and cooldown.
+    pub syn_cookies: u32,
+    pub syn_flood_threshold: u32,
+    pub syn_flood_cooldown_ms: u32,
     /// `node.snat_addresses` by family: every new full-NAT flow takes a port on
     /// one of its family's (empty: the backend's own egress address).
     pub snat_v4: Vec<IpAddr>,
@@ -188,6 +196,13 @@ pub fn plan_with(
         firewall_v6,
         rate: fw.new_connections_per_source.rate,
         burst: fw.new_connections_per_source.burst,
+        syn_cookies: match fw.syn_cookies {
+            SynCookies::Off => SYN_COOKIES_OFF,
+            SynCookies::Auto => SYN_COOKIES_AUTO,
+            SynCookies::Always => SYN_COOKIES_ALWAYS,
+        },
+        syn_flood_threshold: fw.syn_flood_threshold,
+        syn_flood_cooldown_ms: fw.syn_flood_cooldown_s.saturating_mul(1000),
         snat_v4,
         snat_v6,
     })

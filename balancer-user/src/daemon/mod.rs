@@ -178,6 +178,7 @@ async fn serve(config_path: &Path, config: config::Config, options: Options) -> 
             daemon.dataplane.set_ha_lease(Default::default())?;
         }
         daemon.sync()?;
+        daemon.start_syn_proxy()?;
         let interfaces = daemon.config().node.interfaces.clone();
         daemon.dataplane.release_other_interfaces(&interfaces)?;
         for interface in &interfaces {

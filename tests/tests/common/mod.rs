@@ -12,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+use balancer_common::cookie;
 use balancer_tests::{
     config::{Config, Health, Service},
     require_root,
@@ -20,6 +21,7 @@ use balancer_user::{
     config as daemon_config,
     dataplane::Dataplane,
     plan::{self, Plan},
+    syncookie::Secret,
 };
 use etherparse::{
     NetSlice, PacketBuilder, PacketBuilderStep, SlicedPacket, TcpHeader, TransportSlice, UdpHeader,
@@ -132,6 +134,14 @@ pub struct Fixture {
     pub back: u32,
 }
 
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+}
+
 pub fn sh(args: &str) {
     let out = Command::new("sh").arg("-c").arg(args).output().expect("sh");
     assert!(
@@ -208,6 +218,9 @@ impl Fixture {
         let plan = plan_of(config);
         let mut dp = Dataplane::load(flows).expect("load program");
         dp.apply(&plan).expect("apply plan");
+        // The SYN cookie keys, as a standalone daemon has them.
+        dp.rotate_cookie_keys(&Secret::Local, cookie::period_at(unix_now()))
+            .expect("cookie keys");
         let front = balancer_user::netconf::ifindex("front").unwrap();
         let back = balancer_user::netconf::ifindex("back").unwrap();
         dp.add_tx_port(front).unwrap();
@@ -242,12 +255,82 @@ pub fn tcp_frame(
     write_tcp(b, flags, payload)
 }
 
+/// [`tcp_frame`] with the sequence and acknowledgement numbers given.
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_seq_frame(
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    flags: &str,
+    seq: u32,
+    ack: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, FRONT_MAC)
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, seq, 64240);
+    write_tcp_ack(b, flags, ack, payload)
+}
+
+/// The client's ISN in [`handshake`], and the backend's.
+pub const CLIENT_ISN: u32 = 1000;
+pub const BACKEND_ISN: u32 = 5000;
+
+/// A connection from `client`:`sport` to the VIP's `port` through the
+/// program, its handshake completed (the SYN, the backend's SYN-ACK, the
+/// client's ACK of it): the SYN as it was forwarded.
+pub fn handshake(fx: &Fixture, client: [u8; 4], sport: u16, port: u16) -> Seen {
+    let syn = tcp_seq_frame(client, VIP, sport, port, "S", CLIENT_ISN, 0, b"");
+    let (action, out) = fx.run(&syn, fx.front);
+    assert!(matches!(action, XDP_REDIRECT | XDP_TX), "SYN: {action}");
+    let fwd = inspect(&out);
+    let syn_ack = tcp_seq_frame(
+        fwd.dst,
+        fwd.src,
+        fwd.dport,
+        fwd.sport,
+        "SA",
+        BACKEND_ISN,
+        CLIENT_ISN + 1,
+        b"",
+    );
+    let (action, _) = fx.run(&syn_ack, fx.back);
+    assert!(
+        matches!(action, XDP_REDIRECT | XDP_TX | XDP_PASS),
+        "SYN-ACK: {action}"
+    );
+    let ack = tcp_seq_frame(
+        client,
+        VIP,
+        sport,
+        port,
+        "A",
+        CLIENT_ISN + 1,
+        BACKEND_ISN + 1,
+        b"",
+    );
+    let (action, _) = fx.run(&ack, fx.front);
+    assert!(matches!(action, XDP_REDIRECT | XDP_TX), "ACK: {action}");
+    fwd
+}
+
 /// Sets `flags` (letters of "SAFRP") on a TCP builder and writes the frame.
-fn write_tcp(mut b: PacketBuilderStep<TcpHeader>, flags: &str, payload: &[u8]) -> Vec<u8> {
+fn write_tcp(b: PacketBuilderStep<TcpHeader>, flags: &str, payload: &[u8]) -> Vec<u8> {
+    write_tcp_ack(b, flags, 1, payload)
+}
+
+/// [`write_tcp`] with the acknowledgement number `ack` (with the flag A).
+fn write_tcp_ack(
+    mut b: PacketBuilderStep<TcpHeader>,
+    flags: &str,
+    ack: u32,
+    payload: &[u8],
+) -> Vec<u8> {
     for f in flags.chars() {
         b = match f {
             'S' => b.syn(),
-            'A' => b.ack(1),
+            'A' => b.ack(ack),
             'F' => b.fin(),
             'R' => b.rst(),
             'P' => b.psh(),
