@@ -15,7 +15,7 @@
 //! dropped.
 
 use aya_ebpf::{
-    bindings::xdp_action, helpers::bpf_xdp_adjust_tail, macros::map, maps::PerCpuArray,
+    bindings::xdp_action, helpers::bpf_xdp_adjust_head, macros::map, maps::PerCpuArray,
     programs::XdpContext,
 };
 use balancer_common::{
@@ -238,8 +238,10 @@ fn write_segment(ctx: &XdpContext) -> Option<usize> {
     let ip_hlen = if v6 { Ipv6Hdr::LEN } else { Ipv4Hdr::LEN };
     let want = (EthHdr::LEN + ip_hlen + tcp_len) as i64;
     let have = (ctx.data_end() - ctx.data()) as i64;
-    // SAFETY: the helper checks the new length against the buffer.
-    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, (want - have) as i32) } != 0 {
+    // A frame too short grows at its front: XDP guarantees headroom, not
+    // tailroom (veth, for one, has none for what it copied). A longer one
+    // keeps its tail, which the IP length leaves out (Ethernet padding).
+    if want > have && !grow_front(ctx, (want - have) as i32) {
         return None;
     }
     let words = if v6 { 4 } else { 1 };
@@ -320,6 +322,27 @@ fn write_segment(ctx: &XdpContext) -> Option<usize> {
         unsafe { *o = [2, 4, m0, m1, a0, a1, b0, b1, 1, 1, s0, s1] };
     }
     Some(l4_off)
+}
+
+/// Moves the frame's start `by` bytes back into the headroom, its Ethernet
+/// header with it.
+#[inline(always)]
+fn grow_front(ctx: &XdpContext, by: i32) -> bool {
+    let Some(eth) = ptr_at::<[u8; EthHdr::LEN]>(ctx, 0) else {
+        return false;
+    };
+    let mut saved = [0u8; EthHdr::LEN];
+    // SAFETY: bounds checked by ptr_at.
+    copy::bytes(&mut saved, unsafe { &*eth });
+    // SAFETY: the helper checks the headroom.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -by) } != 0 {
+        return false;
+    }
+    let Some(eth) = ptr_at::<[u8; EthHdr::LEN]>(ctx, 0) else {
+        return false;
+    };
+    copy::bytes(eth, &saved);
+    true
 }
 
 /// Swaps the frame's Ethernet addresses: it goes back where it came from.

@@ -20,6 +20,7 @@
 
 mod balancer;
 pub mod config;
+pub mod flood;
 mod netns;
 mod nginx;
 mod ping;
@@ -27,6 +28,7 @@ mod role;
 mod servers;
 mod topology;
 mod util;
+mod xdp_pass;
 
 use std::sync::OnceLock;
 

