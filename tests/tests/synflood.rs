@@ -5,20 +5,19 @@
 //! front of the same backends facing the same flood for comparison.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::SocketAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU8, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use balancer_tests::{
-    Balancer, Nginx, Process, TempDir, Topology, addrs,
+    Balancer, Nginx, Pace, Process, TempDir, Topology, addrs,
     config::{Config, Firewall, Health, Service, SynCookies},
     flood::{FloodReport, SynFlood, syn_flood},
-    nginx, poll_until, require_program, require_root, tcp_request, tcp_server, wait_tcp_ready,
-    wait_until,
+    nginx, require_program, require_root, tcp_request, tcp_server, wait_tcp_ready, wait_until,
 };
 use serde_json::Value;
 
@@ -268,7 +267,10 @@ fn proxied(topo: &Topology, lb: &Balancer) {
     for reverse in [false, true] {
         let (sent, received, retransmits) = iperf(topo, "50M", reverse);
         // (A server sends whole blocks: up to one more.)
-        assert!(sent >= 50 << 20 && sent <= (50 << 20) + (1 << 20), "{sent}");
+        assert!(
+            (50 << 20..=(50 << 20) + (1 << 20)).contains(&sent),
+            "{sent}"
+        );
         check_received(sent, received, reverse);
         eprintln!("iperf3 reverse={reverse}: {received} bytes, {retransmits} retransmitted");
     }
@@ -349,7 +351,10 @@ fn with_syn_cookies_always_and_five_percent_loss_transfers_complete_intact() {
     }
     for reverse in [false, true] {
         let (sent, received, retransmits) = iperf(&topo, "20M", reverse);
-        assert!(sent >= 20 << 20 && sent <= (20 << 20) + (1 << 20), "{sent}");
+        assert!(
+            (20 << 20..=(20 << 20) + (1 << 20)).contains(&sent),
+            "{sent}"
+        );
         check_received(sent, received, reverse);
         // (In reverse the sender is the server, whose retransmissions the
         // client does not see.)
@@ -364,4 +369,237 @@ fn with_syn_cookies_always_and_five_percent_loss_transfers_complete_intact() {
     eprintln!("the switch dropped {lost} frames to or from the client");
     // Frames, some of them GSO bursts of many segments.
     assert!(lost > 20, "{lost} frames dropped");
+}
+
+/// HAProxy's address, beside the VIP on the same host.
+const HAPROXY: &str = "198.51.100.20";
+const ECHO: u16 = 9000;
+
+/// One of the legitimate client's connections: when it started, in which
+/// phase, and whether a request got its answer.
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
+    phase: u8,
+    ok: bool,
+}
+
+const BEFORE: u8 = 0;
+const DURING: u8 = 1;
+const AFTER: u8 = 2;
+
+/// What one target went through.
+#[derive(Debug)]
+struct Outcome {
+    /// (succeeded, tried) before, during and after the flood.
+    legit: [(usize, usize); 3],
+    flood: FloodReport,
+}
+
+/// Floods `target` for `flood_for` while a legitimate client opens a new
+/// connection every 20 ms (a request, its answer within 5 s; each on its own
+/// thread, so that a slow one does not hold the next back), from `warm`
+/// before the flood to `cool` after it. `during` runs about once a second
+/// during the flood.
+fn flood_run(
+    topo: &Topology,
+    target: SocketAddr,
+    flood_for: Duration,
+    (warm, cool): (Duration, Duration),
+    mut during: impl FnMut(),
+) -> Outcome {
+    let SocketAddr::V4(target4) = target else {
+        panic!("IPv4 flood")
+    };
+    let flood = SynFlood {
+        target: target4,
+        sources: vec![
+            "192.0.2.0/24".parse().unwrap(),
+            "198.51.100.128/25".parse().unwrap(),
+        ],
+        rate: 60_000,
+        duration: flood_for,
+    };
+    let phase = AtomicU8::new(BEFORE);
+    let stop_client = AtomicBool::new(false);
+    let attempts = Mutex::new(Vec::<Attempt>::new());
+    let stop_flood = Arc::new(AtomicBool::new(false));
+    let report = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut pace = Pace::new(Duration::from_millis(20));
+            let mut n = 0u64;
+            while !stop_client.load(Ordering::Relaxed) {
+                n += 1;
+                let at = phase.load(Ordering::Relaxed);
+                let attempts = &attempts;
+                s.spawn(move || {
+                    let line = format!("legit {n}");
+                    let ok = tcp_request(topo.client(), target, &line, Duration::from_secs(5))
+                        .is_ok_and(|reply| reply.ends_with(&line));
+                    attempts.lock().unwrap().push(Attempt { phase: at, ok });
+                });
+                pace.wait();
+            }
+        });
+        std::thread::sleep(warm);
+        phase.store(DURING, Ordering::Relaxed);
+        let flooder = s.spawn(|| syn_flood(topo.client(), &flood, stop_flood.clone()));
+        let started = Instant::now();
+        while started.elapsed() < flood_for && !flooder.is_finished() {
+            during();
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        let report = flooder.join().unwrap().unwrap();
+        phase.store(AFTER, Ordering::Relaxed);
+        std::thread::sleep(cool);
+        stop_client.store(true, Ordering::Relaxed);
+        report
+    });
+    let mut legit = [(0, 0); 3];
+    for a in attempts.lock().unwrap().iter() {
+        let o = &mut legit[a.phase as usize];
+        o.0 += usize::from(a.ok);
+        o.1 += 1;
+    }
+    Outcome {
+        legit,
+        flood: report,
+    }
+}
+
+fn haproxy(topo: &Topology) -> (Process, TempDir) {
+    let dir = TempDir::new("haproxy").unwrap();
+    let cfg = dir.join("haproxy.cfg");
+    let servers: Vec<String> = (1..=3)
+        .map(|i| format!("    server be{i} {}", backend(i, ECHO)))
+        .collect();
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n    maxconn 4096\n\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\nlisten echo\n    bind {HAPROXY}:{ECHO}\n    balance leastconn\n{}\n",
+            servers.join("\n")
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+    topo.lb()
+        .exec("haproxy", &["-c", "-q", "-f", &cfg])
+        .unwrap();
+    let process = topo.lb().spawn("haproxy", &["-db", "-f", &cfg]).unwrap();
+    let addr = SocketAddr::new(HAPROXY.parse().unwrap(), ECHO);
+    wait_tcp_ready(topo.client(), addr, T).unwrap();
+    (process, dir)
+}
+
+fn rate(ok: usize, tried: usize) -> f64 {
+    ok as f64 * 100.0 / tried.max(1) as f64
+}
+
+#[test]
+fn a_spoofed_syn_flood_denies_nothing_with_the_default_settings() {
+    if !require_root() || !require_program("haproxy") {
+        return;
+    }
+    let topo = Topology::builder()
+        .hint("synfl")
+        .backends(3)
+        .build()
+        .unwrap();
+    let _echo: Vec<_> = (1..=3)
+        .map(|i| tcp_server(topo.backend(i), backend(i, ECHO)).unwrap())
+        .collect();
+    // Defaults: syn_cookies = "auto" and its threshold; flows as documented.
+    let config = Config::new("synfl")
+        .snat(["203.0.113.9"])
+        .metrics_off()
+        .service(
+            Service::tcp("echo", VIP, ECHO)
+                .health(Health::none())
+                .backends((1..=3).map(|i| backend(i, ECHO))),
+        );
+    let lb = Balancer::start(topo.lb(), &config).unwrap();
+    // HAProxy on the same host, its own address, the same backends; spoofed
+    // SYNs must reach it (no reverse-path filter), where the kernel's own
+    // SYN cookies defend it.
+    topo.add_lb_front_addr(&format!("{HAPROXY}/24")).unwrap();
+    for key in [
+        "net.ipv4.conf.all.rp_filter",
+        "net.ipv4.conf.front.rp_filter",
+    ] {
+        topo.lb().sysctl(key, "0").unwrap();
+    }
+    let _haproxy = haproxy(&topo);
+    let vip = SocketAddr::new(VIP.parse().unwrap(), ECHO);
+    assert!(wait_until(T, || tcp_request(topo.client(), vip, "up", T).is_ok()));
+
+    let flood_for = Duration::from_secs(10);
+    let phases = (Duration::from_secs(2), Duration::from_secs(4));
+    let mut ports_max = 0u64;
+    let mut modes = Vec::new();
+    let balancer = flood_run(&topo, vip, flood_for, phases, || {
+        let s = stats(&lb);
+        let ports: u64 = s["services"][0]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["snat_ports"].as_u64().unwrap_or(0))
+            .sum();
+        ports_max = ports_max.max(ports);
+        modes.push(s["syn_cookies"]["active"].as_bool().unwrap_or(false));
+    });
+    let s = stats(&lb);
+    let sent = counter(&s, "syn_cookie_sent");
+    let haproxy_vip = SocketAddr::new(HAPROXY.parse().unwrap(), ECHO);
+    let haproxy = flood_run(&topo, haproxy_vip, flood_for, phases, || {});
+
+    let report = |name: &str, o: &Outcome| {
+        let [before, during, after] = o.legit;
+        eprintln!(
+            "{name}: flood {} SYNs at {:.0}/s; legitimate connections before {}/{} ({:.1}%), during {}/{} ({:.1}%), after {}/{} ({:.1}%)",
+            o.flood.sent,
+            o.flood.rate(),
+            before.0,
+            before.1,
+            rate(before.0, before.1),
+            during.0,
+            during.1,
+            rate(during.0, during.1),
+            after.0,
+            after.1,
+            rate(after.0, after.1),
+        );
+    };
+    report("balancer (auto)", &balancer);
+    report("HAProxy (kernel SYN cookies)", &haproxy);
+    eprintln!(
+        "balancer: {sent} cookies sent, {} valid; SNAT ports held at most {ports_max}; cookies on at the samples: {modes:?}",
+        counter(&s, "syn_cookie_valid")
+    );
+    assert!(
+        balancer.flood.rate() >= 50_000.0,
+        "the flood reached {:.0} SYNs/s only",
+        balancer.flood.rate()
+    );
+    let [_, during, after] = balancer.legit;
+    assert!(during.1 >= 300, "{during:?} legitimate connections during");
+    assert!(
+        rate(during.0, during.1) >= 99.0,
+        "{during:?} legitimate connections succeeded during the flood"
+    );
+    assert_eq!(after.0, after.1, "every one right after it");
+    assert!(
+        sent as f64 > balancer.flood.sent as f64 * 0.9,
+        "the flood was answered with cookies"
+    );
+    // The flood took (almost) no SNAT port: those held are the legitimate
+    // connections' of the last flows.tcp_transitory_timeout_s (closing) and
+    // a few half-open flows from before cookies came on.
+    let legit_recent = (during.1 + after.1) as u64;
+    assert!(
+        ports_max <= legit_recent + 200,
+        "{ports_max} SNAT ports held, {legit_recent} legitimate connections"
+    );
+    // Auto mode said so, and goes off again once the flood is over.
+    lb.wait_for_log(&["syn_cookies_on"], T).unwrap();
+    lb.wait_for_log(&["syn_cookies_off"], Duration::from_secs(30))
+        .unwrap();
 }
