@@ -15,7 +15,7 @@ use std::{
 
 use balancer_tests::{
     Balancer, Nginx, Pace, Process, TempDir, Topology, addrs,
-    config::{Config, Firewall, Health, Service, SynCookies},
+    config::{Config, Firewall, Ha, Health, Service, SynCookies},
     flood::{FloodReport, SynFlood, syn_flood},
     nginx, require_program, require_root, tcp_request, tcp_server, wait_tcp_ready, wait_until,
 };
@@ -602,4 +602,122 @@ fn a_spoofed_syn_flood_denies_nothing_with_the_default_settings() {
     lb.wait_for_log(&["syn_cookies_on"], T).unwrap();
     lb.wait_for_log(&["syn_cookies_off"], Duration::from_secs(30))
         .unwrap();
+}
+
+/// The HA peers' shared key.
+const HA_KEY: &str = "0123456789abcdef0123456789abcdef";
+
+fn ha_config(name: &str, priority: u8, peer: &str, key: &str) -> Config {
+    Config::new(name)
+        .snat(["203.0.113.9"])
+        .metrics_off()
+        .firewall(Firewall::default().syn_cookies(SynCookies::Always))
+        .ha(Ha::enabled()
+            .interface("front")
+            .peers([peer])
+            .priority(priority)
+            .advert_interval_ms(100)
+            .dead_after(3)
+            .preempt(false)
+            .auth_key_file(key)
+            .sync_flows(true)
+            .track_interfaces(["front", "back"]))
+        .service(
+            Service::tcp("echo", VIP, ECHO)
+                .health(Health::none())
+                .backends((1..=3).map(|i| backend(i, ECHO))),
+        )
+}
+
+fn ha_status(lb: &Balancer) -> Value {
+    let out = lb.cli(&["status", "--json"]).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
+    reply["status"]["ha"].clone()
+}
+
+fn ha_role(lb: &Balancer) -> String {
+    ha_status(lb)["role"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn proxied_connections_carry_their_data_through_a_failover() {
+    if !require_root() {
+        return;
+    }
+    let topo = Topology::builder()
+        .hint("synha")
+        .backends(3)
+        .standby(true)
+        .build()
+        .unwrap();
+    let _echo: Vec<_> = (1..=3)
+        .map(|i| tcp_server(topo.backend(i), backend(i, ECHO)).unwrap())
+        .collect();
+    let keys = TempDir::new("hakey").unwrap();
+    let key = keys.join("ha.key");
+    std::fs::write(&key, HA_KEY).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let key = key.display().to_string();
+    let a = Balancer::start(topo.lb(), &ha_config("lb-a", 200, "198.51.100.3", &key)).unwrap();
+    let b = Balancer::start(topo.lb2(), &ha_config("lb-b", 100, "198.51.100.1", &key)).unwrap();
+    assert!(
+        wait_until(T, || ha_role(&a) == "active" && ha_role(&b) == "standby"),
+        "roles {} {}",
+        ha_role(&a),
+        ha_role(&b)
+    );
+    let vip = SocketAddr::new(VIP.parse().unwrap(), ECHO);
+    assert!(wait_until(T, || tcp_request(topo.client(), vip, "up", T).is_ok()));
+    // Connections through the SYN proxy of lb-a, each carrying data.
+    let mut conns: Vec<_> = (0..20)
+        .map(|i| {
+            let mut c = balancer_tests::tcp_connect(topo.client(), vip, T).unwrap();
+            let line = payload(20_000, i);
+            let reply = c.request(&line).unwrap();
+            let (name, back) = reply.split_once(' ').unwrap();
+            assert!(back == line);
+            (name.to_string(), c)
+        })
+        .collect();
+    let s = stats(&a);
+    assert!(counter(&s, "syn_proxy_established") >= 21, "proxied");
+    // The standby has them, with their sequence offsets.
+    assert!(
+        wait_until(T, || ha_status(&b)["sync_installed"].as_u64().unwrap_or(0)
+            >= 21),
+        "{}",
+        ha_status(&b)
+    );
+    // lb-a loses its link: lb-b takes over.
+    topo.lb().ip(&["link", "set", "front", "down"]).unwrap();
+    assert!(
+        wait_until(T, || ha_role(&b) == "active"),
+        "lb-b took over: {}",
+        ha_status(&b)
+    );
+    let mut survived = 0;
+    for (i, (name, c)) in conns.iter_mut().enumerate() {
+        let line = payload(50_000, 1000 + i as u64);
+        match c.request(&line) {
+            Ok(reply) if reply == format!("{name} {line}") => survived += 1,
+            Ok(reply) => eprintln!("connection {i}: {} bytes back, altered", reply.len()),
+            Err(e) => eprintln!("connection {i} on {name}: {e:#}"),
+        }
+    }
+    assert_eq!(
+        survived,
+        conns.len(),
+        "proxied connections survived the failover"
+    );
+    // New connections on lb-b: its cookies, from the same keys.
+    for i in 0..5 {
+        let line = format!("after {i}");
+        let reply = tcp_request(topo.client(), vip, &line, T).unwrap();
+        assert!(reply.ends_with(&line));
+    }
+    assert!(counter(&stats(&b), "syn_proxy_established") >= 5);
 }
