@@ -23,183 +23,11 @@ use balancer_tests::{
 };
 use balancer_user::{expiry::Timeouts, syncookie};
 use common::*;
-use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
-
-const FIN: u8 = 0x01;
-const SYN: u8 = 0x02;
-const RST: u8 = 0x04;
-const PSH: u8 = 0x08;
-const ACK: u8 = 0x10;
-
-/// A TCP segment to build or as seen.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Tcp {
-    src: IpAddr,
-    dst: IpAddr,
-    sport: u16,
-    dport: u16,
-    seq: u32,
-    ack: u32,
-    flags: u8,
-    window: u16,
-    /// The option bytes (a multiple of 4 to build).
-    opts: Vec<u8>,
-    payload: Vec<u8>,
-}
-
-impl Tcp {
-    fn new(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, flags: u8) -> Self {
-        Tcp {
-            src,
-            dst,
-            sport,
-            dport,
-            seq: 0,
-            ack: 0,
-            flags,
-            window: 64240,
-            opts: Vec::new(),
-            payload: Vec::new(),
-        }
-    }
-
-    fn seq(mut self, seq: u32, ack: u32) -> Self {
-        self.seq = seq;
-        self.ack = ack;
-        self
-    }
-
-    fn opts(mut self, opts: &[u8]) -> Self {
-        self.opts = opts.to_vec();
-        while !self.opts.len().is_multiple_of(4) {
-            self.opts.push(1);
-        }
-        self
-    }
-
-    fn payload(mut self, payload: &[u8]) -> Self {
-        self.payload = payload.to_vec();
-        self
-    }
-
-    fn window(mut self, window: u16) -> Self {
-        self.window = window;
-        self
-    }
-
-    /// The frame, from `mac` to the balancer's `to`.
-    fn frame(&self, mac: [u8; 6], to: [u8; 6]) -> Vec<u8> {
-        let b = PacketBuilder::ethernet2(mac, to);
-        let b = match (self.src, self.dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => b.ipv4(s.octets(), d.octets(), 64),
-            (IpAddr::V6(s), IpAddr::V6(d)) => b.ipv6(s.octets(), d.octets(), 64),
-            _ => panic!("mixed families"),
-        };
-        let mut b = b
-            .tcp(self.sport, self.dport, self.seq, self.window)
-            .options_raw(&self.opts)
-            .unwrap();
-        if self.flags & SYN != 0 {
-            b = b.syn();
-        }
-        if self.flags & ACK != 0 {
-            b = b.ack(self.ack);
-        }
-        if self.flags & FIN != 0 {
-            b = b.fin();
-        }
-        if self.flags & RST != 0 {
-            b = b.rst();
-        }
-        if self.flags & PSH != 0 {
-            b = b.psh();
-        }
-        let mut v = Vec::new();
-        b.write(&mut v, &self.payload).unwrap();
-        v
-    }
-
-    /// A client's frame.
-    fn client_frame(&self) -> Vec<u8> {
-        self.frame(CLIENT_MAC, FRONT_MAC)
-    }
-
-    /// A backend's frame.
-    fn backend_frame(&self) -> Vec<u8> {
-        let mac = match self.src {
-            IpAddr::V4(a) => backend_mac(a.octets()),
-            IpAddr::V6(a) => backend_mac6(a.octets()),
-        };
-        self.frame(mac, BACK_MAC)
-    }
-}
-
-/// What a frame the program sent says, after checking every checksum.
-fn seen(frame: &[u8]) -> (Tcp, [u8; 6], [u8; 6]) {
-    let p = SlicedPacket::from_ethernet(frame).expect("the frame parses");
-    let eth = etherparse::Ethernet2Header::from_slice(frame).unwrap().0;
-    let (src, dst): (IpAddr, IpAddr) = match &p.net {
-        Some(NetSlice::Ipv4(ip)) => {
-            let h = ip.header().to_header();
-            assert_eq!(h.calc_header_checksum(), h.header_checksum, "IPv4 checksum");
-            (h.source.into(), h.destination.into())
-        }
-        Some(NetSlice::Ipv6(ip)) => {
-            let h = ip.header().to_header();
-            (h.source.into(), h.destination.into())
-        }
-        _ => panic!("not IP"),
-    };
-    let Some(TransportSlice::Tcp(t)) = &p.transport else {
-        panic!("not TCP")
-    };
-    let h = t.to_header();
-    let want = match &p.net {
-        Some(NetSlice::Ipv4(ip)) => h.calc_checksum_ipv4(&ip.header().to_header(), t.payload()),
-        Some(NetSlice::Ipv6(ip)) => h.calc_checksum_ipv6(&ip.header().to_header(), t.payload()),
-        _ => unreachable!(),
-    }
-    .unwrap();
-    assert_eq!(h.checksum, want, "TCP checksum");
-    let flags = (h.fin as u8)
-        | (h.syn as u8) << 1
-        | (h.rst as u8) << 2
-        | (h.psh as u8) << 3
-        | (h.ack as u8) << 4;
-    (
-        Tcp {
-            src,
-            dst,
-            sport: h.source_port,
-            dport: h.destination_port,
-            seq: h.sequence_number,
-            ack: h.acknowledgment_number,
-            flags,
-            window: h.window_size,
-            opts: h.options.as_slice().to_vec(),
-            payload: t.payload().to_vec(),
-        },
-        eth.source,
-        eth.destination,
-    )
-}
 
 /// MSS 1460, SACK permitted, timestamps, window scale 7: a Linux client's SYN.
 const LINUX_SYN_OPTS: [u8; 20] = [
     2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
 ];
-/// What the proxy writes: MSS, NOP + window scale, NOP NOP + SACK permitted.
-fn proxy_opts(mss: u16, wscale: Option<u8>, sack: bool) -> Vec<u8> {
-    let [m0, m1] = mss.to_be_bytes();
-    let mut o = vec![2, 4, m0, m1];
-    o.extend_from_slice(&match wscale {
-        Some(w) => [1, 3, 3, w],
-        None => [1, 1, 1, 1],
-    });
-    o.extend_from_slice(if sack { &[1, 1, 4, 2] } else { &[1, 1, 1, 1] });
-    o
-}
-
 fn always() -> Config {
     config_with_ipv6().firewall(Firewall::default().syn_cookies(SynCookies::Always))
 }
@@ -782,4 +610,23 @@ fn a_service_of_another_port_and_udp_are_not_proxied() {
     let other = Tcp::new(v4(CLIENT), v4(VIP), 52001, 443, SYN).seq(ISN, 0);
     let frame = other.client_frame();
     assert_eq!(fx.run(&frame, fx.front), (XDP_PASS, frame));
+}
+
+#[test]
+fn the_backends_segments_and_its_fin_reach_the_client_translated() {
+    let Some(fx) = Fixture::with_config(&always(), 65536) else {
+        return;
+    };
+    let p = proxied_syn(&fx, false, 44500);
+    established(&fx, &p, 7);
+    for (i, flags) in [ACK | PSH, ACK, ACK | FIN].into_iter().enumerate() {
+        let reply = Tcp::new(p.syn.dst, p.syn.src, p.syn.dport, p.syn.sport, flags)
+            .seq(BACKEND_ISN + 1 + i as u32, ISN + 20)
+            .window(1000);
+        let (action, out) = fx.run(&reply.backend_frame(), fx.back);
+        assert_eq!(action, XDP_REDIRECT, "flags {flags:#x}");
+        let (t, _, _) = seen(&out);
+        assert_eq!((t.flags, t.seq), (flags, p.cookie + 1 + i as u32));
+        assert_eq!(t.window, 1000, "the backend scales as the client was told");
+    }
 }

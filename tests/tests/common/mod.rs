@@ -23,6 +23,8 @@ use balancer_user::{
     plan::{self, Plan},
     syncookie::Secret,
 };
+use std::net::IpAddr;
+
 use etherparse::{
     NetSlice, PacketBuilder, PacketBuilderStep, SlicedPacket, TcpHeader, TransportSlice, UdpHeader,
 };
@@ -498,4 +500,177 @@ fn transport(
         }
         other => panic!("unexpected L4 {other:?}"),
     }
+}
+
+// --- TCP segments with chosen numbers and options (the SYN proxy's tests) ---
+
+pub const FIN: u8 = 0x01;
+pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
+pub const PSH: u8 = 0x08;
+pub const ACK: u8 = 0x10;
+
+/// A TCP segment to build or as seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tcp {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub window: u16,
+    /// The option bytes (a multiple of 4 to build).
+    pub opts: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+impl Tcp {
+    pub fn new(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, flags: u8) -> Self {
+        Tcp {
+            src,
+            dst,
+            sport,
+            dport,
+            seq: 0,
+            ack: 0,
+            flags,
+            window: 64240,
+            opts: Vec::new(),
+            payload: Vec::new(),
+        }
+    }
+
+    pub fn seq(mut self, seq: u32, ack: u32) -> Self {
+        self.seq = seq;
+        self.ack = ack;
+        self
+    }
+
+    pub fn opts(mut self, opts: &[u8]) -> Self {
+        self.opts = opts.to_vec();
+        while !self.opts.len().is_multiple_of(4) {
+            self.opts.push(1);
+        }
+        self
+    }
+
+    pub fn payload(mut self, payload: &[u8]) -> Self {
+        self.payload = payload.to_vec();
+        self
+    }
+
+    pub fn window(mut self, window: u16) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// The frame, from `mac` to the balancer's `to`.
+    pub fn frame(&self, mac: [u8; 6], to: [u8; 6]) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2(mac, to);
+        let b = match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => b.ipv4(s.octets(), d.octets(), 64),
+            (IpAddr::V6(s), IpAddr::V6(d)) => b.ipv6(s.octets(), d.octets(), 64),
+            _ => panic!("mixed families"),
+        };
+        let mut b = b
+            .tcp(self.sport, self.dport, self.seq, self.window)
+            .options_raw(&self.opts)
+            .unwrap();
+        if self.flags & SYN != 0 {
+            b = b.syn();
+        }
+        if self.flags & ACK != 0 {
+            b = b.ack(self.ack);
+        }
+        if self.flags & FIN != 0 {
+            b = b.fin();
+        }
+        if self.flags & RST != 0 {
+            b = b.rst();
+        }
+        if self.flags & PSH != 0 {
+            b = b.psh();
+        }
+        let mut v = Vec::new();
+        b.write(&mut v, &self.payload).unwrap();
+        v
+    }
+
+    /// A client's frame.
+    pub fn client_frame(&self) -> Vec<u8> {
+        self.frame(CLIENT_MAC, FRONT_MAC)
+    }
+
+    /// A backend's frame.
+    pub fn backend_frame(&self) -> Vec<u8> {
+        let mac = match self.src {
+            IpAddr::V4(a) => backend_mac(a.octets()),
+            IpAddr::V6(a) => backend_mac6(a.octets()),
+        };
+        self.frame(mac, BACK_MAC)
+    }
+}
+
+/// What a frame the program sent says, after checking every checksum.
+pub fn seen(frame: &[u8]) -> (Tcp, [u8; 6], [u8; 6]) {
+    let p = SlicedPacket::from_ethernet(frame).expect("the frame parses");
+    let eth = etherparse::Ethernet2Header::from_slice(frame).unwrap().0;
+    let (src, dst): (IpAddr, IpAddr) = match &p.net {
+        Some(NetSlice::Ipv4(ip)) => {
+            let h = ip.header().to_header();
+            assert_eq!(h.calc_header_checksum(), h.header_checksum, "IPv4 checksum");
+            (h.source.into(), h.destination.into())
+        }
+        Some(NetSlice::Ipv6(ip)) => {
+            let h = ip.header().to_header();
+            (h.source.into(), h.destination.into())
+        }
+        _ => panic!("not IP"),
+    };
+    let Some(TransportSlice::Tcp(t)) = &p.transport else {
+        panic!("not TCP")
+    };
+    let h = t.to_header();
+    let want = match &p.net {
+        Some(NetSlice::Ipv4(ip)) => h.calc_checksum_ipv4(&ip.header().to_header(), t.payload()),
+        Some(NetSlice::Ipv6(ip)) => h.calc_checksum_ipv6(&ip.header().to_header(), t.payload()),
+        _ => unreachable!(),
+    }
+    .unwrap();
+    assert_eq!(h.checksum, want, "TCP checksum");
+    let flags = (h.fin as u8)
+        | (h.syn as u8) << 1
+        | (h.rst as u8) << 2
+        | (h.psh as u8) << 3
+        | (h.ack as u8) << 4;
+    (
+        Tcp {
+            src,
+            dst,
+            sport: h.source_port,
+            dport: h.destination_port,
+            seq: h.sequence_number,
+            ack: h.acknowledgment_number,
+            flags,
+            window: h.window_size,
+            opts: h.options.as_slice().to_vec(),
+            payload: t.payload().to_vec(),
+        },
+        eth.source,
+        eth.destination,
+    )
+}
+
+/// What the proxy writes: MSS, NOP + window scale, NOP NOP + SACK permitted.
+pub fn proxy_opts(mss: u16, wscale: Option<u8>, sack: bool) -> Vec<u8> {
+    let [m0, m1] = mss.to_be_bytes();
+    let mut o = vec![2, 4, m0, m1];
+    o.extend_from_slice(&match wscale {
+        Some(w) => [1, 3, 3, w],
+        None => [1, 1, 1, 1],
+    });
+    o.extend_from_slice(if sack { &[1, 1, 4, 2] } else { &[1, 1, 1, 1] });
+    o
 }
