@@ -63,6 +63,11 @@ pub const GLOBAL_F_DNAT: u32 = 1 << 0;
 pub const GLOBAL_F_DEFAULT_DENY: u32 = 1 << 1;
 /// High availability with flow sync: flow changes go to `FLOW_EVENTS`.
 pub const GLOBAL_F_SYNC: u32 = 1 << 2;
+/// `firewall.deny` has rules: new flows look their source up in it (without,
+/// the lookup is skipped).
+pub const GLOBAL_F_BLOCK_LIST: u32 = 1 << 3;
+/// `firewall.allow` has rules, likewise.
+pub const GLOBAL_F_ALLOW_LIST: u32 = 1 << 4;
 
 /// [`Global::SynCookies`] values.
 pub const SYN_COOKIES_OFF: u32 = 0;

@@ -16,7 +16,10 @@ use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd};
 use aya_ebpf::{macros::map, maps::PerCpuArray};
 use balancer_common::global::{Global, SYN_COOKIES_ALWAYS, SYN_COOKIES_AUTO, SYN_FLOOD_WINDOW_NS};
 
-use crate::maps::{SYN_FLOOD, global};
+use crate::{
+    clock,
+    maps::{SYN_FLOOD, global},
+};
 
 /// This CPU's count in the current window.
 #[repr(C)]
@@ -42,12 +45,13 @@ pub fn active(now: u64) -> bool {
     SYN_FLOOD.get(0).is_some_and(|f| f.active_until_ns > now)
 }
 
-/// Whether a SYN to a VIP is answered with a cookie now.
+/// Whether a SYN to a VIP is answered with a cookie now. (The clock is read
+/// in auto mode only: a helper call that `always` need not pay.)
 #[inline(always)]
-pub fn cookies_on(now: u64) -> bool {
+pub fn cookies_on() -> bool {
     match mode() {
         SYN_COOKIES_ALWAYS => true,
-        SYN_COOKIES_AUTO => active(now),
+        SYN_COOKIES_AUTO => active(clock::now_ns()),
         _ => false,
     }
 }
@@ -57,12 +61,12 @@ pub fn cookies_on(now: u64) -> bool {
 /// or stale one, dropped, rather than a segment of an ended flow that the
 /// host's stack answers with a reset.
 #[inline(always)]
-pub fn cookies_lately(now: u64, recent_ns: u64) -> bool {
+pub fn cookies_lately(recent_ns: u64) -> bool {
     match mode() {
         SYN_COOKIES_ALWAYS => true,
         SYN_COOKIES_AUTO => SYN_FLOOD
             .get(0)
-            .is_some_and(|f| f.active_until_ns.saturating_add(recent_ns) > now),
+            .is_some_and(|f| f.active_until_ns.saturating_add(recent_ns) > clock::now_ns()),
         _ => false,
     }
 }
@@ -85,10 +89,11 @@ fn window(now: u64) -> Option<&'static mut SynWindow> {
 /// A half-open flow was opened, or a cookie sent (`cookie`), in auto mode:
 /// may turn cookies on, or keep them on.
 #[inline(always)]
-pub fn opened(now: u64, cookie: bool) {
+pub fn opened(cookie: bool) {
     if mode() != SYN_COOKIES_AUTO {
         return;
     }
+    let now = clock::now_ns();
     let Some(w) = window(now) else {
         return;
     };
@@ -106,10 +111,11 @@ pub fn opened(now: u64, cookie: bool) {
 
 /// A handshake completed, or a cookie came back valid, in auto mode.
 #[inline(always)]
-pub fn completed(now: u64) {
+pub fn completed() {
     if mode() != SYN_COOKIES_AUTO {
         return;
     }
+    let now = clock::now_ns();
     if let Some(w) = window(now) {
         w.completed += 1;
     }

@@ -100,7 +100,7 @@ fn establish(pkt: &Packet, forward: &mut FlowValue) -> bool {
         return false;
     }
     count(Counter::HandshakeCompleted);
-    flood::completed(now);
+    flood::completed();
     true
 }
 

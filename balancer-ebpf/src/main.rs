@@ -33,7 +33,7 @@ mod tcpopt;
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use balancer_common::{
     PROTO_TCP,
-    flow::{DIR_FORWARD, STATE_PROXY_SYN},
+    flow::{DIR_FORWARD, STATE_CLOSING, STATE_PROXY_SYN},
     global::SYN_COOKIES_OFF,
     service::{SCHED_MAGLEV, ServiceKey, ServiceValue},
     stats::Counter,
@@ -67,29 +67,45 @@ pub fn balancer(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn process(ctx: &XdpContext, pkt: &mut Packet) -> u32 {
     let key = &pkt.key;
-    if let Some(flow) = maps::FLOWS.get_ptr_mut(key) {
-        // SAFETY: a map value pointer is valid for the duration of the program.
-        let flow = unsafe { &mut *flow };
-        flow::on_packet(flow, pkt);
-        if flow.seq_delta != 0 {
-            // Opened by the SYN proxy: sequence numbers to translate.
-            return synproxy::established(ctx, pkt, flow);
+    // While SYNs are answered with cookies, a SYN skips the flow tables: on a
+    // flood their two lookups, which miss in buckets nobody touched lately,
+    // would cost most of a SYN-ACK. (A SYN for a tuple that has a flow is a
+    // retransmission or a reused port; its cookie's ACK replaces that flow.)
+    let cookie_syn = pkt.is_tcp_syn() && flood::cookies_on();
+    'lookup: {
+        if cookie_syn {
+            break 'lookup;
         }
-        nat::translate(ctx, pkt, flow);
-        maps::count_backend(flow.backend, flow.direction == DIR_FORWARD, pkt.ip_len);
-        return forward::forward(ctx, pkt, flow);
-    }
-    if key.proto == PROTO_TCP
-        && let Some(flow) = maps::HALF_OPEN.get_ptr_mut(key)
-    {
-        // SAFETY: a map value pointer is valid for the duration of the program.
-        let flow = unsafe { &mut *flow };
-        if flow.state == STATE_PROXY_SYN {
-            // Called from here rather than from `half_open`: one call less
-            // deep, for the stack.
-            return synproxy::pending(ctx, pkt, flow);
+        if let Some(flow) = maps::FLOWS.get_ptr_mut(key) {
+            // SAFETY: a map value pointer is valid for the duration of the program.
+            let flow = unsafe { &mut *flow };
+            if flow.state == STATE_CLOSING && synproxy::replaced_by_cookie(ctx, pkt, flow, false) {
+                break 'lookup;
+            }
+            flow::on_packet(flow, pkt);
+            if flow.seq_delta != 0 {
+                // Opened by the SYN proxy: sequence numbers to translate.
+                return synproxy::established(ctx, pkt, flow);
+            }
+            nat::translate(ctx, pkt, flow);
+            maps::count_backend(flow.backend, flow.direction == DIR_FORWARD, pkt.ip_len);
+            return forward::forward(ctx, pkt, flow);
         }
-        return handshake::half_open(ctx, pkt, flow);
+        if key.proto == PROTO_TCP
+            && let Some(flow) = maps::HALF_OPEN.get_ptr_mut(key)
+        {
+            // SAFETY: a map value pointer is valid for the duration of the program.
+            let flow = unsafe { &mut *flow };
+            if flow.state == STATE_PROXY_SYN {
+                // Called from here rather than from `half_open`: one call less
+                // deep, for the stack.
+                return synproxy::pending(ctx, pkt, flow);
+            }
+            if synproxy::replaced_by_cookie(ctx, pkt, flow, true) {
+                break 'lookup;
+            }
+            return handshake::half_open(ctx, pkt, flow);
+        }
     }
 
     // No flow: only a VIP:port can start one; anything else addressed to an SNAT
@@ -112,13 +128,11 @@ fn process(ctx: &XdpContext, pkt: &mut Packet) -> u32 {
     // Maglev sends a mid-stream packet whose flow state was lost (a restart, a
     // failover without sync) to the backend it had, so it may open the flow.
     if pkt.may_open_flow() {
-        if key.proto == PROTO_TCP && service.backend_count > 0 {
-            let now = clock::now_ns();
-            if flood::cookies_on(now)
-                && let Some(action) = syn_cookie(ctx, pkt, service, now)
-            {
-                return action;
-            }
+        if cookie_syn
+            && service.backend_count > 0
+            && let Some(action) = syn_cookie(ctx, pkt, service)
+        {
+            return action;
         }
         return open_flow(ctx, pkt, service, Proxy::NONE);
     }
@@ -126,10 +140,16 @@ fn process(ctx: &XdpContext, pkt: &mut Packet) -> u32 {
         // Perhaps the ACK of a SYN-ACK with a cookie.
         let proxy = synproxy::check_ack(ctx, pkt);
         if proxy.valid() {
+            // The ACK becomes the SYN it answers, before the flow takes it
+            // (here rather than in `open_flow`: one call less deep, for the
+            // stack).
+            if !synproxy::ack_into_syn(ctx, pkt, proxy) {
+                return drop(Counter::DropNoRoom);
+            }
             return open_flow(ctx, pkt, service, proxy);
         }
         let resumes = service.scheduler == SCHED_MAGLEV && pkt.may_resume_flow();
-        if !resumes && flood::cookies_lately(clock::now_ns(), synproxy::COOKIE_RECENT_NS) {
+        if !resumes && flood::cookies_lately(synproxy::COOKIE_RECENT_NS) {
             maps::count_service_drop(service.id, Counter::DropSynCookieInvalid);
             return drop(Counter::DropSynCookieInvalid);
         }
@@ -152,7 +172,7 @@ fn process(ctx: &XdpContext, pkt: &mut Packet) -> u32 {
 /// `None` when no cookie can be made yet (no key for this period), to open
 /// the flow as without cookies. Not inlined, for the stack.
 #[inline(never)]
-fn syn_cookie(ctx: &XdpContext, pkt: &Packet, service: &ServiceValue, now: u64) -> Option<u32> {
+fn syn_cookie(ctx: &XdpContext, pkt: &Packet, service: &ServiceValue) -> Option<u32> {
     if lease::expired() {
         return Some(drop(Counter::DropNotActive));
     }
@@ -162,10 +182,11 @@ fn syn_cookie(ctx: &XdpContext, pkt: &Packet, service: &ServiceValue, now: u64) 
         maps::count_service_drop(service.id, Counter::DropFirewall);
         return Some(drop(Counter::DropFirewall));
     }
-    synproxy::answer_syn(ctx, pkt, now)
+    synproxy::answer_syn(ctx, pkt)
 }
 
-/// A new flow's first packet (or the ACK of a cookie, `proxy`). Not inlined:
+/// A new flow's first packet (or the SYN an ACK with a cookie, `proxy`,
+/// was turned into). Not inlined:
 /// the flow's two entries would otherwise share one stack frame with the
 /// established path, past the 512-byte BPF stack.
 #[inline(never)]
@@ -178,10 +199,7 @@ fn open_flow(ctx: &XdpContext, pkt: &mut Packet, service: &ServiceValue, proxy: 
         return drop(reason);
     }
     let open = if proxy.valid() {
-        // The ACK becomes the SYN it answers, before the flow takes it.
-        if !synproxy::ack_into_syn(ctx, pkt, proxy) {
-            return drop(Counter::DropNoRoom);
-        }
+        // (The caller made the ACK the SYN it answers.)
         Open {
             state: STATE_PROXY_SYN,
             seq_delta: proxy.cookie(),
@@ -195,12 +213,11 @@ fn open_flow(ctx: &XdpContext, pkt: &mut Packet, service: &ServiceValue, proxy: 
         Created::Flow(flow) => {
             count(Counter::NewFlow);
             if key.proto == PROTO_TCP {
-                let now = clock::now_ns();
                 if proxy.valid() {
                     count(Counter::SynCookieValid);
-                    flood::completed(now);
+                    flood::completed();
                 } else {
-                    flood::opened(now, false);
+                    flood::opened(false);
                 }
             }
             nat::translate(ctx, pkt, flow);

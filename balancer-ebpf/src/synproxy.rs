@@ -23,8 +23,8 @@ use balancer_common::{
     cookie::{self, CookieData, NO_WSCALE, PROXY_WSCALE},
     csum,
     flow::{
-        DIR_FORWARD, FlowKey, FlowValue, STATE_CLOSING, STATE_ESTABLISHED, WINDOW_RESCALE,
-        window_rescale,
+        DIR_FORWARD, FlowKey, FlowValue, STATE_CLOSING, STATE_ESTABLISHED, STATE_SYN_RECEIVED,
+        WINDOW_RESCALE, window_rescale,
     },
     global::Global,
     stats::Counter,
@@ -36,7 +36,7 @@ use network_types::{
 
 use crate::{
     clock, copy, flood, flow, forward, handshake,
-    maps::{self, GLOBAL, HALF_OPEN, SYN_COOKIE_KEYS, count, global},
+    maps::{self, FLOWS, GLOBAL, HALF_OPEN, SYN_COOKIE_KEYS, count, global},
     nat,
     parse::{MAX_L4_OFFSET, Packet, ptr_at},
     tcpopt,
@@ -405,12 +405,12 @@ fn reply_to(seg: &mut Segment, key: &FlowKey) {
 /// Answers a SYN to a VIP with a SYN-ACK that carries a cookie, back out of
 /// the interface it came in on. `None` when no cookie can be made (the
 /// daemon has not written the period's key yet): the caller opens the flow
-/// as without cookies.
-#[inline(never)]
-pub fn answer_syn(ctx: &XdpContext, pkt: &Packet, now: u64) -> Option<u32> {
+/// as without cookies. Inlined into its one caller: a call less.
+#[inline(always)]
+pub fn answer_syn(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
     let tcp = read_tcp(ctx, pkt)?;
     let v6 = pkt.key.family == FAMILY_V6;
-    let opts = tcpopt::parse(ctx, pkt.l4_off, tcp.doff)?;
+    let opts = tcpopt::syn_opts(ctx, pkt.l4_off, tcp.doff)?;
     let data = CookieData::of_syn(opts.mss as u16, opts.wscale as u8, opts.sack_perm != 0, v6);
     let period = global(Global::SynCookiePeriod);
     let hash = hash(&pkt.key, tcp.seq, period)?;
@@ -432,7 +432,7 @@ pub fn answer_syn(ctx: &XdpContext, pkt: &Packet, now: u64) -> Option<u32> {
         return Some(xdp_action::XDP_DROP);
     }
     count(Counter::SynCookieSent);
-    flood::opened(now, true);
+    flood::opened(true);
     Some(xdp_action::XDP_TX)
 }
 
@@ -456,6 +456,49 @@ pub fn check_ack(ctx: &XdpContext, pkt: &Packet) -> Proxy {
         Some(data) => Proxy::new(cookie, data, tcp.window),
         None => Proxy::NONE,
     }
+}
+
+/// Whether a client's ACK to `flow` (a forward entry closing in `FLOWS`, or a
+/// half-open one opened without the proxy in `HALF_OPEN`: `half_open`)
+/// acknowledges one of our cookies instead: the client opened a new
+/// connection on the same 4-tuple (a reused port, or a SYN sent again after
+/// cookies came on), whose SYN skipped the flow tables. The old flow's
+/// entries are then removed (its count given back), and the caller opens
+/// the new one. Only while cookies are on or were lately.
+#[inline(never)]
+pub fn replaced_by_cookie(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    flow: &mut FlowValue,
+    half_open: bool,
+) -> bool {
+    if flow.direction != DIR_FORWARD
+        || !pkt.is_tcp_ack()
+        || !flood::cookies_lately(COOKIE_RECENT_NS)
+    {
+        return false;
+    }
+    if half_open {
+        // The client's ACK of the backend's SYN-ACK is the flow's own.
+        if flow.state == STATE_SYN_RECEIVED
+            && read_tcp(ctx, pkt).is_some_and(|t| t.ack == flow.seq_delta)
+        {
+            return false;
+        }
+    }
+    if !check_ack(ctx, pkt).valid() {
+        return false;
+    }
+    let reply_key = flow.peer_key(pkt.key.proto, pkt.key.family);
+    flow::release(flow, pkt.key.proto, pkt.key.family, !half_open);
+    if half_open {
+        let _ = HALF_OPEN.remove(&reply_key);
+        let _ = HALF_OPEN.remove(&pkt.key);
+    } else {
+        let _ = FLOWS.remove(&reply_key);
+        let _ = FLOWS.remove(&pkt.key);
+    }
+    true
 }
 
 /// Rewrites the client's ACK that carried a valid cookie into the SYN it
@@ -520,7 +563,7 @@ fn answered(ctx: &XdpContext, pkt: &Packet, reply: &mut FlowValue) -> u32 {
     };
     let now = clock::now_ns();
     let v6 = pkt.key.family == FAMILY_V6;
-    let (backend_ws, backend_mss) = match tcpopt::parse(ctx, pkt.l4_off, tcp.doff) {
+    let (backend_ws, backend_mss) = match tcpopt::syn_opts(ctx, pkt.l4_off, tcp.doff) {
         Some(o) => (o.wscale, o.mss),
         None => (NO_WSCALE as u32, 0),
     };
@@ -643,7 +686,6 @@ pub fn established(ctx: &XdpContext, pkt: &Packet, flow: &mut FlowValue) -> u32 
             sum += csum::delta_u32(u32::from_ne_bytes(t.ack), u32::from_ne_bytes(new));
             t.ack = new;
         }
-        t.check = csum::apply(u16::from_ne_bytes(t.check), sum).to_ne_bytes();
     } else {
         if flags & (TCP_SYN | TCP_RST | TCP_FIN) == TCP_SYN {
             // The backend sent its SYN-ACK again: our ACK was lost.
@@ -668,9 +710,9 @@ pub fn established(ctx: &XdpContext, pkt: &Packet, flow: &mut FlowValue) -> u32 
             sum += csum::delta_u16(u16::from_ne_bytes(t.window), u16::from_ne_bytes(window));
             t.window = window;
         }
-        t.check = csum::apply(u16::from_ne_bytes(t.check), sum).to_ne_bytes();
     }
-    nat::translate(ctx, pkt, flow);
+    // The checksum takes these changes with the addresses' and ports'.
+    nat::translate_with(ctx, pkt, flow, sum);
     maps::count_backend(flow.backend, flow.direction == DIR_FORWARD, pkt.ip_len);
     forward::forward(ctx, pkt, flow)
 }

@@ -51,6 +51,77 @@ pub struct TcpOpts {
 #[map]
 pub static TCP_OPTS: PerCpuArray<TcpOpts> = PerCpuArray::with_max_entries(1, 0);
 
+/// What a SYN's (or SYN-ACK's) options ask for: MSS (0: none), window scale
+/// ([`NO_WSCALE`]: none), SACK permitted (1).
+#[derive(Clone, Copy)]
+pub struct SynOpts {
+    pub mss: u32,
+    pub wscale: u32,
+    pub sack_perm: u32,
+}
+
+/// The options of most SYNs, read straight from the frame when they are laid
+/// out as Linux (MSS, SACK permitted, timestamps, NOP, window scale; or
+/// without timestamps: MSS, NOP, NOP, SACK permitted, NOP, window scale) or
+/// Windows (MSS, NOP, window scale, NOP, NOP, SACK permitted) lay them out,
+/// which the walk would read alike; `None` for any other layout.
+#[inline(always)]
+pub fn common_syn(ctx: &XdpContext, l4_off: usize, doff: usize) -> Option<SynOpts> {
+    if l4_off > crate::parse::MAX_L4_OFFSET {
+        return None;
+    }
+    if doff == TCP_BASE + 20 {
+        let o = crate::parse::ptr_at::<[u8; 20]>(ctx, l4_off + TCP_BASE)?;
+        // SAFETY: bounds checked by ptr_at.
+        let o = unsafe { &*o };
+        if o[0] == 2 && o[1] == 4 && o[4..8] == [4, 2, 8, 10] && o[16..19] == [1, 3, 3] {
+            return Some(SynOpts {
+                mss: (o[2] as u32) << 8 | o[3] as u32,
+                wscale: o[19] as u32,
+                sack_perm: 1,
+            });
+        }
+    } else if doff == TCP_BASE + 12 {
+        let o = crate::parse::ptr_at::<[u8; 12]>(ctx, l4_off + TCP_BASE)?;
+        // SAFETY: bounds checked by ptr_at.
+        let o = unsafe { &*o };
+        if o[0] != 2 || o[1] != 4 {
+            return None;
+        }
+        let mss = (o[2] as u32) << 8 | o[3] as u32;
+        if o[4..8] == [1, 3, 3, o[7]] && o[8..12] == [1, 1, 4, 2] {
+            return Some(SynOpts {
+                mss,
+                wscale: o[7] as u32,
+                sack_perm: 1,
+            });
+        }
+        if o[4..8] == [1, 1, 4, 2] && o[8..11] == [1, 3, 3] {
+            return Some(SynOpts {
+                mss,
+                wscale: o[11] as u32,
+                sack_perm: 1,
+            });
+        }
+    }
+    None
+}
+
+/// What a SYN's options ask for: read straight from the frame in the common
+/// layouts ([`common_syn`]), walked otherwise.
+#[inline(always)]
+pub fn syn_opts(ctx: &XdpContext, l4_off: usize, doff: usize) -> Option<SynOpts> {
+    if let Some(o) = common_syn(ctx, l4_off, doff) {
+        return Some(o);
+    }
+    let o = parse(ctx, l4_off, doff)?;
+    Some(SynOpts {
+        mss: o.mss,
+        wscale: o.wscale,
+        sack_perm: o.sack_perm,
+    })
+}
+
 /// The options of the TCP header at `l4_off` whose data offset is `doff`
 /// bytes, walked; `None` only when the per-CPU buffer is missing or the frame
 /// is shorter than the header says (the parser has checked it is not).

@@ -10,15 +10,15 @@ use balancer_common::{
     PROTO_TCP, PROTO_UDP,
     firewall::{RULE_ALLOW, RULE_DENY, Scope},
     global::{
-        GLOBAL_F_DEFAULT_DENY, GLOBAL_F_DNAT, GLOBAL_F_SYNC, SYN_COOKIES_ALWAYS, SYN_COOKIES_AUTO,
-        SYN_COOKIES_OFF,
+        GLOBAL_F_ALLOW_LIST, GLOBAL_F_BLOCK_LIST, GLOBAL_F_DEFAULT_DENY, GLOBAL_F_DNAT,
+        GLOBAL_F_SYNC, SYN_COOKIES_ALWAYS, SYN_COOKIES_AUTO, SYN_COOKIES_OFF,
     },
     service::{
         ADDR_F_DNAT_BACKEND, ADDR_F_SNAT, ADDR_F_VIP, AddrKey, BACKEND_F_HEALTHY,
         BACKEND_F_PRESENT, Backend, BackendIndex, MAGLEV_M, MAX_BACKENDS, MAX_BACKENDS_PER_SERVICE,
         MAX_SERVICES, MAX_SNAT_ADDRS, RR_TABLE_LEN, SCHED_LEAST_CONN, SCHED_MAGLEV, SCHED_P2C,
-        SCHED_ROUND_ROBIN, SERVICE_F_ALLOW_LIST, SERVICE_F_DNAT, ServiceId, ServiceKey,
-        ServiceValue,
+        SCHED_ROUND_ROBIN, SERVICE_F_ALLOW_LIST, SERVICE_F_DNAT, SERVICE_F_RULES, ServiceId,
+        ServiceKey, ServiceValue,
     },
 };
 
@@ -217,6 +217,12 @@ fn global_flags(config: &Config) -> u32 {
     if config.firewall.default == FirewallAction::Deny {
         flags |= GLOBAL_F_DEFAULT_DENY;
     }
+    if !config.firewall.deny.is_empty() {
+        flags |= GLOBAL_F_BLOCK_LIST;
+    }
+    if !config.firewall.allow.is_empty() {
+        flags |= GLOBAL_F_ALLOW_LIST;
+    }
     if config.ha.enabled && config.ha.sync_flows {
         flags |= GLOBAL_F_SYNC;
     }
@@ -316,6 +322,11 @@ fn plan_service(
                     0
                 } else {
                     SERVICE_F_ALLOW_LIST
+                }
+                | if svc.allow.is_empty() && svc.deny.is_empty() {
+                    0
+                } else {
+                    SERVICE_F_RULES
                 },
             snat_port_min: port_min,
             snat_port_max: port_max,
@@ -490,6 +501,7 @@ backends = [{ address = "203.0.113.31:53" }]
         assert_ne!(p.global_flags & GLOBAL_F_DEFAULT_DENY, 0);
         assert_ne!(p.services[0].value.flags & SERVICE_F_ALLOW_LIST, 0);
         assert_eq!(p.services[1].value.flags & SERVICE_F_ALLOW_LIST, 0);
+        assert_ne!(p.services[0].value.flags & SERVICE_F_RULES, 0);
         assert_eq!((p.rate, p.burst), (10, 20));
     }
 
