@@ -207,11 +207,15 @@ fn main() {
     let not_ours = tcp_frame(CLIENT, [192, 0, 2, 1], 50002, 80, "A", b"0123456789abcdef");
     let walled = tcp_frame(CLIENT, VIP, 50003, 81, "S", b"");
     let est6 = tcp6_frame(CLIENT6, VIP6, 50004, 80, "A", b"0123456789abcdef");
-    assert_eq!(
-        fx.run(&tcp6_frame(CLIENT6, VIP6, 50004, 80, "S", b""), fx.front)
-            .0,
-        XDP_REDIRECT
-    );
+    // Its handshake completed too.
+    let syn6 = Tcp::new(CLIENT6.into(), VIP6.into(), 50004, 80, SYN).seq(999, 0);
+    let (action, out) = fx.run(&syn6.client_frame(), fx.front);
+    assert_eq!(action, XDP_REDIRECT);
+    let fwd6 = seen(&out).0;
+    let sa6 = Tcp::new(fwd6.dst, fwd6.src, fwd6.dport, fwd6.sport, SYN | ACK).seq(4999, 1000);
+    assert_eq!(fx.run(&sa6.backend_frame(), fx.back).0, XDP_REDIRECT);
+    let ack6 = Tcp::new(CLIENT6.into(), VIP6.into(), 50004, 80, ACK).seq(1000, 5000);
+    assert_eq!(fx.run(&ack6.client_frame(), fx.front).0, XDP_REDIRECT);
 
     let fixed = |f: Vec<u8>| -> Box<dyn FnMut(usize) -> Vec<u8>> { Box::new(move |_| f.clone()) };
     // The proxy's new-flow case: an ACK of a cookie for a fresh tuple each run
@@ -385,9 +389,16 @@ fn main() {
             means: vec![],
         },
     ];
-    // `BENCH_CASE=text` keeps the cases whose name holds it (for profiling one).
+    // `BENCH_CASE=text` keeps the cases whose name holds it (for profiling
+    // one); `a|b` those that hold either. `BENCH_CASES=base` keeps the cases
+    // the bench had before the SYN proxy's, for a comparison with an older
+    // build under the same load.
     if let Ok(only) = std::env::var("BENCH_CASE") {
-        cases.retain(|c| c.name.contains(only.as_str()) || c.name.contains("XDP_PASS"));
+        cases
+            .retain(|c| only.split('|').any(|o| c.name.contains(o)) || c.name.contains("XDP_PASS"));
+    }
+    if std::env::var("BENCH_CASES").is_ok_and(|v| v == "base") {
+        cases.retain(|c| !c.name.contains("SYN proxy") && !c.name.contains("no service"));
     }
     // The SYN case's frames go to clients 198.51.100.2.. on front: their replies
     // are not measured, so no neighbours are needed.
