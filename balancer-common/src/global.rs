@@ -40,9 +40,9 @@ globals! {
     /// `firewall.syn_cookies`: [`SYN_COOKIES_OFF`], [`SYN_COOKIES_AUTO`] or
     /// [`SYN_COOKIES_ALWAYS`].
     SynCookies,
-    /// Auto mode: half-open flows (opened less completed) one CPU may see in
+    /// Auto mode: half-open flows (opened less completed) the node may see in
     /// one [`SYN_FLOOD_WINDOW_NS`] before SYNs are answered with cookies
-    /// (`firewall.syn_flood_threshold`, shared out among the CPUs).
+    /// (`firewall.syn_flood_threshold`, per window).
     SynFloodLimit,
     /// Auto mode: how long cookies stay on once the flood has fallen below
     /// half the limit, in milliseconds (`firewall.syn_flood_cooldown_s`).
@@ -79,13 +79,11 @@ pub const SYN_FLOOD_WINDOW_NS: u64 = 100_000_000;
 /// Windows per second.
 pub const SYN_FLOOD_WINDOWS_PER_S: u32 = 10;
 
-/// [`Global::SynFloodLimit`] for a threshold of `per_second` half-open flows
-/// on `cpus` CPUs: each CPU's share of one window's worth, at least 1.
-pub const fn syn_flood_window_limit(per_second: u32, cpus: u32) -> u32 {
-    let cpus = if cpus == 0 { 1 } else { cpus } as u64;
-    let per_window = SYN_FLOOD_WINDOWS_PER_S as u64 * cpus;
-    let limit = (per_second as u64).div_ceil(per_window);
-    if limit == 0 { 1 } else { limit as u32 }
+/// [`Global::SynFloodLimit`] for a threshold of `per_second` half-open
+/// flows: one window's worth, at least 1.
+pub const fn syn_flood_window_limit(per_second: u32) -> u32 {
+    let limit = per_second.div_ceil(SYN_FLOOD_WINDOWS_PER_S);
+    if limit == 0 { 1 } else { limit }
 }
 
 /// Value of `SYN_FLOOD`, written by the program: whether auto mode answers
@@ -108,11 +106,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn flood_limits_share_the_threshold_out() {
-        assert_eq!(syn_flood_window_limit(1000, 2), 50);
-        assert_eq!(syn_flood_window_limit(1000, 0), 100);
-        assert_eq!(syn_flood_window_limit(1, 64), 1);
-        assert_eq!(syn_flood_window_limit(1001, 1), 101);
+    fn flood_limits_are_a_window_of_the_threshold() {
+        assert_eq!(syn_flood_window_limit(1000), 100);
+        assert_eq!(syn_flood_window_limit(1), 1);
+        assert_eq!(syn_flood_window_limit(1001), 101);
+        assert_eq!(syn_flood_window_limit(100_000_000), 10_000_000);
     }
 
     #[test]

@@ -2,18 +2,22 @@
 //! cookies come on within a fraction of a second, before a flood has taken
 //! the SNAT ports.
 //!
-//! Each CPU counts, in windows of `SYN_FLOOD_WINDOW_NS`, the half-open flows
+//! The node counts, in windows of `SYN_FLOOD_WINDOW_NS`, the half-open flows
 //! it opened (and, while cookies are on, the cookies it sent) and the
-//! handshakes that completed (and the cookies that came back valid). When
-//! the difference passes the limit, SYNs are answered with cookies until
-//! `SYN_FLOOD.active_until_ns`; a CPU that still sees more than half the limit
-//! pushes that on by the cooldown (hysteresis). The daemon only watches (events,
-//! status, metrics). A connection's SYN and ACK come in on the same CPU (one
-//! receive queue per 4-tuple), so the counts of one CPU match up.
+//! handshakes that completed (and the cookies that came back valid), on all
+//! CPUs together: a connection's SYN and its ACK need not come in on the same
+//! CPU (a veth's or a single-queue NIC's packets are taken by whichever CPU
+//! polls). When the difference passes the limit, SYNs are answered with
+//! cookies until `SYN_FLOOD.active_until_ns`; a window that still sees more
+//! than half the limit pushes that on by the cooldown (hysteresis). The daemon
+//! only watches (events, status, metrics).
 
-use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd};
+use core::{
+    intrinsics::{AtomicOrdering::Relaxed, atomic_xadd},
+    ptr::read_volatile,
+};
 
-use aya_ebpf::{macros::map, maps::PerCpuArray};
+use aya_ebpf::{macros::map, maps::Array};
 use balancer_common::global::{Global, SYN_COOKIES_ALWAYS, SYN_COOKIES_AUTO, SYN_FLOOD_WINDOW_NS};
 
 use crate::{
@@ -21,17 +25,18 @@ use crate::{
     maps::{SYN_FLOOD, global},
 };
 
-/// This CPU's count in the current window.
+/// The node's count in the current window.
 #[repr(C)]
 pub struct SynWindow {
-    start_ns: u64,
+    /// The window's number: the clock over `SYN_FLOOD_WINDOW_NS`.
+    window: u64,
     opened: u32,
     completed: u32,
 }
 
-/// Per-CPU half-open counts (see the module).
+/// The half-open counts (see the module), shared by all CPUs.
 #[map]
-pub static SYN_WINDOW: PerCpuArray<SynWindow> = PerCpuArray::with_max_entries(1, 0);
+pub static SYN_WINDOW: Array<SynWindow> = Array::with_max_entries(1, 0);
 
 /// The `firewall.syn_cookies` mode (`SYN_COOKIES_*`).
 #[inline(always)]
@@ -71,15 +76,19 @@ pub fn cookies_lately(recent_ns: u64) -> bool {
     }
 }
 
-/// This CPU's window at `now`, a new one when the last has passed.
+/// The window at `now`, a new one when the last has passed. (CPUs that
+/// start one at the same time may lose a count or two: a flood is not
+/// decided by so few.)
 #[inline(always)]
 fn window(now: u64) -> Option<&'static mut SynWindow> {
     let w = SYN_WINDOW.get_ptr_mut(0)?;
-    // SAFETY: this CPU's slot; a program run is not interrupted by another on
-    // the same CPU.
+    // SAFETY: a map value pointer is valid for the duration of the program;
+    // other CPUs' writes race only as described above.
     let w = unsafe { &mut *w };
-    if now.wrapping_sub(w.start_ns) >= SYN_FLOOD_WINDOW_NS {
-        w.start_ns = now;
+    let number = now / SYN_FLOOD_WINDOW_NS;
+    // SAFETY: a field of a valid value.
+    if unsafe { read_volatile(&w.window) } != number {
+        w.window = number;
         w.opened = 0;
         w.completed = 0;
     }
@@ -97,12 +106,16 @@ pub fn opened(cookie: bool) {
     let Some(w) = window(now) else {
         return;
     };
-    w.opened += 1;
+    // SAFETY: a 4-byte aligned field of a map value. (Its result is not used:
+    // the fetching form's came out wrong with this toolchain, the limit never
+    // passed; the count is read back instead.)
+    unsafe { atomic_xadd::<u32, u32, { Relaxed }>(&mut w.opened, 1) };
     let limit = global(Global::SynFloodLimit);
     if limit == 0 {
         return;
     }
-    let pending = w.opened.saturating_sub(w.completed);
+    // SAFETY: fields of a valid value.
+    let pending = unsafe { read_volatile(&w.opened).saturating_sub(read_volatile(&w.completed)) };
     let threshold = if cookie { limit / 2 } else { limit };
     if pending > threshold {
         extend(now);
@@ -117,7 +130,8 @@ pub fn completed() {
     }
     let now = clock::now_ns();
     if let Some(w) = window(now) {
-        w.completed += 1;
+        // SAFETY: a 4-byte aligned field of a map value.
+        unsafe { atomic_xadd::<u32, u32, { Relaxed }>(&mut w.completed, 1) };
     }
 }
 

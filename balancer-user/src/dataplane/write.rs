@@ -46,7 +46,6 @@ impl Dataplane {
         // filter lets packets look. `remove_stale` clears what is left over.
         self.write_addr_filter(plan, true)?;
         {
-            let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)? as u32;
             let mut global = self.map_mut::<Globals, Array<_, _>>()?;
             for (index, value) in [
                 (Global::Flags, plan.global_flags),
@@ -57,7 +56,7 @@ impl Dataplane {
                 (Global::SynCookies, plan.syn_cookies),
                 (
                     Global::SynFloodLimit,
-                    syn_flood_window_limit(plan.syn_flood_threshold, cpus),
+                    syn_flood_window_limit(plan.syn_flood_threshold),
                 ),
                 (Global::SynFloodCooldownMs, plan.syn_flood_cooldown_ms),
             ] {
