@@ -71,10 +71,7 @@ pub struct FlowValue {
     /// the FIB lookup, which hands them to the stack (fragmentation needed).
     pub nh_mtu: u16,
     /// Forward entries: 1 once the backend's active count was given back. A u32 so
-    /// that the program can swap it atomically. Reply entries of a SYN-proxied
-    /// flow: while `PROXY_SYN`, the window of the client's ACK (for the ACK the
-    /// balancer sends the backend); once established, how the backend's windows
-    /// are rescaled for the client ([`window_rescale`], 0: not at all).
+    /// that the program can swap it atomically.
     pub released: u32,
     /// Next hop of this direction, learned once so that established packets
     /// skip the FIB lookup: egress ifindex (0 = not known yet), and the
@@ -91,14 +88,38 @@ pub struct FlowValue {
     /// towards the client): added to acknowledgement numbers (and SACK blocks)
     /// towards the backend and taken from sequence numbers towards the client,
     /// for the life of the flow; 0 unless the SYN proxy opened the backend
-    /// connection (where it is 0 by chance, there is nothing to translate).
-    /// Half-open flows use it for the handshake (see the states).
+    /// connection (where it may be 0 by chance). Half-open flows use it for
+    /// the handshake (see the states).
     pub seq_delta: u32,
+    /// SYN-proxied flows: the balancer's initial sequence number towards the
+    /// backend less the client's, added to sequence numbers towards the
+    /// backend and taken from acknowledgement numbers (and SACK blocks)
+    /// towards the client. 0 unless the backend still had the 4-tuple in
+    /// TIME_WAIT and refused the client's own ISN (see [`PROXY_RESENT`]).
+    /// While `PROXY_SYN`: the client's initial sequence number.
+    pub isn_delta: u32,
+    /// 0 unless the SYN proxy opened the flow; then [`PROXIED`], and while
+    /// `PROXY_SYN` the client's window (bits 0-15), what its cookie carries
+    /// (bits 16-22, `cookie::CookieData::bits`) and [`PROXY_RESENT`]; once
+    /// established, how the backend's windows are rescaled for the client
+    /// ([`window_rescale`], bits 0-8). Both entries alike.
+    pub proxy: u32,
 }
-const _: () = assert!(core::mem::size_of::<FlowValue>() == 88);
+const _: () = assert!(core::mem::size_of::<FlowValue>() == 96);
 
-/// The `released` word of an established SYN-proxied reply entry whose backend
-/// scales its windows by `backend` while the client was told `announced`.
+/// [`FlowValue::proxy`] of every flow the SYN proxy opened: its packets take
+/// the sequence translation.
+pub const PROXIED: u32 = 1 << 31;
+/// [`FlowValue::proxy`] while `PROXY_SYN`: the backend answered the SYN with
+/// an ACK of an older connection on the same 4-tuple (a TIME_WAIT that the
+/// client's ISN did not pass), and the SYN went again with a later one.
+pub const PROXY_RESENT: u32 = 1 << 24;
+/// Where the cookie's data sits in [`FlowValue::proxy`] while `PROXY_SYN`.
+pub const PROXY_DATA_SHIFT: u32 = 16;
+
+/// The rescale bits of an established SYN-proxied flow's `proxy` word whose
+/// backend scales its windows by `backend` while the client was told
+/// `announced`.
 #[inline(always)]
 pub const fn window_rescale(backend: u8, announced: u8) -> u32 {
     if backend == announced {
@@ -108,7 +129,7 @@ pub const fn window_rescale(backend: u8, announced: u8) -> u32 {
     }
 }
 
-/// Set in a reply entry's `released` word by [`window_rescale`].
+/// Set in a proxied flow's `proxy` word by [`window_rescale`].
 pub const WINDOW_RESCALE: u32 = 1 << 8;
 
 /// [`FlowValue::owner`] of this node's own flows.
@@ -162,6 +183,6 @@ pub struct SyncEvent {
     pub key: FlowKey,
     pub value: FlowValue,
 }
-const _: () = assert!(core::mem::size_of::<SyncEvent>() == 136);
+const _: () = assert!(core::mem::size_of::<SyncEvent>() == 144);
 
 crate::user_pod!(SyncEvent);

@@ -113,8 +113,9 @@ maps! {
     /// but TCP ones whose handshake has not completed.
     Flows = "FLOWS": Hash<FlowKey, FlowValue>;
     /// Both directions of TCP flows whose handshake has not completed (sized
-    /// by [`half_open_capacity`]): an LRU of their own, so that a flood of
-    /// SYNs only ever evicts half-open flows, never an established one.
+    /// by [`half_open_capacity`]): a table of their own, so that a flood of
+    /// SYNs never takes an established flow's place; when it is full, new
+    /// flows are refused until the sweep expires half-open ones.
     HalfOpen = "HALF_OPEN": Hash<FlowKey, FlowValue>;
     /// The SYN cookie key of each period, at `period % COOKIE_KEY_SLOTS`.
     SynCookieKeys = "SYN_COOKIE_KEYS": Array<u32, CookieKey>;

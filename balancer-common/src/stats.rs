@@ -102,6 +102,13 @@ counters! {
     /// (the client acknowledged the backend's SYN-ACK): the flow left the
     /// half-open table for the flow table.
     HandshakeCompleted = "tcp_handshake_completed",
+    /// The backend answered a SYN-proxied flow's SYN with an ACK of an older
+    /// connection (a TIME_WAIT on the same 4-tuple that the client's initial
+    /// sequence number did not pass): the SYN went again with a later one.
+    SynProxyTimeWait = "syn_proxy_time_wait",
+    /// The backend had not answered a SYN-proxied flow's SYN when the client
+    /// sent its first segment again: the SYN went again (the first was lost).
+    SynProxySynAgain = "syn_proxy_syn_again",
 }
 
 /// `SERVICE_DROPS` index of a drop of a new flow to a service, by reason.

@@ -22,7 +22,7 @@ use balancer_common::{
     FAMILY_V6, PROTO_TCP, RawAddr,
     flow::{
         DIR_FORWARD, DIR_REPLY, FlowKey, FlowValue, OWNER_SELF, STATE_CLOSING, STATE_ESTABLISHED,
-        STATE_NEW,
+        STATE_NEW, STATE_PROXY_SYN,
     },
     global::Global,
     maps::{Flows, Value},
@@ -56,6 +56,8 @@ pub struct PortProbe {
     pool_len: u32,
     first: u32,
     found_be: u16,
+    /// [`CLAIMED`] when a port was found, [`TABLE_FULL`] when the search
+    /// stopped at a full `HALF_OPEN`, else 0.
     found: u16,
 }
 
@@ -110,10 +112,18 @@ extern "C" fn try_port(i: u32, _ctx: *mut c_void) -> i64 {
     let port_be = ((p.min + p.offset) as u16).to_be();
     p.reply_key.dport_be = port_be;
     // SAFETY: a per-CPU map value, filled by create before the search.
-    if claim(&p.reply_key, unsafe { &*reply }) {
-        p.found_be = port_be;
-        p.found = 1;
-        return 1;
+    match claim(&p.reply_key, unsafe { &*reply }) {
+        CLAIMED => {
+            p.found_be = port_be;
+            p.found = CLAIMED;
+            return 1;
+        }
+        TABLE_FULL => {
+            // No other port would find room either.
+            p.found = TABLE_FULL;
+            return 1;
+        }
+        _ => {}
     }
     p.offset = if p.span <= SNAT_PORT_TRIES {
         // A small range is walked whole, so a free port is always found.
@@ -132,26 +142,40 @@ extern "C" fn try_port(i: u32, _ctx: *mut c_void) -> i64 {
     0
 }
 
+/// [`claim`]: the key was free and is the new flow's now.
+const CLAIMED: u16 = 1;
+/// [`claim`]: `HALF_OPEN` is full (a plain hash: it refuses, never evicts).
+const TABLE_FULL: u16 = 2;
+/// [`claim`]: another flow has the key.
+const TAKEN: u16 = 0;
+/// What a full preallocated hash map answers an insert with.
+const E2BIG: i32 = 7;
+/// What an insert with `BPF_NOEXIST` of a key already there is answered with.
+const EEXIST: i32 = 17;
+
 /// Inserts a new flow's reply entry unless its key is taken: TCP into
 /// `HALF_OPEN`, where it is taken if either table has it (inserted first, then
 /// looked up in `FLOWS`, so that a flow moving from one to the other is
 /// always seen in one of them); UDP into `FLOWS`.
 #[inline(always)]
-fn claim(reply_key: &FlowKey, reply: &FlowValue) -> bool {
+fn claim(reply_key: &FlowKey, reply: &FlowValue) -> u16 {
     if reply_key.proto != PROTO_TCP {
-        return FLOWS.insert(reply_key, reply, BPF_NOEXIST as u64).is_ok();
+        return if FLOWS.insert(reply_key, reply, BPF_NOEXIST as u64).is_ok() {
+            CLAIMED
+        } else {
+            TAKEN
+        };
     }
-    if HALF_OPEN
-        .insert(reply_key, reply, BPF_NOEXIST as u64)
-        .is_err()
-    {
-        return false;
+    match HALF_OPEN.insert(reply_key, reply, BPF_NOEXIST as u64) {
+        Ok(()) => {}
+        Err(e) if e == -E2BIG => return TABLE_FULL,
+        Err(_) => return TAKEN,
     }
     if FLOWS.get_ptr(reply_key).is_some() {
         let _ = HALF_OPEN.remove(reply_key);
-        return false;
+        return TAKEN;
     }
-    true
+    CLAIMED
 }
 
 /// Where a family's SNAT addresses are in `SNAT_POOL`, and how many there are.
@@ -183,10 +207,10 @@ pub enum Created {
 /// `balancer_common::flow`).
 pub struct Open {
     pub state: u8,
-    /// Both entries' `seq_delta`.
+    /// Both entries' `seq_delta`, `isn_delta` and `proxy`.
     pub seq_delta: u32,
-    /// The reply entry's `released` word.
-    pub reply_aux: u32,
+    pub isn_delta: u32,
+    pub proxy: u32,
 }
 
 impl Open {
@@ -194,7 +218,8 @@ impl Open {
     pub const NEW: Open = Open {
         state: STATE_NEW,
         seq_delta: 0,
-        reply_aux: 0,
+        isn_delta: 0,
+        proxy: 0,
     };
 }
 
@@ -289,6 +314,8 @@ fn fill(
         write_volatile(&mut v.nh_ifindex, 0);
         write_volatile(&mut v.owner, OWNER_SELF);
         write_volatile(&mut v.seq_delta, 0);
+        write_volatile(&mut v.isn_delta, 0);
+        write_volatile(&mut v.proxy, 0);
     }
     copy::bytes(&mut v.nh_dmac, &[0; 6]);
     copy::bytes(&mut v.nh_smac, &[0; 6]);
@@ -397,7 +424,8 @@ fn prepare_reply(
     );
     reply.state = open.state;
     reply.seq_delta = open.seq_delta;
-    reply.released = open.reply_aux;
+    reply.isn_delta = open.isn_delta;
+    reply.proxy = open.proxy;
     // SAFETY: reading the xdp_md of the running program.
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     reply.nh_ifindex = ingress;
@@ -425,10 +453,11 @@ fn claim_client_port(key: &FlowKey, probe: &PortProbe) -> Result<u16, Counter> {
         return Err(Counter::DropFlowTableFull);
     };
     // SAFETY: this CPU's slot, filled by prepare_reply.
-    if !claim(&probe.reply_key, unsafe { &*reply }) {
-        return Err(Counter::DropSnatExhausted);
+    match claim(&probe.reply_key, unsafe { &*reply }) {
+        CLAIMED => Ok(key.sport_be),
+        TABLE_FULL => Err(Counter::DropFlowTableFull),
+        _ => Err(Counter::DropSnatExhausted),
     }
-    Ok(key.sport_be)
 }
 
 /// Full NAT: a free source port towards the backend on one of the family's
@@ -496,7 +525,10 @@ fn reserve_snat_port(
             read_volatile(&(*probe).offset),
         )
     };
-    if found == 0 {
+    if found == TABLE_FULL {
+        return Err(Counter::DropFlowTableFull);
+    }
+    if found != CLAIMED {
         return Err(Counter::DropSnatExhausted);
     }
     *cursor = last + 1;
@@ -535,21 +567,35 @@ fn insert_forward(
     );
     forward.state = open.state;
     forward.seq_delta = open.seq_delta;
+    forward.isn_delta = open.isn_delta;
+    forward.proxy = open.proxy;
     // Learned before the insert, so that the entry holds it from the start.
     forward::learn_backend_hop(ctx, pkt, forward, backend_idx, now);
     let tcp = key.proto == PROTO_TCP;
+    // A proxied flow's entry must be new: the client's cookie ACK and its
+    // first data segment both carry the cookie, and with generic XDP each is
+    // run on the CPU that sent it, so two CPUs can open the same flow at once
+    // (on two SNAT ports, the second entry replacing the first and its
+    // handshake left without a forward half: about one in ten thousand
+    // connections of wrk here). The loser leaves it to the winner.
+    let proxied = open.state == STATE_PROXY_SYN;
+    let flags = if proxied { BPF_NOEXIST as u64 } else { 0 };
     let inserted = if tcp {
-        HALF_OPEN.insert(key, &*forward, 0)
+        HALF_OPEN.insert(key, &*forward, flags)
     } else {
         FLOWS.insert(key, &*forward, 0)
     };
-    if inserted.is_err() {
-        // Best effort: an orphaned reply entry only ages out of the LRU.
+    if let Err(e) = inserted {
+        // Best effort: an orphaned reply entry only ages out (the LRU, or the
+        // sweep of `HALF_OPEN`).
         let _ = if tcp {
             HALF_OPEN.remove(&probe.reply_key)
         } else {
             FLOWS.remove(&probe.reply_key)
         };
+        if proxied && e == -EEXIST {
+            return Created::Refused(Counter::DropSynProxyEarly);
+        }
         return Created::Refused(Counter::DropFlowTableFull);
     }
     if let Some(active) = ACTIVE_CONNS.get_ptr_mut(backend_idx.0) {

@@ -83,7 +83,7 @@ fn process(ctx: &XdpContext, pkt: &mut Packet) -> u32 {
                 break 'lookup;
             }
             flow::on_packet(flow, pkt);
-            if flow.seq_delta != 0 {
+            if flow.proxy != 0 {
                 // Opened by the SYN proxy: sequence numbers to translate.
                 return synproxy::established(ctx, pkt, flow);
             }
@@ -199,11 +199,16 @@ fn open_flow(ctx: &XdpContext, pkt: &mut Packet, service: &ServiceValue, proxy: 
         return drop(reason);
     }
     let open = if proxy.valid() {
-        // (The caller made the ACK the SYN it answers.)
+        // (The caller made the ACK the SYN it answers: its sequence number
+        // is the client's ISN.)
+        let Some(tcp) = synproxy::read_tcp(ctx, pkt) else {
+            return drop(Counter::DropMalformed);
+        };
         Open {
             state: STATE_PROXY_SYN,
             seq_delta: proxy.cookie(),
-            reply_aux: proxy.reply_aux(),
+            isn_delta: tcp.seq,
+            proxy: proxy.proxy_word(),
         }
     } else {
         Open::NEW

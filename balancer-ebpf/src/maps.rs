@@ -119,11 +119,16 @@ pub static SCAN_CURSOR: PerCpuArray<Value<ScanCursor>> =
 pub static FLOWS: LruHashMap<Key<Flows>, Value<Flows>> = LruHashMap::with_max_entries(65536, 0);
 
 /// Both directions of TCP flows whose handshake has not completed, until it
-/// does (`handshake::promote` moves them to `FLOWS`): new flows evict only
-/// each other. The daemon sets its size from `flows.capacity` too.
+/// does (`handshake::promote` moves them to `FLOWS`) or the sweep expires
+/// them. A plain hash, not an LRU: a full table refuses new flows rather
+/// than evict a half-open one, and the kernel's LRU evicts entries long
+/// before it is full when its free nodes gather on one CPU (entries freed on
+/// promotion go back to the CPU that inserted them), which here cost a
+/// handshake in every ten thousand or so. The daemon sets its size from
+/// `flows.capacity` too.
 #[map]
-pub static HALF_OPEN: LruHashMap<Key<HalfOpen>, Value<HalfOpen>> =
-    LruHashMap::with_max_entries(16384, 0);
+pub static HALF_OPEN: HashMap<Key<HalfOpen>, Value<HalfOpen>> =
+    HashMap::with_max_entries(16384, 0);
 
 /// The SYN cookie key of each period, written by the daemon.
 #[map]

@@ -240,7 +240,8 @@ fn sweep_one<const HALF: bool>(key: &FlowKey, value: &mut FlowValue, s: &mut Swe
     if flow::release(value, key.proto, key.family, !HALF) {
         s.stats.released += 1;
     }
-    // Either may be gone already (the LRU, or a packet racing us): fine.
+    // Either may be gone already (evicted from `FLOWS`, or a packet racing
+    // us): fine.
     if remove::<HALF>(&peer_key) {
         s.stats.removed_entries += 1;
     }

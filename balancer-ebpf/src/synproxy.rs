@@ -23,8 +23,8 @@ use balancer_common::{
     cookie::{self, CookieData, NO_WSCALE, PROXY_WSCALE},
     csum,
     flow::{
-        DIR_FORWARD, FlowKey, FlowValue, STATE_CLOSING, STATE_ESTABLISHED, STATE_SYN_RECEIVED,
-        WINDOW_RESCALE, window_rescale,
+        DIR_FORWARD, FlowKey, FlowValue, PROXIED, PROXY_DATA_SHIFT, PROXY_RESENT, STATE_CLOSING,
+        STATE_ESTABLISHED, STATE_SYN_RECEIVED, WINDOW_RESCALE, window_rescale,
     },
     global::Global,
     stats::Counter,
@@ -60,9 +60,13 @@ const DEFAULT_MSS_V6: u16 = 1440;
 /// dropped as one (rather than passed to the host's stack for a reset): as
 /// long as a cookie issued then can live.
 pub const COOKIE_RECENT_NS: u64 = 2 * cookie::COOKIE_PERIOD_S * 1_000_000_000;
-/// A proxied flow's reply entry's `released` word while `PROXY_SYN`: the
-/// client offered window scaling (and was told `PROXY_WSCALE`).
-const CLIENT_SCALES: u32 = 1 << 16;
+/// A SYN that a backend answers with an ACK of an older connection (its
+/// TIME_WAIT, whose next expected sequence number that ACK carries) goes
+/// again this far past it, so that the TIME_WAIT takes it as a new one.
+const TIME_WAIT_GAP: u32 = 1 << 16;
+/// A client's first segment again while the backend has not answered after
+/// this long sends the backend the SYN again (the first may have been lost).
+const SYN_AGAIN_NS: u64 = 150_000_000;
 
 /// The TCP header as the wire has it, for writing.
 #[repr(C)]
@@ -139,15 +143,21 @@ impl Proxy {
         CookieData::from_bits((self.0 & 0x7f) as u32)
     }
 
-    /// The reply entry's `released` word while the backend has not answered.
+    /// Both entries' `proxy` word while the backend has not answered.
     #[inline(always)]
-    pub fn reply_aux(self) -> u32 {
-        let scales = if self.data().wscale == NO_WSCALE {
-            0
-        } else {
-            CLIENT_SCALES
-        };
-        self.window() as u32 | scales
+    pub fn proxy_word(self) -> u32 {
+        PROXIED | self.window() as u32 | self.data().bits() << PROXY_DATA_SHIFT
+    }
+
+    /// The cookie of a flow that is `PROXY_SYN`, for its SYN again, with the
+    /// client's `window`.
+    #[inline(always)]
+    fn of_flow(flow: &FlowValue, window: u16) -> Self {
+        Proxy::new(
+            flow.seq_delta,
+            CookieData::from_bits((flow.proxy >> PROXY_DATA_SHIFT) & 0x7f),
+            window,
+        )
     }
 }
 
@@ -472,8 +482,11 @@ pub fn replaced_by_cookie(
     flow: &mut FlowValue,
     half_open: bool,
 ) -> bool {
+    // (Not a FIN: that of a connection that sent and received nothing
+    // carries the numbers of its cookie's ACK too.)
     if flow.direction != DIR_FORWARD
         || !pkt.is_tcp_ack()
+        || pkt.is_tcp_end()
         || !flood::cookies_lately(COOKIE_RECENT_NS)
     {
         return false;
@@ -538,19 +551,84 @@ pub fn ack_into_syn(ctx: &XdpContext, pkt: &mut Packet, proxy: Proxy) -> bool {
 /// A packet of a SYN-proxied flow whose backend has not answered the SYN
 /// (`STATE_PROXY_SYN`, in `HALF_OPEN`).
 #[inline(always)]
-pub fn pending(ctx: &XdpContext, pkt: &Packet, flow: &mut FlowValue) -> u32 {
+pub fn pending(ctx: &XdpContext, pkt: &mut Packet, flow: &mut FlowValue) -> u32 {
     if flow.direction == DIR_FORWARD {
         // The client thinks the connection open: what it sends now is early.
-        return drop(Counter::DropSynProxyEarly);
+        return early(ctx, pkt, flow);
     }
     let flags = pkt.tcp_flags;
     if flags & TCP_RST != 0 {
         return refused(ctx, pkt, flow);
     }
-    if flags & (TCP_SYN | TCP_ACK) != TCP_SYN | TCP_ACK {
-        return drop(Counter::DropSynProxyEarly);
+    if flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
+        return answered(ctx, pkt, flow);
     }
-    answered(ctx, pkt, flow)
+    if flags & (TCP_SYN | TCP_ACK | TCP_FIN) == TCP_ACK && flow.proxy & PROXY_RESENT == 0 {
+        return time_wait(ctx, pkt, flow);
+    }
+    drop(Counter::DropSynProxyEarly)
+}
+
+/// A client's segment before the backend answered: dropped (the client sends
+/// it again). If it is the client's first again (the sequence number after
+/// its ISN) a while after the SYN went, the SYN goes again in its place: the
+/// first may have been lost. Not inlined, for the stack.
+#[inline(never)]
+fn early(ctx: &XdpContext, pkt: &mut Packet, flow: &mut FlowValue) -> u32 {
+    count(Counter::DropSynProxyEarly);
+    let Some(tcp) = read_tcp(ctx, pkt) else {
+        return xdp_action::XDP_DROP;
+    };
+    if flow.proxy & PROXY_RESENT != 0
+        || tcp.seq.wrapping_sub(1) != flow.isn_delta
+        || clock::now_ns().wrapping_sub(flow.created_ns) < SYN_AGAIN_NS
+    {
+        return xdp_action::XDP_DROP;
+    }
+    if !ack_into_syn(ctx, pkt, Proxy::of_flow(flow, tcp.window)) {
+        return drop(Counter::DropNoRoom);
+    }
+    count(Counter::SynProxySynAgain);
+    nat::translate(ctx, pkt, flow);
+    forward::forward(ctx, pkt, flow)
+}
+
+/// The backend answered the proxied SYN with a bare ACK: the 4-tuple is in
+/// its TIME_WAIT (an older connection's, on the same SNAT port), which took
+/// the SYN for an old duplicate because the client's ISN is not past the
+/// sequence number it expects next (the ACK's). The SYN goes again, back
+/// where the ACK came from, with an ISN past that; the flow's `isn_delta`
+/// follows from the backend's SYN-ACK. Once per flow. Not inlined, for the
+/// stack.
+#[inline(never)]
+fn time_wait(ctx: &XdpContext, pkt: &Packet, reply: &mut FlowValue) -> u32 {
+    let Some(tcp) = read_tcp(ctx, pkt) else {
+        return drop(Counter::DropMalformed);
+    };
+    let Some(seg) = segment() else {
+        return drop(Counter::DropNoRoom);
+    };
+    let word = reply.proxy;
+    let data = CookieData::from_bits((word >> PROXY_DATA_SHIFT) & 0x7f);
+    reply_to(seg, &pkt.key);
+    seg.seq = tcp.ack.wrapping_add(TIME_WAIT_GAP);
+    seg.ack = 0;
+    seg.window = word as u16;
+    seg.flags = TCP_SYN;
+    seg.mss = data.mss(pkt.key.family == FAMILY_V6);
+    seg.wscale = data.wscale;
+    seg.sack = data.sack as u8;
+    if write_segment(ctx).is_none() || !swap_macs(ctx) {
+        return drop(Counter::DropNoRoom);
+    }
+    reply.proxy = word | PROXY_RESENT;
+    let forward_key = reply.peer_key(pkt.key.proto, pkt.key.family);
+    if let Some(forward) = HALF_OPEN.get_ptr_mut(&forward_key) {
+        // SAFETY: a map value pointer is valid for the duration of the program.
+        unsafe { (*forward).proxy = word | PROXY_RESENT };
+    }
+    count(Counter::SynProxyTimeWait);
+    xdp_action::XDP_TX
 }
 
 /// The backend answered the proxied SYN: the flow is established, in
@@ -568,8 +646,9 @@ fn answered(ctx: &XdpContext, pkt: &Packet, reply: &mut FlowValue) -> u32 {
         None => (NO_WSCALE as u32, 0),
     };
     learn_mss(backend_mss, v6);
-    let aux = reply.released;
-    let rescale = if aux & CLIENT_SCALES == 0 {
+    let word = reply.proxy;
+    let data = CookieData::from_bits((word >> PROXY_DATA_SHIFT) & 0x7f);
+    let rescale = if data.wscale == NO_WSCALE {
         0
     } else if backend_ws == NO_WSCALE as u32 {
         // The backend does not scale (nor, then, read the client's scaled).
@@ -578,6 +657,8 @@ fn answered(ctx: &XdpContext, pkt: &Packet, reply: &mut FlowValue) -> u32 {
         window_rescale(backend_ws.min(14) as u8, PROXY_WSCALE)
     };
     let delta = tcp.seq.wrapping_sub(reply.seq_delta);
+    // The SYN's ISN (the client's, or past a TIME_WAIT's) less the client's.
+    let isn_delta = tcp.ack.wrapping_sub(1).wrapping_sub(reply.isn_delta);
     let forward_key = reply.peer_key(pkt.key.proto, pkt.key.family);
     let Some(forward) = HALF_OPEN.get_ptr_mut(&forward_key) else {
         // Its other half was evicted: the flow cannot be completed.
@@ -587,14 +668,17 @@ fn answered(ctx: &XdpContext, pkt: &Packet, reply: &mut FlowValue) -> u32 {
     let forward = unsafe { &mut *forward };
     forward.state = STATE_ESTABLISHED;
     forward.seq_delta = delta;
+    forward.isn_delta = isn_delta;
+    forward.proxy = PROXIED | rescale;
     forward.last_seen_ns = now;
     reply.state = STATE_ESTABLISHED;
     reply.seq_delta = delta;
-    reply.released = rescale;
+    reply.isn_delta = isn_delta;
+    reply.proxy = PROXIED | rescale;
     reply.last_seen_ns = now;
     handshake::promote(&forward_key, forward, &pkt.key, reply);
     count(Counter::SynProxyEstablished);
-    ack_back(ctx, &pkt.key, &tcp, aux as u16)
+    ack_back(ctx, &pkt.key, &tcp, word as u16)
 }
 
 /// Answers the backend's SYN-ACK (of `key`, read as `tcp`) with an ACK of
@@ -656,7 +740,7 @@ fn refused(ctx: &XdpContext, pkt: &Packet, reply: &mut FlowValue) -> u32 {
     forward::forward(ctx, pkt, reply)
 }
 
-/// A packet of an established SYN-proxied flow (`seq_delta` not 0): its
+/// A packet of an established SYN-proxied flow (`proxy` not 0): its
 /// sequence numbers translated, then as any other.
 #[inline(never)]
 pub fn established(ctx: &XdpContext, pkt: &Packet, flow: &mut FlowValue) -> u32 {
@@ -667,49 +751,53 @@ pub fn established(ctx: &XdpContext, pkt: &Packet, flow: &mut FlowValue) -> u32 
     if pkt.l4_off > MAX_L4_OFFSET {
         return drop(Counter::DropMalformed);
     }
-    let delta = flow.seq_delta;
     let flags = pkt.tcp_flags;
-    let mut sum = 0u64;
-    if flow.direction == DIR_FORWARD {
-        if tcp.doff > 20
-            && let Some(opts) = tcpopt::parse(ctx, pkt.l4_off, tcp.doff)
-        {
-            sum += opts.shift_sack(ctx, pkt.l4_off, delta);
-        }
-        let Some(t) = ptr_at::<TcpWire>(ctx, pkt.l4_off) else {
-            return drop(Counter::DropMalformed);
-        };
-        // SAFETY: bounds checked by ptr_at.
-        let t = unsafe { &mut *t };
-        if flags & TCP_ACK != 0 {
-            let new = tcp.ack.wrapping_add(delta).to_be_bytes();
-            sum += csum::delta_u32(u32::from_ne_bytes(t.ack), u32::from_ne_bytes(new));
-            t.ack = new;
-        }
+    let forward = flow.direction == DIR_FORWARD;
+    if !forward && flags & (TCP_SYN | TCP_RST | TCP_FIN) == TCP_SYN {
+        // The backend sent its SYN-ACK again: our ACK was lost.
+        return ack_back(ctx, &pkt.key, &tcp, REACK_WINDOW);
+    }
+    // Towards the backend, sequence numbers go from the client's space to
+    // the one the backend was given (`isn_delta`, mostly 0), acknowledgements
+    // from the cookie's to the backend's (`seq_delta`); back, the reverse.
+    let (delta, isn) = (flow.seq_delta, flow.isn_delta);
+    let (seq_add, ack_add) = if forward {
+        (isn, delta)
     } else {
-        if flags & (TCP_SYN | TCP_RST | TCP_FIN) == TCP_SYN {
-            // The backend sent its SYN-ACK again: our ACK was lost.
-            return ack_back(ctx, &pkt.key, &tcp, REACK_WINDOW);
-        }
-        let Some(t) = ptr_at::<TcpWire>(ctx, pkt.l4_off) else {
-            return drop(Counter::DropMalformed);
-        };
-        // SAFETY: bounds checked by ptr_at.
-        let t = unsafe { &mut *t };
-        let new = tcp.seq.wrapping_sub(delta).to_be_bytes();
+        (delta.wrapping_neg(), isn.wrapping_neg())
+    };
+    let mut sum = 0u64;
+    if tcp.doff > 20
+        && ack_add != 0
+        && let Some(opts) = tcpopt::parse(ctx, pkt.l4_off, tcp.doff)
+    {
+        sum += opts.shift_sack(ctx, pkt.l4_off, ack_add);
+    }
+    let Some(t) = ptr_at::<TcpWire>(ctx, pkt.l4_off) else {
+        return drop(Counter::DropMalformed);
+    };
+    // SAFETY: bounds checked by ptr_at.
+    let t = unsafe { &mut *t };
+    if seq_add != 0 {
+        let new = tcp.seq.wrapping_add(seq_add).to_be_bytes();
         sum += csum::delta_u32(u32::from_ne_bytes(t.seq), u32::from_ne_bytes(new));
         t.seq = new;
-        let rescale = flow.released;
-        if rescale & WINDOW_RESCALE != 0 {
-            let window = cookie::rescale_window(
-                tcp.window,
-                ((rescale >> 4) & 15) as u8,
-                (rescale & 15) as u8,
-            )
-            .to_be_bytes();
-            sum += csum::delta_u16(u16::from_ne_bytes(t.window), u16::from_ne_bytes(window));
-            t.window = window;
-        }
+    }
+    if flags & TCP_ACK != 0 && ack_add != 0 {
+        let new = tcp.ack.wrapping_add(ack_add).to_be_bytes();
+        sum += csum::delta_u32(u32::from_ne_bytes(t.ack), u32::from_ne_bytes(new));
+        t.ack = new;
+    }
+    let rescale = flow.proxy;
+    if !forward && rescale & WINDOW_RESCALE != 0 {
+        let window = cookie::rescale_window(
+            tcp.window,
+            ((rescale >> 4) & 15) as u8,
+            (rescale & 15) as u8,
+        )
+        .to_be_bytes();
+        sum += csum::delta_u16(u16::from_ne_bytes(t.window), u16::from_ne_bytes(window));
+        t.window = window;
     }
     // The checksum takes these changes with the addresses' and ports'.
     nat::translate_with(ctx, pkt, flow, sum);

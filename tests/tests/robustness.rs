@@ -2179,12 +2179,36 @@ struct ProxyFlow {
     syn: Tcp,
     /// The backend's ISN and window scale (`None` before its SYN-ACK).
     backend: Option<(u32, u8)>,
+    /// The ISN of the SYN sent again past the backend's TIME_WAIT, if it was.
+    isn2: Option<u32>,
 }
 
 impl ProxyFlow {
     fn delta(&self) -> u32 {
         self.backend.unwrap().0.wrapping_sub(self.cookie)
     }
+
+    /// The ISN the backend knows the client by.
+    fn isn_b(&self) -> u32 {
+        self.isn2.unwrap_or(self.c.isn)
+    }
+
+    /// What the client's sequence numbers take on the way to the backend.
+    fn isn_delta(&self) -> u32 {
+        self.isn_b().wrapping_sub(self.c.isn)
+    }
+}
+
+/// `opts` with every SACK edge moved by `by`.
+fn shift_sack_edges(opts: &[u8], by: u32) -> Vec<u8> {
+    let mut want = opts.to_vec();
+    if let Some((at, size)) = walk_opts(opts).sack {
+        for e in (at + 2..at + size).step_by(4) {
+            let edge = u32::from_be_bytes(want[e..e + 4].try_into().unwrap());
+            want[e..e + 4].copy_from_slice(&edge.wrapping_add(by).to_be_bytes());
+        }
+    }
+    want
 }
 
 /// Judges what the program did with a frame: (action, frame out) -> what
@@ -2199,6 +2223,8 @@ enum Effect {
     /// The backend of flow `i` answered with its ISN and window scale, and
     /// announced an MSS (which clients of its family are told from then on).
     Answered(usize, u32, u8, u32),
+    /// The SYN of flow `i` went again with this ISN (a TIME_WAIT's ACK).
+    Resent(usize, u32),
     Closed(usize),
 }
 
@@ -2351,6 +2377,7 @@ fn randomized_frames_through_the_syn_proxy() {
                     window,
                     syn: t,
                     backend: None,
+                    isn2: None,
                 })))
             });
         } else if case < 48 {
@@ -2399,21 +2426,76 @@ fn randomized_frames_through_the_syn_proxy() {
                     Ok(Effect::Closed(i))
                 });
             } else if rng.pct(15) {
-                // Early data: dropped.
+                // Early data: dropped; or, once the flow is old enough (the
+                // model does not know the program's clock), the client's first
+                // segment again is the SYN again, unless it went past a
+                // TIME_WAIT already.
                 name = "early data";
-                frame = Tcp::new(f.c.addr, vip_of(f.c.v6), f.c.sport, 80, ACK | PSH)
+                let seg = Tcp::new(f.c.addr, vip_of(f.c.v6), f.c.sport, 80, ACK | PSH)
                     .seq(f.c.isn.wrapping_add(1), f.cookie.wrapping_add(1))
+                    .window(rng.u16())
                     .payload(&{
                         let n = rng.between(1, 200);
                         rng.bytes(n)
-                    })
-                    .client_frame();
+                    });
+                frame = seg.client_frame();
                 ingress = fx.front;
-                check = Box::new(|action, _| {
-                    (action == XDP_DROP)
-                        .then_some(Effect::None)
-                        .ok_or(format!("early data: action {action}"))
+                check = Box::new(move |action, out| {
+                    if action == XDP_DROP {
+                        return Ok(Effect::None);
+                    }
+                    if action != XDP_REDIRECT || f.isn2.is_some() {
+                        return Err(format!("early data: action {action}"));
+                    }
+                    let (t, _, _) = seen(out);
+                    if (t.src, t.dst, t.sport, t.dport)
+                        != (f.syn.src, f.syn.dst, f.syn.sport, f.syn.dport)
+                        || t.flags != SYN
+                        || t.seq != f.c.isn
+                        || t.window != seg.window
+                        || t.opts != f.syn.opts
+                        || !t.payload.is_empty()
+                    {
+                        return Err(format!("the SYN again {t:?}"));
+                    }
+                    Ok(Effect::None)
                 });
+            } else if rng.pct(12) {
+                // A bare ACK from the backend: a TIME_WAIT of the tuple's last
+                // connection. The SYN goes again past what it expects, once.
+                let tw_next = rng.u64() as u32;
+                frame = from_backend(ACK)
+                    .seq(rng.u64() as u32, tw_next)
+                    .backend_frame();
+                ingress = fx.back;
+                if f.isn2.is_some() {
+                    name = "backend ack again";
+                    check = Box::new(|action, _| {
+                        (action == XDP_DROP)
+                            .then_some(Effect::None)
+                            .ok_or(format!("a second TIME_WAIT ACK: action {action}"))
+                    });
+                } else {
+                    name = "backend time-wait";
+                    let isn2 = tw_next.wrapping_add(1 << 16);
+                    check = Box::new(move |action, out| {
+                        if action != XDP_TX {
+                            return Err(format!("TIME_WAIT ACK: action {action}"));
+                        }
+                        let (t, _, _) = seen(out);
+                        if (t.src, t.dst, t.sport, t.dport)
+                            != (f.syn.src, f.syn.dst, f.syn.sport, f.syn.dport)
+                            || t.flags != SYN
+                            || t.seq != isn2
+                            || t.window != f.window
+                            || t.opts != f.syn.opts
+                            || !t.payload.is_empty()
+                        {
+                            return Err(format!("the SYN past the TIME_WAIT {t:?}"));
+                        }
+                        Ok(Effect::Resent(i, isn2))
+                    });
+                }
             } else {
                 // The backend's SYN-ACK: an ACK back to it.
                 let opts = random_syn_opts(&mut rng);
@@ -2421,7 +2503,7 @@ fn randomized_frames_through_the_syn_proxy() {
                 let bisn = rng.u64() as u32;
                 name = "backend syn-ack";
                 frame = from_backend(SYN | ACK)
-                    .seq(bisn, f.c.isn.wrapping_add(1))
+                    .seq(bisn, f.isn_b().wrapping_add(1))
                     .opts(&opts)
                     .backend_frame();
                 ingress = fx.back;
@@ -2438,7 +2520,7 @@ fn randomized_frames_through_the_syn_proxy() {
                     if (t.src, t.dst, t.sport, t.dport)
                         != (f.syn.src, f.syn.dst, f.syn.sport, f.syn.dport)
                         || t.flags != ACK
-                        || t.seq != f.c.isn.wrapping_add(1)
+                        || t.seq != f.isn_b().wrapping_add(1)
                         || t.ack != bisn.wrapping_add(1)
                         || t.window != f.window
                         || !t.opts.is_empty()
@@ -2452,6 +2534,7 @@ fn randomized_frames_through_the_syn_proxy() {
             let f = flows[rng.pick(&established)].clone();
             let (bisn, bws) = f.backend.unwrap();
             let delta = f.delta();
+            let isn_delta = f.isn_delta();
             if rng.pct(50) {
                 // Client to backend: acknowledgements and SACK blocks translated.
                 let flags = rng.pick(&[ACK, ACK | PSH, ACK | PSH, ACK | FIN, PSH]);
@@ -2470,14 +2553,7 @@ fn randomized_frames_through_the_syn_proxy() {
                 name = "client data";
                 frame = seg.client_frame();
                 ingress = fx.front;
-                let mut want_opts = opts.clone();
-                if let Some((at, size)) = walk_opts(&opts).sack {
-                    for e in (at + 2..at + size).step_by(4) {
-                        let edge = u32::from_be_bytes(want_opts[e..e + 4].try_into().unwrap());
-                        want_opts[e..e + 4]
-                            .copy_from_slice(&edge.wrapping_add(delta).to_be_bytes());
-                    }
-                }
+                let want_opts = shift_sack_edges(&opts, delta);
                 check = Box::new(move |action, out| {
                     if action != XDP_REDIRECT {
                         return Err(format!("client data: action {action}"));
@@ -2491,7 +2567,7 @@ fn randomized_frames_through_the_syn_proxy() {
                     };
                     if (t.src, t.dst, t.sport, t.dport)
                         != (f.syn.src, f.syn.dst, f.syn.sport, f.syn.dport)
-                        || t.seq != seg.seq
+                        || t.seq != seg.seq.wrapping_add(isn_delta)
                         || t.ack != want_ack
                         || t.window != seg.window
                         || t.opts != want_opts
@@ -2505,7 +2581,7 @@ fn randomized_frames_through_the_syn_proxy() {
                 // The backend's SYN-ACK again: ACKed again.
                 name = "backend syn-ack again";
                 frame = Tcp::new(f.syn.dst, f.syn.src, f.syn.dport, f.syn.sport, SYN | ACK)
-                    .seq(bisn, f.c.isn.wrapping_add(1))
+                    .seq(bisn, f.isn_b().wrapping_add(1))
                     .backend_frame();
                 ingress = fx.back;
                 check = Box::new(move |action, out| {
@@ -2514,7 +2590,7 @@ fn randomized_frames_through_the_syn_proxy() {
                     }
                     let (t, _, _) = seen(out);
                     if t.flags != ACK
-                        || t.seq != f.c.isn.wrapping_add(1)
+                        || t.seq != f.isn_b().wrapping_add(1)
                         || t.ack != bisn.wrapping_add(1)
                     {
                         return Err(format!("ACK again {t:?}"));
@@ -2526,12 +2602,20 @@ fn randomized_frames_through_the_syn_proxy() {
                 let flags = rng.pick(&[ACK, ACK | PSH, ACK | FIN]);
                 let window = rng.u16();
                 let payload = rng.bytes_of(&[0, 1, 100, 1000]);
+                // SACK blocks of what the client sent, in the backend's numbers.
+                let opts = if rng.pct(30) {
+                    random_sack_opts(&mut rng, f.isn_b())
+                } else {
+                    Vec::new()
+                };
+                let want_opts = shift_sack_edges(&opts, isn_delta.wrapping_neg());
                 let seg = Tcp::new(f.syn.dst, f.syn.src, f.syn.dport, f.syn.sport, flags)
                     .seq(
                         bisn.wrapping_add(1 + rng.u64() as u32 % 100_000),
                         rng.u64() as u32,
                     )
                     .window(window)
+                    .opts(&opts)
                     .payload(&payload);
                 name = "backend data";
                 frame = seg.backend_frame();
@@ -2549,8 +2633,9 @@ fn randomized_frames_through_the_syn_proxy() {
                     let (t, _, _) = seen(out);
                     if (t.src, t.dst, t.sport, t.dport) != (vip_of(f.c.v6), f.c.addr, 80, f.c.sport)
                         || t.seq != seg.seq.wrapping_sub(delta)
-                        || t.ack != seg.ack
+                        || t.ack != seg.ack.wrapping_sub(isn_delta)
                         || t.window != want_window
+                        || t.opts != want_opts
                         || t.payload != payload
                     {
                         return Err(format!("backend data {t:?}, window wanted {want_window}"));
@@ -2604,6 +2689,7 @@ fn randomized_frames_through_the_syn_proxy() {
                     announced[fam] = mss as u16;
                 }
             }
+            Effect::Resent(i, isn2) => flows[i].isn2 = Some(isn2),
             Effect::Closed(i) => {
                 flows.swap_remove(i);
             }
@@ -2615,7 +2701,8 @@ fn randomized_frames_through_the_syn_proxy() {
             "bad cookie" => "drop_syn_cookie_invalid",
             "backend syn-ack" => "syn_proxy_established",
             "backend reset" => "syn_proxy_refused",
-            "early data" => "drop_syn_proxy_early_data",
+            "early data" | "backend ack again" => "drop_syn_proxy_early_data",
+            "backend time-wait" => "syn_proxy_time_wait",
             _ => continue,
         };
         *want.entry(counter).or_default() += 1;
@@ -2628,6 +2715,8 @@ fn randomized_frames_through_the_syn_proxy() {
         "backend syn-ack",
         "backend reset",
         "early data",
+        "backend time-wait",
+        "backend ack again",
         "client data",
         "backend data",
         "backend syn-ack again",

@@ -284,6 +284,7 @@ fn proxied(topo: &Topology, lb: &Balancer) {
         counter(&s, "syn_proxy_refused"),
         counter(&s, "drop_syn_proxy_early_data"),
     );
+    eprintln!("counters: {}", s["counters"]);
     assert!(counter(&s, "syn_proxy_established") >= 20);
     assert_eq!(
         counter(&s, "syn_proxy_established"),

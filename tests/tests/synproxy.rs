@@ -363,6 +363,133 @@ fn early_data_is_dropped_and_counted() {
     assert_eq!(seen(&out).0.ack, BACKEND_ISN + 1);
 }
 
+/// SACK option bytes (after two NOPs) of `edges`.
+fn sack(edges: &[u32]) -> Vec<u8> {
+    let mut o = vec![1, 1, 5, 2 + 4 * edges.len() as u8];
+    for e in edges {
+        o.extend_from_slice(&e.to_be_bytes());
+    }
+    o
+}
+
+#[test]
+fn a_backend_in_time_wait_gets_the_syn_again_past_it_and_both_numbers_are_translated() {
+    let Some(fx) = Fixture::with_config(&always(), 65536) else {
+        return;
+    };
+    // The backend's TIME_WAIT expects this next from the tuple's last
+    // connection, past the client's ISN: it answers the SYN with an ACK.
+    const TW_NEXT: u32 = ISN + 0x0100_0000;
+    let isn2 = TW_NEXT + 0x1_0000;
+    for (six, sport) in [(false, 46100), (true, 46101)] {
+        let p = proxied_syn(&fx, six, sport);
+        let tw_ack = Tcp::new(p.syn.dst, p.syn.src, p.syn.dport, p.syn.sport, ACK)
+            .seq(0x5555_0000, TW_NEXT)
+            .window(501);
+        let (action, out) = fx.run(&tw_ack.backend_frame(), fx.back);
+        assert_eq!(action, XDP_TX, "the SYN goes back to the backend");
+        let (syn, eth_src, eth_dst) = seen(&out);
+        assert_eq!(eth_src, BACK_MAC);
+        assert_eq!(
+            eth_dst,
+            match p.syn.dst {
+                IpAddr::V4(a) => backend_mac(a.octets()),
+                IpAddr::V6(a) => backend_mac6(a.octets()),
+            }
+        );
+        assert_eq!((syn.src, syn.dst), (p.syn.src, p.syn.dst));
+        assert_eq!((syn.sport, syn.dport), (p.syn.sport, p.syn.dport));
+        assert_eq!(syn.flags, SYN);
+        assert_eq!(syn.seq, isn2, "past what the TIME_WAIT expects");
+        assert_eq!(syn.window, 502, "the client's");
+        assert_eq!(syn.opts, p.syn.opts, "the client's options again");
+        // Once per flow: another ACK is dropped (no ping-pong with a socket
+        // that is not a TIME_WAIT).
+        assert_eq!(fx.run(&tw_ack.backend_frame(), fx.back).0, XDP_DROP);
+        // The backend accepts it; its SYN-ACK acknowledges the new ISN.
+        let sa = Tcp::new(p.syn.dst, p.syn.src, p.syn.dport, p.syn.sport, SYN | ACK)
+            .seq(BACKEND_ISN, isn2 + 1)
+            .opts(&[2, 4, 0x05, 0xb4, 1, 1, 4, 2, 1, 3, 3, 7]);
+        let (action, out) = fx.run(&sa.backend_frame(), fx.back);
+        assert_eq!(action, XDP_TX);
+        let (ack, _, _) = seen(&out);
+        assert_eq!(
+            (ack.flags, ack.seq, ack.ack),
+            (ACK, isn2 + 1, BACKEND_ISN + 1)
+        );
+        // Client to backend: sequence numbers in the new ISN's space too.
+        let d = p.delta();
+        let data = Tcp::new(p.f.client, p.f.vip, sport, 80, ACK | PSH)
+            .seq(ISN + 1, p.cookie + 1001)
+            .opts(&sack(&[p.cookie + 2000, p.cookie + 3000]))
+            .payload(b"GET / HTTP/1.1\r\n\r\n");
+        let (action, out) = fx.run(&data.client_frame(), fx.front);
+        assert_eq!(action, XDP_REDIRECT);
+        let (t, _, _) = seen(&out);
+        assert_eq!((t.seq, t.ack), (isn2 + 1, BACKEND_ISN + 1001));
+        assert_eq!(
+            t.opts,
+            sack(&[
+                p.cookie.wrapping_add(2000).wrapping_add(d),
+                p.cookie.wrapping_add(3000).wrapping_add(d)
+            ])
+        );
+        // Backend to client: its acknowledgements and SACK blocks back in the
+        // client's space, its sequence numbers in the cookie's.
+        let reply = Tcp::new(p.syn.dst, p.syn.src, p.syn.dport, p.syn.sport, ACK | PSH)
+            .seq(BACKEND_ISN + 1, isn2 + 20)
+            .opts(&sack(&[isn2 + 100, isn2 + 200, isn2 + 300, isn2 + 400]))
+            .payload(b"HTTP/1.1 200 OK\r\n\r\n");
+        let (action, out) = fx.run(&reply.backend_frame(), fx.back);
+        assert_eq!(action, XDP_REDIRECT);
+        let (t, _, _) = seen(&out);
+        assert_eq!((t.seq, t.ack), (p.cookie + 1, ISN + 20));
+        assert_eq!(t.opts, sack(&[ISN + 100, ISN + 200, ISN + 300, ISN + 400]));
+        assert_eq!(t.payload, b"HTTP/1.1 200 OK\r\n\r\n");
+    }
+    assert_eq!(fx.dp.counter(Counter::SynProxyTimeWait).unwrap(), 2);
+    assert_eq!(fx.dp.counter(Counter::SynProxyEstablished).unwrap(), 2);
+}
+
+#[test]
+fn a_silent_backend_gets_the_syn_again_when_the_client_repeats_itself() {
+    let Some(fx) = Fixture::with_config(&always(), 65536) else {
+        return;
+    };
+    let p = proxied_syn(&fx, false, 46200);
+    let data = Tcp::new(p.f.client, p.f.vip, 46200, 80, ACK | PSH)
+        .seq(ISN + 1, p.cookie + 1)
+        .window(600)
+        .payload(b"GET / HTTP/1.1\r\n\r\n");
+    // At once: early data, dropped (the backend's SYN-ACK is on its way).
+    assert_eq!(fx.run(&data.client_frame(), fx.front).0, XDP_DROP);
+    // A later segment is never taken for the first.
+    let later = Tcp::new(p.f.client, p.f.vip, 46200, 80, ACK | PSH)
+        .seq(ISN + 100, p.cookie + 1)
+        .payload(b"more");
+    // The client's first segment again, a while later: the SYN goes again.
+    let mut again = None;
+    poll_until(Duration::from_secs(3), Duration::from_millis(20), || {
+        assert_eq!(fx.run(&later.client_frame(), fx.front).0, XDP_DROP);
+        let (action, out) = fx.run(&data.client_frame(), fx.front);
+        again = (action == XDP_REDIRECT).then(|| seen(&out).0);
+        again.is_some()
+    });
+    let again = again.expect("the SYN went again");
+    assert_eq!((again.src, again.dst), (p.syn.src, p.syn.dst));
+    assert_eq!((again.sport, again.dport), (p.syn.sport, p.syn.dport));
+    assert_eq!((again.flags, again.seq), (SYN, ISN));
+    assert_eq!(again.window, 600);
+    assert_eq!(again.opts, p.syn.opts);
+    assert!(again.payload.is_empty());
+    assert_eq!(fx.dp.counter(Counter::SynProxySynAgain).unwrap(), 1);
+    // The backend answers it as it would have the first.
+    established(&fx, &p, 7);
+    let (action, out) = fx.run(&data.client_frame(), fx.front);
+    assert_eq!(action, XDP_REDIRECT);
+    assert_eq!(seen(&out).0.ack, BACKEND_ISN + 1);
+}
+
 #[test]
 fn a_refusing_backend_gets_the_client_a_reset() {
     let Some(fx) = Fixture::with_config(&always(), 65536) else {
@@ -492,15 +619,26 @@ fn a_flood_of_new_flows_never_evicts_an_established_one() {
         map.keys().count()
     };
     assert_eq!(flows(&fx), 3000);
-    // 20,000 SYNs that never complete: ten times the half-open table.
+    // 20,000 SYNs that never complete: ten times the half-open table. Those
+    // that find it full are refused (and counted), never given a place.
+    let mut refused = 0;
     for i in 0..20_000u32 {
         let client = [203, 0, 113, 100 + (i % 100) as u8];
         let frame = tcp_frame(client, VIP, 20_000 + (i / 100) as u16, 80, "S", b"");
-        assert_eq!(fx.run(&frame, fx.back).0, XDP_TX, "SYN {i}");
+        match fx.run(&frame, fx.back).0 {
+            XDP_TX => {}
+            XDP_DROP => refused += 1,
+            other => panic!("SYN {i}: action {other}"),
+        }
     }
     assert_eq!(flows(&fx), 3000, "every established flow is still there");
     let half: aya::maps::HashMap<_, FlowKey, FlowValue> = fx.dp.map::<HalfOpen, _>().unwrap();
-    assert!(half.keys().count() <= 4096);
+    assert_eq!(half.keys().count(), 4096, "the half-open table full");
+    assert_eq!(refused, 20_000 - 2048);
+    assert_eq!(
+        fx.dp.counter(Counter::DropFlowTableFull).unwrap(),
+        refused as u64
+    );
     // And each still goes where it went.
     for (client, sport) in clients.iter().step_by(7) {
         let data = tcp_seq_frame(*client, VIP, *sport, 80, "A", 1001, 5001, b"x");

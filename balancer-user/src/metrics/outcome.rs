@@ -27,6 +27,8 @@ pub enum Outcome {
     Handshake(&'static str),
     /// A backend refused a SYN-proxied handshake.
     SynProxyRefused,
+    /// The SYN proxy sent a backend its SYN again, and why (`reason`).
+    SynProxyResent(&'static str),
 }
 
 /// The metric and label of each global counter.
@@ -60,6 +62,8 @@ pub const fn outcome(c: Counter) -> Outcome {
         Counter::DropSynProxyEarly => Outcome::Dropped("syn_proxy_early_data"),
         Counter::DropNoRoom => Outcome::Dropped("no_room"),
         Counter::HandshakeCompleted => Outcome::Handshake("direct"),
+        Counter::SynProxyTimeWait => Outcome::SynProxyResent("time_wait"),
+        Counter::SynProxySynAgain => Outcome::SynProxyResent("no_answer"),
     }
 }
 

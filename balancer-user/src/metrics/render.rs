@@ -486,6 +486,17 @@ impl Scrape {
             &[("reason", "timed_out")],
             s.flow_table.syn_proxy_timed_out,
         )?;
+        let mut m = e.encode_descriptor(
+            "balancer_syn_proxy_syn_resent",
+            "SYNs the SYN proxy sent a backend again, by reason: time_wait (the backend answered with an ACK of an older connection on the same 4-tuple; the SYN went again with a later sequence number), no_answer (the client sent its first segment again before the backend answered)",
+            None,
+            MetricType::Counter,
+        )?;
+        for c in Counter::ALL {
+            if let Outcome::SynProxyResent(reason) = outcome(c) {
+                counter(&mut m, &[("reason", reason)], s.counter(c))?;
+            }
+        }
         Ok(())
     }
 

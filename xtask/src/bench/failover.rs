@@ -184,9 +184,10 @@ pub fn run() -> Result<()> {
     let flows = flows.load(Ordering::Relaxed).max(1);
     let per_10k = |cpu: f64| (cpu.max(0.0) * 10_000.0 / flows as f64) * 1000.0;
     let rate = flows as f64 / elapsed;
-    // 76 bytes a record; per datagram of up to 16 records: 4+1+1+4+8+2 header,
-    // 32 MAC, 8 UDP, 40 IPv6 (the socket is dual-stack; 20 for IPv4).
-    let bytes_per_record = 76.0 + (18.0 + 32.0 + 8.0 + 40.0) / 16.0;
+    // 89 bytes a flow record (record layout 2; a closed record is 39); per
+    // datagram of up to 15 records: 4+1+1+4+8+2 header, 32 MAC, 8 UDP, 40 IPv6
+    // (the socket is dual-stack; 20 for IPv4).
+    let bytes_per_record = 89.0 + (18.0 + 32.0 + 8.0 + 40.0) / 15.0;
     let bytes_per_flow = records as f64 * bytes_per_record / flows as f64;
     eprintln!(
         "failover: sync cost: {flows} flows at {rate:.0}/s, {records} records; active {:.1} ms, standby {:.1} ms CPU per 10,000 flows",
@@ -285,7 +286,7 @@ pub fn run() -> Result<()> {
     );
     let _ = writeln!(
         sec,
-        "Flow sync cost: {flows} new connections (connect, one line, close) at {rate:.0}/s from two client threads for {SYNC_SECONDS} s; {records} records sent (a new and an ended record per flow). CPU of the daemons beyond their idle use in the same length of time: active (reads the ring buffer, sends) {:.1} ms, standby (installs and removes entries) {:.1} ms per 10,000 flows; about {bytes_per_flow:.0} bytes on the wire per flow (76 bytes a record plus the datagram's share of header, MAC, UDP and IP), so 10,000 new flows per second cost about {:.1} Mbit/s. The kernel side is a ring-buffer reservation on flow creation and end (128 bytes), only with `sync_flows`.\n",
+        "Flow sync cost: {flows} new connections (connect, one line, close) at {rate:.0}/s from two client threads for {SYNC_SECONDS} s; {records} records sent (a new and an ended record per flow). CPU of the daemons beyond their idle use in the same length of time: active (reads the ring buffer, sends) {:.1} ms, standby (installs and removes entries) {:.1} ms per 10,000 flows; about {bytes_per_flow:.0} bytes on the wire per flow (89 bytes a flow record plus the datagram's share of header, MAC, UDP and IP), so 10,000 new flows per second cost about {:.1} Mbit/s. The kernel side is a ring-buffer reservation on flow creation and end (144 bytes), only with `sync_flows`.\n",
         per_10k(busy.0),
         per_10k(busy.1),
         bytes_per_flow * 10_000.0 * 8.0 / 1e6

@@ -190,6 +190,8 @@ impl Sink {
             direction: DIR_FORWARD,
             owner,
             seq_delta: f.seq_delta,
+            isn_delta: f.isn_delta,
+            proxy: f.proxy,
             ..FlowValue::default()
         };
         let reply_key = forward.peer_key(f.proto, f.family);
@@ -205,6 +207,8 @@ impl Sink {
             direction: DIR_REPLY,
             owner,
             seq_delta: f.seq_delta,
+            isn_delta: f.isn_delta,
+            proxy: f.proxy,
             ..FlowValue::default()
         };
         if self.flows.insert(reply_key, reply, 0).is_err()
