@@ -35,6 +35,9 @@ pub struct SynFlood {
 pub struct FloodReport {
     pub sent: u64,
     pub elapsed: Duration,
+    /// CPU time (user + system) of the sending thread: the syscalls and the
+    /// send path of the client's veth that runs in them.
+    pub cpu: Duration,
 }
 
 impl FloodReport {
@@ -109,6 +112,7 @@ fn send(flood: &SynFlood, stop: &AtomicBool) -> Result<FloodReport> {
         sin_zero: [0; 8],
     };
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ u64::from(flood.target.port()));
+    let cpu0 = thread_cpu();
     let start = Instant::now();
     let mut sent = 0u64;
     let mut buf = [0u8; 60];
@@ -165,7 +169,25 @@ fn send(flood: &SynFlood, stop: &AtomicBool) -> Result<FloodReport> {
     let elapsed = start.elapsed();
     // SAFETY: our descriptor.
     unsafe { libc::close(fd) };
-    Ok(FloodReport { sent, elapsed })
+    Ok(FloodReport {
+        sent,
+        elapsed,
+        cpu: thread_cpu().saturating_sub(cpu0),
+    })
+}
+
+/// user + system time of the calling thread.
+fn thread_cpu() -> Duration {
+    // SAFETY: an all-zero rusage is valid; getrusage only writes into it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: ru is valid and writable.
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 #[cfg(test)]

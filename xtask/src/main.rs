@@ -35,8 +35,9 @@ enum Task {
         /// and throughput through namespaces against HAProxy and nftables),
         /// `memory` (kernel map bytes per flow, the daemon's resident memory
         /// with 10,000 backends and 1,000,000 flows), `failover` (HA failover
-        /// gap, connection survival and flow sync cost), `metrics` (a scrape
-        /// with 10,000 backends), or `all`.
+        /// gap, connection survival and flow sync cost), `flood` (legitimate
+        /// requests and CPU under a spoofed SYN flood, against HAProxy),
+        /// `metrics` (a scrape with 10,000 backends), or `all`.
         #[arg(default_value = "all")]
         which: String,
     },

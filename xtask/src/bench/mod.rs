@@ -1,7 +1,8 @@
-//! `cargo xtask bench [packet|e2e|memory|failover|metrics|all]`.
+//! `cargo xtask bench [packet|e2e|memory|failover|flood|metrics|all]`.
 
 mod e2e;
 mod failover;
+mod flood;
 mod host;
 mod memory;
 mod metrics;
@@ -15,16 +16,20 @@ pub fn run(which: &str) -> Result<()> {
         "e2e" => e2e::run(),
         "memory" => memory::run(),
         "failover" => failover::run(),
+        "flood" => flood::run(),
         "metrics" => metrics::run(),
         "all" => {
             packet::run()?;
             e2e::run()?;
             memory::run()?;
             failover::run()?;
+            flood::run()?;
             metrics::run()
         }
         other => {
-            bail!("unknown benchmark {other:?}: packet, e2e, memory, failover, metrics or all")
+            bail!(
+                "unknown benchmark {other:?}: packet, e2e, memory, failover, flood, metrics or all"
+            )
         }
     }
 }
