@@ -165,6 +165,7 @@ extern "C" fn sweep_half_open_one(
 #[inline(always)]
 fn sweep_one<const HALF: bool>(key: &FlowKey, value: &mut FlowValue, s: &mut Sweep) -> i64 {
     s.stats.scanned += 1;
+    let created = value.created_ns;
     if value.owner != OWNER_SELF {
         let adopt = s.limits.adopt;
         if adopt != ADOPT_ALL && adopt != value.owner {
@@ -229,6 +230,17 @@ fn sweep_one<const HALF: bool>(key: &FlowKey, value: &mut FlowValue, s: &mut Swe
         }
         return 0;
     }
+    // A preallocated map hands an entry's memory to the next insert as soon
+    // as it is removed: if a packet removed this flow while we looked and a
+    // new one took its place (a reused port, HALF_OPEN's churn), `key` and
+    // `value` are the new flow's now, which must not be expired for the old
+    // one's idleness. Only the flow we looked at is expired, and only its
+    // own peer with it (both entries of a flow share `created_ns`).
+    // SAFETY: a map value pointer is valid for the duration of the program.
+    if !get::<HALF>(key).is_some_and(|p| unsafe { (*p).created_ns } == created) {
+        s.stats.kept_entries += 1;
+        return 0;
+    }
     s.stats.expired += 1;
     if HALF {
         // Half-open when it expires (or reset before its handshake completed).
@@ -242,7 +254,8 @@ fn sweep_one<const HALF: bool>(key: &FlowKey, value: &mut FlowValue, s: &mut Swe
     }
     // Either may be gone already (evicted from `FLOWS`, or a packet racing
     // us): fine.
-    if remove::<HALF>(&peer_key) {
+    // SAFETY: as above.
+    if peer.is_some_and(|p| unsafe { (*p).created_ns } == created) && remove::<HALF>(&peer_key) {
         s.stats.removed_entries += 1;
     }
     if remove::<HALF>(key) {
