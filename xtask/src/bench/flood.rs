@@ -56,8 +56,15 @@ struct Sample {
     cpu: MachineCpu,
     lb_cpu: f64,
     /// The balancer's counters over the run: cookies sent, valid cookies,
+    /// early data dropped, SYNs sent again past a backend's TIME_WAIT, and
+    /// new flows whose handshake did not complete (neither directly nor
+    /// through the proxy).
     /// early data dropped.
-    cookies: Option<(u64, u64, u64)>,
+    cookies: Option<(u64, u64, u64, u64, u64)>,
+    /// SYNs the client's kernel sent again (`TcpExtTCPSynRetrans`): connects
+    /// that waited a second or more, which wrk's latency (from the request's
+    /// write) does not show.
+    syn_retrans: u64,
 }
 
 pub fn run() -> Result<()> {
@@ -145,9 +152,9 @@ pub fn run() -> Result<()> {
     );
     let _ = writeln!(
         sec,
-        "| target | flood (sent/s) | requests/s | p50 / p99 ms | errors | machine busy | softirq | daemon / HAProxy | flood sender | cookies sent / valid, early data dropped |"
+        "| target | flood (sent/s) | requests/s | p50 / p99 ms | errors | machine busy | softirq | daemon / HAProxy | flood sender | cookies sent / valid, early data dropped | SYNs resent past a TIME_WAIT | new flows not completed | client SYNs retransmitted |"
     );
-    let _ = writeln!(sec, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(sec, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for s in &samples {
         let per_s = |x: f64| x / s.wall_s.max(1e-9);
         let flood = s
@@ -156,12 +163,13 @@ pub fn run() -> Result<()> {
         let sender = s.flood.map_or("".to_string(), |f| {
             format!("{:.2}", f.cpu.as_secs_f64() / f.elapsed.as_secs_f64())
         });
-        let cookies = s
-            .cookies
-            .map_or(String::new(), |(a, b, c)| format!("{a} / {b}, {c}"));
+        let (cookies, resent, unfinished) = s.cookies.map_or(
+            (String::new(), String::new(), String::new()),
+            |(a, b, c, d, e)| (format!("{a} / {b}, {c}"), d.to_string(), e.to_string()),
+        );
         let _ = writeln!(
             sec,
-            "| {} | {flood} | {:.0} | {:.1} / {:.1} | {} | {:.2} | {:.2} | {:.2} | {sender} | {cookies} |",
+            "| {} | {flood} | {:.0} | {:.1} / {:.1} | {} | {:.2} | {:.2} | {:.2} | {sender} | {cookies} | {resent} | {unfinished} | {} |",
             s.mode_label,
             s.requests_per_s,
             s.p50_ms,
@@ -170,11 +178,12 @@ pub fn run() -> Result<()> {
             per_s(s.cpu.busy),
             per_s(s.cpu.softirq),
             per_s(s.lb_cpu),
+            s.syn_retrans,
         );
     }
     let _ = writeln!(
         sec,
-        "\nA proxied connection's request reaches the balancer before the backend's handshake is done and is dropped (the cookie path cannot keep it); the client sends it again after its retransmission timer (a tail-loss probe, some milliseconds on this topology), which is the latency the balancer's legitimate connections pay while cookies are on. HAProxy's kernel answers with cookies only once the listen queue is full and keeps the request in the established socket, so its legitimate connections pay nothing of the kind, but every spoofed SYN goes through the kernel's TCP receive path."
+        "\nA proxied connection's request reaches the balancer before the backend's handshake is done and is dropped (the cookie path cannot keep it); the client sends it again when its retransmission timer fires, 200 ms at the least (Linux's minimum RTO), which is the p99 the balancer's legitimate connections pay while cookies are on: a few per cent of them (the early data dropped) wait that long, the others send their request after the backend has answered. HAProxy's kernel answers with cookies only once the listen queue is full and keeps the request in the established socket, so its legitimate connections pay nothing of the kind, but every spoofed SYN goes through the kernel's TCP receive path. wrk's latency starts when a request is written, so a connect that waits is not in it: the client's SYN retransmissions (`TcpExtTCPSynRetrans` of its namespace) count those, and \"new flows not completed\" the balancer's flows whose handshake never completed, directly or through the proxy (opened less completed); a collapse of requests/s with low latency and an idle machine is what such waits look like.\n\nBefore 0e593ce and a29b734 (the data plane of cf83c91, measured with this benchmark at 2026-12-07 20:05 UTC) the balancer's second round collapsed: 1,919 requests/s without a flood and 94 under it (833 valid cookies of 505,482), the machine 0.23 and 0.50 CPU-s/s busy: its clients were waiting. Two causes, both seen in that run. (1) Auto mode counted half-open flows per CPU, and with generic XDP on a veth a connection's SYN and its ACK run on the CPUs that sent them, so one CPU counted the SYNs and another the handshakes: legitimate load alone turned cookies on and kept them on (round 1 without a flood: 64,175 cookies sent, 1,205 direct handshakes, p99 204 ms). (2) So every connection went through the proxy, whose SYN to the backend carries no timestamps, and the backends' TIME_WAITs (about 75,000 after round 1) had none either; a new daemon hands out SNAT ports from the bottom of the range again and met them within their 60 s. A backend takes a SYN on a TIME_WAIT 4-tuple as a new connection only if its timestamp or its ISN is past the old connection's; otherwise it answers with an ACK of the old one. A direct connection's client then resets and sends its SYN again a second later (392 client SYN retransmissions in round 2 without a flood); a proxied flow stayed in PROXY_SYN, dropping its client's request as early data for as long as it lived (39 valid cookies of 833 never reached an established backend connection under the flood, more than wrk's 32 connections). The flood count is now the node's, and the proxy sends its SYN again past the TIME_WAIT (the \"SYNs resent\" column). What is left: direct connections after a flood still meet the timestamp-less TIME_WAITs of the proxied ones on the same SNAT ports, and those clients wait a second for their SYN's retransmission (the client SYN retransmissions of the balancer's second round without a flood)."
     );
     let path = workspace_root().join("BENCHMARKS.md");
     write_section(&path, "## Under a SYN flood", &sec)?;
@@ -220,6 +229,30 @@ fn backend_sockets(topo: &Topology) -> Vec<std::collections::BTreeMap<String, us
         .collect()
 }
 
+/// The client namespace's `TcpExtTCPSynRetrans` (0 if it cannot be read).
+fn syn_retrans(topo: &Topology) -> u64 {
+    let Ok(out) =
+        topo.client()
+            .exec_unchecked("cat", &["/proc/net/netstat"], Duration::from_secs(10))
+    else {
+        return 0;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        if !names.starts_with("TcpExt:") {
+            continue;
+        }
+        return names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == "TCPSynRetrans")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+    }
+    0
+}
+
 /// The counters that moved between two readings, for the log: what the
 /// balancer did with the run's packets.
 fn moved(
@@ -235,18 +268,18 @@ fn moved(
         .collect()
 }
 
-/// Cookies sent, valid, early data dropped between two readings.
-fn cookie_counts(moved: &[(String, u64)]) -> (u64, u64, u64) {
-    let c = |name: &str| {
-        moved
-            .iter()
-            .find(|(k, _)| k == name)
-            .map_or(0, |(_, v)| *v)
-    };
+/// Cookies sent, valid, early data dropped, SYNs resent past a TIME_WAIT and
+/// new flows not completed between two readings.
+fn cookie_counts(moved: &[(String, u64)]) -> (u64, u64, u64, u64, u64) {
+    let c = |name: &str| moved.iter().find(|(k, _)| k == name).map_or(0, |(_, v)| *v);
     (
         c("syn_cookie_sent"),
         c("syn_cookie_valid"),
         c("drop_syn_proxy_early_data"),
+        c("syn_proxy_time_wait"),
+        c("new_flow")
+            .saturating_sub(c("tcp_handshake_completed"))
+            .saturating_sub(c("syn_proxy_established")),
     )
 }
 
@@ -290,6 +323,7 @@ fn measure(topo: &Topology, active: &mut Active, mode: Mode, flood: bool) -> Res
             "flood: backends' sockets before the run: {:?}",
             backend_sockets(topo)
         );
+        let retrans0 = syn_retrans(topo);
         let lb0 = processes_cpu(&lb_pids);
         let m0 = MachineCpu::now()?;
         let t0 = Instant::now();
@@ -301,6 +335,7 @@ fn measure(topo: &Topology, active: &mut Active, mode: Mode, flood: bool) -> Res
         let cpu = MachineCpu::now()?.since(m0);
         let wall_s = t0.elapsed().as_secs_f64();
         let lb_cpu = processes_cpu(&lb_pids) - lb0;
+        let syn_retrans = syn_retrans(topo).saturating_sub(retrans0);
         let c1 = counters(active)?;
         let moved = c0.as_ref().zip(c1.as_ref()).map(|(a, b)| moved(a, b));
         if let Some(m) = &moved {
@@ -329,9 +364,10 @@ fn measure(topo: &Topology, active: &mut Active, mode: Mode, flood: bool) -> Res
             cpu,
             lb_cpu,
             cookies: moved.as_deref().map(cookie_counts),
+            syn_retrans,
         };
         eprintln!(
-            "flood: {} {}: {:.0} requests/s ({} in all), p50 {:.1} ms, p99 {:.1} ms, {} errors; machine {:.2} CPU-s/s (softirq {:.2}), daemon/HAProxy {:.2}; flood {:?}; cookies {:?}",
+            "flood: {} {}: {:.0} requests/s ({} in all), p50 {:.1} ms, p99 {:.1} ms, {} errors; machine {:.2} CPU-s/s (softirq {:.2}), daemon/HAProxy {:.2}; flood {:?}; cookies {:?}; client SYN retransmissions {}",
             mode.label(),
             if flood { "under flood" } else { "quiet" },
             sample.requests_per_s,
@@ -344,6 +380,7 @@ fn measure(topo: &Topology, active: &mut Active, mode: Mode, flood: bool) -> Res
             lb_cpu / wall_s,
             sample.flood.map(|f| (f.sent, f.rate() as u64, f.cpu)),
             sample.cookies,
+            sample.syn_retrans,
         );
         Ok(sample)
     })
