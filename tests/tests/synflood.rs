@@ -441,17 +441,19 @@ fn flood_run(
                 pace.wait();
             }
         });
-        std::thread::sleep(warm);
+        // The phases are lengths of time of the client's load, paced like it.
+        Pace::new(warm).wait();
         phase.store(DURING, Ordering::Relaxed);
         let flooder = s.spawn(|| syn_flood(topo.client(), &flood, stop_flood.clone()));
         let started = Instant::now();
+        let mut sample = Pace::new(Duration::from_secs(1));
         while started.elapsed() < flood_for && !flooder.is_finished() {
             during();
-            std::thread::sleep(Duration::from_secs(1));
+            sample.wait();
         }
         let report = flooder.join().unwrap().unwrap();
         phase.store(AFTER, Ordering::Relaxed);
-        std::thread::sleep(cool);
+        Pace::new(cool).wait();
         stop_client.store(true, Ordering::Relaxed);
         report
     });
