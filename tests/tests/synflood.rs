@@ -194,11 +194,20 @@ fn iperf(topo: &Topology, bytes: &str, reverse: bool) -> (u64, u64, u64) {
     )
 }
 
-/// What iperf3's receiver counted of `sent`: all of it where the client
-/// counts (`reverse`), else not more (see [`iperf`]).
-fn check_received(sent: u64, received: u64, reverse: bool) {
+/// What iperf3's receiver counted of `sent`, of a test of `requested`
+/// bytes. Where the client counts (`reverse`): at least every byte it asked
+/// for, and not more than was sent. The sender counts whole blocks written,
+/// which can go past `requested` (seen: 128 KiB past it, the client counting
+/// exactly `requested`), and the client may stop reading before the last of
+/// those arrive (seen under 5 % loss), so an exact match is not iperf3's to
+/// give. The server's count is a lower bound (see [`iperf`]). The bytes'
+/// contents are checked by the echo requests.
+fn check_received(sent: u64, received: u64, reverse: bool, requested: u64) {
     if reverse {
-        assert_eq!(received, sent, "the client received every byte");
+        assert!(
+            received >= requested && received <= sent,
+            "the client received {received} bytes of {sent} sent, {requested} asked for"
+        );
     } else {
         assert!(
             received > sent / 2 && received <= sent,
@@ -266,12 +275,13 @@ fn proxied(topo: &Topology, lb: &Balancer) {
     // iperf3 both ways: every byte across.
     for reverse in [false, true] {
         let (sent, received, retransmits) = iperf(topo, "50M", reverse);
+        let requested = 50 << 20;
         // (A server sends whole blocks: up to one more.)
         assert!(
             (50 << 20..=(50 << 20) + (1 << 20)).contains(&sent),
             "{sent}"
         );
-        check_received(sent, received, reverse);
+        check_received(sent, received, reverse, requested);
         eprintln!("iperf3 reverse={reverse}: {received} bytes, {retransmits} retransmitted");
     }
     let s = stats(lb);
@@ -352,11 +362,12 @@ fn with_syn_cookies_always_and_five_percent_loss_transfers_complete_intact() {
     }
     for reverse in [false, true] {
         let (sent, received, retransmits) = iperf(&topo, "20M", reverse);
+        let requested = 20 << 20;
         assert!(
             (20 << 20..=(20 << 20) + (1 << 20)).contains(&sent),
             "{sent}"
         );
-        check_received(sent, received, reverse);
+        check_received(sent, received, reverse, requested);
         // (In reverse the sender is the server, whose retransmissions the
         // client does not see.)
         assert!(retransmits > 0 || reverse, "the loss was felt");
