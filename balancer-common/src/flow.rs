@@ -102,7 +102,8 @@ pub struct FlowValue {
     /// `PROXY_SYN` the client's window (bits 0-15), what its cookie carries
     /// (bits 16-22, `cookie::CookieData::bits`) and [`PROXY_RESENT`]; once
     /// established, how the backend's windows are rescaled for the client
-    /// ([`window_rescale`], bits 0-8). Both entries alike.
+    /// ([`window_rescale`], bits 0-8) and part of the flow's cookie
+    /// ([`cookie_mark`], bits 9-30). Both entries alike.
     pub proxy: u32,
 }
 const _: () = assert!(core::mem::size_of::<FlowValue>() == 96);
@@ -116,6 +117,21 @@ pub const PROXIED: u32 = 1 << 31;
 pub const PROXY_RESENT: u32 = 1 << 24;
 /// Where the cookie's data sits in [`FlowValue::proxy`] while `PROXY_SYN`.
 pub const PROXY_DATA_SHIFT: u32 = 16;
+
+/// Where an established proxied flow's `proxy` word keeps [`cookie_mark`].
+pub const COOKIE_MARK_SHIFT: u32 = 9;
+/// The bits of [`cookie_mark`] in an established proxied flow's `proxy` word.
+pub const COOKIE_MARK_MASK: u32 = ((1 << 22) - 1) << COOKIE_MARK_SHIFT;
+
+/// 22 bits of the cookie a proxied flow was opened with, as its established
+/// `proxy` word keeps them: a segment of that connection that still
+/// acknowledges the cookie (a late copy of the client's handshake ACK, a
+/// request sent before the backend answered) is told from the cookie ACK of
+/// a new connection on the same 4-tuple, whose cookie differs.
+#[inline(always)]
+pub const fn cookie_mark(cookie: u32) -> u32 {
+    (cookie << COOKIE_MARK_SHIFT) & COOKIE_MARK_MASK
+}
 
 /// The rescale bits of an established SYN-proxied flow's `proxy` word whose
 /// backend scales its windows by `backend` while the client was told

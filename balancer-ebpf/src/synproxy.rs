@@ -23,8 +23,9 @@ use balancer_common::{
     cookie::{self, CookieData, NO_WSCALE, PROXY_WSCALE},
     csum,
     flow::{
-        DIR_FORWARD, FlowKey, FlowValue, PROXIED, PROXY_DATA_SHIFT, PROXY_RESENT, STATE_CLOSING,
-        STATE_ESTABLISHED, STATE_SYN_RECEIVED, WINDOW_RESCALE, window_rescale,
+        COOKIE_MARK_MASK, DIR_FORWARD, FlowKey, FlowValue, PROXIED, PROXY_DATA_SHIFT, PROXY_RESENT,
+        STATE_CLOSING, STATE_ESTABLISHED, STATE_SYN_RECEIVED, WINDOW_RESCALE, cookie_mark,
+        window_rescale,
     },
     global::Global,
     stats::Counter,
@@ -499,6 +500,18 @@ pub fn replaced_by_cookie(
             return false;
         }
     }
+    if !half_open
+        && flow.proxy & PROXIED != 0
+        && read_tcp(ctx, pkt)
+            .is_some_and(|t| cookie_mark(t.ack.wrapping_sub(1)) == flow.proxy & COOKIE_MARK_MASK)
+    {
+        // The flow's own cookie: a late segment of this very connection
+        // (a copy of the client's handshake ACK handled after its connection
+        // has come and gone, for one), not a new connection. Replacing the
+        // flow for it would open a second backend connection and cut this
+        // one's end off.
+        return false;
+    }
     if !check_ack(ctx, pkt).valid() {
         return false;
     }
@@ -657,6 +670,8 @@ fn answered(ctx: &XdpContext, pkt: &Packet, reply: &mut FlowValue) -> u32 {
         window_rescale(backend_ws.min(14) as u8, PROXY_WSCALE)
     };
     let delta = tcp.seq.wrapping_sub(reply.seq_delta);
+    // (While PROXY_SYN, seq_delta is the cookie.)
+    let established = PROXIED | rescale | cookie_mark(reply.seq_delta);
     // The SYN's ISN (the client's, or past a TIME_WAIT's) less the client's.
     let isn_delta = tcp.ack.wrapping_sub(1).wrapping_sub(reply.isn_delta);
     let forward_key = reply.peer_key(pkt.key.proto, pkt.key.family);
@@ -669,12 +684,12 @@ fn answered(ctx: &XdpContext, pkt: &Packet, reply: &mut FlowValue) -> u32 {
     forward.state = STATE_ESTABLISHED;
     forward.seq_delta = delta;
     forward.isn_delta = isn_delta;
-    forward.proxy = PROXIED | rescale;
+    forward.proxy = established;
     forward.last_seen_ns = now;
     reply.state = STATE_ESTABLISHED;
     reply.seq_delta = delta;
     reply.isn_delta = isn_delta;
-    reply.proxy = PROXIED | rescale;
+    reply.proxy = established;
     reply.last_seen_ns = now;
     handshake::promote(&forward_key, forward, &pkt.key, reply);
     count(Counter::SynProxyEstablished);
