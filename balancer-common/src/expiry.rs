@@ -1,15 +1,21 @@
 //! The in-kernel flow sweep's input and output (`SWEEP_LIMITS`, `SWEEP_STATS`),
 //! and its one decision: how long a flow may stay idle.
 
-use crate::{PROTO_TCP, flow::STATE_ESTABLISHED};
+use crate::{
+    PROTO_TCP,
+    flow::{STATE_ESTABLISHED, half_open},
+};
 
 /// Idle limits, in nanoseconds, that the daemon writes before each sweep.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SweepLimits {
     pub tcp_established_ns: u64,
-    /// Handshake not answered yet, or closing.
+    /// Closing.
     pub tcp_transitory_ns: u64,
+    /// Handshake not completed (half-open), from the first SYN: nothing a
+    /// half-open flow sees makes it younger.
+    pub tcp_syn_ns: u64,
     pub udp_ns: u64,
     /// For reply entries whose forward entry was evicted.
     pub longest_ns: u64,
@@ -19,7 +25,7 @@ pub struct SweepLimits {
     pub adopt: u32,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<SweepLimits>() == 40);
+const _: () = assert!(core::mem::size_of::<SweepLimits>() == 48);
 
 /// [`SweepLimits::adopt`]: every peer's flows (an active-standby takeover).
 pub const ADOPT_ALL: u32 = u32::MAX;
@@ -44,11 +50,15 @@ pub struct SweepStats {
     pub adopted: u64,
     /// Entries of peers' flows kept as they are (never expired here).
     pub held_entries: u64,
+    /// Of `expired`, flows whose handshake had not completed (half-open).
+    pub half_open_expired: u64,
+    /// Of those, SYN-proxied flows whose backend never answered the SYN.
+    pub proxy_expired: u64,
     /// Numbers the sweeps: the [`BackendSweep`] entries this sweep wrote carry it.
     pub generation: u32,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<SweepStats>() == 64);
+const _: () = assert!(core::mem::size_of::<SweepStats>() == 80);
 
 /// What the last sweep found per backend (`SWEEP_BACKENDS`, indexed like
 /// `BACKENDS`). An entry whose `generation` is not the last sweep's was not
@@ -74,6 +84,8 @@ impl SweepLimits {
             self.udp_ns
         } else if state == STATE_ESTABLISHED {
             self.tcp_established_ns
+        } else if half_open(state) {
+            self.tcp_syn_ns
         } else {
             self.tcp_transitory_ns
         }
@@ -97,7 +109,7 @@ mod tests {
     use super::*;
     use crate::{
         PROTO_UDP,
-        flow::{STATE_CLOSING, STATE_NEW},
+        flow::{STATE_CLOSING, STATE_NEW, STATE_PROXY_SYN, STATE_SYN_RECEIVED},
     };
 
     #[test]
@@ -105,11 +117,14 @@ mod tests {
         let l = SweepLimits {
             tcp_established_ns: 3600,
             tcp_transitory_ns: 30,
+            tcp_syn_ns: 5,
             udp_ns: 60,
             longest_ns: 3600,
             ..SweepLimits::default()
         };
-        assert_eq!(l.idle_limit_ns(PROTO_TCP, STATE_NEW, false), 30);
+        assert_eq!(l.idle_limit_ns(PROTO_TCP, STATE_NEW, false), 5);
+        assert_eq!(l.idle_limit_ns(PROTO_TCP, STATE_SYN_RECEIVED, false), 5);
+        assert_eq!(l.idle_limit_ns(PROTO_TCP, STATE_PROXY_SYN, false), 5);
         assert_eq!(l.idle_limit_ns(PROTO_TCP, STATE_ESTABLISHED, false), 3600);
         assert_eq!(l.idle_limit_ns(PROTO_TCP, STATE_CLOSING, false), 30);
         assert_eq!(l.idle_limit_ns(PROTO_UDP, STATE_ESTABLISHED, false), 60);

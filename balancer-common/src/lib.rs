@@ -6,6 +6,7 @@
 //! order and say so in their name (`_be`) or doc; everything else is host order.
 #![no_std]
 
+pub mod cookie;
 pub mod csum;
 pub mod expiry;
 pub mod firewall;
@@ -19,7 +20,7 @@ pub mod stats;
 
 /// Bumped whenever a key or value below changes shape; pinned state from another
 /// version is refused instead of misread.
-pub const LAYOUT_VERSION: u32 = 8;
+pub const LAYOUT_VERSION: u32 = 9;
 
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;

@@ -8,9 +8,11 @@
 
 use crate::{
     RawAddr,
+    cookie::CookieKey,
     expiry::{BackendSweep, SweepLimits, SweepStats},
     firewall::{Bucket, RuleKeyV4, RuleKeyV6},
     flow::{FlowKey, FlowValue, SyncEvent},
+    global::SynFlood,
     ha::Lease,
     service::{AddrKey, Backend, BackendIndex, ServiceKey, ServiceValue},
     stats::BackendStats,
@@ -107,8 +109,18 @@ maps! {
     MaglevTable = "MAGLEV_TABLE": Array<u32, u32>;
     /// Per-CPU rotating start of each service's scan or round-robin sequence.
     ScanCursor = "SCAN_CURSOR": PerCpuArray<u32, u32>;
-    /// Both directions of every tracked connection (sized by `flows.capacity`).
+    /// Both directions of every tracked connection (sized by `flows.capacity`)
+    /// but TCP ones whose handshake has not completed.
     Flows = "FLOWS": Hash<FlowKey, FlowValue>;
+    /// Both directions of TCP flows whose handshake has not completed (sized
+    /// by [`half_open_capacity`]): a table of their own, so that a flood of
+    /// SYNs never takes an established flow's place; when it is full, new
+    /// flows are refused until the sweep expires half-open ones.
+    HalfOpen = "HALF_OPEN": Hash<FlowKey, FlowValue>;
+    /// The SYN cookie key of each period, at `period % COOKIE_KEY_SLOTS`.
+    SynCookieKeys = "SYN_COOKIE_KEYS": Array<u32, CookieKey>;
+    /// Whether auto mode answers SYNs with cookies now (the program's).
+    SynFloodMap = "SYN_FLOOD": Array<u32, SynFlood>;
     /// MTU of each interface the program may redirect to, by ifindex.
     IfaceMtu = "IFACE_MTU": Hash<u32, u32>;
     /// Interfaces the program redirects to, by ifindex.
@@ -134,4 +146,14 @@ pub const PROGRAM_PRIVATE: &[&str] = &[
     "PORT_CURSOR",
     "BACKEND_HOPS",
     "CLOCK",
+    "SYN_WINDOW",
+    "TCP_OPTS",
+    "SEGMENT",
 ];
+
+/// Entries of `HALF_OPEN` for a flow table of `capacity` entries: a quarter,
+/// at least 4,096.
+pub const fn half_open_capacity(capacity: u32) -> u32 {
+    let q = capacity / 4;
+    if q < 4096 { 4096 } else { q }
+}

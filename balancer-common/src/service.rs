@@ -80,6 +80,9 @@ pub const P2C_TRIES: u32 = 8;
 pub const SERVICE_F_DNAT: u32 = 1 << 0;
 /// The service has an allow list: sources it does not match are refused.
 pub const SERVICE_F_ALLOW_LIST: u32 = 1 << 1;
+/// The service has source rules of its own (`allow` or `deny`): new flows
+/// look their source up in them (without, the lookup is skipped).
+pub const SERVICE_F_RULES: u32 = 1 << 2;
 
 /// Value of `SERVICES`.
 #[repr(C)]

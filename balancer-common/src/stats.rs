@@ -77,6 +77,38 @@ counters! {
     /// `ha::Lease::takeover_grace_until_ns`): dropped, so that the client
     /// retransmits, rather than reset.
     DropTakeoverGrace = "drop_takeover_grace",
+    /// A SYN to a VIP answered with a cookie by the SYN proxy (a SYN-ACK sent
+    /// back, XDP_TX): no state kept, no SNAT port taken.
+    SynCookieSent = "syn_cookie_sent",
+    /// An ACK with a valid cookie: the flow opened (firewall, scheduler, SNAT
+    /// port) and the ACK sent on to the backend as a SYN.
+    SynCookieValid = "syn_cookie_valid",
+    /// An ACK of no flow to a service that answers with cookies (or did
+    /// lately) whose cookie is not valid: a spoofed or stale ACK.
+    DropSynCookieInvalid = "drop_syn_cookie_invalid",
+    /// The backend answered a SYN-proxied flow's SYN: the balancer ACKed its
+    /// SYN-ACK and the flow translates sequence numbers from now on.
+    SynProxyEstablished = "syn_proxy_established",
+    /// The backend refused a SYN-proxied flow's SYN (a reset): the client got
+    /// a reset.
+    SynProxyRefused = "syn_proxy_refused",
+    /// A client segment of a SYN-proxied flow before its backend answered
+    /// (early data, or an ACK repeated): dropped, the client retransmits.
+    DropSynProxyEarly = "drop_syn_proxy_early_data",
+    /// A segment the SYN proxy had to grow (a SYN-ACK or SYN with its options)
+    /// whose buffer had no room: dropped, the client sends it again.
+    DropNoRoom = "drop_no_room",
+    /// A TCP handshake completed through the balancer without the SYN proxy
+    /// (the client acknowledged the backend's SYN-ACK): the flow left the
+    /// half-open table for the flow table.
+    HandshakeCompleted = "tcp_handshake_completed",
+    /// The backend answered a SYN-proxied flow's SYN with an ACK of an older
+    /// connection (a TIME_WAIT on the same 4-tuple that the client's initial
+    /// sequence number did not pass): the SYN went again with a later one.
+    SynProxyTimeWait = "syn_proxy_time_wait",
+    /// The backend had not answered a SYN-proxied flow's SYN when the client
+    /// sent its first segment again: the SYN went again (the first was lost).
+    SynProxySynAgain = "syn_proxy_syn_again",
 }
 
 /// `SERVICE_DROPS` index of a drop of a new flow to a service, by reason.

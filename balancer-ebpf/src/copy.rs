@@ -42,3 +42,17 @@ pub unsafe fn zero_words<T>(dst: *mut T) {
         unsafe { write_volatile(d.add(i), 0) };
     }
 }
+
+/// `*dst = *src` eight bytes at a time.
+///
+/// # Safety
+/// `dst` must be valid for writes and `src` for reads of a `T`.
+#[inline(always)]
+pub unsafe fn words<T>(dst: *mut T, src: *const T) {
+    const { assert!(size_of::<T>().is_multiple_of(8) && align_of::<T>() >= 8) };
+    let (d, s) = (dst as *mut u64, src as *const u64);
+    for i in 0..size_of::<T>() / 8 {
+        // SAFETY: within *dst and *src, per the caller's promise.
+        unsafe { write_volatile(d.add(i), read_volatile(s.add(i))) };
+    }
+}

@@ -1,4 +1,9 @@
 //! Flow creation (backend choice, SNAT port, both entries) and per-packet state.
+//!
+//! A new TCP flow's entries go to `HALF_OPEN`, not `FLOWS`: until its
+//! handshake completes (`handshake`) it can be evicted only by another new
+//! flow, never evict an established one, and it expires after
+//! `flows.tcp_syn_timeout_s` whatever it sees. UDP flows go to `FLOWS` at once.
 
 use core::{
     intrinsics::{AtomicOrdering::Relaxed, atomic_xadd, atomic_xchg},
@@ -14,10 +19,10 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use balancer_common::{
-    FAMILY_V6, RawAddr,
+    FAMILY_V6, PROTO_TCP, RawAddr,
     flow::{
         DIR_FORWARD, DIR_REPLY, FlowKey, FlowValue, OWNER_SELF, RELEASED, STATE_CLOSING,
-        STATE_ESTABLISHED, STATE_NEW, UNCOUNTED,
+        STATE_ESTABLISHED, STATE_NEW, STATE_PROXY_SYN, UNCOUNTED,
     },
     global::Global,
     maps::{Flows, Value},
@@ -29,7 +34,7 @@ use network_types::eth::EthHdr;
 
 use crate::{
     clock, copy, forward,
-    maps::{ACTIVE_CONNS, BACKENDS, FLOWS, GLOBAL, SNAT_POOL},
+    maps::{ACTIVE_CONNS, BACKENDS, FLOWS, GLOBAL, HALF_OPEN, SNAT_POOL},
     parse::{Packet, ptr_at},
     select,
 };
@@ -51,6 +56,8 @@ pub struct PortProbe {
     pool_len: u32,
     first: u32,
     found_be: u16,
+    /// [`CLAIMED`] when a port was found, [`TABLE_FULL`] when the search
+    /// stopped at a full `HALF_OPEN`, else 0.
     found: u16,
 }
 
@@ -105,13 +112,18 @@ extern "C" fn try_port(i: u32, _ctx: *mut c_void) -> i64 {
     let port_be = ((p.min + p.offset) as u16).to_be();
     p.reply_key.dport_be = port_be;
     // SAFETY: a per-CPU map value, filled by create before the search.
-    if FLOWS
-        .insert(&p.reply_key, unsafe { &*reply }, BPF_NOEXIST as u64)
-        .is_ok()
-    {
-        p.found_be = port_be;
-        p.found = 1;
-        return 1;
+    match claim(&p.reply_key, unsafe { &*reply }) {
+        CLAIMED => {
+            p.found_be = port_be;
+            p.found = CLAIMED;
+            return 1;
+        }
+        TABLE_FULL => {
+            // No other port would find room either.
+            p.found = TABLE_FULL;
+            return 1;
+        }
+        _ => {}
     }
     p.offset = if p.span <= SNAT_PORT_TRIES {
         // A small range is walked whole, so a free port is always found.
@@ -128,6 +140,42 @@ extern "C" fn try_port(i: u32, _ctx: *mut c_void) -> i64 {
         random.checked_rem(p.span).unwrap_or(0)
     };
     0
+}
+
+/// [`claim`]: the key was free and is the new flow's now.
+const CLAIMED: u16 = 1;
+/// [`claim`]: `HALF_OPEN` is full (a plain hash: it refuses, never evicts).
+const TABLE_FULL: u16 = 2;
+/// [`claim`]: another flow has the key.
+const TAKEN: u16 = 0;
+/// What a full preallocated hash map answers an insert with.
+const E2BIG: i32 = 7;
+/// What an insert with `BPF_NOEXIST` of a key already there is answered with.
+const EEXIST: i32 = 17;
+
+/// Inserts a new flow's reply entry unless its key is taken: TCP into
+/// `HALF_OPEN`, where it is taken if either table has it (inserted first, then
+/// looked up in `FLOWS`, so that a flow moving from one to the other is
+/// always seen in one of them); UDP into `FLOWS`.
+#[inline(always)]
+fn claim(reply_key: &FlowKey, reply: &FlowValue) -> u16 {
+    if reply_key.proto != PROTO_TCP {
+        return if FLOWS.insert(reply_key, reply, BPF_NOEXIST as u64).is_ok() {
+            CLAIMED
+        } else {
+            TAKEN
+        };
+    }
+    match HALF_OPEN.insert(reply_key, reply, BPF_NOEXIST as u64) {
+        Ok(()) => {}
+        Err(e) if e == -E2BIG => return TABLE_FULL,
+        Err(_) => return TAKEN,
+    }
+    if FLOWS.get_ptr(reply_key).is_some() {
+        let _ = HALF_OPEN.remove(reply_key);
+        return TAKEN;
+    }
+    CLAIMED
 }
 
 /// Where a family's SNAT addresses are in `SNAT_POOL`, and how many there are.
@@ -155,6 +203,26 @@ pub enum Created {
     Refused(Counter),
 }
 
+/// How a new flow starts: its state and handshake words (see the states in
+/// `balancer_common::flow`).
+pub struct Open {
+    pub state: u8,
+    /// Both entries' `seq_delta`, `isn_delta` and `proxy`.
+    pub seq_delta: u32,
+    pub isn_delta: u32,
+    pub proxy: u32,
+}
+
+impl Open {
+    /// A flow opened by its first packet.
+    pub const NEW: Open = Open {
+        state: STATE_NEW,
+        seq_delta: 0,
+        isn_delta: 0,
+        proxy: 0,
+    };
+}
+
 /// Per-CPU slots of `SCRATCH` for the two entries being built.
 const SCRATCH_REPLY: u32 = 0;
 const SCRATCH_FORWARD: u32 = 1;
@@ -167,7 +235,7 @@ pub fn on_packet(flow: &mut FlowValue, pkt: &Packet) {
     let tcp_end = pkt.is_tcp_end();
     if flow.direction == DIR_FORWARD {
         if tcp_end {
-            release(flow, pkt.key.proto, pkt.key.family);
+            release(flow, pkt.key.proto, pkt.key.family, true);
         }
         return;
     }
@@ -187,7 +255,7 @@ pub fn on_packet(flow: &mut FlowValue, pkt: &Packet) {
         // SAFETY: a map value pointer is valid for the duration of the program.
         let forward = unsafe { &mut *forward };
         if tcp_end {
-            release(forward, pkt.key.proto, pkt.key.family);
+            release(forward, pkt.key.proto, pkt.key.family, true);
         } else if forward.state == STATE_NEW {
             forward.state = STATE_ESTABLISHED;
         }
@@ -197,9 +265,10 @@ pub fn on_packet(flow: &mut FlowValue, pkt: &Packet) {
 /// Marks a forward entry closing and gives its backend's active count back,
 /// once: both ends may send their FIN at the same time on two CPUs, and the
 /// sweep may expire the flow meanwhile. Returns whether this call did. The
-/// standby hears of the end (`sync::closed`) from whichever call did.
+/// standby hears of the end (`sync::closed`) from whichever call did, if it
+/// heard of the flow (`synced`: a flow of `FLOWS`, not a half-open one).
 #[inline(always)]
-pub fn release(forward: &mut FlowValue, proto: u8, family: u8) -> bool {
+pub fn release(forward: &mut FlowValue, proto: u8, family: u8, synced: bool) -> bool {
     forward.state = STATE_CLOSING;
     // SAFETY: the field is 4-byte aligned inside a map value that outlives this call.
     let was = unsafe { atomic_xchg::<u32, { Relaxed }>(&mut forward.released, RELEASED) };
@@ -212,7 +281,9 @@ pub fn release(forward: &mut FlowValue, proto: u8, family: u8) -> bool {
         // SAFETY: 8-byte aligned map value; the count was raised at creation.
         unsafe { atomic_xadd::<u64, u64, { Relaxed }>(active, u64::MAX) };
     }
-    crate::sync::closed(forward, proto, family);
+    if synced {
+        crate::sync::closed(forward, proto, family);
+    }
     true
 }
 
@@ -245,6 +316,8 @@ fn fill(
         write_volatile(&mut v.nh_ifindex, 0);
         write_volatile(&mut v.owner, OWNER_SELF);
         write_volatile(&mut v.seq_delta, 0);
+        write_volatile(&mut v.isn_delta, 0);
+        write_volatile(&mut v.proxy, 0);
     }
     copy::bytes(&mut v.nh_dmac, &[0; 6]);
     copy::bytes(&mut v.nh_smac, &[0; 6]);
@@ -253,7 +326,13 @@ fn fill(
 /// A new flow: its backend by the service's scheduler, then a source port
 /// on an SNAT address (which inserts the reply entry), then the forward entry.
 #[inline(always)]
-pub fn create(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceValue) -> Created {
+pub fn create(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    key: &FlowKey,
+    service: &ServiceValue,
+    open: &Open,
+) -> Created {
     let Some(backend_idx) = select::choose(service, key) else {
         return Created::Refused(Counter::DropNoBackend);
     };
@@ -270,9 +349,18 @@ pub fn create(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceVa
     };
     // SAFETY: per-CPU map value, used by this program run only; no other
     // reference to it is alive here.
-    if let Err(reason) = prepare_reply(ctx, pkt, key, backend, backend_idx, dnat, now, unsafe {
-        &mut *probe
-    }) {
+    if let Err(reason) = prepare_reply(
+        ctx,
+        pkt,
+        key,
+        backend,
+        backend_idx,
+        dnat,
+        now,
+        // SAFETY: as above.
+        unsafe { &mut *probe },
+        open,
+    ) {
         return Created::Refused(reason);
     }
     let snat_port_be = if dnat {
@@ -283,9 +371,18 @@ pub fn create(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, service: &ServiceVa
     };
     match snat_port_be {
         // SAFETY: as above; the search is over.
-        Ok(port_be) => insert_forward(ctx, pkt, key, backend, backend_idx, port_be, now, unsafe {
-            &*probe
-        }),
+        Ok(port_be) => insert_forward(
+            ctx,
+            pkt,
+            key,
+            backend,
+            backend_idx,
+            port_be,
+            now,
+            // SAFETY: as above; the search is over.
+            unsafe { &*probe },
+            open,
+        ),
         Err(reason) => Created::Refused(reason),
     }
 }
@@ -306,6 +403,7 @@ fn prepare_reply(
     dnat: bool,
     now: u64,
     probe: &mut PortProbe,
+    open: &Open,
 ) -> Result<(), Counter> {
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
         return Err(Counter::DropMalformed);
@@ -326,6 +424,10 @@ fn prepare_reply(
         now,
         DIR_REPLY,
     );
+    reply.state = open.state;
+    reply.seq_delta = open.seq_delta;
+    reply.isn_delta = open.isn_delta;
+    reply.proxy = open.proxy;
     // SAFETY: reading the xdp_md of the running program.
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     reply.nh_ifindex = ingress;
@@ -353,13 +455,11 @@ fn claim_client_port(key: &FlowKey, probe: &PortProbe) -> Result<u16, Counter> {
         return Err(Counter::DropFlowTableFull);
     };
     // SAFETY: this CPU's slot, filled by prepare_reply.
-    if FLOWS
-        .insert(&probe.reply_key, unsafe { &*reply }, BPF_NOEXIST as u64)
-        .is_err()
-    {
-        return Err(Counter::DropSnatExhausted);
+    match claim(&probe.reply_key, unsafe { &*reply }) {
+        CLAIMED => Ok(key.sport_be),
+        TABLE_FULL => Err(Counter::DropFlowTableFull),
+        _ => Err(Counter::DropSnatExhausted),
     }
-    Ok(key.sport_be)
 }
 
 /// Full NAT: a free source port towards the backend on one of the family's
@@ -427,7 +527,10 @@ fn reserve_snat_port(
             read_volatile(&(*probe).offset),
         )
     };
-    if found == 0 {
+    if found == TABLE_FULL {
+        return Err(Counter::DropFlowTableFull);
+    }
+    if found != CLAIMED {
         return Err(Counter::DropSnatExhausted);
     }
     *cursor = last + 1;
@@ -447,6 +550,7 @@ fn insert_forward(
     snat_port_be: u16,
     now: u64,
     probe: &PortProbe,
+    open: &Open,
 ) -> Created {
     let Some(forward) = SCRATCH.get_ptr_mut(SCRATCH_FORWARD) else {
         return Created::Refused(Counter::DropFlowTableFull);
@@ -463,17 +567,46 @@ fn insert_forward(
         now,
         DIR_FORWARD,
     );
+    forward.state = open.state;
+    forward.seq_delta = open.seq_delta;
+    forward.isn_delta = open.isn_delta;
+    forward.proxy = open.proxy;
     // Learned before the insert, so that the entry holds it from the start.
     forward::learn_backend_hop(ctx, pkt, forward, backend_idx, now);
-    if FLOWS.insert(key, &*forward, 0).is_err() {
-        // Best effort: an orphaned reply entry only ages out of the LRU.
-        let _ = FLOWS.remove(&probe.reply_key);
+    let tcp = key.proto == PROTO_TCP;
+    // A proxied flow's entry must be new: the client's cookie ACK and its
+    // first data segment both carry the cookie, and with generic XDP each is
+    // run on the CPU that sent it, so two CPUs can open the same flow at once
+    // (on two SNAT ports, the second entry replacing the first and its
+    // handshake left without a forward half: about one in ten thousand
+    // connections of wrk here). The loser leaves it to the winner.
+    let proxied = open.state == STATE_PROXY_SYN;
+    let flags = if proxied { BPF_NOEXIST as u64 } else { 0 };
+    let inserted = if tcp {
+        HALF_OPEN.insert(key, &*forward, flags)
+    } else {
+        FLOWS.insert(key, &*forward, 0)
+    };
+    if let Err(e) = inserted {
+        // Best effort: an orphaned reply entry only ages out (the LRU, or the
+        // sweep of `HALF_OPEN`).
+        let _ = if tcp {
+            HALF_OPEN.remove(&probe.reply_key)
+        } else {
+            FLOWS.remove(&probe.reply_key)
+        };
+        if proxied && e == -EEXIST {
+            return Created::Refused(Counter::DropSynProxyEarly);
+        }
         return Created::Refused(Counter::DropFlowTableFull);
     }
     if let Some(active) = ACTIVE_CONNS.get_ptr_mut(backend_idx.0) {
         // SAFETY: 8-byte aligned map value.
         unsafe { atomic_xadd::<u64, u64, { Relaxed }>(active, 1) };
     }
-    crate::sync::new_flow(key, forward);
+    if !tcp {
+        // TCP flows go to the peers once established (`handshake::promote`).
+        crate::sync::new_flow(key, forward);
+    }
     Created::Flow(forward)
 }

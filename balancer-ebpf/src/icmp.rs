@@ -20,7 +20,7 @@ use network_types::{
 
 use crate::{
     forward,
-    maps::{FLOWS, count},
+    maps::{FLOWS, HALF_OPEN, count},
     parse::{IcmpError, Packet, ptr_at, words},
 };
 
@@ -56,7 +56,10 @@ pub fn relay(ctx: &XdpContext, err: &IcmpError) -> u32 {
         _pad: [0; 2],
     };
     // Not about one of our flows (the host's own traffic, say): the host's.
-    let Some(entry) = FLOWS.get_ptr_mut(&key) else {
+    let Some(entry) = FLOWS
+        .get_ptr_mut(&key)
+        .or_else(|| HALF_OPEN.get_ptr_mut(&key))
+    else {
         return pass(Counter::PassNotForUs);
     };
     // SAFETY: a map value pointer is valid for the duration of the program.

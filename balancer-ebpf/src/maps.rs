@@ -6,12 +6,13 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use balancer_common::{
+    cookie::COOKIE_KEY_SLOTS,
     global::GLOBAL_ENTRIES,
     maps::{
         ActiveConns, AddrFilter, BackendLoad, BackendStatsMap, Backends, FirewallV4, FirewallV6,
-        Flows, Globals, HaLease, IfaceMtu, Key, LocalAddrs, MaglevTable, RateBuckets, RrTable,
-        ScanCursor, ServiceDrops, ServiceSlots, Services, SnatPool, Stats, SweepBackends,
-        SweepLimitsMap, SweepStatsMap, Value,
+        Flows, Globals, HaLease, HalfOpen, IfaceMtu, Key, LocalAddrs, MaglevTable, RateBuckets,
+        RrTable, ScanCursor, ServiceDrops, ServiceSlots, Services, SnatPool, Stats, SweepBackends,
+        SweepLimitsMap, SweepStatsMap, SynCookieKeys, SynFloodMap, Value,
     },
     service::{
         ADDR_FILTER_WORDS, BackendIndex, MAGLEV_M, MAX_BACKENDS, MAX_BACKENDS_PER_SERVICE,
@@ -117,6 +118,26 @@ pub static SCAN_CURSOR: PerCpuArray<Value<ScanCursor>> =
 #[map]
 pub static FLOWS: LruHashMap<Key<Flows>, Value<Flows>> = LruHashMap::with_max_entries(65536, 0);
 
+/// Both directions of TCP flows whose handshake has not completed, until it
+/// does (`handshake::promote` moves them to `FLOWS`) or the sweep expires
+/// them. A plain hash, not an LRU: a full table refuses new flows rather
+/// than evict a half-open one, and the kernel's LRU evicts entries long
+/// before it is full when its free nodes gather on one CPU (entries freed on
+/// promotion go back to the CPU that inserted them), which here cost a
+/// handshake in every ten thousand or so. The daemon sets its size from
+/// `flows.capacity` too.
+#[map]
+pub static HALF_OPEN: HashMap<Key<HalfOpen>, Value<HalfOpen>> = HashMap::with_max_entries(16384, 0);
+
+/// The SYN cookie key of each period, written by the daemon.
+#[map]
+pub static SYN_COOKIE_KEYS: Array<Value<SynCookieKeys>> =
+    Array::with_max_entries(COOKIE_KEY_SLOTS, 0);
+
+/// Whether auto mode answers SYNs with cookies now (see `flood`).
+#[map]
+pub static SYN_FLOOD: Array<Value<SynFloodMap>> = Array::with_max_entries(1, 0);
+
 /// MTU of each interface in `TX_PORTS`, by ifindex, written by the daemon.
 #[map]
 pub static IFACE_MTU: HashMap<Key<IfaceMtu>, Value<IfaceMtu>> =
@@ -150,6 +171,12 @@ pub fn count(counter: Counter) {
         // SAFETY: per-CPU value, no other writer on this CPU while we run.
         unsafe { *c += 1 };
     }
+}
+
+/// A `GLOBAL` setting (0 when unset).
+#[inline(always)]
+pub fn global(g: balancer_common::global::Global) -> u32 {
+    GLOBAL.get(g.index()).copied().unwrap_or(0)
 }
 
 #[inline(always)]

@@ -15,6 +15,14 @@ use crate::parse::{MAX_L4_OFFSET, Packet, ptr_at};
 /// already checked that the IP and L4 headers are within the frame.
 #[inline(always)]
 pub fn translate(ctx: &XdpContext, pkt: &Packet, flow: &FlowValue) {
+    translate_with(ctx, pkt, flow, 0);
+}
+
+/// [`translate`], with `l4_extra` more for the TCP or UDP checksum's sum:
+/// changes the caller made elsewhere in the L4 header (the SYN proxy's
+/// sequence numbers), folded in with the addresses' and ports'.
+#[inline(always)]
+pub fn translate_with(ctx: &XdpContext, pkt: &Packet, flow: &FlowValue, l4_extra: u64) {
     // The offset comes through the stack, where the verifier may lose its
     // bounds; the parser never makes one this large.
     if pkt.l4_off > MAX_L4_OFFSET {
@@ -34,7 +42,8 @@ pub fn translate(ctx: &XdpContext, pkt: &Packet, flow: &FlowValue) {
     };
     let l4_delta = addr_delta
         + csum::delta_u16(pkt.key.sport_be, flow.new_sport_be)
-        + csum::delta_u16(pkt.key.dport_be, flow.new_dport_be);
+        + csum::delta_u16(pkt.key.dport_be, flow.new_dport_be)
+        + l4_extra;
     match pkt.key.proto {
         PROTO_TCP => {
             let Some(tcp) = ptr_at::<TcpHdr>(ctx, pkt.l4_off) else {

@@ -93,6 +93,19 @@ impl Packet {
         self.key.proto == PROTO_TCP && self.tcp_flags & (TCP_SYN | TCP_RST) == 0
     }
 
+    /// A TCP SYN (not a SYN-ACK, a reset or a FIN).
+    #[inline(always)]
+    pub fn is_tcp_syn(&self) -> bool {
+        self.key.proto == PROTO_TCP
+            && self.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN
+    }
+
+    /// A TCP segment that acknowledges (and is not a SYN or a reset).
+    #[inline(always)]
+    pub fn is_tcp_ack(&self) -> bool {
+        self.key.proto == PROTO_TCP && self.tcp_flags & (TCP_SYN | TCP_RST | TCP_ACK) == TCP_ACK
+    }
+
     #[inline(always)]
     pub fn is_tcp_end(&self) -> bool {
         self.key.proto == PROTO_TCP && self.tcp_flags & (TCP_FIN | TCP_RST) != 0

@@ -66,6 +66,24 @@ pub fn restart_recovered(services: usize, backends: usize, flows: usize) {
     );
 }
 
+/// Auto mode's SYN cookies came on (a SYN flood) or went off.
+pub fn syn_cookies(on: bool, activations: u64) {
+    if on {
+        warn!(
+            target: TARGET,
+            event = "syn_cookies_on",
+            activations,
+            "SYN flood: answering SYNs with cookies (SYN proxy on)"
+        );
+    } else {
+        info!(
+            target: TARGET,
+            event = "syn_cookies_off",
+            "SYN flood over: SYNs open flows again (SYN proxy off)"
+        );
+    }
+}
+
 /// The tracked conditions of high availability changed: faults (priority 0)
 /// and what took priority off.
 pub fn ha_conditions(faults: &[String], penalties: &[String], penalty: u8) {

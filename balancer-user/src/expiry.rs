@@ -13,8 +13,10 @@ use crate::config::Flows;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     pub tcp_established: Duration,
-    /// Handshake not answered yet, or closing.
+    /// Closing.
     pub tcp_transitory: Duration,
+    /// Handshake not completed (half-open), from the SYN.
+    pub tcp_syn: Duration,
     pub udp: Duration,
 }
 
@@ -23,6 +25,7 @@ impl From<&Flows> for Timeouts {
         Self {
             tcp_established: Duration::from_secs(f.tcp_established_timeout_s.into()),
             tcp_transitory: Duration::from_secs(f.tcp_transitory_timeout_s.into()),
+            tcp_syn: Duration::from_secs(f.tcp_syn_timeout_s.into()),
             udp: Duration::from_secs(f.udp_timeout_s.into()),
         }
     }
@@ -41,6 +44,7 @@ impl Timeouts {
         SweepLimits {
             tcp_established_ns: ns(self.tcp_established),
             tcp_transitory_ns: ns(self.tcp_transitory),
+            tcp_syn_ns: ns(self.tcp_syn),
             udp_ns: ns(self.udp),
             longest_ns: ns(self.longest()),
             ..SweepLimits::default()
@@ -50,8 +54,13 @@ impl Timeouts {
     /// How often to sweep: often enough that a flow outlives its limit by at
     /// most about half of the shortest one, at most once a second.
     pub fn sweep_interval(&self) -> Duration {
-        (self.tcp_transitory.min(self.udp).min(self.tcp_established) / 2)
-            .clamp(Duration::from_secs(1), Duration::from_secs(30))
+        (self
+            .tcp_transitory
+            .min(self.tcp_syn)
+            .min(self.udp)
+            .min(self.tcp_established)
+            / 2)
+        .clamp(Duration::from_secs(1), Duration::from_secs(30))
     }
 }
 
@@ -63,6 +72,7 @@ mod tests {
         Timeouts {
             tcp_established: Duration::from_secs(3600),
             tcp_transitory: Duration::from_secs(30),
+            tcp_syn: Duration::from_secs(30),
             udp: Duration::from_secs(60),
         }
     }
@@ -80,6 +90,11 @@ mod tests {
             ..timeouts()
         };
         assert_eq!(short.sweep_interval(), Duration::from_secs(1));
+        let syn = Timeouts {
+            tcp_syn: Duration::from_secs(5),
+            ..timeouts()
+        };
+        assert_eq!(syn.sweep_interval(), Duration::from_millis(2500));
     }
 
     #[test]
@@ -87,6 +102,7 @@ mod tests {
         let l = timeouts().limits();
         assert_eq!(l.tcp_established_ns, 3_600_000_000_000);
         assert_eq!(l.tcp_transitory_ns, 30_000_000_000);
+        assert_eq!(l.tcp_syn_ns, 30_000_000_000);
         assert_eq!(l.udp_ns, 60_000_000_000);
         assert_eq!(l.longest_ns, l.tcp_established_ns);
     }

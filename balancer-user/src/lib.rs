@@ -16,3 +16,4 @@ pub mod netlink;
 pub mod plan;
 pub mod runtime;
 pub mod sched;
+pub mod syncookie;

@@ -9,19 +9,22 @@ use anyhow::{Context, Result, bail};
 use balancer_common::{
     PROTO_TCP, PROTO_UDP,
     firewall::{RULE_ALLOW, RULE_DENY, Scope},
-    global::{GLOBAL_F_DEFAULT_DENY, GLOBAL_F_DNAT, GLOBAL_F_SYNC},
+    global::{
+        GLOBAL_F_ALLOW_LIST, GLOBAL_F_BLOCK_LIST, GLOBAL_F_DEFAULT_DENY, GLOBAL_F_DNAT,
+        GLOBAL_F_SYNC, SYN_COOKIES_ALWAYS, SYN_COOKIES_AUTO, SYN_COOKIES_OFF,
+    },
     service::{
         ADDR_F_DNAT_BACKEND, ADDR_F_SNAT, ADDR_F_VIP, AddrKey, BACKEND_F_HEALTHY,
         BACKEND_F_PRESENT, Backend, BackendIndex, MAGLEV_M, MAX_BACKENDS, MAX_BACKENDS_PER_SERVICE,
         MAX_SERVICES, MAX_SNAT_ADDRS, RR_TABLE_LEN, SCHED_LEAST_CONN, SCHED_MAGLEV, SCHED_P2C,
-        SCHED_ROUND_ROBIN, SERVICE_F_ALLOW_LIST, SERVICE_F_DNAT, ServiceId, ServiceKey,
-        ServiceValue,
+        SCHED_ROUND_ROBIN, SERVICE_F_ALLOW_LIST, SERVICE_F_DNAT, SERVICE_F_RULES, ServiceId,
+        ServiceKey, ServiceValue,
     },
 };
 
 use crate::{
     addr::raw,
-    config::{Config, FirewallAction, Forwarding, Protocol, Scheduler, Service},
+    config::{Config, FirewallAction, Forwarding, Protocol, Scheduler, Service, SynCookies},
     sched::{self, round_robin_sequence},
 };
 
@@ -38,6 +41,11 @@ pub struct Plan {
     /// New connections per second and burst per source (0 = unlimited).
     pub rate: u32,
     pub burst: u32,
+    /// `firewall.syn_cookies` (`SYN_COOKIES_*`), and auto mode's threshold
+    /// (half-open flows per second, node-wide) and cooldown.
+    pub syn_cookies: u32,
+    pub syn_flood_threshold: u32,
+    pub syn_flood_cooldown_ms: u32,
     /// `node.snat_addresses` by family: every new full-NAT flow takes a port on
     /// one of its family's (empty: the backend's own egress address).
     pub snat_v4: Vec<IpAddr>,
@@ -202,6 +210,13 @@ pub fn plan_with(
         firewall_v6,
         rate: fw.new_connections_per_source.rate,
         burst: fw.new_connections_per_source.burst,
+        syn_cookies: match fw.syn_cookies {
+            SynCookies::Off => SYN_COOKIES_OFF,
+            SynCookies::Auto => SYN_COOKIES_AUTO,
+            SynCookies::Always => SYN_COOKIES_ALWAYS,
+        },
+        syn_flood_threshold: fw.syn_flood_threshold,
+        syn_flood_cooldown_ms: fw.syn_flood_cooldown_s.saturating_mul(1000),
         snat_v4,
         snat_v6,
     })
@@ -215,6 +230,12 @@ fn global_flags(config: &Config) -> u32 {
     }
     if config.firewall.default == FirewallAction::Deny {
         flags |= GLOBAL_F_DEFAULT_DENY;
+    }
+    if !config.firewall.deny.is_empty() {
+        flags |= GLOBAL_F_BLOCK_LIST;
+    }
+    if !config.firewall.allow.is_empty() {
+        flags |= GLOBAL_F_ALLOW_LIST;
     }
     if config.ha.enabled && config.ha.sync_flows {
         flags |= GLOBAL_F_SYNC;
@@ -315,6 +336,11 @@ fn plan_service(
                     0
                 } else {
                     SERVICE_F_ALLOW_LIST
+                }
+                | if svc.allow.is_empty() && svc.deny.is_empty() {
+                    0
+                } else {
+                    SERVICE_F_RULES
                 },
             snat_port_min: port_min,
             snat_port_max: port_max,
@@ -489,6 +515,7 @@ backends = [{ address = "203.0.113.31:53" }]
         assert_ne!(p.global_flags & GLOBAL_F_DEFAULT_DENY, 0);
         assert_ne!(p.services[0].value.flags & SERVICE_F_ALLOW_LIST, 0);
         assert_eq!(p.services[1].value.flags & SERVICE_F_ALLOW_LIST, 0);
+        assert_ne!(p.services[0].value.flags & SERVICE_F_RULES, 0);
         assert_eq!((p.rate, p.burst), (10, 20));
     }
 

@@ -404,9 +404,13 @@ pub struct Firewall {
     pub deny: Option<Vec<IpNet>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub new_connections_per_source: Option<RateLimit>,
-    /// SYN cookies in XDP (issue 12: a daemon without the key refuses it).
+    /// SYN cookies in XDP, the SYN proxy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub syn_cookies: Option<SynCookies>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syn_flood_threshold: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syn_flood_cooldown_s: Option<u32>,
 }
 
 /// `firewall.new_connections_per_source`, written inline.
@@ -445,6 +449,18 @@ impl Firewall {
 
     pub fn syn_cookies(mut self, mode: SynCookies) -> Self {
         self.syn_cookies = Some(mode);
+        self
+    }
+
+    /// Auto mode: half-open flows per second that turn cookies on.
+    pub fn syn_flood_threshold(mut self, per_second: u32) -> Self {
+        self.syn_flood_threshold = Some(per_second);
+        self
+    }
+
+    /// Auto mode: how long cookies stay on after the flood.
+    pub fn syn_flood_cooldown_s(mut self, s: u32) -> Self {
+        self.syn_flood_cooldown_s = Some(s);
         self
     }
 }

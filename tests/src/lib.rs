@@ -22,6 +22,7 @@ mod balancer;
 mod bird;
 mod chatter;
 pub mod config;
+pub mod flood;
 mod netns;
 mod nginx;
 mod ping;
@@ -30,6 +31,7 @@ pub mod routed;
 mod servers;
 mod topology;
 mod util;
+mod xdp_pass;
 
 use std::sync::OnceLock;
 

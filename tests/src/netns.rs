@@ -256,6 +256,14 @@ impl Netns {
         self.exec("ethtool", &args).map(drop)
     }
 
+    /// Attaches an XDP program that passes every frame to `dev`, for as long
+    /// as the returned link is open (see `xdp_pass`).
+    pub fn xdp_pass(&self, dev: &str) -> Result<std::os::fd::OwnedFd> {
+        let ifindex = self.ifindex(dev)?;
+        self.try_run(move || crate::xdp_pass::attach(ifindex))?
+            .with_context(|| format!("XDP_PASS on {dev} in namespace {}", self.name))
+    }
+
     /// The interface index of `dev` in this namespace.
     pub fn ifindex(&self, dev: &str) -> Result<u32> {
         let d = dev.to_string();

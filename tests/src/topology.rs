@@ -165,6 +165,9 @@ pub struct Topology {
     lb: Netns,
     lb2: Option<Netns>,
     backends: Vec<Netns>,
+    /// XDP_PASS on the switch-side peers of the balancers' veths (see
+    /// `wire`), attached while these are open.
+    _xdp_links: Vec<std::os::fd::OwnedFd>,
     sw: Netns,
 }
 
@@ -202,7 +205,7 @@ impl Topology {
         for i in 1..=b.backends {
             backends.push(ns(&format!("be{i}"))?);
         }
-        let topo = Topology {
+        let mut topo = Topology {
             prefix,
             ipv6: b.ipv6,
             replacements: 0,
@@ -210,6 +213,7 @@ impl Topology {
             lb,
             lb2,
             backends,
+            _xdp_links: Vec::new(),
             sw,
         };
         topo.wire()
@@ -225,7 +229,7 @@ impl Topology {
         Ok(topo)
     }
 
-    fn wire(&self) -> Result<()> {
+    fn wire(&mut self) -> Result<()> {
         use ifnames::*;
         let v6 = self.ipv6;
         // The switch carries frames only: no IPv6 link-local chatter from its ports.
@@ -315,10 +319,11 @@ impl Topology {
         }
         self.sw.ip_batch(&lines)?;
 
-        self.tune_lb_ports(&self.lb, (SW_LB_FRONT, SW_LB_BACK))?;
+        let mut links = self.tune_lb_ports(&self.lb, (SW_LB_FRONT, SW_LB_BACK))?;
         if let Some(lb2) = &self.lb2 {
-            self.tune_lb_ports(lb2, (SW_LB2_FRONT, SW_LB2_BACK))?;
+            links.extend(self.tune_lb_ports(lb2, (SW_LB2_FRONT, SW_LB2_BACK))?);
         }
+        self._xdp_links.extend(links);
         Ok(())
     }
 
@@ -425,14 +430,24 @@ impl Topology {
     /// Checksums filled in before frames reach the lb's XDP program, XDP_TX'd
     /// or redirected frames accepted, and redirected frames received (the
     /// peers have NAPI through GRO). See TOOLCHAIN.md, "XDP on veth pairs".
-    fn tune_lb_ports(&self, lb: &Netns, (sw_front, sw_back): (&str, &str)) -> Result<()> {
+    /// And frames the balancer sends back out of the interface they came in
+    /// on (XDP_TX: a SYN proxy's answers) go on at once: veth wakes its peer
+    /// for them only when the peer has an XDP program. The returned links
+    /// keep those programs attached.
+    fn tune_lb_ports(
+        &self,
+        lb: &Netns,
+        (sw_front, sw_back): (&str, &str),
+    ) -> Result<Vec<std::os::fd::OwnedFd>> {
+        let mut links = Vec::new();
         for dev in [sw_front, sw_back] {
             self.sw.ethtool_k(dev, &[("tx", false), ("gro", true)])?;
+            links.push(self.sw.xdp_pass(dev)?);
         }
         for dev in [ifnames::LB_FRONT, ifnames::LB_BACK] {
             lb.ethtool_k(dev, &[("tx", false)])?;
         }
-        Ok(())
+        Ok(links)
     }
 
     /// The unique prefix of all namespace names of this topology.

@@ -297,6 +297,7 @@ fn no_idle_allowed() -> Timeouts {
     Timeouts {
         tcp_established: Duration::from_secs(3600),
         tcp_transitory: Duration::ZERO,
+        tcp_syn: Duration::ZERO,
         udp: Duration::ZERO,
     }
 }
@@ -319,6 +320,10 @@ fn ten_thousand_closed_connections_leave_no_count_and_no_entry() {
         let fwd = inspect(&out);
         let answer = |flags| tcp_frame(fwd.dst, SNAT, 8080, fwd.sport, flags, b"");
         assert_eq!(fx.run(&answer("SA"), fx.back).0, XDP_REDIRECT);
+        // The client's ACK completes the handshake (SYNs that never complete
+        // are a flood, which auto mode answers with cookies).
+        let ack = tcp_seq_frame(client, VIP, sport, 80, "A", 1001, 1001, b"");
+        assert_eq!(fx.run(&ack, fx.front).0, XDP_REDIRECT);
         let fin = tcp_frame(client, VIP, sport, 80, "FA", b"");
         assert_eq!(fx.run(&fin, fx.front).0, XDP_REDIRECT);
         assert_eq!(fx.run(&answer("FA"), fx.back).0, XDP_REDIRECT);
@@ -363,12 +368,7 @@ fn idle_flows_expire_and_give_back_count_and_port() {
     let dns_backend = DNS_BACKEND;
     assert_eq!(fx.dp.active_conns(BackendIndex(dns_backend)).unwrap(), 32);
     // An established TCP flow with a long limit is kept.
-    let (_, out) = fx.run(&tcp_frame(CLIENT, VIP, 32000, 80, "S", b""), fx.front);
-    let fwd = inspect(&out);
-    fx.run(
-        &tcp_frame(fwd.dst, SNAT, 8080, fwd.sport, "SA", b""),
-        fx.back,
-    );
+    handshake(&fx, CLIENT, 32000, 80);
 
     let stats = fx.dp.sweep(&no_idle_allowed()).unwrap();
     assert_eq!((stats.expired, stats.released), (32, 32));
@@ -402,12 +402,7 @@ fn sweeps_count_the_entries_and_the_snat_ports_they_keep() {
         let frame = udp_frame(CLIENT, VIP, 34000 + i, 53, b"q");
         assert_eq!(fx.run(&frame, fx.front).0, XDP_REDIRECT);
     }
-    let (_, out) = fx.run(&tcp_frame(CLIENT, VIP, 34100, 80, "S", b""), fx.front);
-    let fwd = inspect(&out);
-    fx.run(
-        &tcp_frame(fwd.dst, SNAT, 8080, fwd.sport, "SA", b""),
-        fx.back,
-    );
+    let fwd = handshake(&fx, CLIENT, 34100, 80);
     let web = BACKENDS.iter().position(|b| *b == fwd.dst).unwrap() as u32;
     let patient = Timeouts {
         udp: Duration::from_secs(60),

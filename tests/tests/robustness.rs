@@ -45,11 +45,18 @@ mod common;
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     fmt::Write as _,
+    net::IpAddr,
     panic::{AssertUnwindSafe, catch_unwind},
     time::{Duration, Instant},
 };
 
-use balancer_common::{csum, service::BackendIndex, stats::Counter};
+use balancer_common::{
+    cookie::{self, CookieData},
+    csum,
+    service::BackendIndex,
+    stats::Counter,
+};
+use balancer_tests::config::{Firewall, SynCookies};
 use common::*;
 
 const DEFAULT_SEED: u64 = 0x1b3d_0003_5eed_2026;
@@ -224,6 +231,12 @@ impl Rng {
 
     fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| self.u8()).collect()
+    }
+
+    /// Random bytes, as many as one of `lengths`.
+    fn bytes_of(&mut self, lengths: &[usize]) -> Vec<u8> {
+        let n = self.pick(lengths);
+        self.bytes(n)
     }
 }
 
@@ -1779,7 +1792,11 @@ fn judge(fx: &Fixture, net: &Net, model: &mut Model, run: &Run) -> Result<&'stat
 
 #[test]
 fn randomized_frames_pass_unchanged_drop_or_forward_valid_packets() {
-    let config = config().snat_port_range(SNAT_RANGE.0, SNAT_RANGE.1);
+    // Without the SYN proxy: a flood of SYNs that never complete would turn
+    // auto mode on (the proxy's paths have a test of their own below).
+    let config = config()
+        .snat_port_range(SNAT_RANGE.0, SNAT_RANGE.1)
+        .firewall(Firewall::default().syn_cookies(SynCookies::Off));
     let seed = env_u64("ROBUSTNESS_SEED").unwrap_or(DEFAULT_SEED);
     let frames = env_u64("ROBUSTNESS_FRAMES").unwrap_or(DEFAULT_FRAMES);
     let Some(fx) = Fixture::with_config(&config, flow_table(frames)) else {
@@ -2019,4 +2036,699 @@ fn oversized_packet_of_an_established_flow_is_not_redirected() {
         "a {}-byte IP packet for a 1500-byte MTU egress is redirected when its flow has a cached next hop",
         data.len() - 14
     );
+}
+
+// ---------------------------------------------------------------------------
+// The SYN proxy's paths, randomized: with `syn_cookies = "always"`, SYNs with
+// random (and broken) options, ACKs with valid, altered and random cookies,
+// backends' SYN-ACKs with random options and their resets, data both ways
+// with random SACK blocks, windows and payloads, early data, the backend's
+// SYN-ACK sent again, in both families, and truncated copies of all of them:
+// each frame judged against a model of the proxy.
+
+/// What the program's option walk (`tcpopt`) finds in option bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct WalkedOpts {
+    mss: u32,
+    /// 15: none.
+    wscale: u32,
+    sack_perm: bool,
+    /// The last complete SACK option: (offset in the options, length).
+    sack: Option<(usize, usize)>,
+}
+
+fn walk_opts(b: &[u8]) -> WalkedOpts {
+    let mut o = WalkedOpts {
+        wscale: 15,
+        ..WalkedOpts::default()
+    };
+    let len = b.len();
+    let mut off = 0;
+    for _ in 0..40 {
+        if off >= len || b[off] == 0 {
+            break;
+        }
+        if b[off] == 1 {
+            off += 1;
+            continue;
+        }
+        if off + 1 >= len {
+            break;
+        }
+        let size = b[off + 1] as usize;
+        if size < 2 || off + size > len {
+            break;
+        }
+        match (b[off], size) {
+            (2, 4) => o.mss = u32::from(u16::from_be_bytes([b[off + 2], b[off + 3]])),
+            (3, 3) => o.wscale = u32::from(b[off + 2]),
+            (4, 2) => o.sack_perm = true,
+            (5, _) if size >= 10 && (size - 2).is_multiple_of(8) => o.sack = Some((off, size)),
+            _ => {}
+        }
+        off += size;
+    }
+    o
+}
+
+/// Random options for a SYN or SYN-ACK: the usual ones in random order and
+/// values, sometimes missing, repeated, malformed or after an end of list.
+fn random_syn_opts(rng: &mut Rng) -> Vec<u8> {
+    let mut o = Vec::new();
+    for _ in 0..rng.between(0, 6) {
+        let item: Vec<u8> = match rng.below(9) {
+            0 | 1 => {
+                let mss = rng.pick_or_any_u16(&[536, 1220, 1300, 1400, 1440, 1460, 8960]);
+                let [a, b] = mss.to_be_bytes();
+                vec![2, 4, a, b]
+            }
+            2 | 3 => vec![3, 3, rng.pick_or_any_u8(&[0, 1, 7, 9, 10, 14, 15, 16])],
+            4 => vec![4, 2],
+            5 => {
+                let mut t = vec![8, 10];
+                t.extend(rng.bytes(8));
+                t
+            }
+            6 => vec![1],
+            7 => {
+                // An unknown option, or a known one of the wrong size.
+                let kind = rng.pick_or_any_u8(&[2, 3, 4, 30]);
+                let size = rng.between(2, 6);
+                let mut t = vec![kind, size as u8];
+                t.extend(rng.bytes(size - 2));
+                t
+            }
+            _ => {
+                if rng.pct(30) {
+                    vec![0]
+                } else {
+                    vec![rng.u8(), rng.u8()]
+                }
+            }
+        };
+        if o.len() + item.len() <= 40 {
+            o.extend(item);
+        }
+    }
+    while !o.len().is_multiple_of(4) {
+        o.push(1);
+    }
+    o
+}
+
+/// SACK blocks (edges near `base`) at an even or odd offset, with other
+/// options around them, for a client's segment.
+fn random_sack_opts(rng: &mut Rng, base: u32) -> Vec<u8> {
+    let mut o = vec![1; rng.below(3)];
+    let blocks = rng.between(1, 4);
+    if o.len() + 2 + 8 * blocks <= 40 {
+        o.extend([5, (2 + 8 * blocks) as u8]);
+        for _ in 0..blocks * 2 {
+            let edge = base.wrapping_add(rng.u64() as u32 % 100_000);
+            o.extend(edge.to_be_bytes());
+        }
+    }
+    if rng.pct(20) && o.len() + 10 <= 40 {
+        o.extend([8, 10]);
+        o.extend(rng.bytes(8));
+    }
+    while !o.len().is_multiple_of(4) {
+        o.push(1);
+    }
+    o
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ProxyClient {
+    v6: bool,
+    addr: IpAddr,
+    sport: u16,
+    isn: u32,
+}
+
+/// A proxied flow the model follows.
+#[derive(Debug, Clone)]
+struct ProxyFlow {
+    c: ProxyClient,
+    cookie: u32,
+    data: CookieData,
+    /// The ACK's window, which the ACK to the backend carries.
+    window: u16,
+    /// The SYN as the backend got it: its source (SNAT address and port)
+    /// and destination (the backend).
+    syn: Tcp,
+    /// The backend's ISN and window scale (`None` before its SYN-ACK).
+    backend: Option<(u32, u8)>,
+    /// The ISN of the SYN sent again past the backend's TIME_WAIT, if it was.
+    isn2: Option<u32>,
+}
+
+impl ProxyFlow {
+    fn delta(&self) -> u32 {
+        self.backend.unwrap().0.wrapping_sub(self.cookie)
+    }
+
+    /// The ISN the backend knows the client by.
+    fn isn_b(&self) -> u32 {
+        self.isn2.unwrap_or(self.c.isn)
+    }
+
+    /// What the client's sequence numbers take on the way to the backend.
+    fn isn_delta(&self) -> u32 {
+        self.isn_b().wrapping_sub(self.c.isn)
+    }
+}
+
+/// `opts` with every SACK edge moved by `by`.
+fn shift_sack_edges(opts: &[u8], by: u32) -> Vec<u8> {
+    let mut want = opts.to_vec();
+    if let Some((at, size)) = walk_opts(opts).sack {
+        for e in (at + 2..at + size).step_by(4) {
+            let edge = u32::from_be_bytes(want[e..e + 4].try_into().unwrap());
+            want[e..e + 4].copy_from_slice(&edge.wrapping_add(by).to_be_bytes());
+        }
+    }
+    want
+}
+
+/// Judges what the program did with a frame: (action, frame out) -> what
+/// it changes in the model, or what was wrong.
+type Judge = Box<dyn FnMut(u32, &[u8]) -> Result<Effect, String>>;
+
+/// What a frame the program handled as the model expected changes in it.
+enum Effect {
+    None,
+    Issued(ProxyClient, u32, CookieData),
+    Opened(Box<ProxyFlow>),
+    /// The backend of flow `i` answered with its ISN and window scale, and
+    /// announced an MSS (which clients of its family are told from then on).
+    Answered(usize, u32, u8, u32),
+    /// The SYN of flow `i` went again with this ISN (a TIME_WAIT's ACK).
+    Resent(usize, u32),
+    Closed(usize),
+}
+
+fn vip_of(v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::from(VIP6)
+    } else {
+        IpAddr::from(VIP)
+    }
+}
+
+#[test]
+fn randomized_frames_through_the_syn_proxy() {
+    let config = config_with_ipv6()
+        .snat_port_range(SNAT_RANGE.0, SNAT_RANGE.1)
+        .firewall(Firewall::default().syn_cookies(SynCookies::Always));
+    let seed = env_u64("ROBUSTNESS_SEED").unwrap_or(DEFAULT_SEED) ^ 0x5ec0_0c1e;
+    let frames = env_u64("ROBUSTNESS_PROXY_FRAMES").unwrap_or(40_000);
+    let Some(fx) = Fixture::with_config(&config, 1 << 18) else {
+        return;
+    };
+    eprintln!(
+        "syn proxy robustness: seed {seed:#x} (ROBUSTNESS_SEED overrides), {frames} frames (ROBUSTNESS_PROXY_FRAMES)"
+    );
+    let mut rng = Rng::new(seed);
+    let mut issued: Vec<(ProxyClient, u32, CookieData)> = Vec::new();
+    let mut flows: Vec<ProxyFlow> = Vec::new();
+    let mut announced = [1460u16, 1440u16];
+    let mut next_port = 1024u16;
+    let mut seen_cases: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut want = BTreeMap::<&'static str, u64>::new();
+    let start = Instant::now();
+    let backends4: Vec<IpAddr> = BACKENDS.iter().map(|b| IpAddr::from(*b)).collect();
+    for index in 0..frames {
+        if index % 4096 == 0 {
+            assert!(
+                start.elapsed() < TIME_LIMIT,
+                "still running at frame {index}"
+            );
+        }
+        let v6 = rng.pct(25);
+        let fresh = |rng: &mut Rng, next_port: &mut u16| {
+            *next_port = if *next_port >= 65000 {
+                1024
+            } else {
+                *next_port + 1
+            };
+            let addr = if v6 {
+                IpAddr::from(CLIENT6)
+            } else {
+                IpAddr::from(rng.pick(&FRONT_CLIENTS))
+            };
+            ProxyClient {
+                v6,
+                addr,
+                sport: *next_port,
+                isn: rng.u64() as u32,
+            }
+        };
+        let pending: Vec<usize> = (0..flows.len())
+            .filter(|&i| flows[i].backend.is_none())
+            .collect();
+        let established: Vec<usize> = (0..flows.len())
+            .filter(|&i| flows[i].backend.is_some())
+            .collect();
+        // The case, its frame and ingress, and how to judge the outcome.
+        let case = rng.below(100);
+        let (name, frame, ingress): (&'static str, Vec<u8>, u32);
+        let mut check: Judge;
+        if case < 25 || issued.is_empty() && pending.is_empty() && established.is_empty() {
+            // A SYN: a SYN-ACK with a cookie, no state.
+            let c = fresh(&mut rng, &mut next_port);
+            let opts = random_syn_opts(&mut rng);
+            let w = walk_opts(&opts);
+            let data = CookieData::of_syn(w.mss as u16, w.wscale as u8, w.sack_perm, v6);
+            let syn = Tcp::new(c.addr, vip_of(v6), c.sport, 80, SYN)
+                .seq(c.isn, 0)
+                .window(rng.u16())
+                .opts(&opts)
+                .payload(&rng.bytes_of(&[0, 0, 0, 10]));
+            name = "syn";
+            frame = syn.client_frame();
+            ingress = fx.front;
+            let mss = announced[usize::from(v6)];
+            check = Box::new(move |action, out| {
+                if action != XDP_TX {
+                    return Err(format!("SYN: action {action}, not TX"));
+                }
+                let (t, _, dst) = seen(out);
+                let want_opts = proxy_opts(mss, (data.wscale != 15).then_some(7), data.sack);
+                if (t.src, t.dst, t.sport, t.dport) != (vip_of(c.v6), c.addr, 80, c.sport)
+                    || t.flags != SYN | ACK
+                    || t.ack != c.isn.wrapping_add(1)
+                    || t.opts != want_opts
+                    || !t.payload.is_empty()
+                    || dst != CLIENT_MAC
+                {
+                    return Err(format!("SYN-ACK {t:?}, options wanted {want_opts:?}"));
+                }
+                Ok(Effect::Issued(c, t.seq, data))
+            });
+        } else if case < 40 && !issued.is_empty() {
+            // The ACK of a cookie: the SYN to a backend. (A cookie is used
+            // once by the model, whether its ACK went whole or cut short.)
+            let (c, cookie, data) = issued.swap_remove(rng.below(issued.len()));
+            let window = rng.u16();
+            let ack = Tcp::new(c.addr, vip_of(c.v6), c.sport, 80, ACK)
+                .seq(c.isn.wrapping_add(1), cookie.wrapping_add(1))
+                .window(window)
+                .payload(&rng.bytes_of(&[0, 0, 1, 100]));
+            name = "valid cookie";
+            frame = ack.client_frame();
+            ingress = fx.front;
+            let backends = if c.v6 {
+                vec![IpAddr::from(BACKENDS6[0])]
+            } else {
+                backends4.clone()
+            };
+            let snat = if c.v6 {
+                IpAddr::from(SNAT6)
+            } else {
+                IpAddr::from(SNAT)
+            };
+            check = Box::new(move |action, out| {
+                if action != XDP_REDIRECT {
+                    return Err(format!("valid cookie's ACK: action {action}"));
+                }
+                let (t, _, _) = seen(out);
+                let want_opts = proxy_opts(
+                    data.mss(c.v6),
+                    (data.wscale != 15).then_some(data.wscale),
+                    data.sack,
+                );
+                if t.src != snat
+                    || !backends.contains(&t.dst)
+                    || t.dport != 8080
+                    || !(SNAT_RANGE.0..=SNAT_RANGE.1).contains(&t.sport)
+                    || t.flags != SYN
+                    || t.seq != c.isn
+                    || t.window != window
+                    || t.opts != want_opts
+                    || !t.payload.is_empty()
+                {
+                    return Err(format!("SYN {t:?}, options wanted {want_opts:?}"));
+                }
+                Ok(Effect::Opened(Box::new(ProxyFlow {
+                    c,
+                    cookie,
+                    data,
+                    window,
+                    syn: t,
+                    backend: None,
+                    isn2: None,
+                })))
+            });
+        } else if case < 48 {
+            // An ACK whose cookie is not ours: altered, or random.
+            let c = fresh(&mut rng, &mut next_port);
+            let bad = match issued.last() {
+                Some((_, cookie, _)) if rng.pct(50) => {
+                    cookie.wrapping_add(1 + (rng.u64() as u32 % 1000))
+                }
+                _ => rng.u64() as u32,
+            };
+            let ack = Tcp::new(c.addr, vip_of(c.v6), c.sport, 80, ACK)
+                .seq(c.isn.wrapping_add(1), bad.wrapping_add(1))
+                .payload(&rng.bytes_of(&[0, 20]));
+            name = "bad cookie";
+            frame = ack.client_frame();
+            ingress = fx.front;
+            check = Box::new(|action, _| {
+                (action == XDP_DROP)
+                    .then_some(Effect::None)
+                    .ok_or(format!("a bad cookie: action {action}"))
+            });
+        } else if case < 60 && !pending.is_empty() {
+            let i = rng.pick(&pending);
+            let f = flows[i].clone();
+            let from_backend =
+                |flags| Tcp::new(f.syn.dst, f.syn.src, f.syn.dport, f.syn.sport, flags);
+            if rng.pct(12) {
+                // The backend refuses: the client gets the reset.
+                name = "backend reset";
+                frame = from_backend(RST | ACK)
+                    .seq(0, f.c.isn.wrapping_add(1))
+                    .backend_frame();
+                ingress = fx.back;
+                check = Box::new(move |action, out| {
+                    if action != XDP_REDIRECT {
+                        return Err(format!("backend reset: action {action}"));
+                    }
+                    let (t, _, _) = seen(out);
+                    if (t.src, t.dst, t.sport, t.dport) != (vip_of(f.c.v6), f.c.addr, 80, f.c.sport)
+                        || t.flags & RST == 0
+                        || t.seq != f.cookie.wrapping_add(1)
+                    {
+                        return Err(format!("reset to the client {t:?}"));
+                    }
+                    Ok(Effect::Closed(i))
+                });
+            } else if rng.pct(15) {
+                // Early data: dropped; or, once the flow is old enough (the
+                // model does not know the program's clock), the client's first
+                // segment again is the SYN again, unless it went past a
+                // TIME_WAIT already.
+                name = "early data";
+                let seg = Tcp::new(f.c.addr, vip_of(f.c.v6), f.c.sport, 80, ACK | PSH)
+                    .seq(f.c.isn.wrapping_add(1), f.cookie.wrapping_add(1))
+                    .window(rng.u16())
+                    .payload(&{
+                        let n = rng.between(1, 200);
+                        rng.bytes(n)
+                    });
+                frame = seg.client_frame();
+                ingress = fx.front;
+                check = Box::new(move |action, out| {
+                    if action == XDP_DROP {
+                        return Ok(Effect::None);
+                    }
+                    if action != XDP_REDIRECT || f.isn2.is_some() {
+                        return Err(format!("early data: action {action}"));
+                    }
+                    let (t, _, _) = seen(out);
+                    if (t.src, t.dst, t.sport, t.dport)
+                        != (f.syn.src, f.syn.dst, f.syn.sport, f.syn.dport)
+                        || t.flags != SYN
+                        || t.seq != f.c.isn
+                        || t.window != seg.window
+                        || t.opts != f.syn.opts
+                        || !t.payload.is_empty()
+                    {
+                        return Err(format!("the SYN again {t:?}"));
+                    }
+                    Ok(Effect::None)
+                });
+            } else if rng.pct(12) {
+                // A bare ACK from the backend: a TIME_WAIT of the tuple's last
+                // connection. The SYN goes again past what it expects, once.
+                let tw_next = rng.u64() as u32;
+                frame = from_backend(ACK)
+                    .seq(rng.u64() as u32, tw_next)
+                    .backend_frame();
+                ingress = fx.back;
+                if f.isn2.is_some() {
+                    name = "backend ack again";
+                    check = Box::new(|action, _| {
+                        (action == XDP_DROP)
+                            .then_some(Effect::None)
+                            .ok_or(format!("a second TIME_WAIT ACK: action {action}"))
+                    });
+                } else {
+                    name = "backend time-wait";
+                    let isn2 = tw_next.wrapping_add(1 << 16);
+                    check = Box::new(move |action, out| {
+                        if action != XDP_TX {
+                            return Err(format!("TIME_WAIT ACK: action {action}"));
+                        }
+                        let (t, _, _) = seen(out);
+                        if (t.src, t.dst, t.sport, t.dport)
+                            != (f.syn.src, f.syn.dst, f.syn.sport, f.syn.dport)
+                            || t.flags != SYN
+                            || t.seq != isn2
+                            || t.window != f.window
+                            || t.opts != f.syn.opts
+                            || !t.payload.is_empty()
+                        {
+                            return Err(format!("the SYN past the TIME_WAIT {t:?}"));
+                        }
+                        Ok(Effect::Resent(i, isn2))
+                    });
+                }
+            } else {
+                // The backend's SYN-ACK: an ACK back to it.
+                let opts = random_syn_opts(&mut rng);
+                let w = walk_opts(&opts);
+                let bisn = rng.u64() as u32;
+                name = "backend syn-ack";
+                frame = from_backend(SYN | ACK)
+                    .seq(bisn, f.isn_b().wrapping_add(1))
+                    .opts(&opts)
+                    .backend_frame();
+                ingress = fx.back;
+                let ws = if w.wscale == 15 {
+                    0
+                } else {
+                    w.wscale.min(14) as u8
+                };
+                check = Box::new(move |action, out| {
+                    if action != XDP_TX {
+                        return Err(format!("backend SYN-ACK: action {action}"));
+                    }
+                    let (t, _, _) = seen(out);
+                    if (t.src, t.dst, t.sport, t.dport)
+                        != (f.syn.src, f.syn.dst, f.syn.sport, f.syn.dport)
+                        || t.flags != ACK
+                        || t.seq != f.isn_b().wrapping_add(1)
+                        || t.ack != bisn.wrapping_add(1)
+                        || t.window != f.window
+                        || !t.opts.is_empty()
+                    {
+                        return Err(format!("ACK to the backend {t:?}"));
+                    }
+                    Ok(Effect::Answered(i, bisn, ws, w.mss))
+                });
+            }
+        } else if !established.is_empty() {
+            let f = flows[rng.pick(&established)].clone();
+            let (bisn, bws) = f.backend.unwrap();
+            let delta = f.delta();
+            let isn_delta = f.isn_delta();
+            if rng.pct(50) {
+                // Client to backend: acknowledgements and SACK blocks translated.
+                let flags = rng.pick(&[ACK, ACK | PSH, ACK | PSH, ACK | FIN, PSH]);
+                let ack = f.cookie.wrapping_add(1 + rng.u64() as u32 % 100_000);
+                let opts = if rng.pct(50) {
+                    random_sack_opts(&mut rng, f.cookie)
+                } else {
+                    Vec::new()
+                };
+                let payload = rng.bytes_of(&[0, 1, 100, 1000]);
+                let seg = Tcp::new(f.c.addr, vip_of(f.c.v6), f.c.sport, 80, flags)
+                    .seq(f.c.isn.wrapping_add(1 + rng.u64() as u32 % 100_000), ack)
+                    .window(rng.u16())
+                    .opts(&opts)
+                    .payload(&payload);
+                name = "client data";
+                frame = seg.client_frame();
+                ingress = fx.front;
+                let want_opts = shift_sack_edges(&opts, delta);
+                check = Box::new(move |action, out| {
+                    if action != XDP_REDIRECT {
+                        return Err(format!("client data: action {action}"));
+                    }
+                    let (t, _, _) = seen(out);
+                    // (Without the flag, the builder writes no acknowledgement.)
+                    let want_ack = if flags & ACK != 0 {
+                        ack.wrapping_add(delta)
+                    } else {
+                        0
+                    };
+                    if (t.src, t.dst, t.sport, t.dport)
+                        != (f.syn.src, f.syn.dst, f.syn.sport, f.syn.dport)
+                        || t.seq != seg.seq.wrapping_add(isn_delta)
+                        || t.ack != want_ack
+                        || t.window != seg.window
+                        || t.opts != want_opts
+                        || t.payload != payload
+                    {
+                        return Err(format!("client data {t:?}, options wanted {want_opts:?}"));
+                    }
+                    Ok(Effect::None)
+                });
+            } else if rng.pct(8) {
+                // The backend's SYN-ACK again: ACKed again.
+                name = "backend syn-ack again";
+                frame = Tcp::new(f.syn.dst, f.syn.src, f.syn.dport, f.syn.sport, SYN | ACK)
+                    .seq(bisn, f.isn_b().wrapping_add(1))
+                    .backend_frame();
+                ingress = fx.back;
+                check = Box::new(move |action, out| {
+                    if action != XDP_TX {
+                        return Err(format!("SYN-ACK again: action {action}"));
+                    }
+                    let (t, _, _) = seen(out);
+                    if t.flags != ACK
+                        || t.seq != f.isn_b().wrapping_add(1)
+                        || t.ack != bisn.wrapping_add(1)
+                    {
+                        return Err(format!("ACK again {t:?}"));
+                    }
+                    Ok(Effect::None)
+                });
+            } else {
+                // Backend to client: sequence numbers translated, windows rescaled.
+                let flags = rng.pick(&[ACK, ACK | PSH, ACK | FIN]);
+                let window = rng.u16();
+                let payload = rng.bytes_of(&[0, 1, 100, 1000]);
+                // SACK blocks of what the client sent, in the backend's numbers.
+                let opts = if rng.pct(30) {
+                    random_sack_opts(&mut rng, f.isn_b())
+                } else {
+                    Vec::new()
+                };
+                let want_opts = shift_sack_edges(&opts, isn_delta.wrapping_neg());
+                let seg = Tcp::new(f.syn.dst, f.syn.src, f.syn.dport, f.syn.sport, flags)
+                    .seq(
+                        bisn.wrapping_add(1 + rng.u64() as u32 % 100_000),
+                        rng.u64() as u32,
+                    )
+                    .window(window)
+                    .opts(&opts)
+                    .payload(&payload);
+                name = "backend data";
+                frame = seg.backend_frame();
+                ingress = fx.back;
+                let scales = f.data.wscale != 15;
+                let want_window = if scales && bws != 7 {
+                    cookie::rescale_window(window, bws, 7)
+                } else {
+                    window
+                };
+                check = Box::new(move |action, out| {
+                    if action != XDP_REDIRECT {
+                        return Err(format!("backend data: action {action}"));
+                    }
+                    let (t, _, _) = seen(out);
+                    if (t.src, t.dst, t.sport, t.dport) != (vip_of(f.c.v6), f.c.addr, 80, f.c.sport)
+                        || t.seq != seg.seq.wrapping_sub(delta)
+                        || t.ack != seg.ack.wrapping_sub(isn_delta)
+                        || t.window != want_window
+                        || t.opts != want_opts
+                        || t.payload != payload
+                    {
+                        return Err(format!("backend data {t:?}, window wanted {want_window}"));
+                    }
+                    Ok(Effect::None)
+                });
+            }
+        } else {
+            continue;
+        }
+        // A truncated copy instead, now and then: dropped or passed as it came,
+        // never sent on (and the model's state stays as it was).
+        if rng.pct(8) && frame.len() > 14 {
+            let cut = rng.between(14, frame.len() - 1);
+            let short = frame[..cut].to_vec();
+            drop(check);
+            let (action, out) = fx.run(&short, ingress);
+            let ok = action == XDP_DROP || action == XDP_PASS && out == short;
+            assert!(
+                ok,
+                "{name} cut to {cut} bytes: action {action}\n  in  {}",
+                hex(&short)
+            );
+            *seen_cases.entry("truncated").or_default() += 1;
+            continue;
+        }
+        let (action, out) = fx.run(&frame, ingress);
+        if std::env::var_os("ROBUSTNESS_TRACE").is_some() {
+            eprintln!(
+                "#{index} {name} action {action} in {}",
+                hex(&frame[..frame.len().min(60)])
+            );
+        }
+        let effect = check(action, &out).unwrap_or_else(|what| {
+            let counters = fx.dp.counters().unwrap();
+            let counters: Vec<_> = counters.iter().filter(|(_, v)| **v != 0).collect();
+            panic!(
+                "frame #{index} ({name}): {what}\n  in  {}\n  out {}\n  counters {counters:?}",
+                hex(&frame),
+                hex(&out)
+            )
+        });
+        match effect {
+            Effect::None => {}
+            Effect::Issued(c, cookie, data) => issued.push((c, cookie, data)),
+            Effect::Opened(f) => flows.push(*f),
+            Effect::Answered(i, bisn, ws, mss) => {
+                let fam = usize::from(flows[i].c.v6);
+                flows[i].backend = Some((bisn, ws));
+                if mss != 0 && (mss as u16) < announced[fam] {
+                    announced[fam] = mss as u16;
+                }
+            }
+            Effect::Resent(i, isn2) => flows[i].isn2 = Some(isn2),
+            Effect::Closed(i) => {
+                flows.swap_remove(i);
+            }
+        }
+        *seen_cases.entry(name).or_default() += 1;
+        let counter = match name {
+            "syn" => "syn_cookie_sent",
+            "valid cookie" => "syn_cookie_valid",
+            "bad cookie" => "drop_syn_cookie_invalid",
+            "backend syn-ack" => "syn_proxy_established",
+            "backend reset" => "syn_proxy_refused",
+            "early data" | "backend ack again" => "drop_syn_proxy_early_data",
+            "backend time-wait" => "syn_proxy_time_wait",
+            _ => continue,
+        };
+        *want.entry(counter).or_default() += 1;
+    }
+    eprintln!("{frames} frames in {:.1?}: {seen_cases:?}", start.elapsed());
+    for case in [
+        "syn",
+        "valid cookie",
+        "bad cookie",
+        "backend syn-ack",
+        "backend reset",
+        "early data",
+        "backend time-wait",
+        "backend ack again",
+        "client data",
+        "backend data",
+        "backend syn-ack again",
+        "truncated",
+    ] {
+        assert!(
+            seen_cases.get(case).copied().unwrap_or(0) > 0,
+            "no {case} frame"
+        );
+    }
+    let counters = fx.dp.counters().unwrap();
+    for (c, n) in want {
+        assert_eq!(counters[c], n, "counter {c}");
+    }
 }

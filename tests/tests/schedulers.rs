@@ -103,6 +103,7 @@ fn maglev_spreads_by_weight_and_resumes_lost_flows_on_the_same_backend() {
     let all_idle = Timeouts {
         tcp_established: std::time::Duration::ZERO,
         tcp_transitory: std::time::Duration::ZERO,
+        tcp_syn: std::time::Duration::ZERO,
         udp: std::time::Duration::ZERO,
     };
     fx.dp.sweep(&all_idle).unwrap();

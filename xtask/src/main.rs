@@ -40,8 +40,9 @@ enum Task {
         /// 100,000 and 1,000,000 flows, the active node's packet cost meanwhile,
         /// live sync cost), `active-active` (three nodes behind a BIRD router:
         /// sync cost against active-standby, the new-connection gap when a node
-        /// dies, a peer's flow per packet), `metrics` (a scrape with 10,000
-        /// backends), or `all`.
+        /// dies, a peer's flow per packet), `flood` (legitimate requests and
+        /// CPU under a spoofed SYN flood, against HAProxy), `metrics` (a scrape
+        /// with 10,000 backends), or `all`.
         #[arg(default_value = "all")]
         which: String,
     },

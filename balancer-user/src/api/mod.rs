@@ -106,6 +106,38 @@ pub struct Status {
     /// High availability: role, peers, last transition (absent when standalone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ha: Option<HaStatus>,
+    /// Whether SYNs are answered with cookies (the SYN proxy).
+    #[serde(default)]
+    pub syn_cookies: SynCookieStatus,
+}
+
+/// The SYN proxy's mode and, in auto mode, whether a flood has it on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SynCookieStatus {
+    /// `firewall.syn_cookies`: `off`, `auto` or `always`.
+    pub mode: String,
+    /// SYNs to a VIP are answered with cookies now (always, or auto during a flood).
+    pub active: bool,
+    /// Auto mode: since when cookies are on, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_unix: Option<u64>,
+    /// Auto mode: times a flood turned cookies on since the program was loaded.
+    pub activations: u64,
+}
+
+impl SynCookieStatus {
+    /// One line for a person: `auto (on since ...)`.
+    pub fn describe(&self, now_unix: u64) -> String {
+        match (self.mode.as_str(), self.active, self.since_unix) {
+            ("auto", true, Some(since)) => format!(
+                "auto: ON (a SYN flood), for {} s",
+                now_unix.saturating_sub(since)
+            ),
+            ("auto", true, None) => "auto: ON (a SYN flood)".into(),
+            ("auto", false, _) => "auto: off (no SYN flood)".into(),
+            (mode, _, _) => mode.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

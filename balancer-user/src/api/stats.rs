@@ -11,7 +11,7 @@ use std::{
 use balancer_common::stats::Counter;
 use serde::{Deserialize, Serialize};
 
-use super::{ReloadOutcome, ha::HaStatus};
+use super::{ReloadOutcome, SynCookieStatus, ha::HaStatus};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -27,6 +27,9 @@ pub struct Snapshot {
     /// High availability: priorities, peers, transitions, adverts, flow sync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ha: Option<HaStatus>,
+    /// The SYN proxy's mode and state.
+    #[serde(default)]
+    pub syn_cookies: SynCookieStatus,
     /// Configurations accepted since the daemon started (1 = the first).
     pub generation: u64,
     pub last_reload: Option<ReloadOutcome>,
@@ -52,6 +55,12 @@ pub struct FlowTable {
     pub evictions: u64,
     /// Flows the sweeps removed as idle since the daemon started.
     pub expired: u64,
+    /// Of those, flows whose handshake had not completed (half-open).
+    #[serde(default)]
+    pub half_open_expired: u64,
+    /// Of those, SYN-proxied flows whose backend never answered.
+    #[serde(default)]
+    pub syn_proxy_timed_out: u64,
     pub last_sweep_unix_ms: Option<u64>,
     /// How long the last sweep took.
     pub last_sweep_s: f64,

@@ -117,6 +117,7 @@ pub fn render_status(status: &Status, now: u64) -> String {
             ""
         }
     );
+    let _ = writeln!(out, "syn cookies: {}", status.syn_cookies.describe(now));
     if let Some(ha) = &status.ha {
         let _ = writeln!(
             out,
@@ -256,6 +257,10 @@ mod tests {
             generation: 3,
             last_reload: None,
             recovered: false,
+            syn_cookies: crate::api::SynCookieStatus {
+                mode: "auto".into(),
+                ..Default::default()
+            },
             services: vec![ServiceStatus {
                 name: "db-rw".into(),
                 vip: "198.51.100.20".parse().unwrap(),

@@ -20,7 +20,10 @@ use anyhow::{Context, Result, bail};
 use aya::maps::{Array, HashMap as BpfHashMap, IterableMap, MapData};
 use balancer_common::{
     PROTO_TCP, PROTO_UDP,
-    flow::{DIR_FORWARD, FlowKey, FlowValue, STATE_CLOSING, STATE_ESTABLISHED, STATE_NEW},
+    flow::{
+        DIR_FORWARD, FlowKey, FlowValue, STATE_CLOSING, STATE_ESTABLISHED, STATE_NEW,
+        STATE_PROXY_SYN, STATE_SYN_RECEIVED,
+    },
     maps::{Backends, Flows},
     service::{BACKEND_F_PRESENT, Backend, MAX_BACKENDS},
 };
@@ -296,6 +299,8 @@ fn describe(
             STATE_NEW => "new",
             STATE_ESTABLISHED => "established",
             STATE_CLOSING => "closing",
+            STATE_SYN_RECEIVED => "syn-received",
+            STATE_PROXY_SYN => "proxy-syn",
             _ => "unknown",
         },
         age_s: secs(now.saturating_sub(value.created_ns)),

@@ -234,11 +234,12 @@ pub fn render(s: &Snapshot, rates: Option<&Rates>) -> String {
                 .unwrap_or(0);
             let _ = writeln!(
                 out,
-                "flow table: {entries} of {} entries ({:.1}%) at the last sweep {age}s ago; {} evicted, {} flows expired",
+                "flow table: {entries} of {} entries ({:.1}%) at the last sweep {age}s ago; {} evicted, {} flows expired ({} half-open)",
                 t.capacity,
                 entries as f64 * 100.0 / t.capacity.max(1) as f64,
                 t.evictions,
-                t.expired
+                t.expired,
+                t.half_open_expired
             );
         }
         None => {
@@ -249,6 +250,17 @@ pub fn render(s: &Snapshot, rates: Option<&Rates>) -> String {
             );
         }
     }
+    let _ = writeln!(
+        out,
+        "syn cookies: {}; sent {}  valid {}  invalid {}; proxied handshakes {}, refused {}, timed out {}",
+        s.syn_cookies.describe(s.taken_unix_ms / 1000),
+        s.counter(Counter::SynCookieSent),
+        s.counter(Counter::SynCookieValid),
+        s.counter(Counter::DropSynCookieInvalid),
+        s.counter(Counter::SynProxyEstablished),
+        s.counter(Counter::SynProxyRefused),
+        t.syn_proxy_timed_out
+    );
     for svc in &s.services {
         let vip = match svc.vip {
             std::net::IpAddr::V6(v6) => format!("[{v6}]"),
@@ -357,6 +369,7 @@ mod tests {
             started_unix: 0,
             role: "standalone".into(),
             ha: None,
+            syn_cookies: Default::default(),
             generation: 1,
             last_reload: None,
             reloads_accepted: 0,
@@ -373,6 +386,8 @@ mod tests {
                 entries: Some(20),
                 evictions: 0,
                 expired: 3,
+                half_open_expired: 1,
+                syn_proxy_timed_out: 0,
                 last_sweep_unix_ms: Some(at_ms - 2000),
                 last_sweep_s: 0.001,
             },

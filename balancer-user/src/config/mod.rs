@@ -9,7 +9,6 @@
 //! consistency), `pending` lists accepted settings that are not acted on yet.
 
 mod addr;
-mod pending;
 mod problem;
 mod raw;
 mod read;
@@ -21,7 +20,6 @@ mod tests;
 
 use std::path::Path;
 
-pub use pending::{Written, not_yet_enforced};
 pub use problem::{ConfigError, Problem, Warning};
 pub use types::*;
 
@@ -43,7 +41,7 @@ pub const MAX_INTERFACES: usize = balancer_common::service::MAX_INTERFACES as us
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loaded {
     pub config: Config,
-    /// Validation remarks first, then the settings not enforced by this version.
+    /// Validation remarks: accepted, but worth telling.
     pub warnings: Vec<Warning>,
 }
 
@@ -69,11 +67,10 @@ pub fn parse(text: &str) -> Result<Loaded, ConfigError> {
     let outcome = validate::validate(raw, &lines);
     problems.extend(outcome.problems);
     match outcome.config {
-        Some(config) if problems.is_empty() => {
-            let mut warnings = outcome.warnings;
-            warnings.extend(not_yet_enforced(&config, &outcome.written));
-            Ok(Loaded { config, warnings })
-        }
+        Some(config) if problems.is_empty() => Ok(Loaded {
+            config,
+            warnings: outcome.warnings,
+        }),
         _ => {
             // In file order, which is how a user fixes them; those without a line last.
             problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));

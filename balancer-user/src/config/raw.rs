@@ -90,6 +90,8 @@ pub(super) struct RawFirewall {
     pub deny: Option<Vec<Text>>,
     pub new_connections_per_source: Option<RawRateLimit>,
     pub syn_cookies: Option<SynCookies>,
+    pub syn_flood_threshold: Option<Spanned<u32>>,
+    pub syn_flood_cooldown_s: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]

@@ -25,13 +25,9 @@ fn warned(loaded: &Loaded) -> Vec<&str> {
     paths
 }
 
-/// The warnings that the example files get: keys of features that are not
-/// built yet, and `announce_table`, which active-standby does not use.
-const PENDING_IN_THE_EXAMPLES: [&str; 3] = [
-    "firewall.syn_cookies",
-    "flows.tcp_syn_timeout_s",
-    "ha.announce_table",
-];
+/// The warnings that the example files get: `announce_table`, which
+/// active-standby does not use.
+const PENDING_IN_THE_EXAMPLES: [&str; 1] = ["ha.announce_table"];
 
 /// The smallest accepted file; tests change or append to it.
 const BASE: &str = r#"
@@ -163,7 +159,7 @@ fn contract_loads_as_it_is() {
     assert_eq!(config.services[2].scheduler, Scheduler::Maglev);
     assert_eq!(config.services[3].health.port, Some(8008));
     assert_eq!(config.services[3].on_backend_down, OnBackendDown::Reset);
-    // The keys of coming features, read as written.
+    // The keys of the SYN flood defences and of coming features, read as written.
     assert_eq!(config.flows.tcp_syn_timeout_s, 5);
     assert_eq!(config.firewall.syn_cookies, SynCookies::Auto);
     assert_eq!(config.ha.mode, HaMode::ActiveStandby);
@@ -1252,17 +1248,15 @@ fn features_not_enforced_yet_are_each_said() {
             loaded.warnings
         );
     }
+    // Enforced now: said nothing about.
+    for enforced in ["flows.tcp_syn_timeout_s", "firewall.syn_cookies"] {
+        assert!(
+            !loaded.warnings.iter().any(|w| w.path == enforced),
+            "{enforced}: {:#?}",
+            loaded.warnings
+        );
+    }
     // Not enforced yet, or not used: each said, with what happens instead.
-    warning(
-        &loaded,
-        "flows.tcp_syn_timeout_s",
-        "not enforced yet: this version expires a flow whose handshake has not completed after flows.tcp_transitory_timeout_s (30 s)",
-    );
-    warning(
-        &loaded,
-        "firewall.syn_cookies",
-        "\"auto\" is not enforced yet: this version answers no SYN with a cookie",
-    );
     warning(
         &loaded,
         "ha.announce_table",
@@ -1311,13 +1305,9 @@ fn coming_features_are_said_only_when_asked_for() {
     let loaded = accepted(&text);
     assert_eq!(loaded.warnings, []);
     assert_eq!(loaded.config.firewall.syn_cookies, SynCookies::Off);
-    // "always" is asked for and not done.
+    // "always" is done, and said nothing about.
     let loaded = accepted(&format!("{BASE}\n[firewall]\nsyn_cookies = \"always\"\n"));
-    warning(
-        &loaded,
-        "firewall.syn_cookies",
-        "\"always\" is not enforced yet",
-    );
+    assert_eq!(loaded.warnings, []);
     assert_eq!(loaded.config.firewall.syn_cookies, SynCookies::Always);
 }
 
@@ -1379,6 +1369,41 @@ fn drain_settings_are_bounded_and_belong_to_active_active() {
         &accepted(&standby),
         "ha.drain_timeout_s",
         "ignored with mode = \"active-standby\"",
+    );
+}
+
+#[test]
+fn syn_flood_threshold_and_cooldown() {
+    let config = accepted(&with_health("{ kind = \"none\" }")).config;
+    assert_eq!(
+        config.firewall.syn_flood_threshold,
+        Firewall::DEFAULT_SYN_FLOOD_THRESHOLD
+    );
+    assert_eq!(
+        config.firewall.syn_flood_cooldown_s,
+        Firewall::DEFAULT_SYN_FLOOD_COOLDOWN_S
+    );
+    let text =
+        format!("{BASE}\n[firewall]\nsyn_flood_threshold = 5000\nsyn_flood_cooldown_s = 30\n");
+    let config = accepted(&text).config;
+    assert_eq!(config.firewall.syn_flood_threshold, 5000);
+    assert_eq!(config.firewall.syn_flood_cooldown_s, 30);
+    for (key, value) in [
+        ("syn_flood_threshold", "0"),
+        ("syn_flood_threshold", "100000001"),
+        ("syn_flood_cooldown_s", "0"),
+        ("syn_flood_cooldown_s", "3601"),
+    ] {
+        let text = format!("{BASE}\n[firewall]\n{key} = {value}\n");
+        let p = problem(&text, &format!("firewall.{key}"), "is out of range");
+        assert_eq!(p.line, Some(line_of(&text, &format!("{key} ="))), "{p}");
+    }
+    // Only auto mode detects floods: set with another, they are said to do nothing.
+    let text = format!("{BASE}\n[firewall]\nsyn_cookies = \"always\"\nsyn_flood_threshold = 10\n");
+    warning(
+        &accepted(&text),
+        "firewall.syn_flood_threshold",
+        "has no effect with syn_cookies = \"always\"",
     );
 }
 

@@ -60,11 +60,11 @@ pub struct Flows {
     pub capacity: u32,
     pub tcp_established_timeout_s: u32,
     pub tcp_transitory_timeout_s: u32,
-    /// Idle limit of a TCP flow whose handshake has not completed (half-open), in
-    /// seconds: 1 to [`Flows::MAX_TCP_SYN_TIMEOUT_S`], never above
-    /// `tcp_established_timeout_s`. Default [`Flows::DEFAULT_TCP_SYN_TIMEOUT_S`], or
-    /// `tcp_established_timeout_s` where that is shorter. Not enforced yet: such a
-    /// flow expires after `tcp_transitory_timeout_s` (see `pending.rs`).
+    /// How long a TCP flow whose handshake has not completed (half-open) lives,
+    /// in seconds from its SYN (nothing it sees makes it younger): 1 to
+    /// [`Flows::MAX_TCP_SYN_TIMEOUT_S`], never above `tcp_established_timeout_s`.
+    /// Default [`Flows::DEFAULT_TCP_SYN_TIMEOUT_S`], or `tcp_established_timeout_s`
+    /// where that is shorter.
     pub tcp_syn_timeout_s: u32,
     pub udp_timeout_s: u32,
 }
@@ -89,16 +89,49 @@ impl Default for Flows {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Firewall {
     pub default: FirewallAction,
     pub allow: Vec<IpNet>,
     pub deny: Vec<IpNet>,
     pub new_connections_per_source: RateLimit,
-    /// Whether the XDP program answers SYNs to a VIP with cookies; default
-    /// [`SynCookies::Auto`]. Not enforced yet: `pending.rs` says so when the file
-    /// asks for cookies.
+    /// Whether the XDP program answers SYNs to a VIP with cookies (the SYN
+    /// proxy); default [`SynCookies::Auto`].
     pub syn_cookies: SynCookies,
+    /// Auto mode: half-open flows per second (SYNs that opened a flow or got a
+    /// cookie, less handshakes completed) above which SYNs are answered with
+    /// cookies, per node. 1 to [`Firewall::MAX_SYN_FLOOD_THRESHOLD`]; default
+    /// [`Firewall::DEFAULT_SYN_FLOOD_THRESHOLD`].
+    pub syn_flood_threshold: u32,
+    /// Auto mode: how long cookies stay on after half-open flows fell below
+    /// half the threshold, in seconds. 1 to [`Firewall::MAX_SYN_FLOOD_COOLDOWN_S`];
+    /// default [`Firewall::DEFAULT_SYN_FLOOD_COOLDOWN_S`].
+    pub syn_flood_cooldown_s: u32,
+}
+
+impl Firewall {
+    /// Far above what completes: clients whose handshakes complete add
+    /// nothing, so only SYNs that nobody answers (a spoofed flood, a backend
+    /// that does not answer) count towards it.
+    pub const DEFAULT_SYN_FLOOD_THRESHOLD: u32 = 1000;
+    pub const MAX_SYN_FLOOD_THRESHOLD: u32 = 100_000_000;
+    /// Long enough that a flood in bursts does not turn cookies off between them.
+    pub const DEFAULT_SYN_FLOOD_COOLDOWN_S: u32 = 10;
+    pub const MAX_SYN_FLOOD_COOLDOWN_S: u32 = 3600;
+}
+
+impl Default for Firewall {
+    fn default() -> Self {
+        Self {
+            default: FirewallAction::default(),
+            allow: Vec::new(),
+            deny: Vec::new(),
+            new_connections_per_source: RateLimit::default(),
+            syn_cookies: SynCookies::default(),
+            syn_flood_threshold: Self::DEFAULT_SYN_FLOOD_THRESHOLD,
+            syn_flood_cooldown_s: Self::DEFAULT_SYN_FLOOD_COOLDOWN_S,
+        }
+    }
 }
 
 /// New connections per second with a burst allowance; `rate == 0` means unlimited.
@@ -371,10 +404,10 @@ keyword_enum!(
     SynCookies {
         /// Never: every SYN to a VIP opens a flow.
         Off = "off",
-        /// While a SYN flood is detected.
+        /// While a SYN flood is detected (`syn_flood_threshold`).
         #[default]
         Auto = "auto",
-        /// For every SYN to a VIP.
+        /// For every SYN to a TCP service.
         Always = "always",
     }
 );

@@ -288,6 +288,7 @@ async fn bring_up(daemon: &mut Daemon, netlink: &Netlink) -> Result<()> {
         daemon.dataplane.set_ha_lease(Default::default())?;
     }
     daemon.sync()?;
+    daemon.start_syn_proxy()?;
     let interfaces = daemon.config().node.interfaces.clone();
     daemon.dataplane.release_other_interfaces(&interfaces)?;
     for interface in &interfaces {

@@ -198,6 +198,7 @@ impl Daemon {
             started_unix: self.metrics.started_unix(),
             role: self.role(),
             ha: self.ha.as_ref().map(|h| h.status()),
+            syn_cookies: self.syn_cookie_status(),
             generation: self.generation(),
             last_reload: self.last_reload().cloned(),
             reloads_accepted: self.metrics.reloads_accepted,

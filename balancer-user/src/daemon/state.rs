@@ -11,25 +11,29 @@ use std::{
 };
 
 use anyhow::Result;
-use balancer_common::service::{
-    BACKEND_F_DRAINING, BACKEND_F_PRESENT, BACKEND_F_PURGE, BackendIndex,
+use balancer_common::{
+    cookie,
+    service::{BACKEND_F_DRAINING, BACKEND_F_PRESENT, BACKEND_F_PURGE, BackendIndex},
 };
 use tracing::{debug, error, info, warn};
 
 use crate::{
     api::{
         BackendAction, BackendStatus, ReloadOutcome, Reply, RetiredStatus, ServiceStatus, Status,
+        SynCookieStatus,
     },
-    config::{self, BackendConfig, Config, HealthKind, Scheduler},
+    config::{self, BackendConfig, Config, HealthKind, Scheduler, SynCookies},
     dataplane::Dataplane,
     events,
     expiry::Timeouts,
     ha,
     health::{self, AgentState, HealthChecker},
+    ktime,
     metrics::Metrics,
     netconf::{self, NetChanges},
     plan::{self, Plan},
     runtime::{Chore, Health, Runtime},
+    syncookie,
 };
 
 pub struct Daemon {
@@ -57,6 +61,11 @@ pub struct Daemon {
     /// Active-active: the peers' SNAT addresses, which the program looks at
     /// too (see `Plan::with_peer_snat`).
     peer_snat: Vec<IpAddr>,
+    /// Where the SYN cookie keys come from, and what the daemon last saw of
+    /// auto mode.
+    cookie_secret: syncookie::Secret,
+    syn_watch: syncookie::Watch,
+    syn_since: Option<SystemTime>,
 }
 
 impl Daemon {
@@ -86,6 +95,78 @@ impl Daemon {
             last_ha_inputs: ha::Inputs::default(),
             drain: None,
             peer_snat: Vec::new(),
+            cookie_secret: syncookie::Secret::Local,
+            syn_watch: syncookie::Watch::default(),
+            syn_since: None,
+        }
+    }
+
+    /// The SYN proxy's set-up, before the program is attached: the cookie
+    /// keys (derived from the HA key, so that the peers' cookies validate
+    /// here, or this node's own) and the MSS announced to clients (the
+    /// smallest interface MTU's).
+    pub fn start_syn_proxy(&mut self) -> Result<()> {
+        let config = self.runtime.config();
+        self.cookie_secret = match (&config.ha.auth_key_file, config.ha.enabled) {
+            (Some(path), true) => syncookie::Secret::Shared(ha::read_key(path)?),
+            _ => syncookie::Secret::Local,
+        };
+        let mtu = config
+            .node
+            .interfaces
+            .iter()
+            .filter_map(|i| netconf::ifindex(i).and_then(netconf::mtu).ok())
+            .min()
+            .unwrap_or(1500);
+        self.dataplane.set_syn_mss(
+            mtu.saturating_sub(40).clamp(536, u16::MAX.into()) as u16,
+            mtu.saturating_sub(60).clamp(1220, u16::MAX.into()) as u16,
+        )?;
+        self.rotate_cookie_keys()
+    }
+
+    /// The keys of the periods around now in place (see `crate::syncookie`).
+    fn rotate_cookie_keys(&mut self) -> Result<()> {
+        let period = cookie::period_at(unix_now());
+        self.dataplane
+            .rotate_cookie_keys(&self.cookie_secret, period)
+    }
+
+    /// Once a second: the cookie keys rotated, and auto mode watched.
+    fn syn_proxy_tick(&mut self) {
+        if let Err(e) = self.rotate_cookie_keys() {
+            error!("rotating the SYN cookie keys: {e:#}");
+        }
+        if self.runtime.config().firewall.syn_cookies != SynCookies::Auto {
+            return;
+        }
+        match self.dataplane.syn_flood() {
+            Ok(flood) => {
+                if let Some(on) = self.syn_watch.observe(flood, ktime::coarse_ns()) {
+                    self.syn_since = on.then(SystemTime::now);
+                    events::syn_cookies(on, flood.activations);
+                }
+            }
+            Err(e) => warn!("reading the SYN flood state: {e:#}"),
+        }
+    }
+
+    /// The SYN proxy's mode and state, for `balancer status` and the metrics.
+    pub fn syn_cookie_status(&self) -> SynCookieStatus {
+        let mode = self.runtime.config().firewall.syn_cookies;
+        SynCookieStatus {
+            mode: mode.to_string(),
+            active: match mode {
+                SynCookies::Always => true,
+                SynCookies::Off => false,
+                SynCookies::Auto => self.syn_watch.active,
+            },
+            since_unix: self
+                .syn_since
+                .filter(|_| mode == SynCookies::Auto && self.syn_watch.active)
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_secs()),
+            activations: self.syn_watch.activations,
         }
     }
 
@@ -581,8 +662,9 @@ impl Daemon {
 
     /// Retired backends and drains: cheap (one count per backend), so more
     /// often than the sweep, and an operator sees a drain end soon after its
-    /// last connection.
+    /// last connection. And the SYN proxy's keys and auto mode.
     pub fn housekeep(&mut self) {
+        self.syn_proxy_tick();
         let chores = {
             let dp = &self.dataplane;
             self.runtime
@@ -712,6 +794,7 @@ impl Daemon {
             recovered: self.recovered,
             services,
             retired,
+            syn_cookies: self.syn_cookie_status(),
         }
     }
 

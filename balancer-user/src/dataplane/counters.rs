@@ -9,8 +9,10 @@ use aya::maps::{Array, HashMap, IterableMap, PerCpuArray};
 use balancer_common::{
     expiry::{BackendSweep, SweepStats},
     flow::{FlowKey, FlowValue},
+    global::SynFlood,
     maps::{
-        ActiveConns, BackendStatsMap, Flows, ServiceDrops, Stats, SweepBackends, SweepStatsMap,
+        ActiveConns, BackendStatsMap, Flows, HalfOpen, MapDef, ServiceDrops, Stats, SweepBackends,
+        SweepStatsMap, SynFloodMap, kind,
     },
     service::{BackendIndex, ServiceId},
     stats::{BackendStats, COUNTER_COUNT, Counter, service_drop_index},
@@ -102,6 +104,12 @@ impl Dataplane {
             .collect())
     }
 
+    /// Auto mode's state, as the program keeps it.
+    pub fn syn_flood(&self) -> Result<SynFlood> {
+        let map = self.map::<SynFloodMap, Array<_, _>>()?;
+        Ok(map.get(&0, 0)?)
+    }
+
     /// What the last sweep did (zero before the first).
     pub fn last_sweep(&self) -> Result<SweepStats> {
         let stats = self.map::<SweepStatsMap, Array<_, _>>()?;
@@ -132,11 +140,22 @@ impl Dataplane {
         Ok(flows.map().info()?.max_entries())
     }
 
-    /// Number of entries in the flow table (both directions), read 4,096 per
-    /// system call (it also runs when a restarted daemon takes over a full
-    /// table).
+    /// Number of entries in the flow table (both directions), half-open
+    /// flows included, read 4,096 per system call (it also runs when a
+    /// restarted daemon takes over a full table).
     pub fn flow_entries(&self) -> Result<usize> {
-        let flows = self.map::<Flows, HashMap<_, _, _>>()?;
+        Ok(self.entries::<Flows>()? + self.entries::<HalfOpen>()?)
+    }
+
+    /// Entries of half-open TCP flows (both directions), in `HALF_OPEN`.
+    pub fn half_open_entries(&self) -> Result<usize> {
+        self.entries::<HalfOpen>()
+    }
+
+    fn entries<M: MapDef<Kind = kind::Hash, Key = FlowKey, Value = FlowValue>>(
+        &self,
+    ) -> Result<usize> {
+        let flows = self.map::<M, HashMap<_, FlowKey, FlowValue>>()?;
         let mut count = 0;
         batch::for_each(
             flows.map().fd().as_fd(),
@@ -148,7 +167,7 @@ impl Dataplane {
                 std::ops::ControlFlow::Continue(())
             },
         )
-        .context("counting the flow table")?;
+        .with_context(|| format!("counting {}", M::NAME))?;
         Ok(count)
     }
 }

@@ -32,7 +32,10 @@ use balancer_common::{
     LAYOUT_VERSION,
     expiry::{SweepLimits, SweepStats},
     global::Global,
-    maps::{Flows, Globals, IfaceMtu, MapDef, SweepLimitsMap, SweepStatsMap, TxPorts},
+    maps::{
+        Flows, Globals, HalfOpen, IfaceMtu, MapDef, SweepLimitsMap, SweepStatsMap, TxPorts,
+        half_open_capacity,
+    },
 };
 use tracing::{info, warn};
 
@@ -44,8 +47,9 @@ const XDP_PASS: u32 = 2;
 /// The program object, built by build.rs from balancer-ebpf.
 static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/balancer.bpf.o"));
 const PROGRAM_NAME: &str = "balancer";
-/// The in-kernel flow sweep, run with BPF_PROG_TEST_RUN (never attached).
-const SWEEP_PROGRAM: &str = "sweep_flows";
+/// The in-kernel flow sweep, run with BPF_PROG_TEST_RUN (never attached):
+/// `FLOWS`, then `HALF_OPEN`.
+const SWEEP_PROGRAMS: [&str; 2] = ["sweep_flows", "sweep_half_open"];
 
 pub struct Dataplane {
     ebpf: Ebpf,
@@ -97,6 +101,7 @@ impl Dataplane {
         raise_memlock();
         let mut loader = EbpfLoader::new();
         loader.map_max_entries(Flows::NAME, flow_capacity);
+        loader.map_max_entries(HalfOpen::NAME, half_open_capacity(flow_capacity));
         let paths: Vec<(&str, PathBuf)> = pins
             .map(|(pins, shapes)| {
                 shapes
@@ -113,13 +118,15 @@ impl Dataplane {
             .context("loading the XDP program's maps")?;
         let prog: &mut Xdp = program_mut(&mut ebpf)?;
         prog.load().context("the kernel refused the XDP program")?;
-        let sweep: &mut Xdp = ebpf
-            .program_mut(SWEEP_PROGRAM)
-            .ok_or_else(|| anyhow!("program {SWEEP_PROGRAM} missing from the object"))?
-            .try_into()?;
-        sweep
-            .load()
-            .context("the kernel refused the flow sweep program")?;
+        for name in SWEEP_PROGRAMS {
+            let sweep: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the object"))?
+                .try_into()?;
+            sweep
+                .load()
+                .with_context(|| format!("the kernel refused the flow sweep program {name}"))?;
+        }
         Ok(Self {
             ebpf,
             attached: Vec::new(),
@@ -262,15 +269,21 @@ impl Dataplane {
             let mut map = self.map_mut::<SweepLimitsMap, Array<_, _>>()?;
             map.set(0, limits, 0)?;
         }
-        let prog: &Xdp = self
-            .ebpf
-            .program(SWEEP_PROGRAM)
-            .ok_or_else(|| anyhow!("program {SWEEP_PROGRAM} missing from the object"))?
-            .try_into()?;
-        // The program looks at no packet; the kernel wants one of Ethernet size.
-        let run = test_run(prog, &[0u8; 64], 0).context("running the flow sweep")?;
-        if run.action != XDP_PASS {
-            bail!("the flow sweep did not run (returned {})", run.action);
+        for name in SWEEP_PROGRAMS {
+            let prog: &Xdp = self
+                .ebpf
+                .program(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the object"))?
+                .try_into()?;
+            // The program looks at no packet; the kernel wants one of Ethernet size.
+            let run = test_run(prog, &[0u8; 64], 0)
+                .with_context(|| format!("running the flow sweep {name}"))?;
+            if run.action != XDP_PASS {
+                bail!(
+                    "the flow sweep {name} did not run (returned {})",
+                    run.action
+                );
+            }
         }
         let stats = self.map::<SweepStatsMap, Array<_, _>>()?;
         Ok(stats.get(&0, 0)?)

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use aya::maps::MapInfo;
-use balancer_common::maps::{Flows, MapDef};
+use balancer_common::maps::{Flows, HalfOpen, MapDef, half_open_capacity};
 use tracing::info;
 
 /// `statfs` type of a BPF file system.
@@ -124,7 +124,7 @@ impl Pins {
                     "{} entries, this configuration {}{}",
                     info.max_entries(),
                     shape.max_entries,
-                    if shape.name == Flows::NAME {
+                    if shape.name == Flows::NAME || shape.name == HalfOpen::NAME {
                         " (flows.capacity changed)"
                     } else {
                         ""
@@ -187,6 +187,8 @@ pub fn shapes(program: &[u8], flow_capacity: u32) -> Result<Vec<MapShape>> {
             value_size: map.value_size(),
             max_entries: if name == Flows::NAME {
                 flow_capacity
+            } else if name == HalfOpen::NAME {
+                half_open_capacity(flow_capacity)
             } else {
                 map.max_entries()
             },

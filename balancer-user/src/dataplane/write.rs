@@ -10,13 +10,14 @@ use aya::maps::{
 };
 use balancer_common::{
     RawAddr,
+    cookie::COOKIE_KEY_SLOTS,
     firewall::{RuleKeyV4, RuleKeyV6, Scope, rule_prefix_len},
-    global::Global,
+    global::{Global, syn_flood_window_limit},
     ha::Lease,
     maps::{
         ActiveConns, AddrFilter, BackendLoad, BackendStatsMap, Backends, FirewallV4, FirewallV6,
         Globals, HaLease, LocalAddrs, MaglevTable, MapDef, RrTable, ServiceSlots, Services,
-        SnatPool, kind,
+        SnatPool, SynCookieKeys, kind,
     },
     service::{
         ADDR_FILTER_WORDS, AddrKey, Backend, BackendIndex, MAX_SNAT_ADDRS, ServiceKey,
@@ -27,7 +28,10 @@ use balancer_common::{
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::Dataplane;
-use crate::plan::{Plan, addr_key};
+use crate::{
+    plan::{Plan, addr_key},
+    syncookie::{Secret, periods_around},
+};
 
 impl Dataplane {
     /// Writes services, backends and local addresses of `plan`.
@@ -49,6 +53,12 @@ impl Dataplane {
                 (Global::Burst, plan.burst),
                 (Global::SnatV4, plan.snat_v4.len() as u32),
                 (Global::SnatV6, plan.snat_v6.len() as u32),
+                (Global::SynCookies, plan.syn_cookies),
+                (
+                    Global::SynFloodLimit,
+                    syn_flood_window_limit(plan.syn_flood_threshold),
+                ),
+                (Global::SynFloodCooldownMs, plan.syn_flood_cooldown_ms),
             ] {
                 global.set(index.index(), value, 0)?;
             }
@@ -191,6 +201,35 @@ impl Dataplane {
                 filter.set(i as u32, next, 0)?;
             }
         }
+        Ok(())
+    }
+
+    /// Puts the SYN cookie keys of the periods around `period` in place (see
+    /// `crate::syncookie`), then makes `period` the program's current one.
+    pub fn rotate_cookie_keys(&mut self, secret: &Secret, period: u32) -> Result<()> {
+        {
+            let mut keys = self.map_mut::<SynCookieKeys, Array<_, _>>()?;
+            for p in periods_around(period) {
+                let slot = p % COOKIE_KEY_SLOTS;
+                let now = keys.get(&slot, 0)?;
+                if let Some(key) = secret.key_for(p, now).context("drawing a SYN cookie key")? {
+                    keys.set(slot, key, 0)?;
+                }
+            }
+        }
+        let mut global = self.map_mut::<Globals, Array<_, _>>()?;
+        if global.get(&Global::SynCookiePeriod.index(), 0)? != period {
+            global.set(Global::SynCookiePeriod.index(), period, 0)?;
+        }
+        Ok(())
+    }
+
+    /// The MSS the SYN proxy announces to clients of each family (the
+    /// program lowers it to what backends announce).
+    pub fn set_syn_mss(&mut self, v4: u16, v6: u16) -> Result<()> {
+        let mut global = self.map_mut::<Globals, Array<_, _>>()?;
+        global.set(Global::SynMssV4.index(), u32::from(v4), 0)?;
+        global.set(Global::SynMssV6.index(), u32::from(v6), 0)?;
         Ok(())
     }
 

@@ -135,6 +135,8 @@ pub struct FlowAccounting {
     removed: u64,
     evictions: u64,
     pub expired: u64,
+    pub half_open_expired: u64,
+    pub proxy_expired: u64,
     pub last: Option<LastSweep>,
 }
 
@@ -163,6 +165,8 @@ impl FlowAccounting {
         took: Duration,
     ) {
         self.expired += stats.expired;
+        self.half_open_expired += stats.half_open_expired;
+        self.proxy_expired += stats.proxy_expired;
         match self.baseline {
             None => {
                 // Flows made during this walk are either in `kept` or not
@@ -193,6 +197,8 @@ impl FlowAccounting {
             entries: self.last.map(|l| l.stats.kept_entries),
             evictions: self.evictions,
             expired: self.expired,
+            half_open_expired: self.half_open_expired,
+            syn_proxy_timed_out: self.proxy_expired,
             last_sweep_unix_ms: self.last.map(|l| unix(l.at).as_millis() as u64),
             last_sweep_s: self.last.map_or(0.0, |l| l.took.as_secs_f64()),
         }

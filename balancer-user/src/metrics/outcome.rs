@@ -21,6 +21,14 @@ pub enum Outcome {
     IcmpRelayed,
     /// A flow change the sync ring had no room for.
     SyncLost,
+    /// A SYN cookie sent or found valid (the `result` label).
+    SynCookie(&'static str),
+    /// A TCP handshake completed, directly or through the SYN proxy (`via`).
+    Handshake(&'static str),
+    /// A backend refused a SYN-proxied handshake.
+    SynProxyRefused,
+    /// The SYN proxy sent a backend its SYN again, and why (`reason`).
+    SynProxyResent(&'static str),
 }
 
 /// The metric and label of each global counter.
@@ -46,6 +54,16 @@ pub const fn outcome(c: Counter) -> Outcome {
         Counter::DropNotActive => Outcome::Dropped("not_active"),
         Counter::DropTakeoverGrace => Outcome::Dropped("takeover_grace"),
         Counter::SyncLost => Outcome::SyncLost,
+        Counter::SynCookieSent => Outcome::SynCookie("sent"),
+        Counter::SynCookieValid => Outcome::SynCookie("valid"),
+        Counter::DropSynCookieInvalid => Outcome::Dropped("syn_cookie_invalid"),
+        Counter::SynProxyEstablished => Outcome::Handshake("syn_proxy"),
+        Counter::SynProxyRefused => Outcome::SynProxyRefused,
+        Counter::DropSynProxyEarly => Outcome::Dropped("syn_proxy_early_data"),
+        Counter::DropNoRoom => Outcome::Dropped("no_room"),
+        Counter::HandshakeCompleted => Outcome::Handshake("direct"),
+        Counter::SynProxyTimeWait => Outcome::SynProxyResent("time_wait"),
+        Counter::SynProxySynAgain => Outcome::SynProxyResent("no_answer"),
     }
 }
 

@@ -457,6 +457,7 @@ impl Scrape {
             "ICMP errors about tracked flows, translated and sent on",
             s.counter(Counter::IcmpRelayed),
         )?;
+        self.syn_proxy(e, s)?;
         if !s.snat_ports_per_backend.is_empty() {
             let mut m = e.encode_descriptor(
                 "balancer_snat_ports_per_backend",
@@ -466,6 +467,89 @@ impl Scrape {
             )?;
             for (family, ports) in &s.snat_ports_per_backend {
                 gauge(&mut m, &[("family", family.as_str())], *ports as i64)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn syn_proxy(&self, e: &mut DescriptorEncoder, s: &Snapshot) -> Fmt {
+        let mut m = e.encode_descriptor(
+            "balancer_syn_cookies_mode",
+            "firewall.syn_cookies: 1 for the mode configured (off, auto, always)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for mode in ["off", "auto", "always"] {
+            gauge(
+                &mut m,
+                &[("mode", mode)],
+                i64::from(s.syn_cookies.mode == mode),
+            )?;
+        }
+        single_gauge(
+            e,
+            "balancer_syn_cookies_active",
+            "1 while SYNs to a VIP are answered with cookies (always, or auto during a SYN flood)",
+            i64::from(s.syn_cookies.active),
+        )?;
+        single_counter(
+            e,
+            "balancer_syn_cookies_activations",
+            "Times auto mode turned SYN cookies on (a SYN flood began)",
+            s.syn_cookies.activations,
+        )?;
+        let mut m = e.encode_descriptor(
+            "balancer_syn_cookies",
+            "SYN cookies by result: sent (a SYN answered), valid (an ACK that opened a flow), invalid (an ACK dropped)",
+            None,
+            MetricType::Counter,
+        )?;
+        for c in Counter::ALL {
+            if let Outcome::SynCookie(result) = outcome(c) {
+                counter(&mut m, &[("result", result)], s.counter(c))?;
+            }
+        }
+        counter(
+            &mut m,
+            &[("result", "invalid")],
+            s.counter(Counter::DropSynCookieInvalid),
+        )?;
+        let mut m = e.encode_descriptor(
+            "balancer_tcp_handshakes",
+            "TCP handshakes completed through the balancer, by how: direct (the client acknowledged the backend), syn_proxy (the backend answered a SYN the proxy sent)",
+            None,
+            MetricType::Counter,
+        )?;
+        for c in Counter::ALL {
+            if let Outcome::Handshake(via) = outcome(c) {
+                counter(&mut m, &[("via", via)], s.counter(c))?;
+            }
+        }
+        let mut m = e.encode_descriptor(
+            "balancer_syn_proxy_failures",
+            "SYN-proxied handshakes the backend did not complete: refused (a reset; the client got one) or timed_out (no answer within flows.tcp_syn_timeout_s)",
+            None,
+            MetricType::Counter,
+        )?;
+        counter(
+            &mut m,
+            &[("reason", "refused")],
+            s.counter(Counter::SynProxyRefused),
+        )?;
+        counter(
+            &mut m,
+            &[("reason", "timed_out")],
+            s.flow_table.syn_proxy_timed_out,
+        )?;
+        let mut m = e.encode_descriptor(
+            "balancer_syn_proxy_syn_resent",
+            "SYNs the SYN proxy sent a backend again, by reason: time_wait (the backend answered with an ACK of an older connection on the same 4-tuple; the SYN went again with a later sequence number), no_answer (the client sent its first segment again before the backend answered)",
+            None,
+            MetricType::Counter,
+        )?;
+        for c in Counter::ALL {
+            if let Outcome::SynProxyResent(reason) = outcome(c) {
+                counter(&mut m, &[("reason", reason)], s.counter(c))?;
             }
         }
         Ok(())
@@ -498,6 +582,12 @@ impl Scrape {
             "balancer_flows_expired",
             "Flows the sweeps removed as idle past their timeout",
             t.expired,
+        )?;
+        single_counter(
+            e,
+            "balancer_half_open_flows_expired",
+            "Of the expired flows, TCP flows whose handshake had not completed within flows.tcp_syn_timeout_s",
+            t.half_open_expired,
         )?;
         if let Some(at) = t.last_sweep_unix_ms {
             single_gauge(

@@ -77,6 +77,10 @@ fn snapshot() -> Snapshot {
         started_unix: 900,
         role: "standalone".into(),
         ha: None,
+        syn_cookies: crate::api::SynCookieStatus {
+            mode: "auto".into(),
+            ..Default::default()
+        },
         generation: 2,
         last_reload: None,
         reloads_accepted: 1,
@@ -93,6 +97,8 @@ fn snapshot() -> Snapshot {
             entries: Some(24),
             evictions: 0,
             expired: 0,
+            half_open_expired: 0,
+            syn_proxy_timed_out: 0,
             last_sweep_unix_ms: Some(999_000),
             last_sweep_s: 0.0001,
         },

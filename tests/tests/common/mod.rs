@@ -12,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+use balancer_common::cookie;
 use balancer_tests::{
     config::{Config, Health, Service},
     require_root,
@@ -20,7 +21,10 @@ use balancer_user::{
     config as daemon_config,
     dataplane::Dataplane,
     plan::{self, Plan},
+    syncookie::Secret,
 };
+use std::net::IpAddr;
+
 use etherparse::{
     NetSlice, PacketBuilder, PacketBuilderStep, SlicedPacket, TcpHeader, TransportSlice, UdpHeader,
 };
@@ -150,6 +154,14 @@ pub struct Fixture {
     pub back: u32,
 }
 
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+}
+
 pub fn sh(args: &str) {
     let out = Command::new("sh").arg("-c").arg(args).output().expect("sh");
     assert!(
@@ -226,6 +238,9 @@ impl Fixture {
         let plan = plan_of(config);
         let mut dp = Dataplane::load(flows).expect("load program");
         dp.apply(&plan).expect("apply plan");
+        // The SYN cookie keys, as a standalone daemon has them.
+        dp.rotate_cookie_keys(&Secret::Local, cookie::period_at(unix_now()))
+            .expect("cookie keys");
         let front = balancer_user::netconf::ifindex("front").unwrap();
         let back = balancer_user::netconf::ifindex("back").unwrap();
         dp.add_tx_port(front).unwrap();
@@ -260,12 +275,82 @@ pub fn tcp_frame(
     write_tcp(b, flags, payload)
 }
 
+/// [`tcp_frame`] with the sequence and acknowledgement numbers given.
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_seq_frame(
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    flags: &str,
+    seq: u32,
+    ack: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, FRONT_MAC)
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, seq, 64240);
+    write_tcp_ack(b, flags, ack, payload)
+}
+
+/// The client's ISN in [`handshake`], and the backend's.
+pub const CLIENT_ISN: u32 = 1000;
+pub const BACKEND_ISN: u32 = 5000;
+
+/// A connection from `client`:`sport` to the VIP's `port` through the
+/// program, its handshake completed (the SYN, the backend's SYN-ACK, the
+/// client's ACK of it): the SYN as it was forwarded.
+pub fn handshake(fx: &Fixture, client: [u8; 4], sport: u16, port: u16) -> Seen {
+    let syn = tcp_seq_frame(client, VIP, sport, port, "S", CLIENT_ISN, 0, b"");
+    let (action, out) = fx.run(&syn, fx.front);
+    assert!(matches!(action, XDP_REDIRECT | XDP_TX), "SYN: {action}");
+    let fwd = inspect(&out);
+    let syn_ack = tcp_seq_frame(
+        fwd.dst,
+        fwd.src,
+        fwd.dport,
+        fwd.sport,
+        "SA",
+        BACKEND_ISN,
+        CLIENT_ISN + 1,
+        b"",
+    );
+    let (action, _) = fx.run(&syn_ack, fx.back);
+    assert!(
+        matches!(action, XDP_REDIRECT | XDP_TX | XDP_PASS),
+        "SYN-ACK: {action}"
+    );
+    let ack = tcp_seq_frame(
+        client,
+        VIP,
+        sport,
+        port,
+        "A",
+        CLIENT_ISN + 1,
+        BACKEND_ISN + 1,
+        b"",
+    );
+    let (action, _) = fx.run(&ack, fx.front);
+    assert!(matches!(action, XDP_REDIRECT | XDP_TX), "ACK: {action}");
+    fwd
+}
+
 /// Sets `flags` (letters of "SAFRP") on a TCP builder and writes the frame.
-fn write_tcp(mut b: PacketBuilderStep<TcpHeader>, flags: &str, payload: &[u8]) -> Vec<u8> {
+fn write_tcp(b: PacketBuilderStep<TcpHeader>, flags: &str, payload: &[u8]) -> Vec<u8> {
+    write_tcp_ack(b, flags, 1, payload)
+}
+
+/// [`write_tcp`] with the acknowledgement number `ack` (with the flag A).
+fn write_tcp_ack(
+    mut b: PacketBuilderStep<TcpHeader>,
+    flags: &str,
+    ack: u32,
+    payload: &[u8],
+) -> Vec<u8> {
     for f in flags.chars() {
         b = match f {
             'S' => b.syn(),
-            'A' => b.ack(1),
+            'A' => b.ack(ack),
             'F' => b.fin(),
             'R' => b.rst(),
             'P' => b.psh(),
@@ -433,4 +518,177 @@ fn transport(
         }
         other => panic!("unexpected L4 {other:?}"),
     }
+}
+
+// --- TCP segments with chosen numbers and options (the SYN proxy's tests) ---
+
+pub const FIN: u8 = 0x01;
+pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
+pub const PSH: u8 = 0x08;
+pub const ACK: u8 = 0x10;
+
+/// A TCP segment to build or as seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tcp {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub window: u16,
+    /// The option bytes (a multiple of 4 to build).
+    pub opts: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+impl Tcp {
+    pub fn new(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, flags: u8) -> Self {
+        Tcp {
+            src,
+            dst,
+            sport,
+            dport,
+            seq: 0,
+            ack: 0,
+            flags,
+            window: 64240,
+            opts: Vec::new(),
+            payload: Vec::new(),
+        }
+    }
+
+    pub fn seq(mut self, seq: u32, ack: u32) -> Self {
+        self.seq = seq;
+        self.ack = ack;
+        self
+    }
+
+    pub fn opts(mut self, opts: &[u8]) -> Self {
+        self.opts = opts.to_vec();
+        while !self.opts.len().is_multiple_of(4) {
+            self.opts.push(1);
+        }
+        self
+    }
+
+    pub fn payload(mut self, payload: &[u8]) -> Self {
+        self.payload = payload.to_vec();
+        self
+    }
+
+    pub fn window(mut self, window: u16) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// The frame, from `mac` to the balancer's `to`.
+    pub fn frame(&self, mac: [u8; 6], to: [u8; 6]) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2(mac, to);
+        let b = match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => b.ipv4(s.octets(), d.octets(), 64),
+            (IpAddr::V6(s), IpAddr::V6(d)) => b.ipv6(s.octets(), d.octets(), 64),
+            _ => panic!("mixed families"),
+        };
+        let mut b = b
+            .tcp(self.sport, self.dport, self.seq, self.window)
+            .options_raw(&self.opts)
+            .unwrap();
+        if self.flags & SYN != 0 {
+            b = b.syn();
+        }
+        if self.flags & ACK != 0 {
+            b = b.ack(self.ack);
+        }
+        if self.flags & FIN != 0 {
+            b = b.fin();
+        }
+        if self.flags & RST != 0 {
+            b = b.rst();
+        }
+        if self.flags & PSH != 0 {
+            b = b.psh();
+        }
+        let mut v = Vec::new();
+        b.write(&mut v, &self.payload).unwrap();
+        v
+    }
+
+    /// A client's frame.
+    pub fn client_frame(&self) -> Vec<u8> {
+        self.frame(CLIENT_MAC, FRONT_MAC)
+    }
+
+    /// A backend's frame.
+    pub fn backend_frame(&self) -> Vec<u8> {
+        let mac = match self.src {
+            IpAddr::V4(a) => backend_mac(a.octets()),
+            IpAddr::V6(a) => backend_mac6(a.octets()),
+        };
+        self.frame(mac, BACK_MAC)
+    }
+}
+
+/// What a frame the program sent says, after checking every checksum.
+pub fn seen(frame: &[u8]) -> (Tcp, [u8; 6], [u8; 6]) {
+    let p = SlicedPacket::from_ethernet(frame).expect("the frame parses");
+    let eth = etherparse::Ethernet2Header::from_slice(frame).unwrap().0;
+    let (src, dst): (IpAddr, IpAddr) = match &p.net {
+        Some(NetSlice::Ipv4(ip)) => {
+            let h = ip.header().to_header();
+            assert_eq!(h.calc_header_checksum(), h.header_checksum, "IPv4 checksum");
+            (h.source.into(), h.destination.into())
+        }
+        Some(NetSlice::Ipv6(ip)) => {
+            let h = ip.header().to_header();
+            (h.source.into(), h.destination.into())
+        }
+        _ => panic!("not IP"),
+    };
+    let Some(TransportSlice::Tcp(t)) = &p.transport else {
+        panic!("not TCP")
+    };
+    let h = t.to_header();
+    let want = match &p.net {
+        Some(NetSlice::Ipv4(ip)) => h.calc_checksum_ipv4(&ip.header().to_header(), t.payload()),
+        Some(NetSlice::Ipv6(ip)) => h.calc_checksum_ipv6(&ip.header().to_header(), t.payload()),
+        _ => unreachable!(),
+    }
+    .unwrap();
+    assert_eq!(h.checksum, want, "TCP checksum");
+    let flags = (h.fin as u8)
+        | (h.syn as u8) << 1
+        | (h.rst as u8) << 2
+        | (h.psh as u8) << 3
+        | (h.ack as u8) << 4;
+    (
+        Tcp {
+            src,
+            dst,
+            sport: h.source_port,
+            dport: h.destination_port,
+            seq: h.sequence_number,
+            ack: h.acknowledgment_number,
+            flags,
+            window: h.window_size,
+            opts: h.options.as_slice().to_vec(),
+            payload: t.payload().to_vec(),
+        },
+        eth.source,
+        eth.destination,
+    )
+}
+
+/// What the proxy writes: MSS, NOP + window scale, NOP NOP + SACK permitted.
+pub fn proxy_opts(mss: u16, wscale: Option<u8>, sack: bool) -> Vec<u8> {
+    let [m0, m1] = mss.to_be_bytes();
+    let mut o = vec![2, 4, m0, m1];
+    o.extend_from_slice(&match wscale {
+        Some(w) => [1, 3, 3, w],
+        None => [1, 1, 1, 1],
+    });
+    o.extend_from_slice(if sack { &[1, 1, 4, 2] } else { &[1, 1, 1, 1] });
+    o
 }

@@ -11,7 +11,7 @@
 
 pub(super) mod binary;
 pub(super) mod measure;
-mod modes;
+pub(super) mod modes;
 pub(super) mod report;
 
 use std::{
@@ -450,7 +450,7 @@ fn measure(bench: &Bench, active: &mut Active, mode: Mode, test: Test) -> Result
 }
 
 /// nginx on every backend (port 80, no access log) and an iperf3 server on be1.
-struct Servers {
+pub(super) struct Servers {
     // Processes before their directories.
     nginx: Vec<Process>,
     _iperf: Process,
@@ -458,7 +458,7 @@ struct Servers {
 }
 
 impl Servers {
-    fn start(topo: &Topology) -> Result<Servers> {
+    pub(super) fn start(topo: &Topology) -> Result<Servers> {
         let mut nginx = Vec::new();
         let mut dirs = Vec::new();
         for i in 1..=BACKENDS {
@@ -538,7 +538,7 @@ http {{
     )
 }
 
-fn in_path(name: &str) -> bool {
+pub(super) fn in_path(name: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
 }

@@ -1,8 +1,9 @@
-//! `cargo xtask bench [packet|e2e|memory|failover|sync|active-active|metrics|all]`.
+//! `cargo xtask bench [packet|e2e|memory|failover|sync|active-active|flood|metrics|all]`.
 
 mod active_active;
 mod e2e;
 mod failover;
+mod flood;
 mod host;
 mod memory;
 mod metrics;
@@ -26,6 +27,7 @@ pub fn run(which: &str) -> Result<()> {
         "failover" => failover::run(),
         "sync" => sync::run(),
         "active-active" => active_active::run(),
+        "flood" => flood::run(),
         "metrics" => metrics::run(),
         "all" => {
             packet::run()?;
@@ -34,11 +36,12 @@ pub fn run(which: &str) -> Result<()> {
             failover::run()?;
             sync::run()?;
             active_active::run()?;
+            flood::run()?;
             metrics::run()
         }
         other => {
             bail!(
-                "unknown benchmark {other:?}: packet, e2e, memory, failover, sync, active-active, metrics or all"
+                "unknown benchmark {other:?}: packet, e2e, memory, failover, sync, active-active, flood, metrics or all"
             )
         }
     }

@@ -8,7 +8,7 @@ use super::{Checker, interface_name};
 use crate::config::{
     MAX_INTERFACES, MAX_SNAT_ADDRS, addr,
     raw::{At, Part, RawControl, RawFirewall, RawFlows, RawHa, RawNode, Text},
-    types::{Control, Firewall, Flows, Forwarding, Ha, HaMode, Node, RateLimit},
+    types::{Control, Firewall, Flows, Forwarding, Ha, HaMode, Node, RateLimit, SynCookies},
 };
 
 impl Checker<'_> {
@@ -186,7 +186,6 @@ impl Checker<'_> {
             raw.tcp_established_timeout_s,
             default.tcp_established_timeout_s,
         );
-        self.written.tcp_syn_timeout_s = raw.tcp_syn_timeout_s.is_some();
         let tcp_syn_timeout_s = match raw.tcp_syn_timeout_s {
             // The documented default, but never longer than an established flow's limit.
             None => default.tcp_syn_timeout_s.min(tcp_established_timeout_s),
@@ -231,8 +230,9 @@ impl Checker<'_> {
     }
 
     pub(super) fn firewall(&mut self, part: Part<RawFirewall>) -> Firewall {
+        let default = Firewall::default();
         let Part::Present(At { value: raw, .. }) = part else {
-            return Firewall::default();
+            return default;
         };
         let mut limit = RateLimit::default();
         if let Some(raw_limit) = raw.new_connections_per_source {
@@ -256,13 +256,40 @@ impl Checker<'_> {
                 _ => {}
             }
         }
-        self.written.syn_cookies = raw.syn_cookies.is_some();
+        let syn_cookies = raw.syn_cookies.unwrap_or_default();
+        if syn_cookies != SynCookies::Auto {
+            for (key, set) in [
+                ("syn_flood_threshold", raw.syn_flood_threshold.is_some()),
+                ("syn_flood_cooldown_s", raw.syn_flood_cooldown_s.is_some()),
+            ] {
+                if set {
+                    self.warn(
+                        format!("firewall.{key}"),
+                        format!("has no effect with syn_cookies = \"{syn_cookies}\": only \"auto\" detects floods"),
+                    );
+                }
+            }
+        }
         Firewall {
             default: raw.default.unwrap_or_default(),
             allow: self.networks("firewall.allow", raw.allow),
             deny: self.networks("firewall.deny", raw.deny),
             new_connections_per_source: limit,
-            syn_cookies: raw.syn_cookies.unwrap_or_default(),
+            syn_cookies,
+            syn_flood_threshold: self.within(
+                "firewall.syn_flood_threshold",
+                raw.syn_flood_threshold,
+                1..=Firewall::MAX_SYN_FLOOD_THRESHOLD,
+                default.syn_flood_threshold,
+                "half-open flows per second",
+            ),
+            syn_flood_cooldown_s: self.within(
+                "firewall.syn_flood_cooldown_s",
+                raw.syn_flood_cooldown_s,
+                1..=Firewall::MAX_SYN_FLOOD_COOLDOWN_S,
+                default.syn_flood_cooldown_s,
+                "seconds",
+            ),
         }
     }
 

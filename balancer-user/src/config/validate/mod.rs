@@ -19,7 +19,6 @@ use toml::Spanned;
 
 use super::{
     addr,
-    pending::Written,
     problem::{Lines, Problem, Warning},
     raw::{RawConfig, Text},
     types::Config,
@@ -30,8 +29,6 @@ pub(super) struct Outcome {
     pub config: Option<Config>,
     pub problems: Vec<Problem>,
     pub warnings: Vec<Warning>,
-    /// For the warnings about settings not enforced yet.
-    pub written: Written,
 }
 
 pub(super) fn validate(raw: RawConfig, lines: &Lines) -> Outcome {
@@ -39,7 +36,6 @@ pub(super) fn validate(raw: RawConfig, lines: &Lines) -> Outcome {
         lines,
         problems: Vec::new(),
         warnings: Vec::new(),
-        written: Written::default(),
     };
     let node = check.node(raw.node);
     let control = check.control(raw.control);
@@ -62,7 +58,6 @@ pub(super) fn validate(raw: RawConfig, lines: &Lines) -> Outcome {
         config,
         problems: check.problems,
         warnings: check.warnings,
-        written: check.written,
     }
 }
 
@@ -70,7 +65,6 @@ struct Checker<'a> {
     lines: &'a Lines,
     problems: Vec<Problem>,
     warnings: Vec<Warning>,
-    written: Written,
 }
 
 /// Remembers where each key was first seen, to name it when it comes again.

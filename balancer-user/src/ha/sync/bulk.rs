@@ -129,5 +129,7 @@ pub fn sent_in_bulk(key: &FlowKey, value: &FlowValue, owners: &Owners) -> Option
         backend: value.new_dst,
         backend_port_be: value.new_dport_be,
         seq_delta: value.seq_delta,
+        isn_delta: value.isn_delta,
+        proxy: value.proxy,
     }))
 }

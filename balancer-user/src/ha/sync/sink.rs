@@ -199,6 +199,8 @@ impl Sink {
             released,
             owner,
             seq_delta: f.seq_delta,
+            isn_delta: f.isn_delta,
+            proxy: f.proxy,
             ..FlowValue::default()
         };
         let reply_key = forward.peer_key(f.proto, f.family);
@@ -214,6 +216,8 @@ impl Sink {
             direction: DIR_REPLY,
             owner,
             seq_delta: f.seq_delta,
+            isn_delta: f.isn_delta,
+            proxy: f.proxy,
             ..FlowValue::default()
         };
         if self.flows.insert(reply_key, reply, 0).is_err()

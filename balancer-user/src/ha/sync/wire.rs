@@ -38,7 +38,7 @@ pub const VERSION: u8 = 2;
 /// The layout of [`Record`]s on the wire: bumped when a record carries more
 /// (a field a flow's forwarding needs), so that nodes of different versions
 /// refuse each other's records instead of installing half a flow.
-pub const RECORD_LAYOUT: u16 = 1;
+pub const RECORD_LAYOUT: u16 = 2;
 const MAC_LEN: usize = 32;
 /// Datagrams stay under this, below any path MTU between balancer hosts.
 pub const MAX_DATAGRAM: usize = 1400;
@@ -108,8 +108,11 @@ pub struct Flow {
     pub snat_port_be: u16,
     pub backend: RawAddr,
     pub backend_port_be: u16,
-    /// Sequence translation of a SYN-proxied flow (0 otherwise).
+    /// Sequence translation of a SYN-proxied flow (0 otherwise): the
+    /// flow entries' `seq_delta`, `isn_delta` and `proxy` words.
     pub seq_delta: u32,
+    pub isn_delta: u32,
+    pub proxy: u32,
 }
 
 /// One change of the sender's flow table, or a mark in its stream.
@@ -155,6 +158,8 @@ impl Record {
                 backend: e.value.new_dst,
                 backend_port_be: e.value.new_dport_be,
                 seq_delta: e.value.seq_delta,
+                isn_delta: e.value.isn_delta,
+                proxy: e.value.proxy,
             })),
             SYNC_CLOSED => Some(Record::Closed {
                 family: e.key.family,
@@ -171,7 +176,7 @@ impl Record {
     /// Bytes on the wire, its kind byte included.
     pub fn wire_len(&self) -> usize {
         1 + match self {
-            Record::Flow(_) => 4 + 4 * 18 + 4,
+            Record::Flow(_) => 4 + 4 * 18 + 12,
             Record::Closed { .. } => 2 + 2 * 18,
             Record::BulkBegin { .. } | Record::BulkEnd { .. } => 12,
         }
@@ -192,6 +197,8 @@ impl Record {
                 addr(out, &f.snat, f.snat_port_be);
                 addr(out, &f.backend, f.backend_port_be);
                 out.extend_from_slice(&f.seq_delta.to_be_bytes());
+                out.extend_from_slice(&f.isn_delta.to_be_bytes());
+                out.extend_from_slice(&f.proxy.to_be_bytes());
             }
             Record::Closed {
                 family,
@@ -231,7 +238,7 @@ impl Record {
         let family_ok = |f: u8| f == balancer_common::FAMILY_V4 || f == FAMILY_V6;
         let record = match kind {
             REC_FLOW => {
-                let body = rest.get(..4 + 4 * 18 + 4)?;
+                let body = rest.get(..4 + 4 * 18 + 12)?;
                 if !family_ok(body[0]) {
                     return None;
                 }
@@ -252,6 +259,8 @@ impl Record {
                     backend,
                     backend_port_be,
                     seq_delta: u32::from_be_bytes(body[76..80].try_into().unwrap()),
+                    isn_delta: u32::from_be_bytes(body[80..84].try_into().unwrap()),
+                    proxy: u32::from_be_bytes(body[84..88].try_into().unwrap()),
                 })
             }
             REC_CLOSED => {
@@ -560,6 +569,8 @@ mod tests {
             backend: [4, 0, 0, 0],
             backend_port_be: 8080u16.to_be(),
             seq_delta: 0xdead_beef,
+            isn_delta: 0x0102_0304,
+            proxy: 0x8000_0120,
         })
     }
 
