@@ -747,9 +747,9 @@ fn a_peers_flow_that_ended_here_expires_and_the_others_stay_held() {
         maps::Flows,
     };
     let Some(mut fx) = Fixture::new() else { return };
+    // Established, so that both are in the flow table (not half-open).
     for port in [36000, 36001] {
-        let syn = tcp_frame(CLIENT, VIP, port, 80, "S", b"");
-        assert_eq!(fx.run(&syn, fx.front).0, XDP_REDIRECT);
+        handshake(&fx, CLIENT, port, 80);
     }
     let peer = balancer_common::flow::node_id(b"lb-b");
     let retag = |fx: &mut Fixture| {
@@ -794,8 +794,7 @@ fn a_peers_uncounted_flow_ending_here_leaves_the_counts_alone() {
         maps::{ActiveConns, Flows},
     };
     let Some(mut fx) = Fixture::new() else { return };
-    let syn = tcp_frame(CLIENT, VIP, 36100, 80, "S", b"");
-    assert_eq!(fx.run(&syn, fx.front).0, XDP_REDIRECT);
+    handshake(&fx, CLIENT, 36100, 80);
     let peer = balancer_common::flow::node_id(b"lb-b");
     // As the sink installs it: the peer's, uncounted here.
     let backend = {

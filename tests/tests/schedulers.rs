@@ -7,7 +7,7 @@ mod common;
 use std::{collections::BTreeMap, net::SocketAddr};
 
 use balancer_common::service::BackendIndex;
-use balancer_tests::config::{Config, Health, Scheduler, Service};
+use balancer_tests::config::{Config, Firewall, Health, Scheduler, Service, SynCookies};
 use balancer_user::expiry::Timeouts;
 use common::*;
 
@@ -19,6 +19,10 @@ fn schedulers() -> Config {
     Config::new("sched")
         .snat([SNAT])
         .snat_port_range(1024, 65535)
+        // Thousands of SYNs whose handshakes never complete, within a second:
+        // auto mode would take them for a flood and answer with cookies. The
+        // schedulers' choices are what is tested here.
+        .firewall(Firewall::default().syn_cookies(SynCookies::Off))
         .service(
             Service::tcp("rr", VIP, 80)
                 .scheduler(Scheduler::RoundRobin)
@@ -164,6 +168,8 @@ fn big_pool(scheduler: Scheduler) -> Config {
     Config::new("big")
         .snat([SNAT])
         .snat_port_range(1024, 65535)
+        // As in `schedulers`: no cookies for a burst of bare SYNs.
+        .firewall(Firewall::default().syn_cookies(SynCookies::Off))
         .service(
             Service::tcp("big", VIP, 80)
                 .scheduler(scheduler)
