@@ -21,7 +21,7 @@ use std::{
 
 use balancer_tests::{
     BALANCER_START_TIMEOUT, Balancer, Launch, Signal, TempDir, Topology, addrs, require_program,
-    require_root, tcp_connect, tcp_request, tcp_server,
+    require_root, tcp_connect, tcp_request, tcp_server, wait_until,
 };
 use serde_json::Value;
 
@@ -164,22 +164,20 @@ impl Notifications {
     /// Waits until `count` lines equal to `line` have arrived after the
     /// first `from` lines; returns the index of the last of them.
     fn wait_for(&mut self, from: usize, line: &str, count: usize, timeout: Duration) -> usize {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let mut found = Vec::new();
+        let seen = wait_until(timeout, || {
             self.drain();
-            let found: Vec<usize> = (from..self.seen.len())
+            found = (from..self.seen.len())
                 .filter(|&i| self.seen[i].1 == line)
                 .collect();
-            if found.len() >= count {
-                return found[count - 1];
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{count} x {line:?} not notified within {timeout:?}; got {:?}",
-                self.lines()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+            found.len() >= count
+        });
+        assert!(
+            seen,
+            "{count} x {line:?} not notified within {timeout:?}; got {:?}",
+            self.lines()
+        );
+        found[count - 1]
     }
 
     fn lines(&self) -> Vec<&str> {
