@@ -17,8 +17,7 @@ use crate::{
     clock, flood, flow, forward,
     maps::{self, FLOWS, HALF_OPEN, count},
     nat,
-    parse::Packet,
-    synproxy,
+    parse::{self, Packet},
 };
 
 const TCP_FIN: u8 = 0x01;
@@ -39,7 +38,7 @@ pub fn half_open(ctx: &XdpContext, pkt: &Packet, flow: &mut FlowValue) -> u32 {
             flow::release(flow, pkt.key.proto, pkt.key.family, false);
         } else if flow.state == STATE_SYN_RECEIVED
             && flags & (TCP_SYN | TCP_ACK) == TCP_ACK
-            && synproxy::read_tcp(ctx, pkt).is_some_and(|t| t.ack == flow.seq_delta)
+            && parse::read_tcp(ctx, pkt).is_some_and(|t| t.ack == flow.seq_delta)
             && establish(pkt, flow)
             && let Some(moved) = FLOWS.get_ptr_mut(&pkt.key)
         {
@@ -71,7 +70,7 @@ fn answered(ctx: &XdpContext, pkt: &Packet, reply: &mut FlowValue, end: bool) {
         reply.state = STATE_CLOSING;
         return;
     }
-    let Some(tcp) = synproxy::read_tcp(ctx, pkt) else {
+    let Some(tcp) = parse::read_tcp(ctx, pkt) else {
         return;
     };
     forward.seq_delta = tcp.seq.wrapping_add(1);

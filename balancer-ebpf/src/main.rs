@@ -201,7 +201,7 @@ fn open_flow(ctx: &XdpContext, pkt: &mut Packet, service: &ServiceValue, proxy: 
     let open = if proxy.valid() {
         // (The caller made the ACK the SYN it answers: its sequence number
         // is the client's ISN.)
-        let Some(tcp) = synproxy::read_tcp(ctx, pkt) else {
+        let Some(tcp) = parse::read_tcp(ctx, pkt) else {
             return drop(Counter::DropMalformed);
         };
         Open {

@@ -432,3 +432,44 @@ fn parse_ipv4_further(
         ip_len,
     })
 }
+
+/// The TCP header as the wire has it, for writing.
+#[repr(C)]
+pub struct TcpWire {
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub seq: [u8; 4],
+    pub ack: [u8; 4],
+    pub doff: u8,
+    pub flags: u8,
+    pub window: [u8; 2],
+    pub check: [u8; 2],
+    pub urg: [u8; 2],
+}
+
+/// What the SYN proxy and the handshake read of a TCP header.
+pub struct Tcp {
+    pub seq: u32,
+    pub ack: u32,
+    pub window: u16,
+    /// The header's length in bytes.
+    pub doff: usize,
+}
+
+/// The TCP header of `pkt` (which the parser has checked is in the frame).
+#[inline(always)]
+pub fn read_tcp(ctx: &XdpContext, pkt: &Packet) -> Option<Tcp> {
+    // The offset comes through the stack (see nat.rs).
+    if pkt.l4_off > MAX_L4_OFFSET {
+        return None;
+    }
+    let t = ptr_at::<TcpWire>(ctx, pkt.l4_off)?;
+    // SAFETY: bounds checked by ptr_at.
+    let t = unsafe { &*t };
+    Some(Tcp {
+        seq: u32::from_be_bytes(t.seq),
+        ack: u32::from_be_bytes(t.ack),
+        window: u16::from_be_bytes(t.window),
+        doff: ((t.doff >> 4) as usize) * 4,
+    })
+}

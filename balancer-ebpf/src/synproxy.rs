@@ -39,7 +39,7 @@ use crate::{
     clock, copy, flood, flow, forward, handshake,
     maps::{self, FLOWS, GLOBAL, HALF_OPEN, SYN_COOKIE_KEYS, count, global},
     nat,
-    parse::{MAX_L4_OFFSET, Packet, ptr_at},
+    parse::{MAX_L4_OFFSET, Packet, Tcp, TcpWire, ptr_at, read_tcp},
     tcpopt,
 };
 
@@ -68,47 +68,6 @@ const TIME_WAIT_GAP: u32 = 1 << 16;
 /// A client's first segment again while the backend has not answered after
 /// this long sends the backend the SYN again (the first may have been lost).
 const SYN_AGAIN_NS: u64 = 150_000_000;
-
-/// The TCP header as the wire has it, for writing.
-#[repr(C)]
-struct TcpWire {
-    sport: [u8; 2],
-    dport: [u8; 2],
-    seq: [u8; 4],
-    ack: [u8; 4],
-    doff: u8,
-    flags: u8,
-    window: [u8; 2],
-    check: [u8; 2],
-    urg: [u8; 2],
-}
-
-/// What the proxy reads of a TCP header.
-pub struct Tcp {
-    pub seq: u32,
-    pub ack: u32,
-    pub window: u16,
-    /// The header's length in bytes.
-    pub doff: usize,
-}
-
-/// The TCP header of `pkt` (which the parser has checked is in the frame).
-#[inline(always)]
-pub fn read_tcp(ctx: &XdpContext, pkt: &Packet) -> Option<Tcp> {
-    // The offset comes through the stack (see nat.rs).
-    if pkt.l4_off > MAX_L4_OFFSET {
-        return None;
-    }
-    let t = ptr_at::<TcpWire>(ctx, pkt.l4_off)?;
-    // SAFETY: bounds checked by ptr_at.
-    let t = unsafe { &*t };
-    Some(Tcp {
-        seq: u32::from_be_bytes(t.seq),
-        ack: u32::from_be_bytes(t.ack),
-        window: u16::from_be_bytes(t.window),
-        doff: ((t.doff >> 4) as usize) * 4,
-    })
-}
 
 /// A validated cookie, packed for a BPF call's register: the cookie, the
 /// client's window, and what the cookie carries. 0: none.
