@@ -13,18 +13,19 @@
 //!   `memlock`); beside it, what the kernel allocated meanwhile (`/proc/meminfo`:
 //!   VmallocUsed + Percpu + SUnreclaim, machine-wide);
 //! - the large daemon's table is then filled with 1,000,000 real flows
-//!   (2,000,000 entries): TCP SYNs to its services run through its own program
-//!   with BPF_PROG_TEST_RUN. Every kernel access goes through balancer-user's
+//!   (2,000,000 entries): TCP handshakes to its services run through its own
+//!   program with BPF_PROG_TEST_RUN (a SYN alone would be half-open, kept in
+//!   `HALF_OPEN`). Every kernel access goes through balancer-user's
 //!   data-plane layer: `Dataplane::open` loads the program again on the
-//!   daemon's pinned maps, `test_run` runs the SYNs, `flow_entries` counts the
+//!   daemon's pinned maps, `test_run` runs the segments, `flow_entries` counts the
 //!   table in batches. So the program itself chooses backends and SNAT ports
 //!   and inserts both entries of each flow. The kernel's memory before and
 //!   after the fill shows whether a full table costs more than the empty one
 //!   (it should not: an LRU hash is preallocated);
 //! - resident memory (`VmRSS`, `VmHWM` of `/proc/PID/status`) after start, after
 //!   the fill, after the daemon swept the full table (flows alive, nothing to
-//!   expire), and after the sweeps that expired every flow (the SYN-only flows
-//!   age out after `tcp_transitory_timeout_s`, set to 90 s here). The peak is
+//!   expire), and after the sweeps that expired every flow (idle established
+//!   flows age out after `tcp_established_timeout_s`, set to 90 s here). The peak is
 //!   reset (`/proc/PID/clear_refs`) at the start of each phase, so each `VmHWM`
 //!   is the peak of its phase. Sweeps are seen in the daemon's CPU time (an idle
 //!   daemon uses none) and in its debug log (`expired flows`).
@@ -42,7 +43,7 @@ use balancer_tests::{
     config::{Config, Flows, Health, Service},
     cpu_time, resident_kib, thousands as group,
 };
-use support::{FlowPlan, PORTS_PER_CLIENT, daemon_dataplane, no_cookies, send_syns};
+use support::{FlowPlan, PORTS_PER_CLIENT, daemon_dataplane, no_cookies, open_flows};
 
 mod support;
 
@@ -59,8 +60,9 @@ const PLAN: FlowPlan = FlowPlan {
     vip: VIP,
     services: SERVICES,
 };
-/// `flows.tcp_transitory_timeout_s` of the large configuration: the filled flows
-/// (SYN seen, no answer) expire after it. Longer than the default 30 s, so that
+/// `flows.tcp_established_timeout_s` and `tcp_transitory_timeout_s` of the
+/// large configuration: the filled flows (established, then idle) expire
+/// after it. Longer than the default 30 s, so that
 /// one sweep (every 30 s: half the 60 s UDP limit) sees the full table alive: a
 /// sweep of 2,000,000 entries takes seconds.
 const TRANSITORY_S: u64 = 90;
@@ -124,7 +126,8 @@ fn large_config() -> Config {
         .flows(
             Flows::default()
                 .capacity(CAPACITY)
-                .tcp_transitory_timeout_s(TRANSITORY_S as u32),
+                .tcp_transitory_timeout_s(TRANSITORY_S as u32)
+                .tcp_established_timeout_s(TRANSITORY_S as u32),
         );
     PLAN.services(config, BACKENDS_PER_SERVICE)
 }
@@ -357,7 +360,7 @@ fn fill_and_sweep(
         let k0 = Kernel::read()?;
         let t = Instant::now();
         // In `lb`, whose routes and neighbours the program's FIB lookups see.
-        let ran = lb.try_run(|| send_syns(&dp, PLAN, c * chunk..(c + 1) * chunk, 0))??;
+        let ran = lb.try_run(|| open_flows(&dp, PLAN, c * chunk..(c + 1) * chunk, (0, 0)))??;
         elapsed += t.elapsed();
         let k1 = Kernel::read()?;
         created += ran.created;
@@ -802,7 +805,7 @@ fn render(small: &Measured, large: &Measured) -> String {
     if let Some(f) = &large.fill {
         let _ = writeln!(
             s,
-            "\nThe fill (large configuration): {} TCP SYNs from 100 clients × {} ports to the {} services, through the daemon's own program (BPF_PROG_TEST_RUN) in {:.1} s: {} flows created, {} refused; `FLOWS` then held **{}** entries. `bytes_memlock` of `FLOWS` before and after: {} and {} bytes. Kernel memory meanwhile (machine-wide): **{}** ({}).",
+            "\nThe fill (large configuration): {} TCP handshakes (the client's SYN, the backend's SYN-ACK, the client's ACK) from 100 clients × {} ports to the {} services, through the daemon's own program (BPF_PROG_TEST_RUN) in {:.1} s: {} flows created, {} refused; `FLOWS` then held **{}** entries. `bytes_memlock` of `FLOWS` before and after: {} and {} bytes. Kernel memory meanwhile (machine-wide): **{}** ({}).",
             group(u64::from(f.flows)),
             group(u64::from(PORTS_PER_CLIENT)),
             SERVICES,

@@ -261,30 +261,36 @@ pub struct Ran {
     pub refused: u64,
 }
 
-/// Runs the SYN of every flow of `flows` through the program (in the calling
-/// thread's network namespace, as if it came in on `ifindex`; 0: none), so
-/// that the program itself chooses each flow's backend and SNAT port and
-/// inserts both entries.
-pub fn send_syns(dp: &Dataplane, plan: FlowPlan, flows: Range<u32>, ifindex: u32) -> Result<Ran> {
+/// Opens every flow of `flows` through the program ([`open_flow`]: the
+/// handshake, in the calling thread's network namespace, as if on `front`
+/// and `back`; 0: none), so that the program itself chooses each flow's
+/// backend and SNAT port and inserts both entries into the flow table.
+pub fn open_flows(
+    dp: &Dataplane,
+    plan: FlowPlan,
+    flows: Range<u32>,
+    ifs: (u32, u32),
+) -> Result<Ran> {
+    let table = dp.map::<Flows, HashMap<_, FlowKey, FlowValue>>()?;
     let mut frame = Vec::with_capacity(64);
     let mut ran = Ran::default();
     for i in flows {
-        plan.syn(i).write(&[], &mut frame);
-        if dp.test_run(&frame, ifindex)?.action == XDP_DROP {
-            ran.refused += 1;
-        } else {
+        if open_flow(dp, &table, plan, i, ifs, &mut frame)?.is_some() {
             ran.created += 1;
+        } else {
+            ran.refused += 1;
         }
     }
     Ok(ran)
 }
 
 /// Opens flow `i` of `plan` through the program, in the calling thread's
-/// network namespace: the client's SYN as if on `front`, then the chosen
-/// backend's SYN-ACK as if on `back`, so that both entries exist and the flow
-/// is established, as a real one; `table` is the program's flow table. The
-/// flow's forward entry, or `None` if the program dropped the SYN. `frame` is
-/// scratch space.
+/// network namespace: the client's SYN as if on `front`, the chosen
+/// backend's SYN-ACK as if on `back`, then the client's ACK, so that the flow
+/// is established and both its entries are in `table`, the program's flow
+/// table (a flow whose handshake has not completed is half-open and kept
+/// elsewhere). The flow's forward entry, or `None` if the program dropped
+/// the SYN. `frame` is scratch space.
 pub fn open_flow(
     dp: &Dataplane,
     table: &HashMap<&MapData, FlowKey, FlowValue>,
@@ -295,23 +301,32 @@ pub fn open_flow(
 ) -> Result<Option<FlowValue>> {
     let syn = plan.syn(i);
     syn.write(&[], frame);
-    if dp.test_run(frame, front)?.action == XDP_DROP {
+    let sent = dp.test_run(frame, front)?;
+    if sent.action == XDP_DROP {
         return Ok(None);
     }
-    let forward = table
-        .get(&syn.key(), 0)
-        .with_context(|| format!("flow {i} has no forward entry"))?;
+    // The SYN as the program sent it on (Ethernet, IPv4 without options,
+    // TCP): from the SNAT address and port to the backend.
+    let out = &sent.frame;
+    ensure!(out.len() >= 38, "flow {i}: the SYN came out short");
+    let addr = |at: usize| -> [u8; 4] { out[at..at + 4].try_into().unwrap() };
+    let port = |at: usize| u16::from_be_bytes([out[at], out[at + 1]]);
     Segment {
-        src: v4(forward.new_dst),
-        dst: v4(forward.new_src),
-        sport: u16::from_be(forward.new_dport_be),
-        dport: u16::from_be(forward.new_sport_be),
+        src: addr(30),
+        dst: addr(26),
+        sport: port(36),
+        dport: port(34),
         seq: 7,
         ack: syn.seq + 1,
         flags: SYN | ACK,
     }
     .write(&[], frame);
     dp.test_run(frame, back)?;
+    plan.client(i, ACK).write(&[], frame);
+    dp.test_run(frame, front)?;
+    let forward = table
+        .get(&syn.key(), 0)
+        .with_context(|| format!("flow {i} has no forward entry after its handshake"))?;
     Ok(Some(forward))
 }
 
