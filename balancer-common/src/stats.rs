@@ -109,6 +109,11 @@ counters! {
     /// The backend had not answered a SYN-proxied flow's SYN when the client
     /// sent its first segment again: the SYN went again (the first was lost).
     SynProxySynAgain = "syn_proxy_syn_again",
+    /// The packet that completes a half-open flow's handshake (the client's
+    /// ACK, or the backend's SYN-ACK to the SYN proxy) found the flow's other
+    /// half gone (expired) or another flow's (removed by another CPU at the
+    /// same moment and its room reused): dropped, the flow not completed.
+    DropHalfOpenOrphan = "drop_half_open_orphan",
 }
 
 /// `SERVICE_DROPS` index of a drop of a new flow to a service, by reason.

@@ -227,6 +227,47 @@ impl Open {
 const SCRATCH_REPLY: u32 = 0;
 const SCRATCH_FORWARD: u32 = 1;
 
+/// Whether `value` leads to `key` reversed: the entry whose peer `key` is.
+/// Word by word: comparing the arrays whole would become a `bcmp` call.
+#[inline(always)]
+pub fn pairs_with(value: &FlowValue, key: &FlowKey) -> bool {
+    let same =
+        |a: &RawAddr, b: &RawAddr| a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3];
+    value.new_sport_be == key.dport_be
+        && value.new_dport_be == key.sport_be
+        && same(&value.new_src, &key.dst)
+        && same(&value.new_dst, &key.src)
+}
+
+/// A flow's two entries as they are now, copied into this CPU's scratch
+/// slots, if they are each other's halves: the forward entry under
+/// `forward_key`, the reply entry under `reply_key`. Read through a pointer
+/// into a preallocated hash map (`HALF_OPEN`), an entry that another CPU
+/// removes meanwhile is reused at once for whatever that map takes next,
+/// another flow's entry, which must not be copied under this flow's key.
+#[inline(always)]
+pub fn both_halves(
+    forward_key: &FlowKey,
+    forward: *const FlowValue,
+    reply_key: &FlowKey,
+    reply: *const FlowValue,
+) -> Option<(&'static FlowValue, &'static FlowValue)> {
+    let f = SCRATCH.get_ptr_mut(SCRATCH_FORWARD)?;
+    let r = SCRATCH.get_ptr_mut(SCRATCH_REPLY)?;
+    // SAFETY: this CPU's slots, used by this program run only; the sources
+    // are map values, valid for the run (if perhaps another flow's now).
+    let (f, r) = unsafe {
+        copy::words(f, forward);
+        copy::words(r, reply);
+        (&*f, &*r)
+    };
+    let paired = f.direction == DIR_FORWARD
+        && r.direction == DIR_REPLY
+        && pairs_with(f, reply_key)
+        && pairs_with(r, forward_key);
+    paired.then_some((f, r))
+}
+
 /// Per-packet state of an existing flow: timestamps, TCP state, and the release
 /// of the backend's active count when the connection ends.
 #[inline(always)]
@@ -599,6 +640,15 @@ fn insert_forward(
             return Created::Refused(Counter::DropSynProxyEarly);
         }
         return Created::Refused(Counter::DropFlowTableFull);
+    }
+    if proxied && FLOWS.get_ptr(key).is_some() {
+        // The winner of that race may have been established and moved to
+        // `FLOWS` between this packet's lookups (it is inserted there before
+        // it leaves `HALF_OPEN`): this flow would be a second one, whose
+        // backend's answer would replace the first under the client's key.
+        let _ = HALF_OPEN.remove(key);
+        let _ = HALF_OPEN.remove(&probe.reply_key);
+        return Created::Refused(Counter::DropSynProxyEarly);
     }
     if let Some(active) = ACTIVE_CONNS.get_ptr_mut(backend_idx.0) {
         // SAFETY: 8-byte aligned map value.

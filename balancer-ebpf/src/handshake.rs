@@ -4,10 +4,10 @@
 //! a backend sends again to a spoofed client do not keep its flow, which
 //! the sweep removes `flows.tcp_syn_timeout_s` after the SYN.
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use balancer_common::{
     flow::{
-        DIR_FORWARD, FlowKey, FlowValue, STATE_CLOSING, STATE_ESTABLISHED, STATE_NEW,
+        DIR_FORWARD, DIR_REPLY, FlowKey, FlowValue, STATE_CLOSING, STATE_ESTABLISHED, STATE_NEW,
         STATE_SYN_RECEIVED,
     },
     stats::Counter,
@@ -39,13 +39,17 @@ pub fn half_open(ctx: &XdpContext, pkt: &Packet, flow: &mut FlowValue) -> u32 {
         } else if flow.state == STATE_SYN_RECEIVED
             && flags & (TCP_SYN | TCP_ACK) == TCP_ACK
             && parse::read_tcp(ctx, pkt).is_some_and(|t| t.ack == flow.seq_delta)
-            && establish(pkt, flow)
-            && let Some(moved) = FLOWS.get_ptr_mut(&pkt.key)
         {
+            if let Err(reason) = establish(pkt, flow) {
+                count(reason);
+                return xdp_action::XDP_DROP;
+            }
             // The half-open entry may be reused by another CPU's new flow
             // from now on: this packet goes on with the established one.
-            // SAFETY: as above.
-            flow = unsafe { &mut *moved };
+            if let Some(moved) = FLOWS.get_ptr_mut(&pkt.key) {
+                // SAFETY: as above.
+                flow = unsafe { &mut *moved };
+            }
         }
     } else if end || flow.state == STATE_NEW && flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
         answered(ctx, pkt, flow, end);
@@ -79,15 +83,18 @@ fn answered(ctx: &XdpContext, pkt: &Packet, reply: &mut FlowValue, end: bool) {
 }
 
 /// The client acknowledged the backend's SYN-ACK: the handshake is complete.
+/// A flow whose other half is gone (expired) or another flow's cannot be.
 #[inline(always)]
-fn establish(pkt: &Packet, forward: &mut FlowValue) -> bool {
+fn establish(pkt: &Packet, forward: &mut FlowValue) -> Result<(), Counter> {
     let reply_key = forward.peer_key(pkt.key.proto, pkt.key.family);
     let Some(reply) = HALF_OPEN.get_ptr_mut(&reply_key) else {
-        // Its other half was evicted: it stays half-open until it expires.
-        return false;
+        return Err(Counter::DropHalfOpenOrphan);
     };
     // SAFETY: a map value pointer is valid for the duration of the program.
     let reply = unsafe { &mut *reply };
+    if reply.direction != DIR_REPLY || !flow::pairs_with(reply, &pkt.key) {
+        return Err(Counter::DropHalfOpenOrphan);
+    }
     let now = clock::now_ns();
     forward.state = STATE_ESTABLISHED;
     forward.seq_delta = 0;
@@ -95,35 +102,37 @@ fn establish(pkt: &Packet, forward: &mut FlowValue) -> bool {
     reply.state = STATE_ESTABLISHED;
     reply.seq_delta = 0;
     reply.last_seen_ns = now;
-    if !promote(&pkt.key, forward, &reply_key, reply) {
-        return false;
-    }
+    promote(&pkt.key, forward, &reply_key, reply)?;
     count(Counter::HandshakeCompleted);
     flood::completed();
-    true
+    Ok(())
 }
 
 /// Moves a flow whose handshake completed from `HALF_OPEN` to `FLOWS`, both
 /// entries as they are now (the reply entry first, so that its SNAT port is
 /// in one of the tables throughout), and tells the HA peers of it. The
-/// packet at hand goes on with the entries it has (freed only after the
-/// program's run).
+/// entries go in only if they are still each other's halves: another CPU
+/// may have removed one meanwhile, and `HALF_OPEN` reuses a removed entry at
+/// once (under a SYN flood, a reply entry once went into `FLOWS` under its
+/// client's key, and the client's packets were sent back to it).
 #[inline(never)]
 pub fn promote(
     forward_key: &FlowKey,
     forward: &FlowValue,
     reply_key: &FlowKey,
     reply: &FlowValue,
-) -> bool {
+) -> Result<(), Counter> {
+    let (forward, reply) = flow::both_halves(forward_key, forward, reply_key, reply)
+        .ok_or(Counter::DropHalfOpenOrphan)?;
     if FLOWS.insert(reply_key, reply, 0).is_err() {
-        return false;
+        return Err(Counter::DropFlowTableFull);
     }
     if FLOWS.insert(forward_key, forward, 0).is_err() {
         let _ = FLOWS.remove(reply_key);
-        return false;
+        return Err(Counter::DropFlowTableFull);
     }
     let _ = HALF_OPEN.remove(reply_key);
     let _ = HALF_OPEN.remove(forward_key);
     crate::sync::new_flow(forward_key, forward);
-    true
+    Ok(())
 }

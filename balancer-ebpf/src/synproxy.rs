@@ -635,11 +635,16 @@ fn answered(ctx: &XdpContext, pkt: &Packet, reply: &mut FlowValue) -> u32 {
     let isn_delta = tcp.ack.wrapping_sub(1).wrapping_sub(reply.isn_delta);
     let forward_key = reply.peer_key(pkt.key.proto, pkt.key.family);
     let Some(forward) = HALF_OPEN.get_ptr_mut(&forward_key) else {
-        // Its other half was evicted: the flow cannot be completed.
-        return drop(Counter::DropFlowTableFull);
+        // Its other half is gone (expired): the flow cannot be completed.
+        return drop(Counter::DropHalfOpenOrphan);
     };
     // SAFETY: a map value pointer is valid for the duration of the program.
     let forward = unsafe { &mut *forward };
+    if forward.direction != DIR_FORWARD || !flow::pairs_with(forward, &pkt.key) {
+        // The client's key is another flow's now (this one's forward half
+        // was removed, and the client's next cookie opened a new flow).
+        return drop(Counter::DropHalfOpenOrphan);
+    }
     forward.state = STATE_ESTABLISHED;
     forward.seq_delta = delta;
     forward.isn_delta = isn_delta;
@@ -650,7 +655,9 @@ fn answered(ctx: &XdpContext, pkt: &Packet, reply: &mut FlowValue) -> u32 {
     reply.isn_delta = isn_delta;
     reply.proxy = established;
     reply.last_seen_ns = now;
-    handshake::promote(&forward_key, forward, &pkt.key, reply);
+    if let Err(reason) = handshake::promote(&forward_key, forward, &pkt.key, reply) {
+        return drop(reason);
+    }
     count(Counter::SynProxyEstablished);
     ack_back(ctx, &pkt.key, &tcp, word as u16)
 }

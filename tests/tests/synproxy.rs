@@ -739,6 +739,73 @@ fn a_cookie_made_on_a_peer_opens_the_flow_here() {
 }
 
 #[test]
+fn a_backends_answer_for_a_flow_whose_client_key_another_flow_took_completes_nothing() {
+    // Under a flood, another CPU may remove a proxied flow's forward half
+    // just before its backend answers, and the client's next cookie ACK open
+    // a second flow under the same key. The first backend's answer must then
+    // complete nothing: not the second flow with the first's numbers, and no
+    // entry of one flow under the other's key (the client's packets were once
+    // sent back to it that way).
+    let Some(mut fx) = Fixture::with_config(&always(), 65536) else {
+        return;
+    };
+    let sport = 44600;
+    let first = proxied_syn(&fx, false, sport);
+    let client_key = FlowKey {
+        src: [u32::from_ne_bytes(CLIENT), 0, 0, 0],
+        dst: [u32::from_ne_bytes(VIP), 0, 0, 0],
+        sport_be: sport.to_be(),
+        dport_be: 80u16.to_be(),
+        proto: 6,
+        family: 4,
+        _pad: [0; 2],
+    };
+    {
+        let mut half: aya::maps::HashMap<_, FlowKey, FlowValue> =
+            fx.dp.map_mut::<HalfOpen, _>().unwrap();
+        half.remove(&client_key).unwrap();
+    }
+    let second = proxied_syn(&fx, false, sport);
+    assert_ne!(
+        (second.syn.dst, second.syn.sport),
+        (first.syn.dst, first.syn.sport),
+        "a second backend connection"
+    );
+    let answer = |p: &Proxied| {
+        Tcp::new(p.syn.dst, p.syn.src, p.syn.dport, p.syn.sport, SYN | ACK)
+            .seq(BACKEND_ISN, ISN + 1)
+            .opts(&[2, 4, 0x05, 0xb4])
+            .backend_frame()
+    };
+    assert_eq!(fx.run(&answer(&first), fx.back).0, XDP_DROP);
+    assert_eq!(fx.dp.counter(Counter::DropHalfOpenOrphan).unwrap(), 1);
+    let flows = |fx: &Fixture| -> usize {
+        let map: aya::maps::HashMap<_, FlowKey, FlowValue> = fx.dp.map::<Flows, _>().unwrap();
+        map.keys().count()
+    };
+    assert_eq!(flows(&fx), 0, "nothing completed");
+    // The second flow's own answer completes it, and the client's data goes
+    // to its backend connection with its numbers.
+    established(&fx, &second, 7);
+    assert_eq!(flows(&fx), 2);
+    let data = Tcp::new(second.f.client, second.f.vip, sport, 80, ACK | PSH)
+        .seq(ISN + 1, second.cookie + 1)
+        .payload(b"GET / HTTP/1.1\r\n\r\n");
+    let (action, out) = fx.run(&data.client_frame(), fx.front);
+    assert_eq!(action, XDP_REDIRECT);
+    let (t, _, _) = seen(&out);
+    assert_eq!(
+        (t.src, t.dst, t.sport, t.ack),
+        (
+            second.syn.src,
+            second.syn.dst,
+            second.syn.sport,
+            second.cookie.wrapping_add(1).wrapping_add(second.delta())
+        )
+    );
+}
+
+#[test]
 fn a_service_of_another_port_and_udp_are_not_proxied() {
     let Some(fx) = Fixture::with_config(&always(), 65536) else {
         return;

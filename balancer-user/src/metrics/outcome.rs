@@ -64,6 +64,7 @@ pub const fn outcome(c: Counter) -> Outcome {
         Counter::HandshakeCompleted => Outcome::Handshake("direct"),
         Counter::SynProxyTimeWait => Outcome::SynProxyResent("time_wait"),
         Counter::SynProxySynAgain => Outcome::SynProxyResent("no_answer"),
+        Counter::DropHalfOpenOrphan => Outcome::Dropped("half_open_orphan"),
     }
 }
 
