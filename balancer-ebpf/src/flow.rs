@@ -227,16 +227,18 @@ impl Open {
 const SCRATCH_REPLY: u32 = 0;
 const SCRATCH_FORWARD: u32 = 1;
 
-/// Whether `value` leads to `key` reversed: the entry whose peer `key` is.
-/// Word by word: comparing the arrays whole would become a `bcmp` call.
+/// Whether `value` is the `direction` half of the flow whose other half is
+/// keyed `peer`: its translation leads to `peer` reversed. Word by word:
+/// comparing the arrays whole would become a `bcmp` call.
 #[inline(always)]
-pub fn pairs_with(value: &FlowValue, key: &FlowKey) -> bool {
+pub fn is_half(value: &FlowValue, direction: u8, peer: &FlowKey) -> bool {
     let same =
         |a: &RawAddr, b: &RawAddr| a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3];
-    value.new_sport_be == key.dport_be
-        && value.new_dport_be == key.sport_be
-        && same(&value.new_src, &key.dst)
-        && same(&value.new_dst, &key.src)
+    value.direction == direction
+        && value.new_sport_be == peer.dport_be
+        && value.new_dport_be == peer.sport_be
+        && same(&value.new_src, &peer.dst)
+        && same(&value.new_dst, &peer.src)
 }
 
 /// A flow's two entries as they are now, copied into this CPU's scratch
@@ -261,10 +263,7 @@ pub fn both_halves(
         copy::words(r, reply);
         (&*f, &*r)
     };
-    let paired = f.direction == DIR_FORWARD
-        && r.direction == DIR_REPLY
-        && pairs_with(f, reply_key)
-        && pairs_with(r, forward_key);
+    let paired = is_half(f, DIR_FORWARD, reply_key) && is_half(r, DIR_REPLY, forward_key);
     paired.then_some((f, r))
 }
 

@@ -17,13 +17,8 @@ use crate::{
     clock, flood, flow, forward,
     maps::{self, FLOWS, HALF_OPEN, count},
     nat,
-    parse::{self, Packet},
+    parse::{self, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
-
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
 
 /// A packet of a flow in `HALF_OPEN` opened without the SYN proxy (see
 /// `synproxy::pending` for those opened with it). Not inlined: the
@@ -92,7 +87,7 @@ fn establish(pkt: &Packet, forward: &mut FlowValue) -> Result<(), Counter> {
     };
     // SAFETY: a map value pointer is valid for the duration of the program.
     let reply = unsafe { &mut *reply };
-    if reply.direction != DIR_REPLY || !flow::pairs_with(reply, &pkt.key) {
+    if !flow::is_half(reply, DIR_REPLY, &pkt.key) {
         return Err(Counter::DropHalfOpenOrphan);
     }
     let now = clock::now_ns();

@@ -34,10 +34,11 @@ const MAX_IPV6_EXT_LEN: usize = 256;
 /// extension headers it follows), for the verifier's sake where an offset
 /// comes back through memory.
 pub const MAX_L4_OFFSET: usize = 512;
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
+/// TCP header flags.
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
 /// Byte 13 of the TCP header holds the flags.
 const TCP_FLAGS_OFFSET: usize = 13;
 const IP_MF_OR_OFFSET_BE: u16 = 0x3fffu16.to_be();

@@ -19,7 +19,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use balancer_common::{
-    FAMILY_V6, RawAddr,
+    FAMILY_V6, PROTO_TCP, RawAddr,
     cookie::{self, CookieData, NO_WSCALE, PROXY_WSCALE},
     csum,
     flow::{
@@ -39,15 +39,12 @@ use crate::{
     clock, copy, flood, flow, forward, handshake,
     maps::{self, FLOWS, GLOBAL, HALF_OPEN, SYN_COOKIE_KEYS, count, global},
     nat,
-    parse::{MAX_L4_OFFSET, Packet, Tcp, TcpWire, ptr_at, read_tcp},
+    parse::{
+        MAX_L4_OFFSET, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Tcp, TcpWire, ptr_at, read_tcp,
+    },
     tcpopt,
 };
 
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
-const PROTO_TCP: u8 = 6;
 const TTL: u8 = 64;
 /// The window of the SYN-ACK (unscaled, as in every SYN).
 const SYNACK_WINDOW: u16 = 65535;
@@ -640,7 +637,7 @@ fn answered(ctx: &XdpContext, pkt: &Packet, reply: &mut FlowValue) -> u32 {
     };
     // SAFETY: a map value pointer is valid for the duration of the program.
     let forward = unsafe { &mut *forward };
-    if forward.direction != DIR_FORWARD || !flow::pairs_with(forward, &pkt.key) {
+    if !flow::is_half(forward, DIR_FORWARD, &pkt.key) {
         // The client's key is another flow's now (this one's forward half
         // was removed, and the client's next cookie opened a new flow).
         return drop(Counter::DropHalfOpenOrphan);
