@@ -114,6 +114,18 @@ impl Netns {
         run_command(&mut c, timeout).with_context(|| self.describe(cmd, args))
     }
 
+    /// The packets nftables counted in the named counter `name` of table
+    /// `family table` (`nft list counter ...`).
+    pub fn nft_counter_packets(&self, family: &str, table: &str, name: &str) -> Result<u64> {
+        let out = self.exec("nft", &["list", "counter", family, table, name])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("no packet count in {text}"))
+    }
+
     /// `ip -n NAME args...`; returns stdout.
     pub fn ip(&self, args: &[&str]) -> Result<String> {
         let mut c = Command::new("ip");

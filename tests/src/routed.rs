@@ -717,16 +717,8 @@ impl Routed {
     pub fn new_connections_per_node(&self) -> Result<Vec<u64>> {
         (1..=self.nodes.len())
             .map(|i| {
-                let out = self.sw.exec(
-                    "nft",
-                    &["list", "counter", "bridge", "ecmpcount", &format!("n{i}")],
-                )?;
-                let text = String::from_utf8_lossy(&out.stdout);
-                text.split_whitespace()
-                    .skip_while(|w| *w != "packets")
-                    .nth(1)
-                    .and_then(|n| n.parse().ok())
-                    .with_context(|| format!("no packet count in {text}"))
+                self.sw
+                    .nft_counter_packets("bridge", "ecmpcount", &format!("n{i}"))
             })
             .collect()
     }

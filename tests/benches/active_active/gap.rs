@@ -146,14 +146,8 @@ impl Syns {
     }
 
     fn read(site: &Site) -> Result<Syns> {
-        let counter = |ns: &balancer_tests::Netns, family: &str, name: &str| -> Result<u64> {
-            let out = ns.exec("nft", &["list", "counter", family, "aasyns", name])?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            text.split_whitespace()
-                .skip_while(|w| *w != "packets")
-                .nth(1)
-                .and_then(|n| n.parse().ok())
-                .with_context(|| format!("no packet count in {text}"))
+        let counter = |ns: &balancer_tests::Netns, family: &str, name: &str| {
+            ns.nft_counter_packets(family, "aasyns", name)
         };
         let sw = site.topo.switch();
         Ok(Syns {
